@@ -1,0 +1,347 @@
+//! `EtcdCluster`: the desired shape of one etcd cluster and what the operator observed of it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::defaults;
+
+/// Desired state of an etcd cluster. Every default is declared in the schema and filled in by the
+/// mutating webhook, from the same values, so it holds while the webhook is down.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "etcd.etcd.io",
+    version = "v1alpha1",
+    kind = "EtcdCluster",
+    plural = "etcdclusters",
+    shortname = "etcd",
+    shortname = "ec",
+    category = "etcd",
+    namespaced,
+    status = "EtcdClusterStatus",
+    derive = "PartialEq",
+    doc = "An etcd cluster managed by etcd-operator.",
+    scale(
+        spec_replicas_path = ".spec.size",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Size", type_ = "integer", json_path = ".spec.size"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Version", type_ = "string", json_path = ".spec.version"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(oldSelf.storage) || !has(self.storage) || (has(self.storage.ephemeral) ? self.storage.ephemeral : false) == (has(oldSelf.storage.ephemeral) ? oldSelf.storage.ephemeral : false)",
+     "message": "spec.storage.ephemeral is immutable"},
+    {"rule": "!has(oldSelf.storage) || !has(self.storage) || (has(self.storage.storageClassName) ? self.storage.storageClassName : '') == (has(oldSelf.storage.storageClassName) ? oldSelf.storage.storageClassName : '')",
+     "message": "spec.storage.storageClassName is immutable"},
+    {"rule": "self.security.tls.enabled == oldSelf.security.tls.enabled && self.security.tls.autoTLS == oldSelf.security.tls.autoTLS",
+     "message": "spec.security.tls.enabled and spec.security.tls.autoTLS are immutable"}
+]))]
+pub struct EtcdClusterSpec {
+    /// Number of members: 0 stops the cluster and keeps its data; otherwise an odd number up to 9.
+    #[serde(default = "defaults::size")]
+    #[schemars(extend("enum" = [0, 1, 3, 5, 7, 9]))]
+    pub size: i32,
+
+    /// etcd version, `3.MINOR.PATCH`. Upgrades go one minor version at a time; no downgrades.
+    #[serde(default = "defaults::version")]
+    #[schemars(regex(pattern = r"^3\.[0-9]+\.[0-9]+$"))]
+    pub version: String,
+
+    /// Container image repository of etcd; the image is `REPOSITORY:vVERSION`.
+    #[serde(default = "defaults::repository")]
+    #[schemars(length(min = 1))]
+    pub repository: String,
+
+    /// Where members keep their data.
+    #[serde(default)]
+    pub storage: StorageSpec,
+
+    /// TLS for peer and client traffic.
+    #[serde(default)]
+    pub security: SecuritySpec,
+
+    /// Resources of the etcd container.
+    #[serde(default = "defaults::resources")]
+    pub resources: ResourceRequirements,
+
+    /// Scheduling and metadata overrides for member pods.
+    #[serde(default, skip_serializing_if = "PodTemplateOverrides::is_empty")]
+    pub pod_template: PodTemplateOverrides,
+
+    /// etcd tuning that the operator passes through as flags.
+    #[serde(default)]
+    pub options: EtcdOptions,
+}
+
+/// Persistent or ephemeral member storage.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Size of each member's volume. It may grow; it never shrinks.
+    #[serde(default = "defaults::storage_size")]
+    pub size: Quantity,
+    /// StorageClass of the member volumes; immutable. Empty means the cluster default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// Keep data in an emptyDir instead of a PersistentVolumeClaim; immutable. Data does not survive
+    /// a pod being rescheduled, so member replacement does the work a volume would have done.
+    #[serde(default)]
+    pub ephemeral: bool,
+    /// What happens to the volumes when the EtcdCluster is deleted.
+    #[serde(default)]
+    pub reclaim_policy: ReclaimPolicy,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        Self {
+            size: defaults::storage_size(),
+            storage_class_name: None,
+            ephemeral: false,
+            reclaim_policy: ReclaimPolicy::default(),
+        }
+    }
+}
+
+/// Whether member volumes outlive their EtcdCluster.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ReclaimPolicy {
+    /// Keep the PersistentVolumeClaims (the data) after the EtcdCluster is deleted.
+    #[default]
+    Retain,
+    /// Delete the PersistentVolumeClaims with the EtcdCluster.
+    Delete,
+}
+
+/// Security settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecuritySpec {
+    #[serde(default)]
+    pub tls: TlsSpec,
+}
+
+/// TLS for etcd: issued by the operator (`autoTLS`) or taken from Secrets the user provides.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!self.enabled || self.autoTLS || (has(self.peerSecretRef) && has(self.serverSecretRef) && has(self.clientSecretRef))",
+     "message": "with autoTLS off, peerSecretRef, serverSecretRef and clientSecretRef are required"}
+]))]
+pub struct TlsSpec {
+    /// Mutual TLS on peer and client URLs; immutable.
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// The operator issues and rotates a CA and every certificate; immutable.
+    #[serde(default = "defaults::yes", rename = "autoTLS")]
+    pub auto_tls: bool,
+    /// `kubernetes.io/tls` Secret (tls.crt, tls.key, ca.crt) for peer traffic, when autoTLS is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_secret_ref: Option<SecretReference>,
+    /// `kubernetes.io/tls` Secret for the client URLs of the members, when autoTLS is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_secret_ref: Option<SecretReference>,
+    /// `kubernetes.io/tls` Secret the operator uses as an etcd client, when autoTLS is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_ref: Option<SecretReference>,
+}
+
+impl Default for TlsSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            auto_tls: true,
+            peer_secret_ref: None,
+            server_secret_ref: None,
+            client_secret_ref: None,
+        }
+    }
+}
+
+/// A Secret in the namespace of the object that names it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretReference {
+    #[schemars(length(min = 1))]
+    pub name: String,
+}
+
+/// Overrides applied to every member pod.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplateOverrides {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+}
+
+impl PodTemplateOverrides {
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// etcd settings passed as flags. Flags the operator owns (names, URLs, data dir, certificates,
+/// initial cluster) are refused in `extraArgs`: see [`crate::RESERVED_FLAGS`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdOptions {
+    /// `--quota-backend-bytes`: the backend size at which etcd raises a NOSPACE alarm.
+    #[serde(default = "defaults::quota_backend_bytes")]
+    #[schemars(range(min = 0))]
+    pub quota_backend_bytes: i64,
+    /// `--auto-compaction-mode`.
+    #[serde(default)]
+    pub auto_compaction_mode: AutoCompactionMode,
+    /// `--auto-compaction-retention`: a duration (`1h`) in Periodic mode, a revision count in Revision mode.
+    #[serde(default = "defaults::auto_compaction_retention")]
+    pub auto_compaction_retention: String,
+    /// Further `--flag=value` pairs, without the leading dashes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra_args: BTreeMap<String, String>,
+}
+
+impl Default for EtcdOptions {
+    fn default() -> Self {
+        Self {
+            quota_backend_bytes: defaults::quota_backend_bytes(),
+            auto_compaction_mode: AutoCompactionMode::default(),
+            auto_compaction_retention: defaults::auto_compaction_retention(),
+            extra_args: BTreeMap::new(),
+        }
+    }
+}
+
+/// etcd's `--auto-compaction-mode`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum AutoCompactionMode {
+    #[default]
+    Periodic,
+    Revision,
+}
+
+impl AutoCompactionMode {
+    /// The value etcd's flag takes.
+    pub fn as_flag(self) -> &'static str {
+        match self {
+            Self::Periodic => "periodic",
+            Self::Revision => "revision",
+        }
+    }
+}
+
+/// What the operator observed of the cluster, written every reconcile.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdClusterStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<ClusterPhase>,
+    /// Ready, Available, Progressing, Degraded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStatus>,
+    /// Members in etcd's member list (voters and learners): the scale subresource's status.replicas.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Members that answer status and are voters.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Label selector of the member pods, for the scale subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Member ID of the leader, hexadecimal as etcdctl prints it.
+    #[serde(default, rename = "leaderID", skip_serializing_if = "Option::is_none")]
+    pub leader_id: Option<String>,
+    /// Cluster ID, hexadecimal; it stays the same across a stop and restart.
+    #[serde(default, rename = "clusterID", skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    /// URLs clients connect to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_endpoints: Vec<String>,
+    /// The version every member runs, once they agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Recorded when the cluster is scaled to zero: what bringing the same members back needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<StoppedCluster>,
+}
+
+/// The lifecycle phase shown in `kubectl get etcdcluster`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ClusterPhase {
+    Creating,
+    Running,
+    Scaling,
+    Upgrading,
+    Degraded,
+    Failed,
+    Recovering,
+    Stopped,
+}
+
+/// One etcd member as observed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    pub name: String,
+    /// Member ID, hexadecimal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, rename = "peerURL", skip_serializing_if = "Option::is_none")]
+    pub peer_url: Option<String>,
+    #[serde(default, rename = "clientURL", skip_serializing_if = "Option::is_none")]
+    pub client_url: Option<String>,
+    #[serde(default)]
+    pub ready: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<MemberRole>,
+    #[serde(default)]
+    pub leader: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// Raft role of a member.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum MemberRole {
+    Learner,
+    Voter,
+}
+
+/// What a restart from zero needs: the same members, on the same data, with the same cluster ID.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoppedCluster {
+    #[serde(rename = "clusterID")]
+    pub cluster_id: String,
+    /// Members (name, ID, peer URL) as they were when the cluster stopped.
+    pub members: Vec<MemberStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+}

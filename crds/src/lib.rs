@@ -1,0 +1,88 @@
+//! API types of etcd-operator (`etcd.etcd.io/v1alpha1`) and the CRD YAML generated from them.
+//!
+//! Pure data: no I/O. The webhook crate validates and defaults these types; the binary reconciles them.
+
+pub mod backup;
+pub mod cluster;
+pub mod defaults;
+pub mod restore;
+pub mod storage;
+pub mod version;
+
+pub use backup::{BackupPhase, ClusterReference, EtcdBackup, EtcdBackupSpec, EtcdBackupStatus};
+pub use cluster::{
+    AutoCompactionMode, ClusterPhase, EtcdCluster, EtcdClusterSpec, EtcdClusterStatus, EtcdOptions,
+    MemberRole, MemberStatus, PodTemplateOverrides, ReclaimPolicy, SecretReference, SecuritySpec,
+    StoppedCluster, StorageSpec, TlsSpec,
+};
+pub use restore::{
+    BackupReference, EtcdRestore, EtcdRestoreSpec, EtcdRestoreStatus, RestorePhase, RestoreSource,
+    RestoreType, SnapshotLocation,
+};
+pub use storage::{
+    AzureDestination, BackupDestination, BackupRecord, Compression, EncryptionSpec, GcsDestination,
+    S3Destination, SecretKeyReference, VolumeDestination,
+};
+pub use version::{EtcdVersion, SUPPORTED_MINORS};
+
+use kube::CustomResourceExt;
+
+/// API group of every kind here.
+pub const GROUP: &str = "etcd.etcd.io";
+/// The one served and stored version.
+pub const API_VERSION: &str = "v1alpha1";
+
+/// etcd flags the operator sets itself; `spec.options.extraArgs` may not name them.
+pub const RESERVED_FLAGS: &[&str] = &[
+    "name",
+    "data-dir",
+    "wal-dir",
+    "initial-cluster",
+    "initial-cluster-state",
+    "initial-cluster-token",
+    "initial-advertise-peer-urls",
+    "advertise-client-urls",
+    "listen-peer-urls",
+    "listen-client-urls",
+    "listen-metrics-urls",
+    "cert-file",
+    "key-file",
+    "trusted-ca-file",
+    "client-cert-auth",
+    "peer-cert-file",
+    "peer-key-file",
+    "peer-trusted-ca-file",
+    "peer-client-cert-auth",
+    "auto-tls",
+    "peer-auto-tls",
+    "config-file",
+    "quota-backend-bytes",
+    "auto-compaction-mode",
+    "auto-compaction-retention",
+    "discovery",
+    "discovery-srv",
+    "force-new-cluster",
+];
+
+/// Errors of the API layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid etcd version {0:?}: expected MAJOR.MINOR.PATCH, e.g. 3.5.21")]
+    InvalidVersion(String),
+    #[error("cannot render the CRD YAML: {0}")]
+    Render(#[from] serde_yaml::Error),
+}
+
+/// Where the generated YAML is committed, relative to the workspace root.
+pub const COMMITTED_YAML: &str = "crds/all.yaml";
+
+/// All three CRDs as one multi-document YAML stream: what `etcd-operator crd` prints and what
+/// [`COMMITTED_YAML`] holds.
+pub fn crds_yaml() -> Result<String, Error> {
+    let mut out = String::new();
+    for crd in [EtcdCluster::crd(), EtcdBackup::crd(), EtcdRestore::crd()] {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&crd)?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,1 @@
+//! Snapshots to and from object storage (issue 6).

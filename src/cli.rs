@@ -1,0 +1,196 @@
+//! The command line: one binary, several roles (DESIGN.md, "The command line").
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::{Error, Result};
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "etcd-operator",
+    version,
+    about = "A Kubernetes operator for etcd: admission webhooks and controllers in one HTTPS service, with its own TLS."
+)]
+pub struct Cli {
+    /// Log format; the level comes from RUST_LOG (default: info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty, env = "LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// In a cluster: the controllers and the HTTPS server (webhooks, metrics, probes).
+    Run(RunArgs),
+    /// Print the CRD YAML of EtcdCluster, EtcdBackup and EtcdRestore (what crds/ holds).
+    Crd,
+    /// Serve the admission endpoints alone, no cluster needed.
+    Webhook(WebhookArgs),
+    /// TLS material of a cluster, as the operator would store it.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Run an EtcdCluster on this machine with real etcd processes.
+    Local(LocalArgs),
+    /// Take one snapshot of a cluster and store it.
+    Backup(BackupArgs),
+    /// Restore one member's data directory from a snapshot.
+    Restore(RestoreArgs),
+    /// Init container of each etcd pod: writes the member's etcd configuration.
+    MemberInit(MemberInitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Address of the HTTPS server (webhooks, /metrics, /healthz, /readyz).
+    #[arg(long, default_value = "0.0.0.0:8443", env = "LISTEN")]
+    pub listen: SocketAddr,
+    /// Namespace the operator runs in (its Secrets, Lease and Service live there).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "etcd-operator-system")]
+    pub namespace: String,
+    /// Name of the Service in front of the webhook server: the serving certificate's DNS name.
+    #[arg(long, env = "WEBHOOK_SERVICE", default_value = "etcd-operator-webhook")]
+    pub service_name: String,
+    /// Secret that holds the webhook CA and serving certificate.
+    #[arg(long, env = "WEBHOOK_SECRET", default_value = "etcd-operator-webhook-tls")]
+    pub webhook_secret: String,
+    /// Validating and mutating webhook configurations whose caBundle the operator keeps current.
+    #[arg(long, env = "WEBHOOK_CONFIGURATION", default_value = "etcd-operator")]
+    pub webhook_configuration: String,
+    /// Identity of this replica in leader election (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookArgs {
+    /// Address to listen on, e.g. 127.0.0.1:8443.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Directory with ca.crt, tls.crt and tls.key; a CA and serving certificate are issued into it when absent.
+    #[arg(long)]
+    pub cert_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Issue a cluster's PKI and write it as PEM files: ca.crt, peer.crt/key, server.crt/key, client.crt/key.
+    Issue(CertsIssueArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertsIssueArgs {
+    /// EtcdCluster name.
+    #[arg(long)]
+    pub cluster: String,
+    /// EtcdCluster namespace.
+    #[arg(long)]
+    pub namespace: String,
+    /// Directory to write the PEM files into (created if absent).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// A further DNS name or IP address for the peer and server certificates.
+    #[arg(long = "extra-san", value_name = "NAME_OR_IP")]
+    pub extra_sans: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct LocalArgs {
+    #[command(subcommand)]
+    pub command: Option<LocalCommand>,
+    #[command(flatten)]
+    pub up: LocalUpArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LocalUpArgs {
+    /// EtcdCluster YAML; edits to it are reconciled while this runs.
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Where members, PKI and status.json live.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LocalCommand {
+    /// Stop the etcd processes that `local` started.
+    Down {
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Client URLs of the cluster, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub endpoints: Vec<String>,
+    #[arg(long)]
+    pub cacert: Option<PathBuf>,
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// Where to store the snapshot: s3://bucket/key, file:///path, gs://, az://.
+    #[arg(long)]
+    pub to: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Where the snapshot is: s3://bucket/key, file:///path, gs://, az://.
+    #[arg(long)]
+    pub from: String,
+    /// Data directory to create; it must not exist.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Member name.
+    #[arg(long)]
+    pub name: String,
+    /// The restored cluster's members: name=peerURL,...
+    #[arg(long)]
+    pub initial_cluster: String,
+    /// This member's peer URL.
+    #[arg(long)]
+    pub initial_advertise_peer_urls: String,
+    /// Expected SHA-256 of the stored object; the restore refuses anything else.
+    #[arg(long)]
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MemberInitArgs {
+    /// This pod's name (NAME-ORDINAL).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: String,
+    /// Directory where the operator's bootstrap entries are mounted.
+    #[arg(long, default_value = "/etc/etcd-bootstrap")]
+    pub bootstrap_dir: PathBuf,
+    /// The etcd configuration file to write.
+    #[arg(long, default_value = "/var/run/etcd/etcd.conf.yaml")]
+    pub config_out: PathBuf,
+}
+
+/// Runs one subcommand to completion.
+pub async fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Crd => {
+            print!("{}", etcd_crds::crds_yaml()?);
+            Ok(())
+        }
+        Command::Run(_) => Err(Error::NotImplemented { what: "`run`", issue: 5 }),
+        Command::Webhook(_) => Err(Error::NotImplemented { what: "`webhook`", issue: 4 }),
+        Command::Certs(CertsCommand::Issue(_)) => {
+            Err(Error::NotImplemented { what: "`certs issue`", issue: 3 })
+        }
+        Command::Local(_) => Err(Error::NotImplemented { what: "`local`", issue: 5 }),
+        Command::Backup(_) => Err(Error::NotImplemented { what: "`backup`", issue: 6 }),
+        Command::Restore(_) => Err(Error::NotImplemented { what: "`restore`", issue: 6 }),
+        Command::MemberInit(_) => Err(Error::NotImplemented { what: "`member-init`", issue: 5 }),
+    }
+}

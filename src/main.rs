@@ -1,0 +1,36 @@
+//! etcd-operator: one binary, several roles (see `etcd-operator --help`).
+
+mod backup;
+mod cli;
+mod error;
+mod k8s;
+mod membership;
+mod server;
+mod telemetry;
+mod tls;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    // object_store's and other crates' features may pull a second rustls provider; pick ring once,
+    // before anything builds a TLS config (rustls panics when it cannot decide).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = cli::Cli::parse();
+    telemetry::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli::dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", error::chain(&err));
+            ExitCode::FAILURE
+        }
+    }
+}

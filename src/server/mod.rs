@@ -1,0 +1,1 @@
+//! The one HTTPS service: admission routes, /metrics, /healthz, /readyz (issue 4).
