@@ -1,17 +1,9 @@
 //! etcd-operator: one binary, several roles (see `etcd-operator --help`).
 
-mod backup;
-mod cli;
-mod error;
-mod k8s;
-mod membership;
-mod server;
-mod telemetry;
-mod tls;
-
 use std::process::ExitCode;
 
 use clap::Parser;
+use etcd_operator::{cli, error, telemetry};
 
 fn main() -> ExitCode {
     // object_store's and other crates' features may pull a second rustls provider; pick ring once,

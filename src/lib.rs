@@ -1,0 +1,13 @@
+//! etcd-operator as a library: everything the binary runs, so that integration tests in `tests/`
+//! drive the same code paths (controllers over a faked `kube::Client`, the HTTPS server, the
+//! membership planner against real etcd) without going through the command line.
+
+pub mod backup;
+pub mod cli;
+pub mod error;
+pub mod etcd;
+pub mod k8s;
+pub mod membership;
+pub mod server;
+pub mod telemetry;
+pub mod tls;
