@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod cli;
+pub mod controller;
 pub mod error;
 pub mod etcd;
 pub mod k8s;
