@@ -188,9 +188,24 @@ pub async fn dispatch(command: Command) -> Result<()> {
         Command::Certs(CertsCommand::Issue(_)) => {
             Err(Error::NotImplemented { what: "`certs issue`", issue: 3 })
         }
+        Command::Local(LocalArgs { command: None, up: LocalUpArgs { file: Some(file), .. } }) => {
+            load_cluster(&file)?;
+            Err(Error::NotImplemented { what: "`local`", issue: 5 })
+        }
         Command::Local(_) => Err(Error::NotImplemented { what: "`local`", issue: 5 }),
         Command::Backup(_) => Err(Error::NotImplemented { what: "`backup`", issue: 6 }),
         Command::Restore(_) => Err(Error::NotImplemented { what: "`restore`", issue: 6 }),
         Command::MemberInit(_) => Err(Error::NotImplemented { what: "`member-init`", issue: 5 }),
     }
+}
+
+/// Reads an EtcdCluster manifest (YAML or JSON), with errors that name the file and the problem.
+pub fn load_cluster(path: &std::path::Path) -> Result<etcd_crds::EtcdCluster> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| Error::ReadFile { path: path.to_owned(), source })?;
+    serde_yaml::from_str(&text).map_err(|source| Error::ParseYaml {
+        path: path.to_owned(),
+        kind: "EtcdCluster",
+        source,
+    })
 }

@@ -1,0 +1,79 @@
+//! The command line as users meet it: help on every subcommand, the CRD output, and one-line
+//! errors (never a panic) for bad input.
+
+use std::process::{Command, Output};
+
+fn operator(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_etcd-operator")).args(args).output().expect("the binary runs")
+}
+
+fn assert_one_line_error(out: &Output, needle: &str) {
+    assert!(!out.status.success(), "expected failure");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got:\n{stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    assert!(lines[0].contains(needle), "{needle:?} not in {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in [
+        vec!["--help"],
+        vec!["run", "--help"],
+        vec!["crd", "--help"],
+        vec!["webhook", "--help"],
+        vec!["certs", "issue", "--help"],
+        vec!["local", "--help"],
+        vec!["local", "down", "--help"],
+        vec!["backup", "--help"],
+        vec!["restore", "--help"],
+        vec!["member-init", "--help"],
+    ] {
+        let out = operator(&sub);
+        assert!(out.status.success(), "{sub:?} --help failed");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage:"), "{sub:?}");
+    }
+}
+
+#[test]
+fn crd_prints_exactly_the_committed_yaml() {
+    let out = operator(&["crd"]);
+    assert!(out.status.success());
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/all.yaml")).unwrap();
+    assert!(out.stdout == committed.as_bytes(), "`etcd-operator crd` differs from crds/all.yaml");
+}
+
+#[test]
+fn missing_cluster_file_is_a_one_line_error() {
+    let out = operator(&["local", "-f", "/nonexistent/cluster.yaml", "--state-dir", "/tmp/unused"]);
+    assert_one_line_error(&out, "/nonexistent/cluster.yaml");
+}
+
+#[test]
+fn invalid_cluster_yaml_is_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: etcd.etcd.io/v1alpha1\nkind: EtcdCluster\nspec: [not, a, map]\n",
+    )
+    .unwrap();
+    let out = operator(&[
+        "local",
+        "-f",
+        path.to_str().unwrap(),
+        "--state-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_one_line_error(&out, "is not a valid EtcdCluster");
+}
+
+#[test]
+fn unknown_flags_are_refused_by_clap() {
+    let out = operator(&["crd", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"));
+}

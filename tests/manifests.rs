@@ -1,0 +1,182 @@
+//! What `kubectl apply -k manifests/` installs: valid against Kubernetes' own schemas, and shaped
+//! the way the operator needs (webhook paths, least-privilege RBAC, a locked-down Deployment).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_yaml::Value;
+
+/// The oldest Kubernetes version supported (k8s-openapi feature `v1_33`).
+const KUBERNETES_VERSION: &str = "1.33";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn rendered() -> String {
+    let out = Command::new("kubectl")
+        .args(["kustomize", "manifests"])
+        .current_dir(root())
+        .output()
+        .expect("kubectl is installed (kubectl kustomize renders manifests/)");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("{kind}/{name} is not in the rendered manifests"))
+}
+
+/// The venv's kubernetes-validate, as scripts/test installs it.
+fn kubernetes_validate() -> PathBuf {
+    let path = std::env::var_os("KUBERNETES_VALIDATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv/bin/kubernetes-validate"));
+    assert!(path.exists(), "{} is missing: run ./scripts/test, which installs it", path.display());
+    path
+}
+
+#[test]
+fn manifests_validate_against_kubernetes_schemas() {
+    let mut child = Command::new(kubernetes_validate())
+        .args(["--strict", "-k", KUBERNETES_VERSION, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(rendered().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "kubernetes-validate refused the manifests:\n{report}");
+    assert!(report.contains("passed for resource deployment/etcd-operator"), "{report}");
+}
+
+#[test]
+fn committed_crds_in_manifests_match_the_types() {
+    let committed = std::fs::read_to_string(root().join("manifests/crds.yaml")).unwrap();
+    assert!(
+        committed == etcd_crds::crds_yaml().unwrap(),
+        "manifests/crds.yaml is stale: run `cargo run -- crd > manifests/crds.yaml`"
+    );
+}
+
+#[test]
+fn webhooks_point_at_every_admission_path() {
+    let docs = documents(&rendered());
+    for (kind, mode) in
+        [("MutatingWebhookConfiguration", "mutate"), ("ValidatingWebhookConfiguration", "validate")]
+    {
+        let hooks = find(&docs, kind, "etcd-operator")["webhooks"].as_sequence().unwrap();
+        let mut paths: Vec<&str> =
+            hooks.iter().map(|h| h["clientConfig"]["service"]["path"].as_str().unwrap()).collect();
+        paths.sort();
+        let want: Vec<String> = ["etcdbackups", "etcdclusters", "etcdrestores"]
+            .iter()
+            .map(|r| format!("/{mode}/{r}"))
+            .collect();
+        assert_eq!(paths, want);
+        for hook in hooks {
+            assert_eq!(hook["sideEffects"], "None");
+            assert_eq!(hook["admissionReviewVersions"][0], "v1");
+            assert_eq!(hook["failurePolicy"], "Fail");
+            assert_eq!(hook["clientConfig"]["service"]["name"], "etcd-operator-webhook");
+            assert_eq!(hook["clientConfig"]["service"]["namespace"], "etcd-operator-system");
+            assert!(
+                hook["clientConfig"].get("caBundle").is_none(),
+                "the operator injects the caBundle"
+            );
+        }
+    }
+}
+
+#[test]
+fn rbac_is_least_privilege() {
+    let docs = documents(&rendered());
+    for (kind, name) in
+        [("ClusterRole", "etcd-operator"), ("Role", "etcd-operator-leader-election")]
+    {
+        for rule in find(&docs, kind, name)["rules"].as_sequence().unwrap() {
+            for field in ["apiGroups", "resources", "verbs"] {
+                let values = rule[field].as_sequence().unwrap();
+                assert!(!values.iter().any(|v| v == "*"), "{kind}/{name} grants * in {field}");
+            }
+        }
+    }
+    let cluster_role = find(&docs, "ClusterRole", "etcd-operator");
+    let webhook_patch = cluster_role["rules"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["apiGroups"][0] == "admissionregistration.k8s.io"
+                && r["verbs"].as_sequence().unwrap().iter().any(|v| v == "patch")
+        })
+        .expect("a rule lets the operator patch its webhook configurations");
+    assert_eq!(
+        webhook_patch["resourceNames"][0], "etcd-operator",
+        "patch is limited to our own configurations"
+    );
+}
+
+#[test]
+fn deployment_runs_locked_down_with_probes() {
+    let docs = documents(&rendered());
+    let deployment = find(&docs, "Deployment", "etcd-operator");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    let container = &pod["containers"][0];
+    assert_eq!(container["args"][0], "run");
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(container["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(container["securityContext"]["capabilities"]["drop"][0], "ALL");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["scheme"], "HTTPS");
+    assert!(container["resources"]["requests"]["memory"].is_string());
+}
+
+#[test]
+fn examples_are_valid_objects_of_our_kinds() {
+    let dir = root().join("examples");
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        for doc in documents(&std::fs::read_to_string(&path).unwrap()) {
+            let kind = doc["kind"].as_str().unwrap().to_owned();
+            let value = serde_json::to_value(&doc).unwrap();
+            match kind.as_str() {
+                "EtcdCluster" => {
+                    drop(serde_json::from_value::<etcd_crds::EtcdCluster>(value).unwrap())
+                }
+                "EtcdBackup" => {
+                    drop(serde_json::from_value::<etcd_crds::EtcdBackup>(value).unwrap())
+                }
+                "EtcdRestore" => {
+                    drop(serde_json::from_value::<etcd_crds::EtcdRestore>(value).unwrap())
+                }
+                "Secret" => continue,
+                other => panic!("{}: unexpected kind {other}", path.display()),
+            }
+            seen.push(kind);
+        }
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, ["EtcdBackup", "EtcdCluster", "EtcdRestore"]);
+}
