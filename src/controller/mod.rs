@@ -69,7 +69,13 @@ pub fn set_condition(conditions: &mut Vec<Condition>, mut condition: Condition) 
 }
 
 /// A condition observed now for the given generation.
-pub fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>) -> Condition {
+pub fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) -> Condition {
     Condition {
         type_: type_.to_owned(),
         status: if ok { "True" } else { "False" }.to_owned(),
@@ -91,11 +97,17 @@ mod tests {
         let first_time = first.last_transition_time.clone();
         set_condition(&mut conditions, first);
         std::thread::sleep(Duration::from_millis(2));
-        set_condition(&mut conditions, condition("Ready", true, "AllMembersReady", "3/3".into(), Some(2)));
+        set_condition(
+            &mut conditions,
+            condition("Ready", true, "AllMembersReady", "3/3".into(), Some(2)),
+        );
         assert_eq!(conditions.len(), 1);
         assert_eq!(conditions[0].last_transition_time, first_time);
         assert_eq!(conditions[0].observed_generation, Some(2));
-        set_condition(&mut conditions, condition("Ready", false, "MemberDown", "2/3".into(), Some(2)));
+        set_condition(
+            &mut conditions,
+            condition("Ready", false, "MemberDown", "2/3".into(), Some(2)),
+        );
         assert_ne!(conditions[0].last_transition_time, first_time);
         assert_eq!(conditions[0].reason, "MemberDown");
     }
