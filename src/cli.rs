@@ -185,9 +185,7 @@ pub async fn dispatch(command: Command) -> Result<()> {
         }
         Command::Run(_) => Err(Error::NotImplemented { what: "`run`", issue: 5 }),
         Command::Webhook(_) => Err(Error::NotImplemented { what: "`webhook`", issue: 4 }),
-        Command::Certs(CertsCommand::Issue(_)) => {
-            Err(Error::NotImplemented { what: "`certs issue`", issue: 3 })
-        }
+        Command::Certs(CertsCommand::Issue(args)) => issue_certs(&args),
         Command::Local(LocalArgs { command: None, up: LocalUpArgs { file: Some(file), .. } }) => {
             load_cluster(&file)?;
             Err(Error::NotImplemented { what: "`local`", issue: 5 })
@@ -208,4 +206,22 @@ pub fn load_cluster(path: &std::path::Path) -> Result<etcd_crds::EtcdCluster> {
         kind: "EtcdCluster",
         source,
     })
+}
+
+/// `certs issue`: a cluster's PKI written as the PEM files the operator would store.
+fn issue_certs(args: &CertsIssueArgs) -> Result<()> {
+    let request = etcd_certs::ClusterPkiRequest {
+        cluster: args.cluster.clone(),
+        namespace: args.namespace.clone(),
+        max_members: 9,
+        extra_sans: args.extra_sans.clone(),
+    };
+    let pki = etcd_certs::issue_cluster_pki(&request, time::OffsetDateTime::now_utc())
+        .map_err(crate::tls::Error::from)?;
+    crate::tls::files::write_pem_files(&args.out, &pki.files())?;
+    println!(
+        "wrote ca.crt, peer.crt/key, server.crt/key, client.crt/key to {}",
+        args.out.display()
+    );
+    Ok(())
 }

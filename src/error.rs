@@ -15,6 +15,8 @@ pub enum Error {
     ParseYaml { path: PathBuf, kind: &'static str, source: serde_yaml::Error },
     #[error(transparent)]
     Crds(#[from] etcd_crds::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -2,6 +2,10 @@
 //!
 //! Pure data: no I/O. The webhook crate validates and defaults these types; the binary reconciles them.
 
+// kube-derive takes repeated `printcolumn(...)`/`shortname` attributes by design; clippy reads
+// them as accidental duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod backup;
 pub mod cluster;
 pub mod defaults;

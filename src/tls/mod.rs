@@ -1,2 +1,25 @@
-//! The operator's TLS at run time: the webhook serving certificate and each cluster's PKI in
-//! Secrets (issue 3).
+//! The operator's TLS at run time: PEM files on disk (`certs issue`, `webhook --cert-dir`,
+//! `local`), the webhook Secret and caBundle injection, and each cluster's PKI Secrets.
+
+pub mod cert_dir;
+pub mod files;
+pub mod kube_secrets;
+
+use std::path::PathBuf;
+
+/// Errors of run-time TLS handling. None carries key material.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Pki(#[from] etcd_certs::Error),
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error(
+        "{dir} holds only part of a certificate ({missing} is missing); remove the directory's PEM files or complete them"
+    )]
+    PartialDir { dir: PathBuf, missing: &'static str },
+    #[error("Kubernetes API call failed ({what}): {source}")]
+    Kube { what: String, source: kube::Error },
+}

@@ -59,7 +59,10 @@ pub fn serve(script: Vec<Exchange>) -> (kube::Client, JoinHandle<Vec<Recorded>>)
         let mut seen = Vec::new();
         for expected in script {
             let Some((request, respond)) = handle.next_request().await else {
-                panic!("expected {} {} but the client sent nothing more", expected.method, expected.path);
+                panic!(
+                    "expected {} {} but the client sent nothing more",
+                    expected.method, expected.path
+                );
             };
             let (parts, body) = request.into_parts();
             let bytes = body.collect_bytes().await.expect("request body");

@@ -1,0 +1,119 @@
+//! Real etcd 3.4 processes for tests: a static cluster on loopback, mutual TLS with PEM files
+//! from a directory laid out as `etcd-operator certs issue` writes it. Processes die with the
+//! guard.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free loopback port (bound and released; the OS does not hand it out again right away).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Member {
+    pub name: String,
+    pub client_url: String,
+    pub peer_url: String,
+    pub data_dir: PathBuf,
+}
+
+/// A running static cluster; dropping it kills the members.
+pub struct Cluster {
+    pub members: Vec<Member>,
+    children: Vec<Child>,
+}
+
+impl Cluster {
+    pub fn client_urls(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client_url.clone()).collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts `size` members with `--client-cert-auth` and `--peer-client-cert-auth`, TLS files from
+/// `pki` (ca.crt, peer.crt/key, server.crt/key), data under `dir`; waits until every member
+/// answers `etcdctl endpoint health` with the client certificate.
+pub fn start_tls_cluster(size: usize, pki: &Path, dir: &Path) -> Cluster {
+    let members: Vec<Member> = (0..size)
+        .map(|i| Member {
+            name: format!("m{i}"),
+            client_url: format!("https://127.0.0.1:{}", free_port()),
+            peer_url: format!("https://127.0.0.1:{}", free_port()),
+            data_dir: dir.join(format!("m{i}")),
+        })
+        .collect();
+    let initial: Vec<String> =
+        members.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect();
+    let file = |name: &str| pki.join(name).to_str().unwrap().to_owned();
+    let mut children = Vec::new();
+    for member in &members {
+        let log = std::fs::File::create(dir.join(format!("{}.log", member.name))).unwrap();
+        let child = Command::new("etcd")
+            .args(["--name", &member.name, "--data-dir", member.data_dir.to_str().unwrap()])
+            .args([
+                "--listen-client-urls",
+                &member.client_url,
+                "--advertise-client-urls",
+                &member.client_url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &member.peer_url,
+                "--initial-advertise-peer-urls",
+                &member.peer_url,
+            ])
+            .args(["--initial-cluster", &initial.join(","), "--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", "test"])
+            .args(["--client-cert-auth", "--trusted-ca-file", &file("ca.crt")])
+            .args(["--cert-file", &file("server.crt"), "--key-file", &file("server.key")])
+            .args(["--peer-client-cert-auth", "--peer-trusted-ca-file", &file("ca.crt")])
+            .args(["--peer-cert-file", &file("peer.crt"), "--peer-key-file", &file("peer.key")])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("etcd is installed (apt-get install etcd-server)");
+        children.push(child);
+    }
+    let cluster = Cluster { members, children };
+    wait_healthy(&cluster, pki);
+    cluster
+}
+
+fn wait_healthy(cluster: &Cluster, pki: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let file = |name: &str| pki.join(name).to_str().unwrap().to_owned();
+    loop {
+        let ok = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &cluster.client_urls().join(",")])
+            .args([
+                "--cacert",
+                &file("ca.crt"),
+                "--cert",
+                &file("client.crt"),
+                "--key",
+                &file("client.key"),
+            ])
+            .args(["endpoint", "health", "--command-timeout=2s"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if ok {
+            return;
+        }
+        assert!(Instant::now() < deadline, "etcd cluster did not become healthy in 30 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
