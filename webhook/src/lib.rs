@@ -1,1 +1,15 @@
-pub fn placeholder() {}
+//! Admission policy for etcd-operator: validation and defaulting of EtcdCluster, EtcdBackup and
+//! EtcdRestore as pure functions over the API types, and the axum routes that serve them as
+//! AdmissionReview v1 webhooks.
+
+pub mod backup;
+pub mod cluster;
+pub mod mutate;
+pub mod quantity;
+pub mod restore;
+pub mod review;
+pub mod routes;
+pub mod verdict;
+
+pub use routes::{MAX_BODY_BYTES, router};
+pub use verdict::Verdict;

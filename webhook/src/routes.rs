@@ -1,0 +1,57 @@
+//! The admission endpoints as axum routes: `/validate/<plural>` and `/mutate/<plural>`.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+
+use crate::mutate::Kind;
+use crate::review::{Mode, Outcome, review};
+
+/// Larger bodies get HTTP 413. kube-apiserver caps objects at about 3 MiB; a review holds the
+/// object and the old object.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// Every admission route. The response carries its [`Outcome`] as an extension for metrics.
+pub fn router() -> Router {
+    let mut router = Router::new();
+    for (plural, kind) in [
+        ("etcdclusters", Kind::EtcdCluster),
+        ("etcdbackups", Kind::EtcdBackup),
+        ("etcdrestores", Kind::EtcdRestore),
+    ] {
+        router = router
+            .route(
+                &format!("/validate/{plural}"),
+                post(move |body: Bytes| handle(kind, Mode::Validate, body)),
+            )
+            .route(
+                &format!("/mutate/{plural}"),
+                post(move |body: Bytes| handle(kind, Mode::Mutate, body)),
+            );
+    }
+    router.layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+async fn handle(kind: Kind, mode: Mode, body: Bytes) -> Response {
+    match review(kind, mode, &body) {
+        Ok((answer, outcome)) => {
+            if outcome == Outcome::Denied {
+                let reason =
+                    answer.response.as_ref().map(|r| r.result.message.clone()).unwrap_or_default();
+                tracing::info!(?kind, ?mode, %reason, "admission denied");
+            }
+            let mut response = axum::Json(answer).into_response();
+            response.extensions_mut().insert(outcome);
+            response
+        }
+        Err(reason) => {
+            tracing::warn!(?kind, ?mode, %reason, "malformed admission request");
+            let mut response = (StatusCode::BAD_REQUEST, reason).into_response();
+            response.extensions_mut().insert(Outcome::BadRequest);
+            response
+        }
+    }
+}
