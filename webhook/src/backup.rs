@@ -16,13 +16,13 @@ pub fn validate(spec: &EtcdBackupSpec) -> Verdict {
         spec.credentials_secret_ref.as_ref(),
         "spec.credentialsSecretRef",
     );
-    if let Some(schedule) = &spec.schedule {
-        if let Err(err) = schedule.parse::<croner::Cron>() {
-            verdict.deny(
-                "spec.schedule",
-                format!("is not a cron expression ({err}); e.g. \"0 */6 * * *\""),
-            );
-        }
+    if let Some(schedule) = &spec.schedule
+        && let Err(err) = schedule.parse::<croner::Cron>()
+    {
+        verdict.deny(
+            "spec.schedule",
+            format!("is not a cron expression ({err}); e.g. \"0 */6 * * *\""),
+        );
     }
     if let Some(zone) = &spec.time_zone {
         if zone.parse::<chrono_tz::Tz>().is_err() {
@@ -59,18 +59,18 @@ pub fn destination(
             format!("must set exactly one of s3, gcs, azure, volume; got {}", backends.join(", ")),
         ),
     }
-    if let Some(s3) = &destination.s3 {
-        if s3.bucket.trim().is_empty() {
-            verdict.deny(&format!("{path}.s3.bucket"), "must name a bucket");
-        }
+    if let Some(s3) = &destination.s3
+        && s3.bucket.trim().is_empty()
+    {
+        verdict.deny(&format!("{path}.s3.bucket"), "must name a bucket");
     }
-    if let Some(volume) = &destination.volume {
-        if !volume.path.starts_with('/') {
-            verdict.deny(
-                &format!("{path}.volume.path"),
-                format!("must be an absolute path; got {:?}", volume.path),
-            );
-        }
+    if let Some(volume) = &destination.volume
+        && !volume.path.starts_with('/')
+    {
+        verdict.deny(
+            &format!("{path}.volume.path"),
+            format!("must be an absolute path; got {:?}", volume.path),
+        );
     }
     if destination.needs_credentials() && credentials.is_none() {
         verdict.deny(credentials_path, format!("is required for {}", backends.join(", ")));

@@ -95,16 +95,16 @@ fn storage_size(verdict: &mut Verdict, path: &str, new: &str, old: Option<&str>)
     if new_bytes <= 0.0 {
         verdict.deny(path, format!("must be positive; got {new}"));
     }
-    if let Some(old_bytes) = old.and_then(quantity::parse) {
-        if new_bytes < old_bytes {
-            verdict.deny(
-                path,
-                format!(
-                    "may grow but never shrink (volumes cannot be made smaller); {} → {new}",
-                    old.unwrap_or_default()
-                ),
-            );
-        }
+    if let Some(old_bytes) = old.and_then(quantity::parse)
+        && new_bytes < old_bytes
+    {
+        verdict.deny(
+            path,
+            format!(
+                "may grow but never shrink (volumes cannot be made smaller); {} → {new}",
+                old.unwrap_or_default()
+            ),
+        );
     }
 }
 

@@ -28,10 +28,10 @@ pub fn validate(spec: &EtcdRestoreSpec, old: Option<&EtcdRestoreSpec>) -> Verdic
             if location.key.trim().is_empty() {
                 verdict.deny("spec.source.location.key", "must name the snapshot object");
             }
-            if let Some(sha) = &location.sha256 {
-                if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    verdict.deny("spec.source.location.sha256", "must be 64 hexadecimal digits");
-                }
+            if let Some(sha) = &location.sha256
+                && (sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                verdict.deny("spec.source.location.sha256", "must be 64 hexadecimal digits");
             }
         }
         (Some(_), None) => {}
@@ -50,10 +50,10 @@ pub fn validate(spec: &EtcdRestoreSpec, old: Option<&EtcdRestoreSpec>) -> Verdic
         ),
         (_, None) => {}
     }
-    if let Some(old) = old {
-        if old != spec {
-            verdict.deny("spec", "is immutable; create a new EtcdRestore");
-        }
+    if let Some(old) = old
+        && old != spec
+    {
+        verdict.deny("spec", "is immutable; create a new EtcdRestore");
     }
     verdict
 }
