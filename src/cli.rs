@@ -184,7 +184,7 @@ pub async fn dispatch(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Run(_) => Err(Error::NotImplemented { what: "`run`", issue: 5 }),
-        Command::Webhook(_) => Err(Error::NotImplemented { what: "`webhook`", issue: 4 }),
+        Command::Webhook(args) => serve_webhook(&args).await,
         Command::Certs(CertsCommand::Issue(args)) => issue_certs(&args),
         Command::Local(LocalArgs { command: None, up: LocalUpArgs { file: Some(file), .. } }) => {
             load_cluster(&file)?;
@@ -223,5 +223,24 @@ fn issue_certs(args: &CertsIssueArgs) -> Result<()> {
         "wrote ca.crt, peer.crt/key, server.crt/key, client.crt/key to {}",
         args.out.display()
     );
+    Ok(())
+}
+
+/// `webhook`: the admission endpoints (and probes, metrics) alone, until Ctrl-C.
+async fn serve_webhook(args: &WebhookArgs) -> Result<()> {
+    let key = crate::tls::cert_dir::load_or_issue(
+        &args.cert_dir,
+        &crate::tls::cert_dir::default_names(),
+    )?;
+    let resolver = std::sync::Arc::new(etcd_certs::resolver::ReloadableCert::new(key));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| crate::server::Error::Bind { addr: args.listen.to_string(), source })?;
+    let app = crate::server::router(Default::default(), Default::default());
+    tracing::info!(listen = %args.listen, cert_dir = %args.cert_dir.display(), "serving admission webhooks");
+    crate::server::serve(listener, resolver, app, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(())
 }

@@ -17,6 +17,8 @@ pub enum Error {
     Crds(#[from] etcd_crds::Error),
     #[error(transparent)]
     Tls(#[from] crate::tls::Error),
+    #[error(transparent)]
+    Server(#[from] crate::server::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,2 +1,3 @@
 pub mod apiserver;
 pub mod etcd;
+pub mod https;

@@ -43,7 +43,7 @@ async fn handle(kind: Kind, mode: Mode, body: Bytes) -> Response {
                     answer.response.as_ref().map(|r| r.result.message.clone()).unwrap_or_default();
                 tracing::info!(?kind, ?mode, %reason, "admission denied");
             }
-            let mut response = axum::Json(answer).into_response();
+            let mut response = axum::Json(wire_form(answer)).into_response();
             response.extensions_mut().insert(outcome);
             response
         }
@@ -54,4 +54,19 @@ async fn handle(kind: Kind, mode: Mode, body: Bytes) -> Response {
             response
         }
     }
+}
+
+/// The review as kube-apiserver writes one: kube-core serialises `patch` (a `[]byte` in Go) as an
+/// array of numbers, which Go accepts, but the canonical and four times smaller form is base64.
+fn wire_form(
+    answer: kube::core::admission::AdmissionReview<kube::core::DynamicObject>,
+) -> serde_json::Value {
+    let mut value = serde_json::to_value(answer).unwrap_or_default();
+    if let Some(patch) = value.pointer_mut("/response/patch") {
+        let bytes: Option<Vec<u8>> = serde_json::from_value(patch.clone()).ok();
+        if let Some(bytes) = bytes {
+            *patch = serde_json::to_value(k8s_openapi::ByteString(bytes)).unwrap_or_default();
+        }
+    }
+    value
 }

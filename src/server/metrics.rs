@@ -1,0 +1,84 @@
+//! Prometheus metrics: requests by path and outcome, with a latency histogram.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use etcd_webhook::review::Outcome;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub path: String,
+    /// allowed / patched / denied / bad_request for admission, else the HTTP status class.
+    pub result: String,
+}
+
+/// The registry and the HTTP metrics. Other components register theirs in `registry`.
+pub struct Metrics {
+    pub registry: Mutex<Registry>,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RequestLabels, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("etcd_operator");
+        let requests = Family::<RequestLabels, Counter>::default();
+        // 50 µs to ~3 s: admission answers in microseconds, a slow apiserver shows in the tail.
+        let latency = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.00005, 3.0, 11,
+            ))
+        });
+        registry.register("http_requests", "HTTP requests by path and result", requests.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by path and result",
+            latency.clone(),
+        );
+        Self { registry: Mutex::new(registry), requests, latency }
+    }
+}
+
+/// Middleware: counts and times every request. Unknown paths share one label so that a scanner
+/// cannot grow the label set without bound.
+pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    let start = Instant::now();
+    let response = next.run(request).await;
+    let result = match response.extensions().get::<Outcome>() {
+        Some(outcome) => outcome.as_str().to_owned(),
+        None => format!("{}xx", response.status().as_u16() / 100),
+    };
+    let path = if response.status() == axum::http::StatusCode::NOT_FOUND {
+        "other".to_owned()
+    } else {
+        path
+    };
+    let labels = RequestLabels { path, result };
+    metrics.requests.get_or_create(&labels).inc();
+    metrics.latency.get_or_create(&labels).observe(start.elapsed().as_secs_f64());
+    response
+}
+
+pub async fn render(State(metrics): State<Arc<Metrics>>) -> Response {
+    let mut text = String::new();
+    let registry = metrics.registry.lock().unwrap_or_else(|p| p.into_inner());
+    match prometheus_client::encoding::text::encode(&mut text, &registry) {
+        Ok(()) => {
+            ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+                .into_response()
+        }
+        Err(err) => {
+            (axum::http::StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response()
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! The admission webhooks over real HTTPS: the operator's server on a loopback port, a rustls
+//! client that trusts only the issued CA, and AdmissionReview bodies shaped as kube-apiserver
+//! sends them.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::Engine;
+use etcd_certs::resolver::{ReloadableCert, certified_key};
+use etcd_operator::server::{Metrics, Readiness, router, serve};
+use serde_json::{Value, json};
+use support::https::HttpsClient;
+
+struct Server {
+    addr: SocketAddr,
+    ca_pem: String,
+    readiness: Readiness,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start() -> Server {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pki = etcd_certs::issue_webhook_pki(
+        &["localhost".into(), "127.0.0.1".into()],
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    let resolver = Arc::new(ReloadableCert::new(certified_key(&pki.serving).unwrap()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let readiness = Readiness::default();
+    let app = router(Arc::new(Metrics::default()), readiness.clone());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(listener, resolver, app, async {
+        let _ = stopped.await;
+    }));
+    Server { addr, ca_pem: pki.ca.cert_pem, readiness, _stop: stop }
+}
+
+/// An AdmissionReview as kube-apiserver 1.33 sends it for `kubectl apply` of an EtcdCluster.
+fn review(operation: &str, object: Value, old: Value, dry_run: bool) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": {"group": "etcd.etcd.io", "version": "v1alpha1", "kind": "EtcdCluster"},
+            "resource": {"group": "etcd.etcd.io", "version": "v1alpha1", "resource": "etcdclusters"},
+            "requestKind": {"group": "etcd.etcd.io", "version": "v1alpha1", "kind": "EtcdCluster"},
+            "requestResource": {"group": "etcd.etcd.io", "version": "v1alpha1", "resource": "etcdclusters"},
+            "name": "demo",
+            "namespace": "prod",
+            "operation": operation,
+            "userInfo": {"username": "admin", "uid": "014fbff9a07c", "groups": ["system:authenticated", "my-admin-group"]},
+            "object": object,
+            "oldObject": old,
+            "dryRun": dry_run,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": if operation == "CREATE" { "CreateOptions" } else { "UpdateOptions" }, "fieldManager": "kubectl-client-side-apply"}
+        }
+    })
+}
+
+fn cluster(spec: Value) -> Value {
+    json!({
+        "apiVersion": "etcd.etcd.io/v1alpha1",
+        "kind": "EtcdCluster",
+        "metadata": {"name": "demo", "namespace": "prod", "uid": "0c9f5d1c-5f6b-4d1a-9d39-0d0c1f1b2f6e", "creationTimestamp": null},
+        "spec": spec
+    })
+}
+
+async fn post(client: &mut HttpsClient, path: &str, body: &Value) -> (u16, Value) {
+    let (status, bytes) = client.request("POST", path, serde_json::to_vec(body).unwrap()).await;
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, value)
+}
+
+#[tokio::test]
+async fn mutate_fills_every_default_with_a_json_patch() {
+    let server = start().await;
+    let mut client = HttpsClient::connect(server.addr, "localhost", &server.ca_pem).await.unwrap();
+    let object = cluster(json!({"size": 3, "version": "v3.5.21"}));
+    let (status, answer) = post(
+        &mut client,
+        "/mutate/etcdclusters",
+        &review("CREATE", object.clone(), Value::Null, true),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let response = &answer["response"];
+    assert_eq!(answer["kind"], "AdmissionReview");
+    assert_eq!(response["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+    assert_eq!(response["allowed"], true);
+    assert_eq!(response["patchType"], "JSONPatch", "{answer}");
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(response["patch"].as_str().unwrap())
+        .unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+    let mut patched = object.clone();
+    json_patch::patch(&mut patched, &patch).unwrap();
+    let spec = &patched["spec"];
+    assert_eq!(spec["version"], "3.5.21");
+    assert_eq!(spec["repository"], etcd_crds::defaults::REPOSITORY);
+    assert_eq!(spec["storage"]["size"], "8Gi");
+    assert_eq!(spec["security"]["tls"], json!({"enabled": true, "autoTLS": true}));
+    assert_eq!(spec["resources"]["requests"]["memory"], "256Mi");
+    assert_eq!(spec["options"]["autoCompactionMode"], "Periodic");
+    assert_eq!(patched["metadata"], object["metadata"]);
+
+    // The patched object comes back unchanged: no patch the second time (same connection).
+    let (_, again) = post(
+        &mut client,
+        "/mutate/etcdclusters",
+        &review("CREATE", patched.clone(), Value::Null, false),
+    )
+    .await;
+    assert_eq!(again["response"]["allowed"], true);
+    assert!(again["response"].get("patch").is_none(), "{again}");
+
+    // And the validating webhook admits it.
+    let (_, verdict) =
+        post(&mut client, "/validate/etcdclusters", &review("CREATE", patched, Value::Null, false))
+            .await;
+    assert_eq!(verdict["response"]["allowed"], true, "{verdict}");
+}
+
+#[tokio::test]
+async fn validate_denies_with_every_field_named_and_warns() {
+    let server = start().await;
+    let mut client = HttpsClient::connect(server.addr, "127.0.0.1", &server.ca_pem).await.unwrap();
+    let old = cluster(json!({"size": 3, "version": "3.4.23", "storage": {"size": "10Gi"}}));
+    let new = cluster(json!({"size": 4, "version": "3.6.0", "storage": {"size": "5Gi"}}));
+    let (status, answer) =
+        post(&mut client, "/validate/etcdclusters", &review("UPDATE", new, old.clone(), false))
+            .await;
+    assert_eq!(status, 200);
+    let response = &answer["response"];
+    assert_eq!(response["allowed"], false);
+    let message = response["status"]["message"].as_str().unwrap();
+    for needle in [
+        "spec.size: must be one of 0, 1, 3, 5, 7, 9; got 4",
+        "spec.version: upgrade one minor version at a time",
+        "spec.storage.size: may grow but never shrink",
+        "spec: change version and size in separate updates",
+    ] {
+        assert!(message.contains(needle), "{needle:?} not in {message}");
+    }
+
+    let single = cluster(json!({"size": 1, "version": "3.4.23", "storage": {"size": "10Gi"}}));
+    let (_, answer) =
+        post(&mut client, "/validate/etcdclusters", &review("UPDATE", single, old.clone(), false))
+            .await;
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(
+        answer["response"]["warnings"][0].as_str().unwrap().contains("no fault tolerance"),
+        "{answer}"
+    );
+
+    let (_, deleted) =
+        post(&mut client, "/validate/etcdclusters", &review("DELETE", Value::Null, old, false))
+            .await;
+    assert_eq!(deleted["response"]["allowed"], true);
+}
+
+#[tokio::test]
+async fn wrong_kind_is_denied_and_malformed_bodies_get_400_and_413() {
+    let server = start().await;
+    let mut client = HttpsClient::connect(server.addr, "localhost", &server.ca_pem).await.unwrap();
+    let mut body = review("CREATE", cluster(json!({})), Value::Null, false);
+    body["request"]["kind"]["kind"] = json!("EtcdCluster");
+    let (status, answer) = post(&mut client, "/validate/etcdbackups", &body).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["response"]["allowed"], false);
+    assert!(
+        answer["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("admits etcd.etcd.io EtcdBackup")
+    );
+
+    let (status, text) =
+        client.request("POST", "/validate/etcdclusters", b"{\"not\": \"a review\"".to_vec()).await;
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&text).contains("not an AdmissionReview"));
+
+    let (status, _) =
+        client.request("POST", "/mutate/etcdclusters", vec![b' '; 9 * 1024 * 1024]).await;
+    assert_eq!(status, 413);
+
+    // The server still answers on a new connection after all that.
+    let mut fresh = HttpsClient::connect(server.addr, "localhost", &server.ca_pem).await.unwrap();
+    let (status, _) = fresh.request("GET", "/healthz", Vec::new()).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn probes_and_metrics() {
+    let server = start().await;
+    let mut client = HttpsClient::connect(server.addr, "localhost", &server.ca_pem).await.unwrap();
+    let (status, _) = client.request("GET", "/readyz", Vec::new()).await;
+    assert_eq!(status, 200);
+    server.readiness.set("webhook-certificate", Some("rotation failed: Secret is gone".into()));
+    let (status, body) = client.request("GET", "/readyz", Vec::new()).await;
+    assert_eq!(status, 503);
+    assert!(String::from_utf8_lossy(&body).contains("webhook-certificate: rotation failed"));
+
+    post(
+        &mut client,
+        "/validate/etcdclusters",
+        &review("CREATE", cluster(json!({"size": 2})), Value::Null, false),
+    )
+    .await;
+    let (status, body) = client.request("GET", "/metrics", Vec::new()).await;
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body).unwrap();
+    assert!(
+        text.contains(
+            r#"etcd_operator_http_requests_total{path="/validate/etcdclusters",result="denied"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains("etcd_operator_http_request_duration_seconds_bucket"), "{text}");
+}
+
+#[tokio::test]
+async fn a_client_that_trusts_another_ca_is_refused() {
+    let server = start().await;
+    let other =
+        etcd_certs::issue_webhook_pki(&["localhost".into()], time::OffsetDateTime::now_utc())
+            .unwrap();
+    assert!(HttpsClient::connect(server.addr, "localhost", &other.ca.cert_pem).await.is_err());
+    assert!(
+        HttpsClient::connect(server.addr, "not-in-the-cert.example", &server.ca_pem).await.is_err()
+    );
+}
