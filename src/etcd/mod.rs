@@ -1,1 +1,178 @@
-//! The etcd client layer: connections over mTLS, membership calls, per-endpoint status (issue 5).
+//! The etcd client layer: connections over mutual TLS, membership calls, and per-endpoint status.
+//!
+//! Each call is one gRPC request with a deadline. The errors etcd gives while a change settles
+//! ("learner not in sync", "unhealthy cluster" right after a join) are reported as
+//! [`Error::NotYet`] so the caller waits and asks again instead of failing.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, MemberAddOptions, TlsOptions};
+
+/// How long one call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot connect to etcd at {endpoints}: {source}")]
+    Connect { endpoints: String, source: etcd_client::Error },
+    #[error("etcd {call} failed: {source}")]
+    Call { call: &'static str, source: etcd_client::Error },
+    #[error("etcd is not ready for {call} yet: {reason}")]
+    NotYet { call: &'static str, reason: String },
+    #[error("cannot read {path}: {source}")]
+    ReadPem { path: String, source: std::io::Error },
+}
+
+impl Error {
+    fn from_call(call: &'static str, source: etcd_client::Error) -> Self {
+        let text = source.to_string();
+        const SETTLING: [&str; 4] = [
+            "can only promote a learner member which is in sync with leader",
+            "unhealthy cluster",
+            "too many learner members in cluster",
+            "etcdserver: leader changed",
+        ];
+        match SETTLING.iter().find(|s| text.contains(*s)) {
+            Some(reason) => Error::NotYet { call, reason: (*reason).to_owned() },
+            None => Error::Call { call, source },
+        }
+    }
+}
+
+/// The operator's client identity and the CA it trusts. `Debug` hides the key.
+#[derive(Clone)]
+pub struct ClientTls {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientTls").field("key_pem", &"<redacted>").finish_non_exhaustive()
+    }
+}
+
+impl ClientTls {
+    pub fn from_files(ca: &Path, cert: &Path, key: &Path) -> Result<Self, Error> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path)
+                .map_err(|source| Error::ReadPem { path: path.display().to_string(), source })
+        };
+        Ok(Self { ca_pem: read(ca)?, cert_pem: read(cert)?, key_pem: read(key)? })
+    }
+
+    fn options(&self) -> TlsOptions {
+        TlsOptions::new()
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
+    }
+}
+
+/// A client for `endpoints` (balanced across them).
+pub async fn connect(endpoints: &[String], tls: Option<&ClientTls>) -> Result<Client, Error> {
+    let mut options =
+        ConnectOptions::new().with_connect_timeout(CONNECT_TIMEOUT).with_timeout(CALL_TIMEOUT);
+    if let Some(tls) = tls {
+        options = options.with_tls(tls.options());
+    }
+    Client::connect(endpoints, Some(options))
+        .await
+        .map_err(|source| Error::Connect { endpoints: endpoints.join(","), source })
+}
+
+/// A member as etcd lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    /// Empty until a newly added member has started.
+    pub name: String,
+    pub peer_url: String,
+    pub client_url: Option<String>,
+    pub is_learner: bool,
+}
+
+/// What one endpoint says of itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointStatus {
+    pub member_id: u64,
+    pub leader: u64,
+    pub cluster_id: u64,
+    pub version: String,
+    pub is_learner: bool,
+    pub raft_index: u64,
+}
+
+/// The member list and the cluster ID.
+pub async fn member_list(client: &mut Client) -> Result<(u64, Vec<Member>), Error> {
+    let response = client.member_list().await.map_err(|e| Error::from_call("member list", e))?;
+    let cluster_id = response.header().map(|h| h.cluster_id()).unwrap_or_default();
+    let members = response
+        .members()
+        .iter()
+        .map(|m| Member {
+            id: m.id(),
+            name: m.name().to_owned(),
+            peer_url: m.peer_urls().first().cloned().unwrap_or_default(),
+            client_url: m.client_urls().first().cloned(),
+            is_learner: m.is_learner(),
+        })
+        .collect();
+    Ok((cluster_id, members))
+}
+
+/// Adds a learner: quorum is unchanged whether or not its process ever starts.
+pub async fn add_learner(client: &mut Client, peer_url: &str) -> Result<u64, Error> {
+    let response = client
+        .member_add([peer_url], Some(MemberAddOptions::new().with_is_learner()))
+        .await
+        .map_err(|e| Error::from_call("member add (learner)", e))?;
+    Ok(response.member().map(|m| m.id()).unwrap_or_default())
+}
+
+/// Promotes a learner; [`Error::NotYet`] until it has caught up with the leader.
+pub async fn promote(client: &mut Client, id: u64) -> Result<(), Error> {
+    client.member_promote(id).await.map_err(|e| Error::from_call("member promote", e))?;
+    Ok(())
+}
+
+pub async fn remove(client: &mut Client, id: u64) -> Result<(), Error> {
+    client.member_remove(id).await.map_err(|e| Error::from_call("member remove", e))?;
+    Ok(())
+}
+
+/// Hands leadership to `to`; must be sent to the current leader.
+pub async fn move_leader(
+    leader_endpoint: &str,
+    tls: Option<&ClientTls>,
+    to: u64,
+) -> Result<(), Error> {
+    let mut client = connect(&[leader_endpoint.to_owned()], tls).await?;
+    client.move_leader(to).await.map_err(|e| Error::from_call("move leader", e))?;
+    Ok(())
+}
+
+/// Status of one endpoint, asked of that endpoint alone (learners answer this too).
+pub async fn endpoint_status(
+    endpoint: &str,
+    tls: Option<&ClientTls>,
+) -> Result<EndpointStatus, Error> {
+    let mut client = connect(&[endpoint.to_owned()], tls).await?;
+    let status = client.status().await.map_err(|e| Error::from_call("status", e))?;
+    Ok(EndpointStatus {
+        member_id: status.header().map(|h| h.member_id()).unwrap_or_default(),
+        cluster_id: status.header().map(|h| h.cluster_id()).unwrap_or_default(),
+        leader: status.leader(),
+        version: status.version().to_owned(),
+        is_learner: status.is_learner(),
+        raft_index: status.raft_index(),
+    })
+}
+
+/// A member ID as etcdctl prints it.
+pub fn hex_id(id: u64) -> String {
+    format!("{id:x}")
+}

@@ -1,1 +1,4 @@
-//! Membership: the planner, the etcd client layer, the member port and its adapters (issue 5).
+//! Membership: the planner (pure), the member port it acts through, and the process adapter that
+//! runs members as local etcd processes.
+
+pub mod planner;

@@ -1,0 +1,449 @@
+//! The planner: from what is desired and what is observed, the ONE next membership step.
+//!
+//! Pure and total. The rules (DESIGN.md, "Membership rules"): bootstrap statically; grow by a
+//! learner that is started and then promoted, one member at a time; shrink one member at a time,
+//! leader last, never below quorum; stop and restart from zero on the same data; never add a
+//! voting member; never two learners.
+
+use std::collections::BTreeSet;
+
+/// A member the spec asks for: ordinal `i` of a cluster is `NAME-i` with a fixed peer URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wanted {
+    pub name: String,
+    pub peer_url: String,
+}
+
+/// One member in etcd's member list, with what the operator sees of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub id: u64,
+    /// Known name: etcd's, or the wanted name whose peer URL matches (a learner has no name
+    /// until it starts).
+    pub name: String,
+    pub peer_url: String,
+    pub is_learner: bool,
+    /// Its process (pod) runs.
+    pub running: bool,
+    /// It answered a status call.
+    pub healthy: bool,
+    /// Its data directory (volume) holds member data.
+    pub has_data: bool,
+}
+
+/// Everything the planner decides on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// etcd's member list, when some member answered; `None` when none did (or none runs).
+    pub members: Option<Vec<Seen>>,
+    /// Names whose process runs, member or not.
+    pub running: BTreeSet<String>,
+    /// Names whose data directory holds member data.
+    pub with_data: BTreeSet<String>,
+    pub leader: Option<u64>,
+    /// The cluster was bootstrapped before (a recorded cluster ID or member data exists).
+    pub bootstrapped: bool,
+}
+
+/// The one next action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Start every wanted member at once with a static initial cluster (`state=new`).
+    Bootstrap {
+        members: Vec<Wanted>,
+    },
+    /// Start members that have data but are not running (after a crash, or restart from zero):
+    /// their data decides who they are; `initial` is the cluster they belong to.
+    Restart {
+        names: Vec<String>,
+        initial: Vec<Wanted>,
+    },
+    /// Add a learner for this member.
+    AddLearner {
+        member: Wanted,
+    },
+    /// Start a learner that etcd already knows, joining `initial` (state=existing).
+    StartLearner {
+        member: Wanted,
+        initial: Vec<Wanted>,
+    },
+    Promote {
+        id: u64,
+        name: String,
+    },
+    /// Move leadership off a member about to be removed.
+    MoveLeader {
+        from: u64,
+        to: u64,
+    },
+    Remove {
+        id: u64,
+        name: String,
+    },
+    /// Stop a process that is no longer a member, and wipe its data so it can never rejoin stale.
+    Retire {
+        name: String,
+    },
+    /// Scale to zero: record the membership, then stop every member, keeping data.
+    StopAll {
+        names: Vec<String>,
+    },
+    Wait {
+        reason: String,
+    },
+    Done,
+}
+
+impl Step {
+    /// A short name, for logs, Events and the crash-test hook.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::Bootstrap { .. } => "bootstrap",
+            Step::Restart { .. } => "restart",
+            Step::AddLearner { .. } => "add-learner",
+            Step::StartLearner { .. } => "start-member",
+            Step::Promote { .. } => "promote",
+            Step::MoveLeader { .. } => "move-leader",
+            Step::Remove { .. } => "remove",
+            Step::Retire { .. } => "retire",
+            Step::StopAll { .. } => "stop-all",
+            Step::Wait { .. } => "wait",
+            Step::Done => "done",
+        }
+    }
+}
+
+/// Votes needed for a majority of `voters`.
+pub fn quorum(voters: usize) -> usize {
+    voters / 2 + 1
+}
+
+fn wait(reason: impl Into<String>) -> Step {
+    Step::Wait { reason: reason.into() }
+}
+
+/// The next step towards `wanted` (ordinals `0..size`, in order).
+pub fn next_step(wanted: &[Wanted], observed: &Observed) -> Step {
+    let Some(members) = &observed.members else {
+        return without_member_list(wanted, observed);
+    };
+    let voters: Vec<&Seen> = members.iter().filter(|m| !m.is_learner).collect();
+    let healthy_voters = voters.iter().filter(|m| m.healthy).count();
+    let as_wanted = |m: &Seen| Wanted { name: m.name.clone(), peer_url: m.peer_url.clone() };
+    let current: Vec<Wanted> = members.iter().map(as_wanted).collect();
+    let is_wanted = |m: &Seen| wanted.iter().any(|w| w.peer_url == m.peer_url);
+
+    if wanted.is_empty() {
+        return if observed.running.is_empty() {
+            Step::Done
+        } else {
+            Step::StopAll { names: observed.running.iter().cloned().collect() }
+        };
+    }
+
+    // Members that should run but do not, and still have their data: start them again.
+    let down: Vec<String> = members
+        .iter()
+        .filter(|m| !m.is_learner && !m.running && m.has_data)
+        .map(|m| m.name.clone())
+        .collect();
+    if !down.is_empty() {
+        return Step::Restart { names: down, initial: current };
+    }
+
+    // Processes that are no longer members (removed, or a learner removed before it started).
+    if let Some(name) = observed.running.iter().find(|n| !members.iter().any(|m| &m.name == *n)) {
+        return Step::Retire { name: name.clone() };
+    }
+
+    // A learner in flight: finish it (or drop it if it is no longer wanted).
+    let learners: Vec<&Seen> = members.iter().filter(|m| m.is_learner).collect();
+    if let Some(learner) = learners.first() {
+        if !is_wanted(learner) {
+            return Step::Remove { id: learner.id, name: learner.name.clone() };
+        }
+        if !learner.running {
+            if learner.has_data {
+                // Started before, with data of its own: etcd remembers it; just run it.
+                return Step::Restart { names: vec![learner.name.clone()], initial: current };
+            }
+            return Step::StartLearner { member: as_wanted(learner), initial: current };
+        }
+        if !learner.healthy {
+            return wait(format!("learner {} is starting", learner.name));
+        }
+        return Step::Promote { id: learner.id, name: learner.name.clone() };
+    }
+
+    // A voter lost its data (volume gone): replace it, remove first, if quorum allows.
+    if let Some(lost) = voters.iter().find(|m| !m.running && !m.has_data) {
+        return if voters.len() > 1 && healthy_voters >= quorum(voters.len() - 1) {
+            Step::Remove { id: lost.id, name: lost.name.clone() }
+        } else {
+            wait(format!("member {} lost its data but removing it would break quorum", lost.name))
+        };
+    }
+
+    if let Some(sick) = voters.iter().find(|m| !m.healthy) {
+        return wait(format!("member {} does not answer", sick.name));
+    }
+
+    // Grow: the lowest wanted ordinal that is not a member becomes a learner.
+    if let Some(missing) = wanted.iter().find(|w| !members.iter().any(|m| m.peer_url == w.peer_url))
+    {
+        return Step::AddLearner { member: missing.clone() };
+    }
+
+    // Shrink: the highest ordinal first; leadership moves off it before it goes.
+    if let Some(extra) = voters.iter().rev().find(|m| !is_wanted(m)) {
+        if voters.len() == 1 || healthy_voters.saturating_sub(1) < quorum(voters.len() - 1) {
+            return wait("a removal now could lose quorum");
+        }
+        if observed.leader == Some(extra.id) {
+            if let Some(to) = voters.iter().find(|m| is_wanted(m) && m.healthy) {
+                return Step::MoveLeader { from: extra.id, to: to.id };
+            }
+            return wait("no healthy member to hand leadership to");
+        }
+        return Step::Remove { id: extra.id, name: extra.name.clone() };
+    }
+    Step::Done
+}
+
+/// No member answers: bootstrap, restart from data, or wait.
+fn without_member_list(wanted: &[Wanted], observed: &Observed) -> Step {
+    if wanted.is_empty() {
+        return if observed.running.is_empty() {
+            Step::Done
+        } else {
+            Step::StopAll { names: observed.running.iter().cloned().collect() }
+        };
+    }
+    if !observed.bootstrapped && observed.with_data.is_empty() {
+        return if observed.running.is_empty() {
+            Step::Bootstrap { members: wanted.to_vec() }
+        } else {
+            wait("members are starting")
+        };
+    }
+    // Restart from zero, or every member crashed: bring back every member with data, together,
+    // so that they can form a quorum again.
+    let stopped: Vec<String> =
+        observed.with_data.iter().filter(|n| !observed.running.contains(*n)).cloned().collect();
+    if !stopped.is_empty() {
+        return Step::Restart { names: stopped, initial: wanted.to_vec() };
+    }
+    wait("members are running but none answers yet")
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn wanted(n: usize) -> Vec<Wanted> {
+        (0..n)
+            .map(|i| Wanted { name: format!("c-{i}"), peer_url: format!("https://p{i}") })
+            .collect()
+    }
+
+    fn voter(i: u64) -> Seen {
+        Seen {
+            id: 100 + i,
+            name: format!("c-{i}"),
+            peer_url: format!("https://p{i}"),
+            is_learner: false,
+            running: true,
+            healthy: true,
+            has_data: true,
+        }
+    }
+
+    fn observed(members: Vec<Seen>, leader: u64) -> Observed {
+        Observed {
+            running: members.iter().filter(|m| m.running).map(|m| m.name.clone()).collect(),
+            with_data: members.iter().filter(|m| m.has_data).map(|m| m.name.clone()).collect(),
+            members: Some(members),
+            leader: Some(100 + leader),
+            bootstrapped: true,
+        }
+    }
+
+    #[test]
+    fn new_cluster_bootstraps_statically() {
+        assert_eq!(
+            next_step(&wanted(3), &Observed::default()),
+            Step::Bootstrap { members: wanted(3) }
+        );
+    }
+
+    #[test]
+    fn scale_up_is_learner_then_start_then_promote() {
+        let mut members = vec![voter(0)];
+        assert_eq!(
+            next_step(&wanted(3), &observed(members.clone(), 0)),
+            Step::AddLearner { member: wanted(3)[1].clone() }
+        );
+        let learner = Seen {
+            is_learner: true,
+            running: false,
+            healthy: false,
+            has_data: false,
+            name: String::new(),
+            ..voter(1)
+        };
+        members.push(learner.clone());
+        let mut seen = observed(members.clone(), 0);
+        // etcd reports no name for a learner that never started; the adapter fills the wanted one.
+        seen.members.as_mut().unwrap()[1].name = "c-1".into();
+        assert!(
+            matches!(next_step(&wanted(3), &seen), Step::StartLearner { member, .. } if member.name == "c-1")
+        );
+        members[1] = Seen { running: true, healthy: true, has_data: true, ..learner };
+        members[1].name = "c-1".into();
+        assert_eq!(
+            next_step(&wanted(3), &observed(members.clone(), 0)),
+            Step::Promote { id: 101, name: "c-1".into() }
+        );
+        members[1].is_learner = false;
+        assert_eq!(
+            next_step(&wanted(3), &observed(members, 0)),
+            Step::AddLearner { member: wanted(3)[2].clone() }
+        );
+    }
+
+    #[test]
+    fn scale_down_moves_leadership_then_removes_highest_then_retires() {
+        let members = vec![voter(0), voter(1), voter(2)];
+        assert_eq!(
+            next_step(&wanted(1), &observed(members.clone(), 2)),
+            Step::MoveLeader { from: 102, to: 100 }
+        );
+        assert_eq!(
+            next_step(&wanted(1), &observed(members.clone(), 0)),
+            Step::Remove { id: 102, name: "c-2".into() }
+        );
+        let mut after = observed(members[..2].to_vec(), 0);
+        after.running.insert("c-2".into());
+        assert_eq!(next_step(&wanted(1), &after), Step::Retire { name: "c-2".into() });
+    }
+
+    #[test]
+    fn stop_and_restart_from_zero() {
+        let members = vec![voter(0), voter(1), voter(2)];
+        assert!(
+            matches!(next_step(&[], &observed(members, 0)), Step::StopAll { names } if names.len() == 3)
+        );
+        let stopped = Observed {
+            members: None,
+            running: BTreeSet::new(),
+            with_data: ["c-0", "c-1", "c-2"].map(String::from).into(),
+            leader: None,
+            bootstrapped: true,
+        };
+        assert_eq!(next_step(&[], &stopped), Step::Done);
+        assert!(
+            matches!(next_step(&wanted(3), &stopped), Step::Restart { names, .. } if names.len() == 3)
+        );
+    }
+
+    #[test]
+    fn a_crashed_member_with_data_is_restarted_not_replaced() {
+        let mut members = vec![voter(0), voter(1), voter(2)];
+        members[1].running = false;
+        members[1].healthy = false;
+        assert!(
+            matches!(next_step(&wanted(3), &observed(members, 0)), Step::Restart { names, .. } if names == ["c-1"])
+        );
+    }
+
+    #[test]
+    fn a_member_that_lost_its_data_is_removed_then_re_added() {
+        let mut members = vec![voter(0), voter(1), voter(2)];
+        members[2] = Seen { running: false, healthy: false, has_data: false, ..voter(2) };
+        assert_eq!(
+            next_step(&wanted(3), &observed(members.clone(), 0)),
+            Step::Remove { id: 102, name: "c-2".into() }
+        );
+        assert_eq!(
+            next_step(&wanted(3), &observed(members[..2].to_vec(), 0)),
+            Step::AddLearner { member: wanted(3)[2].clone() }
+        );
+    }
+
+    #[test]
+    fn an_unwanted_learner_is_dropped_first() {
+        let members = vec![voter(0), Seen { is_learner: true, ..voter(1) }];
+        assert_eq!(
+            next_step(&wanted(1), &observed(members, 0)),
+            Step::Remove { id: 101, name: "c-1".into() }
+        );
+    }
+
+    fn arbitrary_observed() -> impl Strategy<Value = (usize, Observed)> {
+        let member = (0u64..9, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>());
+        (
+            prop::sample::select(vec![0usize, 1, 3, 5, 7, 9]),
+            prop::collection::vec(member, 0..9),
+            any::<bool>(),
+            0u64..9,
+        )
+            .prop_map(|(size, raw, reachable, leader)| {
+                let mut members: Vec<Seen> = Vec::new();
+                for (i, learner, running, healthy, data) in raw {
+                    if members.iter().any(|m| m.id == 100 + i) {
+                        continue;
+                    }
+                    members.push(Seen {
+                        is_learner: learner,
+                        running,
+                        healthy: healthy && running,
+                        has_data: data || running,
+                        ..voter(i)
+                    });
+                }
+                let mut observed = observed(members, leader);
+                if !reachable {
+                    observed.members = None;
+                }
+                (size, observed)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Whatever is observed, the next step never lowers healthy voters below quorum, never adds
+        /// a second learner, never removes the last member, and never adds a voter.
+        #[test]
+        fn safety((size, observed) in arbitrary_observed()) {
+            let step = next_step(&wanted(size), &observed);
+            let members = observed.members.clone().unwrap_or_default();
+            let voters: Vec<&Seen> = members.iter().filter(|m| !m.is_learner).collect();
+            let healthy = voters.iter().filter(|m| m.healthy).count();
+            match &step {
+                Step::AddLearner { .. } => {
+                    prop_assert!(members.iter().all(|m| !m.is_learner), "second learner: {observed:?}");
+                }
+                Step::Remove { id, .. } => {
+                    let target = members.iter().find(|m| m.id == *id).unwrap();
+                    if !target.is_learner {
+                        prop_assert!(voters.len() > 1, "removes the last voter");
+                        let healthy_after = healthy - usize::from(target.healthy);
+                        prop_assert!(healthy_after >= quorum(voters.len() - 1), "below quorum: {observed:?}");
+                        prop_assert!(observed.leader != Some(*id), "removes the leader");
+                    }
+                }
+                Step::Retire { name } => {
+                    prop_assert!(!members.iter().any(|m| &m.name == name), "retires a member");
+                }
+                Step::StopAll { .. } => prop_assert_eq!(size, 0),
+                Step::Bootstrap { .. } => {
+                    prop_assert!(observed.with_data.is_empty() && observed.members.is_none());
+                }
+                _ => {}
+            }
+        }
+    }
+}
