@@ -186,11 +186,14 @@ pub async fn dispatch(command: Command) -> Result<()> {
         Command::Run(_) => Err(Error::NotImplemented { what: "`run`", issue: 5 }),
         Command::Webhook(args) => serve_webhook(&args).await,
         Command::Certs(CertsCommand::Issue(args)) => issue_certs(&args),
-        Command::Local(LocalArgs { command: None, up: LocalUpArgs { file: Some(file), .. } }) => {
-            load_cluster(&file)?;
-            Err(Error::NotImplemented { what: "`local`", issue: 5 })
+        Command::Local(LocalArgs { command: Some(LocalCommand::Down { state_dir }), .. }) => {
+            Ok(crate::membership::local::down(&state_dir)?)
         }
-        Command::Local(_) => Err(Error::NotImplemented { what: "`local`", issue: 5 }),
+        Command::Local(LocalArgs {
+            up: LocalUpArgs { file: Some(file), state_dir: Some(dir) },
+            ..
+        }) => crate::membership::local::up(&file, &dir).await,
+        Command::Local(_) => Err(Error::Usage("local needs -f CLUSTER.yaml and --state-dir DIR")),
         Command::Backup(_) => Err(Error::NotImplemented { what: "`backup`", issue: 6 }),
         Command::Restore(_) => Err(Error::NotImplemented { what: "`restore`", issue: 6 }),
         Command::MemberInit(_) => Err(Error::NotImplemented { what: "`member-init`", issue: 5 }),

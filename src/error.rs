@@ -19,6 +19,10 @@ pub enum Error {
     Tls(#[from] crate::tls::Error),
     #[error(transparent)]
     Server(#[from] crate::server::Error),
+    #[error(transparent)]
+    Membership(#[from] crate::membership::Error),
+    #[error("{0}")]
+    Usage(&'static str),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,4 +1,71 @@
-//! Membership: the planner (pure), the member port it acts through, and the process adapter that
-//! runs members as local etcd processes.
+//! Membership: the planner (pure), the member port it acts through, the observe → plan → act
+//! reconcile, and the process adapter that runs members as local etcd processes.
 
+pub mod local;
 pub mod planner;
+pub mod process;
+pub mod reconcile;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use planner::Wanted;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {reason}")]
+    State { path: PathBuf, reason: String },
+    #[error("cannot start etcd member {name}: {source}")]
+    Spawn { name: String, source: std::io::Error },
+    #[error(transparent)]
+    Etcd(#[from] crate::etcd::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::Error),
+}
+
+/// How a member joins: a new cluster (static bootstrap) or one that exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterState {
+    New,
+    Existing,
+}
+
+impl ClusterState {
+    pub fn as_flag(self) -> &'static str {
+        match self {
+            ClusterState::New => "new",
+            ClusterState::Existing => "existing",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberUrls {
+    pub client: String,
+    pub peer: String,
+}
+
+/// Where members run. The planner's steps act through this; an adapter runs members as local
+/// processes (tests, `etcd-operator local`) or as StatefulSet pods.
+pub trait MemberPort {
+    /// The member's fixed URLs.
+    fn urls(&self, name: &str) -> Result<MemberUrls, Error>;
+    /// Names whose process (pod) runs.
+    fn running(&self) -> BTreeSet<String>;
+    /// Names whose data directory (volume) holds member data.
+    fn with_data(&self) -> BTreeSet<String>;
+    /// Starts a member. With data present, etcd ignores `initial` and `state`.
+    fn start(
+        &self,
+        name: &str,
+        initial: &[Wanted],
+        state: ClusterState,
+        token: &str,
+    ) -> Result<(), Error>;
+    /// Stops a member, keeping its data.
+    fn stop(&self, name: &str) -> Result<(), Error>;
+    /// Deletes a member's data.
+    fn wipe(&self, name: &str) -> Result<(), Error>;
+}

@@ -1,3 +1,4 @@
 pub mod apiserver;
 pub mod etcd;
 pub mod https;
+pub mod local;

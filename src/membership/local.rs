@@ -1,0 +1,198 @@
+//! `etcd-operator local`: an EtcdCluster on this machine. The same planner and etcd calls as in
+//! Kubernetes drive real etcd processes; edits to the file are reconciled; `status.json` carries
+//! the status object the CRD would. Members outlive this process, and a restart adopts them.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use etcd_crds::{EtcdCluster, EtcdClusterStatus};
+
+use super::planner::Step;
+use super::process::ProcessMembers;
+use super::reconcile::{Target, act, plan};
+use super::{Error, MemberPort};
+use crate::etcd::ClientTls;
+
+/// Test hook: exit right after performing a step of this kind (`add-learner`, `promote`, ...),
+/// as a crash between two calls would.
+pub const EXIT_AFTER_ENV: &str = "ETCD_OPERATOR_EXIT_AFTER";
+/// Exit code of that hook.
+pub const EXIT_AFTER_CODE: i32 = 86;
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io { path: path.to_owned(), source }
+}
+
+/// The cluster's PKI in `DIR/pki`, issued on first use for loopback names.
+fn ensure_pki(members: &ProcessMembers, cluster: &EtcdCluster) -> Result<ClientTls, Error> {
+    let dir = members.pki_dir();
+    if !dir.join("ca.crt").exists() {
+        let request = etcd_certs::ClusterPkiRequest {
+            cluster: cluster.metadata.name.clone().unwrap_or_default(),
+            namespace: cluster.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            max_members: 9,
+            extra_sans: vec!["127.0.0.1".into(), "localhost".into()],
+        };
+        let pki = etcd_certs::issue_cluster_pki(&request, time::OffsetDateTime::now_utc())
+            .map_err(crate::tls::Error::from)?;
+        crate::tls::files::write_pem_files(&dir, &pki.files())?;
+    }
+    Ok(ClientTls::from_files(
+        &dir.join("ca.crt"),
+        &dir.join("client.crt"),
+        &dir.join("client.key"),
+    )?)
+}
+
+/// A token unique to this cluster, kept in the state dir.
+fn token(dir: &Path, cluster: &str) -> Result<String, Error> {
+    let path = dir.join("token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        return Ok(token.trim().to_owned());
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let token = format!("{cluster}-{nanos:x}");
+    std::fs::write(&path, &token).map_err(io(&path))?;
+    Ok(token)
+}
+
+fn read_status(dir: &Path) -> EtcdClusterStatus {
+    std::fs::read(dir.join("status.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn write_status(dir: &Path, status: &EtcdClusterStatus) -> Result<(), Error> {
+    let path = dir.join("status.json");
+    let tmp = dir.join(".status.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(status).unwrap_or_default())
+        .map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))
+}
+
+/// Reconciles `file` into processes under `dir` until Ctrl-C.
+pub async fn up(file: &Path, dir: &Path) -> crate::error::Result<()> {
+    let mut cluster = crate::cli::load_cluster(file)?;
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let name = cluster.metadata.name.clone().unwrap_or_else(|| "etcd".into());
+    let tls_spec = &cluster.spec.security.tls;
+    if tls_spec.enabled && !tls_spec.auto_tls {
+        return Err(Error::State {
+            path: file.to_owned(),
+            reason: "local runs support autoTLS only".into(),
+        }
+        .into());
+    }
+    let members = ProcessMembers::new(dir, tls_spec.enabled);
+    let tls = if tls_spec.enabled { Some(ensure_pki(&members, &cluster)?) } else { None };
+    let token = token(dir, &name)?;
+    let exit_after = std::env::var(EXIT_AFTER_ENV).ok();
+    let pid_path = dir.join("operator.pid");
+    std::fs::write(&pid_path, std::process::id().to_string()).map_err(io(&pid_path))?;
+    let mut status = read_status(dir);
+    tracing::info!(cluster = %name, dir = %dir.display(), "reconciling local cluster");
+    loop {
+        match crate::cli::load_cluster(file) {
+            Ok(edited) => cluster = edited,
+            Err(err) => tracing::warn!(%err, "keeping the last valid spec"),
+        }
+        let target = Target {
+            cluster: name.clone(),
+            size: usize::try_from(cluster.spec.size).unwrap_or(0),
+            generation: cluster.metadata.generation,
+            token: token.clone(),
+        };
+        let pause = match reconcile_step(&members, &target, tls.as_ref(), &mut status, dir).await {
+            Ok(step) => {
+                if exit_after.as_deref() == Some(step.kind()) {
+                    tracing::warn!(
+                        step = step.kind(),
+                        "exiting after this step ({EXIT_AFTER_ENV})"
+                    );
+                    std::process::exit(EXIT_AFTER_CODE);
+                }
+                if matches!(step, Step::Done) {
+                    Duration::from_secs(2)
+                } else {
+                    Duration::from_millis(300)
+                }
+            }
+            Err(err) => {
+                tracing::warn!(%err, "reconcile failed; retrying");
+                Duration::from_secs(1)
+            }
+        };
+        tokio::select! {
+            () = shutdown_signal() => {
+                tracing::info!("stopping the operator; members keep running (`etcd-operator local down` stops them)");
+                return Ok(());
+            }
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// Observe, plan, write status, act: one pass.
+async fn reconcile_step(
+    members: &ProcessMembers,
+    target: &Target,
+    tls: Option<&ClientTls>,
+    status: &mut EtcdClusterStatus,
+    dir: &Path,
+) -> Result<Step, Error> {
+    let (step, next, voters) = plan(members, target, tls, status).await?;
+    if next != *status {
+        write_status(dir, &next)?;
+        *status = next;
+    }
+    if !matches!(step, Step::Done | Step::Wait { .. }) {
+        tracing::info!(step = step.kind(), detail = ?step, "membership step");
+    }
+    act(members, &step, target, tls, &voters).await?;
+    Ok(step)
+}
+
+/// `local down`: stops the operator reconciling `dir` (so it does not restart what is stopped),
+/// then every member, keeping their data.
+pub fn down(dir: &Path) -> Result<(), Error> {
+    if !dir.join("members").exists() {
+        return Err(Error::State {
+            path: PathBuf::from(dir),
+            reason: "no local cluster here".into(),
+        });
+    }
+    let operator = std::fs::read_to_string(dir.join("operator.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok());
+    if let Some(pid) = operator.filter(|pid| super::process::is_live(*pid, "etcd-operator")) {
+        // SAFETY: kill(2) on a pid recorded by `local` and checked to be an etcd-operator process.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        for _ in 0..100 {
+            if !super::process::is_live(pid, "etcd-operator") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let members = ProcessMembers::new(dir, true);
+    for name in members.running() {
+        members.stop(&name)?;
+    }
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM (what `local down` sends).
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

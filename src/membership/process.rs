@@ -1,0 +1,233 @@
+//! The process adapter of the member port: each member is an `etcd` process on loopback, in a
+//! process group of its own so that it outlives the operator, as a pod outlives a controller.
+//!
+//! Layout of the state directory:
+//! `pki/` (the cluster's PEM files), `ports.json` (each member's client and peer port),
+//! `members/NAME/{data/, etcd.log, pid}`, `status.json`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::planner::Wanted;
+use super::{ClusterState, Error, MemberPort, MemberUrls};
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+struct Ports {
+    client: u16,
+    peer: u16,
+}
+
+/// Members as local processes under one state directory.
+pub struct ProcessMembers {
+    dir: PathBuf,
+    tls: bool,
+    /// Processes this operator started: reaped here so that an exited member is not a zombie
+    /// that still looks alive.
+    children: Mutex<BTreeMap<String, Child>>,
+}
+
+impl ProcessMembers {
+    pub fn new(dir: &Path, tls: bool) -> Self {
+        Self { dir: dir.to_owned(), tls, children: Mutex::new(BTreeMap::new()) }
+    }
+
+    pub fn pki_dir(&self) -> PathBuf {
+        self.dir.join("pki")
+    }
+
+    fn member_dir(&self, name: &str) -> PathBuf {
+        self.dir.join("members").join(name)
+    }
+
+    fn data_dir(&self, name: &str) -> PathBuf {
+        self.member_dir(name).join("data")
+    }
+
+    fn pid_file(&self, name: &str) -> PathBuf {
+        self.member_dir(name).join("pid")
+    }
+
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+        move |source| Error::Io { path: path.to_owned(), source }
+    }
+
+    /// Ports of every member, allocating (and recording) free loopback ports for new names.
+    fn ports(&self, name: &str) -> Result<Ports, Error> {
+        let path = self.dir.join("ports.json");
+        let mut all: BTreeMap<String, Ports> = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| Error::State { path: path.clone(), reason: e.to_string() })?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(err) => return Err(Self::io(&path)(err)),
+        };
+        if let Some(ports) = all.get(name) {
+            return Ok(*ports);
+        }
+        let taken: BTreeSet<u16> = all.values().flat_map(|p| [p.client, p.peer]).collect();
+        let ports = Ports { client: free_port(&taken)?, peer: free_port(&taken)? };
+        all.insert(name.to_owned(), ports);
+        std::fs::create_dir_all(&self.dir).map_err(Self::io(&self.dir))?;
+        let text = serde_json::to_vec_pretty(&all).unwrap_or_default();
+        std::fs::write(&path, text).map_err(Self::io(&path))?;
+        Ok(ports)
+    }
+
+    fn pid(&self, name: &str) -> Option<i32> {
+        std::fs::read_to_string(self.pid_file(name)).ok()?.trim().parse().ok()
+    }
+
+    /// Names with a member directory.
+    fn names(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("members")) else { return Vec::new() };
+        entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect()
+    }
+}
+
+/// A loopback port nobody listens on, avoiding those already given out.
+fn free_port(taken: &BTreeSet<u16>) -> Result<u16, Error> {
+    for _ in 0..100 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .map_err(|source| Error::Io { path: "127.0.0.1:0".into(), source })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| Error::Io { path: "127.0.0.1:0".into(), source })?
+            .port();
+        if !taken.contains(&port) {
+            return Ok(port);
+        }
+    }
+    Err(Error::State { path: "127.0.0.1".into(), reason: "no free port".into() })
+}
+
+/// Whether `pid` is a live (not zombie) etcd process.
+fn is_live_etcd(pid: i32) -> bool {
+    is_live(pid, "etcd")
+}
+
+/// Whether `pid` is a live (not zombie) process whose command line contains `command`.
+pub fn is_live(pid: i32, command: &str) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // The state follows the parenthesised command name: "123 (etcd) S ...".
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    state.is_some_and(|s| s != "Z" && s != "X")
+        && String::from_utf8_lossy(&cmdline).contains(command)
+}
+
+impl MemberPort for ProcessMembers {
+    fn urls(&self, name: &str) -> Result<MemberUrls, Error> {
+        let ports = self.ports(name)?;
+        let scheme = if self.tls { "https" } else { "http" };
+        Ok(MemberUrls {
+            client: format!("{scheme}://127.0.0.1:{}", ports.client),
+            peer: format!("{scheme}://127.0.0.1:{}", ports.peer),
+        })
+    }
+
+    fn running(&self) -> BTreeSet<String> {
+        let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
+        children.retain(|_, child| matches!(child.try_wait(), Ok(None)));
+        self.names().into_iter().filter(|name| self.pid(name).is_some_and(is_live_etcd)).collect()
+    }
+
+    fn with_data(&self) -> BTreeSet<String> {
+        self.names()
+            .into_iter()
+            .filter(|name| self.data_dir(name).join("member").exists())
+            .collect()
+    }
+
+    fn start(
+        &self,
+        name: &str,
+        initial: &[Wanted],
+        state: ClusterState,
+        token: &str,
+    ) -> Result<(), Error> {
+        let dir = self.member_dir(name);
+        std::fs::create_dir_all(&dir).map_err(Self::io(&dir))?;
+        let urls = self.urls(name)?;
+        let log_path = dir.join("etcd.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(Self::io(&log_path))?;
+        let log_err = log.try_clone().map_err(Self::io(&log_path))?;
+        let initial: Vec<String> =
+            initial.iter().map(|w| format!("{}={}", w.name, w.peer_url)).collect();
+        let data = self.data_dir(name);
+        let mut command = Command::new("etcd");
+        command
+            .arg(format!("--name={name}"))
+            .arg(format!("--data-dir={}", data.display()))
+            .arg(format!("--listen-client-urls={}", urls.client))
+            .arg(format!("--advertise-client-urls={}", urls.client))
+            .arg(format!("--listen-peer-urls={}", urls.peer))
+            .arg(format!("--initial-advertise-peer-urls={}", urls.peer))
+            .arg(format!("--initial-cluster={}", initial.join(",")))
+            .arg(format!("--initial-cluster-state={}", state.as_flag()))
+            .arg(format!("--initial-cluster-token={token}"))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            // A process group of its own: Ctrl-C on the operator does not reach the members.
+            .process_group(0);
+        if self.tls {
+            let pki = self.pki_dir();
+            let file = |f: &str| pki.join(f).display().to_string();
+            command
+                .arg("--client-cert-auth")
+                .arg(format!("--trusted-ca-file={}", file("ca.crt")))
+                .arg(format!("--cert-file={}", file("server.crt")))
+                .arg(format!("--key-file={}", file("server.key")))
+                .arg("--peer-client-cert-auth")
+                .arg(format!("--peer-trusted-ca-file={}", file("ca.crt")))
+                .arg(format!("--peer-cert-file={}", file("peer.crt")))
+                .arg(format!("--peer-key-file={}", file("peer.key")));
+        }
+        let child =
+            command.spawn().map_err(|source| Error::Spawn { name: name.to_owned(), source })?;
+        let pid_path = self.pid_file(name);
+        std::fs::write(&pid_path, child.id().to_string()).map_err(Self::io(&pid_path))?;
+        self.children.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), child);
+        Ok(())
+    }
+
+    fn stop(&self, name: &str) -> Result<(), Error> {
+        let Some(pid) = self.pid(name) else { return Ok(()) };
+        if is_live_etcd(pid) {
+            // SAFETY: kill(2) with a pid read from our pid file and checked to be an etcd process.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while is_live_etcd(pid) && Instant::now() < deadline {
+                self.running(); // reaps our own children
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if is_live_etcd(pid) {
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        self.running();
+        let pid_path = self.pid_file(name);
+        std::fs::remove_file(&pid_path)
+            .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
+            .map_err(Self::io(&pid_path))
+    }
+
+    fn wipe(&self, name: &str) -> Result<(), Error> {
+        let data = self.data_dir(name);
+        match std::fs::remove_dir_all(&data) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(Self::io(&data)(err)),
+        }
+    }
+}

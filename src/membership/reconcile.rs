@@ -1,0 +1,334 @@
+//! Observe → plan → act, shared by every member adapter: what etcd and the port say, the one step
+//! the planner picks, the status object the CRD carries, and performing the step.
+//!
+//! The status is computed before the step is performed and written by the caller first, so the
+//! record a restart from zero needs exists before any member stops.
+
+use std::time::Duration;
+
+use etcd_crds::{ClusterPhase, EtcdClusterStatus, MemberRole, MemberStatus, StoppedCluster};
+use futures::future::join_all;
+
+use super::planner::{Observed, Seen, Step, Wanted, next_step};
+use super::{ClusterState, Error, MemberPort};
+use crate::controller::{condition, set_condition};
+use crate::etcd::{self, ClientTls, EndpointStatus, hex_id};
+
+/// What to converge to.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub cluster: String,
+    pub size: usize,
+    pub generation: Option<i64>,
+    /// Cluster token: members of one cluster share it, so a stray member of another cannot join.
+    pub token: String,
+}
+
+/// The members a target asks for: ordinals `0..size`.
+pub fn wanted(port: &impl MemberPort, target: &Target) -> Result<Vec<Wanted>, Error> {
+    (0..target.size)
+        .map(|i| {
+            let name = etcd_certs::cluster::member_name(&target.cluster, i as u32);
+            Ok(Wanted { peer_url: port.urls(&name)?.peer, name })
+        })
+        .collect()
+}
+
+/// The observation, with the per-member facts status reports.
+#[derive(Clone, Debug, Default)]
+pub struct Observation {
+    pub planner: Observed,
+    pub cluster_id: Option<u64>,
+    /// Status of each member that answered, by name.
+    pub statuses: Vec<(String, EndpointStatus)>,
+    /// Why the member list could not be read, when members run but none answered.
+    pub unreachable: Option<String>,
+}
+
+pub async fn observe(
+    port: &impl MemberPort,
+    wanted: &[Wanted],
+    tls: Option<&ClientTls>,
+    previous: &EtcdClusterStatus,
+) -> Result<Observation, Error> {
+    let running = port.running();
+    let with_data = port.with_data();
+    let mut observation = Observation::default();
+    observation.planner.bootstrapped = previous.cluster_id.is_some() || !with_data.is_empty();
+    let endpoints: Vec<String> =
+        running.iter().map(|n| port.urls(n).map(|u| u.client)).collect::<Result<_, _>>()?;
+    if !endpoints.is_empty() {
+        let listed = async {
+            let mut client = etcd::connect(&endpoints, tls).await?;
+            etcd::member_list(&mut client).await
+        };
+        match listed.await {
+            Ok((cluster_id, members)) => {
+                observation.cluster_id = Some(cluster_id);
+                let named: Vec<(String, etcd::Member)> = members
+                    .into_iter()
+                    .map(|m| {
+                        let name = wanted
+                            .iter()
+                            .find(|w| w.peer_url == m.peer_url)
+                            .map(|w| w.name.clone())
+                            .filter(|_| m.name.is_empty())
+                            .unwrap_or_else(|| {
+                                if m.name.is_empty() { hex_id(m.id) } else { m.name.clone() }
+                            });
+                        (name, m)
+                    })
+                    .collect();
+                let statuses = join_all(named.iter().filter(|(n, _)| running.contains(n)).map(
+                    |(name, _)| async move {
+                        let url = port.urls(name).ok()?.client;
+                        let status = tokio::time::timeout(
+                            Duration::from_secs(3),
+                            etcd::endpoint_status(&url, tls),
+                        )
+                        .await
+                        .ok()?
+                        .ok()?;
+                        Some((name.clone(), status))
+                    },
+                ))
+                .await;
+                observation.statuses = statuses.into_iter().flatten().collect();
+                observation.planner.leader =
+                    observation.statuses.iter().map(|(_, s)| s.leader).find(|l| *l != 0);
+                let seen = named
+                    .into_iter()
+                    .map(|(name, m)| Seen {
+                        id: m.id,
+                        running: running.contains(&name),
+                        healthy: observation.statuses.iter().any(|(n, _)| *n == name),
+                        has_data: with_data.contains(&name),
+                        name,
+                        peer_url: m.peer_url,
+                        is_learner: m.is_learner,
+                    })
+                    .collect();
+                observation.planner.members = Some(seen);
+            }
+            Err(err) => observation.unreachable = Some(err.to_string()),
+        }
+    }
+    observation.planner.running = running;
+    observation.planner.with_data = with_data;
+    Ok(observation)
+}
+
+/// The status for this observation and the step about to be taken.
+pub fn status(
+    target: &Target,
+    observation: &Observation,
+    step: &Step,
+    previous: &EtcdClusterStatus,
+) -> EtcdClusterStatus {
+    let members: Vec<MemberStatus> = observation
+        .planner
+        .members
+        .iter()
+        .flatten()
+        .map(|m| {
+            let status = observation.statuses.iter().find(|(n, _)| *n == m.name).map(|(_, s)| s);
+            MemberStatus {
+                name: m.name.clone(),
+                id: Some(hex_id(m.id)),
+                peer_url: Some(m.peer_url.clone()),
+                client_url: None,
+                ready: m.healthy && !m.is_learner,
+                role: Some(if m.is_learner { MemberRole::Learner } else { MemberRole::Voter }),
+                leader: observation.planner.leader == Some(m.id),
+                version: status.map(|s| s.version.clone()),
+            }
+        })
+        .collect();
+    let ready = members.iter().filter(|m| m.ready).count();
+    let voters = members.iter().filter(|m| m.role == Some(MemberRole::Voter)).count();
+    let quorum_ok = voters > 0 && ready >= super::planner::quorum(voters);
+    let cluster_id = observation.cluster_id.map(hex_id).or_else(|| previous.cluster_id.clone());
+    let phase = match step {
+        _ if target.size == 0 && observation.planner.running.is_empty() => ClusterPhase::Stopped,
+        Step::Bootstrap { .. } => ClusterPhase::Creating,
+        Step::Restart { .. } => ClusterPhase::Recovering,
+        Step::Done if ready == target.size => ClusterPhase::Running,
+        _ if observation.unreachable.is_some() && observation.planner.bootstrapped => {
+            ClusterPhase::Failed
+        }
+        Step::Wait { .. } if cluster_id.is_none() => ClusterPhase::Creating,
+        Step::Wait { .. } | Step::Done => ClusterPhase::Degraded,
+        _ => ClusterPhase::Scaling,
+    };
+    let mut conditions = previous.conditions.clone();
+    let generation = target.generation;
+    let summary = format!("{ready}/{} members ready", target.size);
+    set_condition(
+        &mut conditions,
+        condition(
+            "Ready",
+            phase == ClusterPhase::Running,
+            if phase == ClusterPhase::Running { "AllMembersReady" } else { "NotAllMembersReady" },
+            summary.clone(),
+            generation,
+        ),
+    );
+    set_condition(
+        &mut conditions,
+        condition(
+            "Available",
+            quorum_ok,
+            if quorum_ok { "QuorumHealthy" } else { "NoQuorum" },
+            observation.unreachable.clone().unwrap_or(summary),
+            generation,
+        ),
+    );
+    let progressing = !matches!(step, Step::Done | Step::Wait { .. });
+    let step_message = match step {
+        Step::Wait { reason } => reason.clone(),
+        other => other.kind().to_owned(),
+    };
+    set_condition(
+        &mut conditions,
+        condition(
+            "Progressing",
+            progressing,
+            if progressing { "MembershipChange" } else { "Idle" },
+            step_message.clone(),
+            generation,
+        ),
+    );
+    let degraded = matches!(phase, ClusterPhase::Degraded | ClusterPhase::Failed);
+    set_condition(
+        &mut conditions,
+        condition(
+            "Degraded",
+            degraded,
+            if degraded { "MembersUnhealthy" } else { "AsExpected" },
+            step_message,
+            generation,
+        ),
+    );
+    let stopped = match step {
+        Step::StopAll { .. } => Some(StoppedCluster {
+            cluster_id: cluster_id.clone().unwrap_or_default(),
+            members: members.clone(),
+            stopped_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            )),
+        }),
+        _ if target.size == 0 => previous.stopped.clone(),
+        _ => None,
+    };
+    EtcdClusterStatus {
+        phase: Some(phase),
+        conditions,
+        replicas: members.len() as i32,
+        ready_replicas: ready as i32,
+        leader_id: observation.planner.leader.map(hex_id),
+        cluster_id,
+        client_endpoints: Vec::new(),
+        current_version: observation.statuses.first().map(|(_, s)| s.version.clone()),
+        observed_generation: generation,
+        stopped,
+        selector: None,
+        members,
+    }
+}
+
+/// Performs one step. Steps etcd is not ready for yet ("learner not in sync") are not errors: the
+/// next reconcile asks again.
+///
+/// `voters` are the client URLs of healthy voting members: membership calls go to them only
+/// (a learner refuses them).
+pub async fn act(
+    port: &impl MemberPort,
+    step: &Step,
+    target: &Target,
+    tls: Option<&ClientTls>,
+    voters: &[String],
+) -> Result<(), Error> {
+    let endpoints = || -> Result<Vec<String>, Error> { Ok(voters.to_vec()) };
+    let settle = |result: Result<(), etcd::Error>| match result {
+        Err(etcd::Error::NotYet { call, reason }) => {
+            tracing::info!(call, reason, "etcd is settling; will retry");
+            Ok(())
+        }
+        other => other.map_err(Error::from),
+    };
+    match step {
+        Step::Bootstrap { members } => {
+            for member in members {
+                port.start(&member.name, members, ClusterState::New, &target.token)?;
+            }
+        }
+        Step::Restart { names, initial } => {
+            for name in names {
+                port.start(name, initial, ClusterState::Existing, &target.token)?;
+            }
+        }
+        Step::AddLearner { member } => {
+            // A name that was a member before may have stale data; it must join empty.
+            port.wipe(&member.name)?;
+            let mut client = etcd::connect(&endpoints()?, tls).await?;
+            settle(etcd::add_learner(&mut client, &member.peer_url).await.map(drop))?;
+        }
+        Step::StartLearner { member, initial } => {
+            port.start(&member.name, initial, ClusterState::Existing, &target.token)?
+        }
+        Step::Promote { id, .. } => {
+            let mut client = etcd::connect(&endpoints()?, tls).await?;
+            settle(etcd::promote(&mut client, *id).await)?;
+        }
+        Step::MoveLeader { from, to } => {
+            let mut client = etcd::connect(&endpoints()?, tls).await?;
+            let (_, members) = etcd::member_list(&mut client).await?;
+            if let Some(url) =
+                members.iter().find(|m| m.id == *from).and_then(|m| m.client_url.clone())
+            {
+                settle(etcd::move_leader(&url, tls, *to).await)?;
+            }
+        }
+        Step::Remove { id, .. } => {
+            let mut client = etcd::connect(&endpoints()?, tls).await?;
+            settle(etcd::remove(&mut client, *id).await)?;
+        }
+        Step::Retire { name } => {
+            port.stop(name)?;
+            port.wipe(name)?;
+        }
+        Step::StopAll { names } => {
+            for name in names {
+                port.stop(name)?;
+            }
+        }
+        Step::Wait { .. } | Step::Done => {}
+    }
+    Ok(())
+}
+
+/// One observe + plan: the step, the status to write before performing it, and the client URLs
+/// of the healthy voters to perform it through.
+pub async fn plan(
+    port: &impl MemberPort,
+    target: &Target,
+    tls: Option<&ClientTls>,
+    previous: &EtcdClusterStatus,
+) -> Result<(Step, EtcdClusterStatus, Vec<String>), Error> {
+    let wanted = wanted(port, target)?;
+    let observation = observe(port, &wanted, tls, previous).await?;
+    let step = next_step(&wanted, &observation.planner);
+    let mut status = status(target, &observation, &step, previous);
+    status.client_endpoints = wanted
+        .iter()
+        .filter(|w| status.members.iter().any(|m| m.name == w.name && m.ready))
+        .map(|w| port.urls(&w.name).map(|u| u.client))
+        .collect::<Result<_, _>>()?;
+    for member in &mut status.members {
+        member.client_url = port.urls(&member.name).ok().map(|u| u.client);
+    }
+    let voters =
+        status.members.iter().filter(|m| m.ready).filter_map(|m| m.client_url.clone()).collect();
+    tracing::debug!(step = step.kind(), "planned");
+    Ok((step, status, voters))
+}

@@ -1,0 +1,214 @@
+//! Drives `etcd-operator local` (the real binary) against real etcd processes: edit the cluster
+//! file, wait for status.json, restart or kill the operator, talk to members with the client
+//! certificate the operator issued.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use etcd_crds::{ClusterPhase, EtcdClusterStatus, MemberRole};
+use etcd_operator::etcd::ClientTls;
+
+pub struct Local {
+    pub dir: tempfile::TempDir,
+    pub file: PathBuf,
+    operator: Option<Child>,
+}
+
+impl Local {
+    /// Writes a cluster file of `size` members and starts the operator on it.
+    pub fn start(size: i32) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cluster.yaml");
+        let mut local = Self { dir, file, operator: None };
+        local.set_size(size);
+        local.run_operator(&[]);
+        local
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn set_size(&mut self, size: i32) {
+        let yaml = format!(
+            "apiVersion: etcd.etcd.io/v1alpha1\nkind: EtcdCluster\nmetadata:\n  name: it\n  namespace: default\nspec:\n  size: {size}\n  version: 3.4.23\n"
+        );
+        std::fs::write(&self.file, yaml).unwrap();
+    }
+
+    /// (Re)starts the operator with extra environment variables.
+    pub fn run_operator(&mut self, env: &[(&str, &str)]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("operator.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_etcd-operator"))
+            .args([
+                "local",
+                "-f",
+                self.file.to_str().unwrap(),
+                "--state-dir",
+                self.state().to_str().unwrap(),
+            ])
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.operator = Some(child);
+    }
+
+    /// Waits for the operator to exit by itself (the crash hook) and returns its exit code.
+    pub fn wait_operator_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        let child = self.operator.as_mut()?;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.operator = None;
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill_operator(&mut self) {
+        if let Some(mut child) = self.operator.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn status(&self) -> EtcdClusterStatus {
+        std::fs::read(self.state().join("status.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Waits until the status shows `size` ready voters, no learner, phase Running.
+    pub async fn wait_running(&self, size: usize, timeout: Duration) -> EtcdClusterStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.status();
+            let voters = status
+                .members
+                .iter()
+                .filter(|m| m.role == Some(MemberRole::Voter) && m.ready)
+                .count();
+            let learners =
+                status.members.iter().filter(|m| m.role == Some(MemberRole::Learner)).count();
+            let done = if size == 0 {
+                status.phase == Some(ClusterPhase::Stopped)
+            } else {
+                status.phase == Some(ClusterPhase::Running)
+                    && voters == size
+                    && learners == 0
+                    && status.members.len() == size
+            };
+            if done {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.dir.path().join("operator.log"))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                panic!(
+                    "not Running with {size} members in {timeout:?}: {status:#?}\noperator log (newest first):\n{}",
+                    tail.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub fn tls(&self) -> ClientTls {
+        let pki = self.state().join("pki");
+        ClientTls::from_files(&pki.join("ca.crt"), &pki.join("client.crt"), &pki.join("client.key"))
+            .unwrap()
+    }
+
+    /// The client URL of a member, from ports.json.
+    pub fn client_url(&self, name: &str) -> String {
+        let ports: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.state().join("ports.json")).unwrap())
+                .unwrap();
+        format!("https://127.0.0.1:{}", ports[name]["client"])
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        self.kill_operator();
+        let _ = Command::new(env!("CARGO_BIN_EXE_etcd-operator"))
+            .args(["local", "down", "--state-dir", self.state().to_str().unwrap()])
+            .output();
+    }
+}
+
+/// A writer that puts `key-N` continuously through `endpoint` and keeps the keys etcd acknowledged.
+pub struct Writer {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<(Vec<String>, usize)>,
+}
+
+impl Writer {
+    pub fn start(endpoints: Vec<String>, tls: ClientTls) -> Self {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut failures = 0;
+            let mut client = None;
+            let mut n = 0u64;
+            while !*stopped.borrow() {
+                if client.is_none() {
+                    client = etcd_operator::etcd::connect(&endpoints, Some(&tls)).await.ok();
+                }
+                if let Some(c) = client.as_mut() {
+                    let key = format!("key-{n:06}");
+                    match c.put(key.clone(), format!("value-{n}"), None).await {
+                        Ok(_) => acknowledged.push(key),
+                        Err(_) => failures += 1,
+                    }
+                    n += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (acknowledged, failures)
+        });
+        Self { stop, task }
+    }
+
+    /// Stops writing; returns the acknowledged keys and the number of failed writes.
+    pub async fn finish(self) -> (Vec<String>, usize) {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap()
+    }
+}
+
+/// Reads back every acknowledged key (linearizable reads through `endpoints`).
+pub async fn assert_all_present(endpoints: &[String], tls: &ClientTls, keys: &[String]) {
+    let mut client = etcd_operator::etcd::connect(endpoints, Some(tls)).await.unwrap();
+    let all = client.get("key-", Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
+    let present: std::collections::BTreeSet<String> =
+        all.kvs().iter().map(|kv| String::from_utf8_lossy(kv.key()).into_owned()).collect();
+    let missing: Vec<&String> = keys.iter().filter(|k| !present.contains(*k)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged writes lost, e.g. {:?}",
+        missing.len(),
+        keys.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
+pub fn state_path(dir: &Path) -> PathBuf {
+    dir.join("state")
+}
