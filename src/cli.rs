@@ -168,12 +168,26 @@ pub struct MemberInitArgs {
     /// This pod's name (NAME-ORDINAL).
     #[arg(long, env = "POD_NAME")]
     pub pod_name: String,
+    /// The EtcdCluster's name (its headless Service gives the member DNS names).
+    #[arg(long)]
+    pub cluster: String,
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: String,
+    /// Whether peer and client URLs use TLS.
+    #[arg(long, action = clap::ArgAction::Set, default_value_t = true)]
+    pub tls: bool,
     /// Directory where the operator's bootstrap entries are mounted.
     #[arg(long, default_value = "/etc/etcd-bootstrap")]
     pub bootstrap_dir: PathBuf,
     /// The etcd configuration file to write.
     #[arg(long, default_value = "/var/run/etcd/etcd.conf.yaml")]
     pub config_out: PathBuf,
+    /// spec.options of the EtcdCluster, as JSON.
+    #[arg(long, default_value = "{}")]
+    pub options: String,
+    /// How long to wait for this member's bootstrap entry, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_seconds: u64,
 }
 
 /// Runs one subcommand to completion.
@@ -196,7 +210,7 @@ pub async fn dispatch(command: Command) -> Result<()> {
         Command::Local(_) => Err(Error::Usage("local needs -f CLUSTER.yaml and --state-dir DIR")),
         Command::Backup(_) => Err(Error::NotImplemented { what: "`backup`", issue: 6 }),
         Command::Restore(_) => Err(Error::NotImplemented { what: "`restore`", issue: 6 }),
-        Command::MemberInit(_) => Err(Error::NotImplemented { what: "`member-init`", issue: 5 }),
+        Command::MemberInit(args) => member_init(args).await,
     }
 }
 
@@ -245,5 +259,28 @@ async fn serve_webhook(args: &WebhookArgs) -> Result<()> {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;
+    Ok(())
+}
+
+/// `member-init`: wait for this member's bootstrap entry, write its etcd config.
+async fn member_init(args: MemberInitArgs) -> Result<()> {
+    use crate::k8s::member_init::{Request, run};
+    let options = serde_json::from_str(&args.options)
+        .map_err(|err| Error::BadArgument { flag: "--options", reason: err.to_string() })?;
+    let request = Request {
+        pod_name: args.pod_name,
+        bootstrap_dir: args.bootstrap_dir,
+        config_out: args.config_out,
+        placement: crate::k8s::etcd_config::Placement {
+            cluster: args.cluster,
+            namespace: args.namespace,
+            tls: args.tls,
+        },
+        options,
+        timeout: std::time::Duration::from_secs(args.timeout_seconds),
+        poll: std::time::Duration::from_secs(2),
+    };
+    let entry = run(&request).await?;
+    tracing::info!(member = %entry.name, state = ?entry.state, "wrote the etcd configuration");
     Ok(())
 }

@@ -23,6 +23,10 @@ pub enum Error {
     Membership(#[from] crate::membership::Error),
     #[error("{0}")]
     Usage(&'static str),
+    #[error("{flag}: {reason}")]
+    BadArgument { flag: &'static str, reason: String },
+    #[error(transparent)]
+    MemberInit(#[from] crate::k8s::member_init::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

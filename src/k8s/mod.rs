@@ -1,1 +1,8 @@
-//! Kubernetes objects built for a cluster, and the Kubernetes member adapter (issue 5).
+//! Kubernetes objects built for an EtcdCluster (pure functions, applied with server-side apply),
+//! and `member-init`, the init container of every etcd pod.
+
+pub mod bootstrap;
+pub mod etcd_config;
+pub mod member_init;
+pub mod names;
+pub mod objects;

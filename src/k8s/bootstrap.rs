@@ -1,0 +1,62 @@
+//! The bootstrap entry the operator writes for a member before its pod may start etcd, and that
+//! `member-init` reads. A pod whose entry is absent waits: this is what makes recreating any
+//! ordinal safe (a pod that comes back before its member was re-added does not start stale).
+
+use serde::{Deserialize, Serialize};
+
+use crate::membership::ClusterState;
+use crate::membership::planner::Wanted;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapEntry {
+    pub name: String,
+    pub initial_cluster: Vec<Peer>,
+    pub state: InitialState,
+    pub token: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Peer {
+    pub name: String,
+    #[serde(rename = "peerURL")]
+    pub peer_url: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InitialState {
+    New,
+    Existing,
+}
+
+impl BootstrapEntry {
+    pub fn new(name: &str, initial: &[Wanted], state: ClusterState, token: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            initial_cluster: initial
+                .iter()
+                .map(|w| Peer { name: w.name.clone(), peer_url: w.peer_url.clone() })
+                .collect(),
+            state: match state {
+                ClusterState::New => InitialState::New,
+                ClusterState::Existing => InitialState::Existing,
+            },
+            token: token.to_owned(),
+        }
+    }
+
+    /// `--initial-cluster`: `a=https://…,b=https://…`.
+    pub fn initial_cluster_flag(&self) -> String {
+        self.initial_cluster
+            .iter()
+            .map(|p| format!("{}={}", p.name, p.peer_url))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The ConfigMap key of a member's entry.
+    pub fn key(member: &str) -> String {
+        format!("{member}.json")
+    }
+}

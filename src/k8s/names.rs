@@ -1,0 +1,55 @@
+//! Names, ports and labels shared by the objects of a cluster, in one place.
+
+use etcd_crds::EtcdCluster;
+
+/// Field manager of every server-side apply.
+pub const FIELD_MANAGER: &str = "etcd-operator";
+pub const CLIENT_PORT: i32 = 2379;
+pub const PEER_PORT: i32 = 2380;
+/// Plain-HTTP metrics and health endpoint of each member (probes and Prometheus).
+pub const METRICS_PORT: i32 = 2381;
+
+/// Where the bootstrap ConfigMap, the TLS Secrets, the config and the data are mounted.
+pub const BOOTSTRAP_DIR: &str = "/etc/etcd-bootstrap";
+pub const PEER_TLS_DIR: &str = "/etc/etcd-tls/peer";
+pub const SERVER_TLS_DIR: &str = "/etc/etcd-tls/server";
+pub const CONFIG_DIR: &str = "/var/run/etcd";
+pub const CONFIG_FILE: &str = "/var/run/etcd/etcd.conf.yaml";
+pub const DATA_DIR: &str = "/var/lib/etcd";
+
+pub fn name(cluster: &EtcdCluster) -> String {
+    cluster.metadata.name.clone().unwrap_or_default()
+}
+
+pub fn namespace(cluster: &EtcdCluster) -> String {
+    cluster.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned())
+}
+
+/// The ConfigMap holding each member's bootstrap entry (`NAME-N.json`).
+pub fn bootstrap_configmap(cluster: &str) -> String {
+    format!("{cluster}-bootstrap")
+}
+
+/// Labels every object of a cluster carries; the first two select its pods.
+pub fn labels(cluster: &str) -> std::collections::BTreeMap<String, String> {
+    [
+        ("app.kubernetes.io/name", "etcd"),
+        ("app.kubernetes.io/instance", cluster),
+        ("app.kubernetes.io/managed-by", "etcd-operator"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// The pod selector of a cluster, also the scale subresource's `status.selector`.
+pub fn selector(cluster: &str) -> std::collections::BTreeMap<String, String> {
+    labels(cluster).into_iter().filter(|(k, _)| k != "app.kubernetes.io/managed-by").collect()
+}
+
+/// A member's peer and client URLs through the headless Service.
+pub fn member_urls(cluster: &str, namespace: &str, member: &str, tls: bool) -> (String, String) {
+    let scheme = if tls { "https" } else { "http" };
+    let host = format!("{member}.{}.{namespace}.svc", etcd_certs::cluster::peer_service(cluster));
+    (format!("{scheme}://{host}:{PEER_PORT}"), format!("{scheme}://{host}:{CLIENT_PORT}"))
+}

@@ -1,0 +1,355 @@
+//! The Kubernetes objects of one EtcdCluster, as pure functions of it. Each is owned by the
+//! EtcdCluster (garbage-collected with it) and applied with server-side apply.
+
+use std::collections::BTreeMap;
+
+use etcd_crds::EtcdCluster;
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction,
+    Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+
+use super::bootstrap::BootstrapEntry;
+use super::names::{self, *};
+
+/// Metadata of an object of `cluster`: name, namespace, labels and the controller reference.
+fn meta(cluster: &EtcdCluster, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(namespace(cluster)),
+        labels: Some(labels(&super::names::name(cluster))),
+        owner_references: cluster
+            .controller_owner_ref(&())
+            .map(|owner: OwnerReference| vec![owner]),
+        ..ObjectMeta::default()
+    }
+}
+
+fn port(name: &str, port: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.to_owned()),
+        port,
+        target_port: Some(IntOrString::Int(port)),
+        ..ServicePort::default()
+    }
+}
+
+/// The headless Service that gives each member its peer DNS name. Addresses are published before
+/// pods are ready: members must find each other to become ready at all.
+pub fn headless_service(cluster: &EtcdCluster) -> Service {
+    let name = super::names::name(cluster);
+    Service {
+        metadata: meta(cluster, etcd_certs::cluster::peer_service(&name)),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_owned()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector(&name)),
+            ports: Some(vec![port("peer", PEER_PORT), port("client", CLIENT_PORT)]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// The Service clients use: ready members only.
+pub fn client_service(cluster: &EtcdCluster) -> Service {
+    let name = super::names::name(cluster);
+    Service {
+        metadata: meta(cluster, etcd_certs::cluster::client_service(&name)),
+        spec: Some(ServiceSpec {
+            selector: Some(selector(&name)),
+            ports: Some(vec![port("client", CLIENT_PORT), port("metrics", METRICS_PORT)]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// At most one member down through voluntary disruption (drains): with an odd size that always
+/// leaves a quorum, and it is what the operator itself does when it rolls members.
+pub fn pod_disruption_budget(cluster: &EtcdCluster) -> PodDisruptionBudget {
+    let name = super::names::name(cluster);
+    PodDisruptionBudget {
+        metadata: meta(cluster, name.clone()),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector(&name)),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
+
+/// The bootstrap entries of the members admitted so far.
+pub fn bootstrap_configmap(cluster: &EtcdCluster, entries: &[BootstrapEntry]) -> ConfigMap {
+    let data: BTreeMap<String, String> = entries
+        .iter()
+        .map(|entry| {
+            (BootstrapEntry::key(&entry.name), serde_json::to_string(entry).unwrap_or_default())
+        })
+        .collect();
+    ConfigMap {
+        metadata: meta(cluster, names::bootstrap_configmap(&super::names::name(cluster))),
+        data: Some(data),
+        ..ConfigMap::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(read_only),
+        ..VolumeMount::default()
+    }
+}
+
+fn secret_volume(name: &str, secret: String) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret),
+            default_mode: Some(0o400),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+fn restricted() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// The members' StatefulSet. `replicas` is the number of ordinals admitted (members and the
+/// learner in flight), not `spec.size`: a pod exists only for a member etcd knows about.
+pub fn statefulset(cluster: &EtcdCluster, replicas: i32, operator_image: &str) -> StatefulSet {
+    let name = super::names::name(cluster);
+    let spec = &cluster.spec;
+    let tls = spec.security.tls.enabled;
+    let overrides = &spec.pod_template;
+    let mut pod_labels = selector(&name);
+    pod_labels.extend(overrides.labels.clone());
+    let secret = |part: &str, user: &Option<etcd_crds::SecretReference>| {
+        user.as_ref().map(|s| s.name.clone()).unwrap_or_else(|| format!("{name}-{part}-tls"))
+    };
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+        Volume {
+            name: "bootstrap".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: names::bootstrap_configmap(&name),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    ];
+    let mut etcd_mounts = vec![mount("config", CONFIG_DIR, true), mount("data", DATA_DIR, false)];
+    if tls {
+        volumes.push(secret_volume("peer-tls", secret("peer", &spec.security.tls.peer_secret_ref)));
+        volumes.push(secret_volume(
+            "server-tls",
+            secret("server", &spec.security.tls.server_secret_ref),
+        ));
+        etcd_mounts.push(mount("peer-tls", PEER_TLS_DIR, true));
+        etcd_mounts.push(mount("server-tls", SERVER_TLS_DIR, true));
+    }
+    let claims = if spec.storage.ephemeral {
+        volumes.push(Volume {
+            name: "data".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        });
+        None
+    } else {
+        Some(vec![PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some("data".into()),
+                labels: Some(selector(&name)),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(vec!["ReadWriteOnce".into()]),
+                storage_class_name: spec.storage.storage_class_name.clone(),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some(BTreeMap::from([("storage".into(), spec.storage.size.clone())])),
+                    ..VolumeResourceRequirements::default()
+                }),
+                ..PersistentVolumeClaimSpec::default()
+            }),
+            ..PersistentVolumeClaim::default()
+        }])
+    };
+    let pod_name = EnvVar {
+        name: "POD_NAME".into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "metadata.name".into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
+    let member_init = Container {
+        name: "member-init".into(),
+        image: Some(operator_image.to_owned()),
+        args: Some(vec![
+            "member-init".into(),
+            format!("--cluster={name}"),
+            format!("--namespace={}", namespace(cluster)),
+            format!("--tls={tls}"),
+            format!("--bootstrap-dir={BOOTSTRAP_DIR}"),
+            format!("--config-out={CONFIG_FILE}"),
+            format!("--options={}", serde_json::to_string(&spec.options).unwrap_or_default()),
+        ]),
+        env: Some(vec![pod_name]),
+        volume_mounts: Some(vec![
+            mount("bootstrap", BOOTSTRAP_DIR, true),
+            mount("config", CONFIG_DIR, false),
+        ]),
+        security_context: Some(restricted()),
+        ..Container::default()
+    };
+    let etcd = Container {
+        name: "etcd".into(),
+        image: Some(format!("{}:v{}", spec.repository, spec.version)),
+        command: Some(vec!["/usr/local/bin/etcd".into(), format!("--config-file={CONFIG_FILE}")]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("client".into()),
+                container_port: CLIENT_PORT,
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("peer".into()),
+                container_port: PEER_PORT,
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("metrics".into()),
+                container_port: METRICS_PORT,
+                ..ContainerPort::default()
+            },
+        ]),
+        // Ready when this member serves (etcd's /health needs a quorum); alive while it listens, so
+        // a cluster without quorum is not made worse by restarts.
+        readiness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/health".into()),
+                port: IntOrString::Int(METRICS_PORT),
+                ..HTTPGetAction::default()
+            }),
+            period_seconds: Some(5),
+            failure_threshold: Some(3),
+            ..Probe::default()
+        }),
+        liveness_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::Int(CLIENT_PORT),
+                ..TCPSocketAction::default()
+            }),
+            initial_delay_seconds: Some(15),
+            period_seconds: Some(10),
+            failure_threshold: Some(6),
+            ..Probe::default()
+        }),
+        resources: Some(spec.resources.clone()),
+        volume_mounts: Some(etcd_mounts),
+        security_context: Some(restricted()),
+        ..Container::default()
+    };
+    StatefulSet {
+        metadata: meta(cluster, name.clone()),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(replicas),
+            service_name: Some(etcd_certs::cluster::peer_service(&name)),
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector {
+                match_labels: Some(selector(&name)),
+                ..LabelSelector::default()
+            },
+            volume_claim_templates: claims,
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: (!overrides.annotations.is_empty())
+                        .then(|| overrides.annotations.clone()),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    init_containers: Some(vec![member_init]),
+                    containers: vec![etcd],
+                    volumes: Some(volumes),
+                    affinity: overrides.affinity.clone(),
+                    tolerations: (!overrides.tolerations.is_empty())
+                        .then(|| overrides.tolerations.clone()),
+                    node_selector: (!overrides.node_selector.is_empty())
+                        .then(|| overrides.node_selector.clone()),
+                    topology_spread_constraints: (!overrides
+                        .topology_spread_constraints
+                        .is_empty())
+                    .then(|| overrides.topology_spread_constraints.clone()),
+                    priority_class_name: overrides.priority_class_name.clone(),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65532),
+                        run_as_group: Some(65532),
+                        fs_group: Some(65532),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    // etcd flushes on SIGTERM; give a large database time to close cleanly.
+                    termination_grace_period_seconds: Some(60),
+                    ..PodSpec::default()
+                }),
+            },
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    }
+}
+
+/// Every object of `cluster` as it is applied (k8s-openapi writes apiVersion and kind).
+pub fn all(
+    cluster: &EtcdCluster,
+    replicas: i32,
+    operator_image: &str,
+    entries: &[BootstrapEntry],
+) -> Vec<serde_json::Value> {
+    [
+        serde_json::to_value(headless_service(cluster)),
+        serde_json::to_value(client_service(cluster)),
+        serde_json::to_value(pod_disruption_budget(cluster)),
+        serde_json::to_value(bootstrap_configmap(cluster, entries)),
+        serde_json::to_value(statefulset(cluster, replicas, operator_image)),
+    ]
+    .into_iter()
+    .filter_map(Result::ok)
+    .collect()
+}
