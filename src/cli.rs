@@ -197,7 +197,7 @@ pub async fn dispatch(command: Command) -> Result<()> {
             print!("{}", etcd_crds::crds_yaml()?);
             Ok(())
         }
-        Command::Run(_) => Err(Error::NotImplemented { what: "`run`", issue: 5 }),
+        Command::Run(args) => crate::controller::run::run(args).await,
         Command::Webhook(args) => serve_webhook(&args).await,
         Command::Certs(CertsCommand::Issue(args)) => issue_certs(&args),
         Command::Local(LocalArgs { command: Some(LocalCommand::Down { state_dir }), .. }) => {

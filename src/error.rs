@@ -27,6 +27,14 @@ pub enum Error {
     BadArgument { flag: &'static str, reason: String },
     #[error(transparent)]
     MemberInit(#[from] crate::k8s::member_init::Error),
+    #[error("cannot {what}: {source}")]
+    Kube { what: &'static str, source: kube::Error },
+    #[error(transparent)]
+    Leader(#[from] crate::controller::leader::Error),
+    #[error("lost the leader Lease; exiting so that a restarted replica rejoins the election")]
+    LostLeadership,
+    #[error("a task failed: {0}")]
+    Task(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -77,3 +77,43 @@ fn unknown_flags_are_refused_by_clap() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"));
 }
+
+#[test]
+fn run_outside_a_cluster_says_it_cannot_reach_the_api() {
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_etcd-operator"))
+        .arg("run")
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "cannot connect to the Kubernetes API");
+}
+
+#[test]
+fn webhook_serves_with_a_certificate_it_issues_into_the_cert_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_etcd-operator"))
+        .args([
+            "webhook",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--cert-dir",
+            dir.path().to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "webhook did not listen");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    for file in ["ca.crt", "tls.crt", "tls.key"] {
+        assert!(dir.path().join(file).exists(), "{file} not issued");
+    }
+}

@@ -4,6 +4,7 @@
 //! requeues; everything it does is safe to repeat after a crash between any two API calls.
 
 pub mod leader;
+pub mod run;
 
 use std::time::Duration;
 

@@ -127,7 +127,7 @@ pub async fn up(file: &Path, dir: &Path) -> crate::error::Result<()> {
             }
         };
         tokio::select! {
-            () = shutdown_signal() => {
+            () = crate::controller::run::shutdown_signal() => {
                 tracing::info!("stopping the operator; members keep running (`etcd-operator local down` stops them)");
                 return Ok(());
             }
@@ -183,16 +183,4 @@ pub fn down(dir: &Path) -> Result<(), Error> {
         members.stop(&name)?;
     }
     Ok(())
-}
-
-/// Ctrl-C or SIGTERM (what `local down` sends).
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -1,0 +1,133 @@
+//! `etcd-operator run`: the one HTTPS service (webhooks, probes, metrics) on every replica, the
+//! webhook certificate kept current on every replica, and leader-only work behind a Lease.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use etcd_certs::resolver::{ReloadableCert, certified_key};
+
+use super::leader::Leadership;
+use crate::cli::RunArgs;
+use crate::error::{Error, Result};
+use crate::server::{Metrics, Readiness, router, serve};
+use crate::tls::kube_secrets::{WebhookMaterial, WebhookTls};
+
+/// How often every replica re-reads the webhook Secret (and the leader checks for renewal).
+const CERTIFICATE_CHECK: Duration = Duration::from_secs(60);
+const READINESS_COMPONENT: &str = "webhook-certificate";
+
+pub async fn run(args: RunArgs) -> Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|source| Error::Kube { what: "connect to the Kubernetes API", source })?;
+    let webhook = WebhookTls {
+        client: client.clone(),
+        namespace: args.namespace.clone(),
+        secret: args.webhook_secret.clone(),
+        service: args.service_name.clone(),
+        configuration: args.webhook_configuration.clone(),
+    };
+    let material = webhook.ensure(time::OffsetDateTime::now_utc()).await?;
+    let resolver = Arc::new(ReloadableCert::new(
+        certified_key(&material.serving).map_err(crate::tls::Error::from)?,
+    ));
+    let readiness = Readiness::default();
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| crate::server::Error::Bind { addr: args.listen.to_string(), source })?;
+    let app = router(Arc::new(Metrics::default()), readiness.clone());
+    let mut server = tokio::spawn(serve(listener, resolver.clone(), app, shutdown_signal()));
+    tracing::info!(listen = %args.listen, "serving admission webhooks, /metrics, /healthz, /readyz");
+
+    let leading = Arc::new(AtomicBool::new(false));
+    tokio::spawn(follow_certificate(
+        webhook.clone(),
+        resolver,
+        readiness,
+        leading.clone(),
+        material,
+    ));
+
+    let identity =
+        args.identity.clone().unwrap_or_else(|| format!("etcd-operator-{}", std::process::id()));
+    let leadership = tokio::select! {
+        leadership = Leadership::acquire(client, &args.namespace, &identity) => leadership?,
+        served = &mut server => return finished(served),
+    };
+    leading.store(true, Ordering::SeqCst);
+    tracing::info!(%identity, "leading");
+    webhook
+        .inject_ca_bundle(&webhook.ensure(time::OffsetDateTime::now_utc()).await?.ca.cert_pem)
+        .await?;
+    // The EtcdCluster, EtcdBackup and EtcdRestore controllers are not wired into `run` yet
+    // (issues 5 and 6); `etcd-operator local` runs the membership planner today.
+    tracing::warn!(
+        "cluster controllers are not part of this build of `run` yet; serving webhooks only"
+    );
+    tokio::select! {
+        () = leadership.lost() => Err(Error::LostLeadership),
+        served = &mut server => finished(served),
+    }
+}
+
+fn finished(
+    served: std::result::Result<
+        std::result::Result<(), crate::server::Error>,
+        tokio::task::JoinError,
+    >,
+) -> Result<()> {
+    match served {
+        Ok(result) => Ok(result?),
+        Err(err) => Err(Error::Task(err.to_string())),
+    }
+}
+
+/// Keeps the served certificate equal to the Secret's, and (on the leader) renews it before it
+/// expires. A failure shows in /readyz and the logs; the loop keeps trying.
+async fn follow_certificate(
+    webhook: WebhookTls,
+    resolver: Arc<ReloadableCert>,
+    readiness: Readiness,
+    leading: Arc<AtomicBool>,
+    mut served: WebhookMaterial,
+) {
+    loop {
+        tokio::time::sleep(CERTIFICATE_CHECK).await;
+        let now = time::OffsetDateTime::now_utc();
+        let result = async {
+            if leading.load(Ordering::SeqCst) && webhook.rotate_if_due(now).await?.is_some() {
+                tracing::info!("renewed the webhook serving certificate");
+            }
+            let current = webhook.ensure(now).await?;
+            if current != served {
+                resolver.swap(certified_key(&current.serving)?);
+                if leading.load(Ordering::SeqCst) {
+                    webhook.inject_ca_bundle(&current.ca.cert_pem).await?;
+                }
+                served = current;
+                tracing::info!("serving the renewed webhook certificate");
+            }
+            Ok::<_, crate::tls::Error>(())
+        };
+        match result.await {
+            Ok(()) => readiness.set(READINESS_COMPONENT, None),
+            Err(err) => {
+                tracing::error!(%err, "webhook certificate check failed");
+                readiness.set(READINESS_COMPONENT, Some(err.to_string()));
+            }
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM (what Kubernetes and `local down` send).
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
