@@ -13,3 +13,13 @@ pub mod verdict;
 
 pub use routes::{MAX_BODY_BYTES, router};
 pub use verdict::Verdict;
+
+/// A request that cannot be answered with an AdmissionReview (HTTP 400). Everything else, a
+/// spec that does not parse included, is answered with a denial that says why.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the body is not an AdmissionReview: {0}")]
+    NotAReview(#[from] serde_json::Error),
+    #[error("the AdmissionReview has no request")]
+    NoRequest,
+}

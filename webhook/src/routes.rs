@@ -47,9 +47,9 @@ async fn handle(kind: Kind, mode: Mode, body: Bytes) -> Response {
             response.extensions_mut().insert(outcome);
             response
         }
-        Err(reason) => {
-            tracing::warn!(?kind, ?mode, %reason, "malformed admission request");
-            let mut response = (StatusCode::BAD_REQUEST, reason).into_response();
+        Err(err) => {
+            tracing::warn!(?kind, ?mode, %err, "malformed admission request");
+            let mut response = (StatusCode::BAD_REQUEST, err.to_string()).into_response();
             response.extensions_mut().insert(Outcome::BadRequest);
             response
         }

@@ -1,0 +1,151 @@
+//! Admission throughput and latency on the real server stack (axum + rustls, TLS 1.3,
+//! keep-alive): the real admission handler against a handler that returns a fixed response, each
+//! loaded from a second process. `cargo bench --bench admission`
+//!
+//! The last line is the ratio real/fixed of requests per second.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::post;
+use etcd_certs::resolver::{ReloadableCert, certified_key};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
+use serde_json::json;
+
+const CONNECTIONS: usize = 4;
+const DURATION: Duration = Duration::from_secs(5);
+
+fn review() -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "b3b2", "kind": {"group": "etcd.etcd.io", "version": "v1alpha1", "kind": "EtcdCluster"},
+            "resource": {"group": "etcd.etcd.io", "version": "v1alpha1", "resource": "etcdclusters"},
+            "name": "demo", "namespace": "prod", "operation": "CREATE",
+            "userInfo": {"username": "admin", "groups": ["system:authenticated"]},
+            "object": {"apiVersion": "etcd.etcd.io/v1alpha1", "kind": "EtcdCluster", "metadata": {"name": "demo", "namespace": "prod"}, "spec": {"size": 3, "version": "v3.5.21"}},
+            "oldObject": null, "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+        }
+    }))
+    .unwrap()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if let Some(i) = args.iter().position(|a| a == "--client") {
+        let addr: SocketAddr = args[i + 1].parse().unwrap();
+        let path = args[i + 2].clone();
+        let ca = std::fs::read_to_string(&args[i + 3]).unwrap();
+        runtime.block_on(client(addr, path, ca));
+        return;
+    }
+    runtime.block_on(server_side());
+}
+
+async fn server_side() {
+    let pki = etcd_certs::issue_webhook_pki(&["localhost".into()], time::OffsetDateTime::now_utc())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.crt");
+    std::fs::write(&ca_path, &pki.ca.cert_pem).unwrap();
+    let resolver = Arc::new(ReloadableCert::new(certified_key(&pki.serving).unwrap()));
+    let real = etcd_operator::server::router(Default::default(), Default::default());
+    let fixed_body = serde_json::to_vec(&json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": "b3b2", "allowed": true}})).unwrap();
+    let fixed = Router::new().route(
+        "/mutate/etcdclusters",
+        post(move |_body: Bytes| {
+            let body = fixed_body.clone();
+            async move { ([("content-type", "application/json")], body) }
+        }),
+    );
+    let mut results = Vec::new();
+    for (label, app) in [("real admission", real), ("fixed response", fixed)] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(etcd_operator::server::serve(listener, resolver.clone(), app, async {
+            let _ = stopped.await;
+        }));
+        let out = tokio::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--client",
+                &addr.to_string(),
+                "/mutate/etcdclusters",
+                ca_path.to_str().unwrap(),
+            ])
+            .output()
+            .await
+            .unwrap();
+        let _ = stop.send(());
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let rps: f64 = line.split_whitespace().next().unwrap_or("0").parse().unwrap_or(0.0);
+        println!("{label:>15}: {line}");
+        results.push(rps);
+    }
+    println!(
+        "mutate /etcdclusters, {CONNECTIONS} keep-alive TLS 1.3 connections from a second process, {DURATION:?} each"
+    );
+    println!("ratio real/fixed req/s: {:.3}", results[0] / results[1]);
+}
+
+/// The load process: CONNECTIONS connections, each sending requests back to back for DURATION.
+async fn client(addr: SocketAddr, path: String, ca_pem: String) {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config =
+        rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let body = Bytes::from(review());
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let (connector, body, path) = (connector.clone(), body.clone(), path.clone());
+        tasks.push(tokio::spawn(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tcp.set_nodelay(true).unwrap();
+            let tls =
+                connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+            tokio::spawn(connection);
+            let mut latencies = Vec::new();
+            while start.elapsed() < DURATION {
+                let request = hyper::Request::post(path.as_str())
+                    .header("host", "localhost")
+                    .header("content-type", "application/json")
+                    .body(Full::new(body.clone()))
+                    .unwrap();
+                let sent = Instant::now();
+                let response = sender.send_request(request).await.unwrap();
+                let _ = response.into_body().collect().await.unwrap();
+                latencies.push(sent.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all.sort();
+    let elapsed = start.elapsed().as_secs_f64();
+    let pct = |p: usize| all[(all.len() * p / 100).min(all.len() - 1)].as_secs_f64() * 1e6;
+    println!(
+        "{:.0} req/s  p50 {:.0} µs  p99 {:.0} µs  ({} requests)",
+        all.len() as f64 / elapsed,
+        pct(50),
+        pct(99),
+        all.len()
+    );
+}

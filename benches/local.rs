@@ -1,0 +1,238 @@
+//! Operator overhead against etcd's own times, on this machine, with TLS:
+//! 1. a 3-member cluster through `etcd-operator local` until status says Running, against three
+//!    etcd processes started by hand with a static bootstrap until all answer;
+//! 2. one 3 → 5 scale-up through `local`, against the same two learner add → start → promote
+//!    rounds done directly with the etcd calls.
+//!
+//! `cargo bench --bench local`; the last line is the ratio of (1).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use etcd_operator::etcd::{self, ClientTls};
+use etcd_operator::membership::planner::Wanted;
+use etcd_operator::membership::process::ProcessMembers;
+use etcd_operator::membership::{ClusterState, MemberPort};
+
+const BIN: &str = env!("CARGO_BIN_EXE_etcd-operator");
+const RUNS: usize = 3;
+
+fn cluster_file(dir: &Path, size: usize) -> std::path::PathBuf {
+    let file = dir.join("c.yaml");
+    std::fs::write(&file, format!("apiVersion: etcd.etcd.io/v1alpha1\nkind: EtcdCluster\nmetadata: {{name: b, namespace: default}}\nspec: {{size: {size}}}\n")).unwrap();
+    file
+}
+
+fn status(dir: &Path) -> serde_json::Value {
+    std::fs::read(dir.join("state/status.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn wait_running(dir: &Path, size: i64) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = status(dir);
+        if s["phase"] == "Running"
+            && s["readyReplicas"] == size
+            && s["members"].as_array().map(Vec::len) == Some(size as usize)
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not running: {s}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn operator(dir: &Path, file: &Path) -> Child {
+    Command::new(BIN)
+        .args([
+            "local",
+            "-f",
+            file.to_str().unwrap(),
+            "--state-dir",
+            dir.join("state").to_str().unwrap(),
+        ])
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn down(dir: &Path, mut op: Child) {
+    let _ = op.kill();
+    let _ = op.wait();
+    let _ = Command::new(BIN)
+        .args(["local", "down", "--state-dir", dir.join("state").to_str().unwrap()])
+        .output();
+}
+
+fn through_local() -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let file = cluster_file(dir.path(), 3);
+    let start = Instant::now();
+    let op = operator(dir.path(), &file);
+    wait_running(dir.path(), 3);
+    let took = start.elapsed();
+    down(dir.path(), op);
+    took
+}
+
+async fn all_answer(urls: &[String], tls: &ClientTls) -> bool {
+    for url in urls {
+        if etcd::endpoint_status(url, Some(tls)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+async fn by_hand() -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let pki = dir.path().join("state/pki");
+    let out = Command::new(BIN)
+        .args([
+            "certs",
+            "issue",
+            "--cluster",
+            "b",
+            "--namespace",
+            "default",
+            "--out",
+            pki.to_str().unwrap(),
+            "--extra-san",
+            "127.0.0.1",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let members = ProcessMembers::new(&dir.path().join("state"), true);
+    let wanted: Vec<Wanted> = (0..3)
+        .map(|i| Wanted {
+            name: format!("b-{i}"),
+            peer_url: members.urls(&format!("b-{i}")).unwrap().peer,
+        })
+        .collect();
+    for w in &wanted {
+        members.start(&w.name, &wanted, ClusterState::New, "t").unwrap();
+    }
+    let tls = ClientTls::from_files(
+        &pki.join("ca.crt"),
+        &pki.join("client.crt"),
+        &pki.join("client.key"),
+    )
+    .unwrap();
+    let urls: Vec<String> = wanted.iter().map(|w| members.urls(&w.name).unwrap().client).collect();
+    while !all_answer(&urls, &tls).await {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = start.elapsed();
+    for w in &wanted {
+        members.stop(&w.name).unwrap();
+    }
+    took
+}
+
+/// 3 → 5 through `local`, and the same two learner rounds done directly.
+async fn scale_up() -> (Duration, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = cluster_file(dir.path(), 3);
+    let op = operator(dir.path(), &file);
+    wait_running(dir.path(), 3);
+    let start = Instant::now();
+    cluster_file(dir.path(), 5);
+    wait_running(dir.path(), 5);
+    let through_operator = start.elapsed();
+    down(dir.path(), op);
+
+    // Directly: a fresh 3-member cluster, then two rounds of add learner, start, promote.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let pki = state.join("pki");
+    Command::new(BIN)
+        .args([
+            "certs",
+            "issue",
+            "--cluster",
+            "b",
+            "--namespace",
+            "default",
+            "--out",
+            pki.to_str().unwrap(),
+            "--extra-san",
+            "127.0.0.1",
+        ])
+        .output()
+        .unwrap();
+    let members = ProcessMembers::new(&state, true);
+    let wanted: Vec<Wanted> = (0..5)
+        .map(|i| Wanted {
+            name: format!("b-{i}"),
+            peer_url: members.urls(&format!("b-{i}")).unwrap().peer,
+        })
+        .collect();
+    for w in &wanted[..3] {
+        members.start(&w.name, &wanted[..3], ClusterState::New, "t").unwrap();
+    }
+    let tls = ClientTls::from_files(
+        &pki.join("ca.crt"),
+        &pki.join("client.crt"),
+        &pki.join("client.key"),
+    )
+    .unwrap();
+    let urls: Vec<String> =
+        wanted[..3].iter().map(|w| members.urls(&w.name).unwrap().client).collect();
+    while !all_answer(&urls, &tls).await {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut client = etcd::connect(&urls, Some(&tls)).await.unwrap();
+    let start = Instant::now();
+    for n in 3..5 {
+        let id = loop {
+            match etcd::add_learner(&mut client, &wanted[n].peer_url).await {
+                Ok(id) => break id,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        members.start(&wanted[n].name, &wanted[..=n], ClusterState::Existing, "t").unwrap();
+        while etcd::promote(&mut client, id).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let direct = start.elapsed();
+    for w in &wanted {
+        members.stop(&w.name).unwrap();
+    }
+    (through_operator, direct)
+}
+
+fn mean(times: &[Duration]) -> Duration {
+    times.iter().sum::<Duration>() / times.len() as u32
+}
+
+fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let local: Vec<Duration> = (0..RUNS).map(|_| through_local()).collect();
+    let manual: Vec<Duration> = (0..RUNS).map(|_| runtime.block_on(by_hand())).collect();
+    let (operator_scale, direct_scale) = runtime.block_on(scale_up());
+    println!(
+        "3-member TLS cluster to Running through `local`: mean {:?} over {RUNS} runs {local:?}",
+        mean(&local)
+    );
+    println!(
+        "3 etcd processes by hand (static bootstrap, all answering): mean {:?} over {RUNS} runs {manual:?}",
+        mean(&manual)
+    );
+    println!(
+        "3 -> 5 scale-up through `local`: {operator_scale:?}; the same learner rounds done directly: {direct_scale:?} (ratio {:.2})",
+        operator_scale.as_secs_f64() / direct_scale.as_secs_f64()
+    );
+    println!(
+        "ratio local/by-hand time to a running 3-member cluster: {:.2}",
+        mean(&local).as_secs_f64() / mean(&manual).as_secs_f64()
+    );
+}
