@@ -117,7 +117,7 @@ async fn by_hand() -> Duration {
         })
         .collect();
     for w in &wanted {
-        members.start(&w.name, &wanted, ClusterState::New, "t").unwrap();
+        members.start_now(&w.name, &wanted, ClusterState::New, "t").unwrap();
     }
     let tls = ClientTls::from_files(
         &pki.join("ca.crt"),
@@ -131,7 +131,7 @@ async fn by_hand() -> Duration {
     }
     let took = start.elapsed();
     for w in &wanted {
-        members.stop(&w.name).unwrap();
+        members.stop_now(&w.name).unwrap();
     }
     took
 }
@@ -175,7 +175,7 @@ async fn scale_up() -> (Duration, Duration) {
         })
         .collect();
     for w in &wanted[..3] {
-        members.start(&w.name, &wanted[..3], ClusterState::New, "t").unwrap();
+        members.start_now(&w.name, &wanted[..3], ClusterState::New, "t").unwrap();
     }
     let tls = ClientTls::from_files(
         &pki.join("ca.crt"),
@@ -197,14 +197,14 @@ async fn scale_up() -> (Duration, Duration) {
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         };
-        members.start(&wanted[n].name, &wanted[..=n], ClusterState::Existing, "t").unwrap();
+        members.start_now(&wanted[n].name, &wanted[..=n], ClusterState::Existing, "t").unwrap();
         while etcd::promote(&mut client, id).await.is_err() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
     let direct = start.elapsed();
     for w in &wanted {
-        members.stop(&w.name).unwrap();
+        members.stop_now(&w.name).unwrap();
     }
     (through_operator, direct)
 }

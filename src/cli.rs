@@ -63,6 +63,9 @@ pub struct RunArgs {
     /// Identity of this replica in leader election (the pod name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// The operator's own image: each etcd pod runs it as its member-init container.
+    #[arg(long, env = "OPERATOR_IMAGE", default_value = "etcd-operator")]
+    pub operator_image: String,
 }
 
 #[derive(Debug, Args)]

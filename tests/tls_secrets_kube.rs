@@ -4,7 +4,7 @@
 mod support;
 
 use base64::Engine;
-use etcd_operator::tls::kube_secrets::WebhookTls;
+use etcd_operator::tls::kube_secrets::{PkiOutcome, WebhookTls, ensure_cluster_pki};
 use http::{Method, StatusCode};
 use serde_json::json;
 use support::apiserver::{Exchange, serve, status_body};
@@ -147,4 +147,135 @@ async fn rotation_replaces_only_a_due_certificate_with_a_resource_version_guard(
     let seen = recorded.await.unwrap();
     assert_eq!(seen[1].body["metadata"]["resourceVersion"], "9");
     assert_eq!(decode(&seen[1].body, "tls.crt"), rotated.serving.cert_pem);
+}
+
+const CLUSTER_SECRETS: [&str; 5] =
+    ["demo-ca", "demo-peer-tls", "demo-server-tls", "demo-client-tls", "demo-user-client-tls"];
+
+fn cluster_request() -> etcd_certs::ClusterPkiRequest {
+    etcd_certs::ClusterPkiRequest {
+        cluster: "demo".into(),
+        namespace: "prod".into(),
+        max_members: 9,
+        extra_sans: vec![],
+    }
+}
+
+fn owner() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: "etcd.example.com/v1alpha1".into(),
+        kind: "EtcdCluster".into(),
+        name: "demo".into(),
+        uid: "0b4c5d6e-1111-2222-3333-444455556666".into(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+fn cluster_secret_json(
+    name: &str,
+    pair: &etcd_certs::CertKeyPair,
+    ca_pem: &str,
+) -> serde_json::Value {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": "prod", "resourceVersion": format!("rv-{name}")},
+        "type": "kubernetes.io/tls",
+        "data": {"tls.crt": b64(&pair.cert_pem), "tls.key": b64(&pair.key_pem), "ca.crt": b64(ca_pem)}
+    })
+}
+
+#[tokio::test]
+async fn a_new_cluster_gets_five_secrets_owned_by_the_etcd_cluster() {
+    let path = |name: &str| format!("/api/v1/namespaces/prod/secrets/{name}");
+    let mut script: Vec<Exchange> = CLUSTER_SECRETS
+        .iter()
+        .map(|name| {
+            Exchange::new(Method::GET, path(name), status_body(404, "NotFound", "not found"))
+                .status(StatusCode::NOT_FOUND)
+        })
+        .collect();
+    script.extend(CLUSTER_SECRETS.iter().map(|name| {
+        Exchange::new(
+            Method::POST,
+            "/api/v1/namespaces/prod/secrets",
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}}),
+        )
+        .status(StatusCode::CREATED)
+    }));
+    let (client, recorded) = serve(script);
+    let (pki, outcome) = ensure_cluster_pki(
+        &client,
+        "prod",
+        &cluster_request(),
+        &owner(),
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome, PkiOutcome::Created);
+    let seen = recorded.await.unwrap();
+    let created = &seen[5..];
+    let expected = [&pki.ca, &pki.peer, &pki.server, &pki.client, &pki.user_client];
+    for ((secret, name), pair) in created.iter().zip(CLUSTER_SECRETS).zip(expected) {
+        let body = &secret.body;
+        assert_eq!(body["metadata"]["name"], name);
+        assert_eq!(body["type"], "kubernetes.io/tls");
+        assert_eq!(body["metadata"]["ownerReferences"][0]["kind"], "EtcdCluster");
+        assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], owner().uid);
+        assert_eq!(body["metadata"]["ownerReferences"][0]["controller"], true);
+        assert_eq!(decode(body, "tls.crt"), pair.cert_pem, "{name}");
+        assert_eq!(decode(body, "ca.crt"), pki.ca.cert_pem, "{name}");
+    }
+    let peer_names = etcd_certs::inspect::inspect(&decode(&created[1].body, "tls.crt"), "peer")
+        .unwrap()
+        .subject_alt_names;
+    assert!(peer_names.contains(&"demo-8.demo.prod.svc.cluster.local".to_owned()));
+}
+
+#[tokio::test]
+async fn only_the_due_leaf_is_replaced_and_the_ca_is_kept() {
+    let now = time::OffsetDateTime::now_utc();
+    let lifetimes = etcd_certs::Lifetimes::default();
+    // Issued 300 days ago (past two thirds of a year): every leaf is due; then all but the peer
+    // certificate are re-issued today, so only the peer certificate should be replaced.
+    let old =
+        etcd_certs::issue_cluster_pki(&cluster_request(), now - time::Duration::days(300)).unwrap();
+    let fresh =
+        etcd_certs::reissue_cluster_leaves(&cluster_request(), old.ca.clone(), now, &lifetimes)
+            .unwrap();
+    let stored = [&old.ca, &old.peer, &fresh.server, &fresh.client, &fresh.user_client];
+    let path = |name: &str| format!("/api/v1/namespaces/prod/secrets/{name}");
+    let mut script: Vec<Exchange> = CLUSTER_SECRETS
+        .iter()
+        .zip(stored)
+        .map(|(name, pair)| {
+            Exchange::new(
+                Method::GET,
+                path(name),
+                cluster_secret_json(name, pair, &old.ca.cert_pem),
+            )
+        })
+        .collect();
+    script.push(Exchange::new(
+        Method::PUT,
+        path("demo-peer-tls"),
+        cluster_secret_json("demo-peer-tls", &old.peer, &old.ca.cert_pem),
+    ));
+    let (client, recorded) = serve(script);
+    let (pki, outcome) =
+        ensure_cluster_pki(&client, "prod", &cluster_request(), &owner(), now).await.unwrap();
+    let PkiOutcome::Rotated(reason) = outcome else { panic!("{outcome:?}") };
+    assert!(reason.starts_with("demo-peer-tls: expires at"), "{reason}");
+    assert_eq!(pki.ca, old.ca, "the CA is kept, so members and clients keep trusting");
+    assert_eq!(pki.server, fresh.server, "a current leaf is left as it is");
+    assert_ne!(pki.peer, old.peer);
+    let seen = recorded.await.unwrap();
+    assert_eq!(seen.len(), 6, "one replace and nothing else");
+    let put = &seen[5].body;
+    assert_eq!(put["metadata"]["resourceVersion"], "rv-demo-peer-tls");
+    assert_eq!(put["metadata"]["ownerReferences"][0]["name"], "demo");
+    assert_eq!(decode(put, "tls.crt"), pki.peer.cert_pem);
+    assert_eq!(decode(put, "ca.crt"), old.ca.cert_pem);
 }

@@ -52,23 +52,45 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let identity =
         args.identity.clone().unwrap_or_else(|| format!("etcd-operator-{}", std::process::id()));
     let leadership = tokio::select! {
-        leadership = Leadership::acquire(client, &args.namespace, &identity) => leadership?,
+        leadership = Leadership::acquire(client.clone(), &args.namespace, &identity) => leadership?,
         served = &mut server => return finished(served),
     };
     leading.store(true, Ordering::SeqCst);
     tracing::info!(%identity, "leading");
+    let identity = Some(identity);
     webhook
         .inject_ca_bundle(&webhook.ensure(time::OffsetDateTime::now_utc()).await?.ca.cert_pem)
         .await?;
-    // The EtcdCluster, EtcdBackup and EtcdRestore controllers are not wired into `run` yet
-    // (issues 5 and 6); `etcd-operator local` runs the membership planner today.
-    tracing::warn!(
-        "cluster controllers are not part of this build of `run` yet; serving webhooks only"
-    );
+    // Backups and restores have no controller yet (issue 6).
+    let context =
+        Arc::new(super::Context::new(client.clone(), args.operator_image.clone(), identity));
     tokio::select! {
         () = leadership.lost() => Err(Error::LostLeadership),
+        () = cluster_controller(client, context) => Ok(()),
         served = &mut server => finished(served),
     }
+}
+
+/// The EtcdCluster controller over every namespace, woken by changes to what it owns.
+async fn cluster_controller(client: kube::Client, context: Arc<super::Context>) {
+    use futures::StreamExt;
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+    use kube::runtime::{Controller, watcher};
+    let api = kube::Api::<etcd_crds::EtcdCluster>::all(client.clone());
+    Controller::new(api, watcher::Config::default())
+        .owns(kube::Api::<StatefulSet>::all(client.clone()), watcher::Config::default())
+        .owns(kube::Api::<Service>::all(client.clone()), watcher::Config::default())
+        .owns(kube::Api::<ConfigMap>::all(client.clone()), watcher::Config::default())
+        .owns(kube::Api::<Secret>::all(client), watcher::Config::default())
+        .shutdown_on_signal()
+        .run(super::cluster::reconcile, super::cluster::error_policy, context)
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                tracing::debug!(%err, "reconcile error");
+            }
+        })
+        .await;
 }
 
 fn finished(

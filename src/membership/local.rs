@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use etcd_crds::{EtcdCluster, EtcdClusterStatus};
 
+use super::Error;
 use super::planner::Step;
 use super::process::ProcessMembers;
 use super::reconcile::{Target, act, plan};
-use super::{Error, MemberPort};
 use crate::etcd::ClientTls;
 
 /// Test hook: exit right after performing a step of this kind (`add-learner`, `promote`, ...),
@@ -179,8 +179,8 @@ pub fn down(dir: &Path) -> Result<(), Error> {
         }
     }
     let members = ProcessMembers::new(dir, true);
-    for name in members.running() {
-        members.stop(&name)?;
+    for name in members.running_now() {
+        members.stop_now(&name)?;
     }
     Ok(())
 }

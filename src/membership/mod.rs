@@ -7,6 +7,7 @@ pub mod process;
 pub mod reconcile;
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::path::PathBuf;
 
 use planner::Wanted;
@@ -49,13 +50,13 @@ pub struct MemberUrls {
 
 /// Where members run. The planner's steps act through this; an adapter runs members as local
 /// processes (tests, `etcd-operator local`) or as StatefulSet pods.
-pub trait MemberPort {
+pub trait MemberPort: Sync {
     /// The member's fixed URLs.
     fn urls(&self, name: &str) -> Result<MemberUrls, Error>;
     /// Names whose process (pod) runs.
-    fn running(&self) -> BTreeSet<String>;
+    fn running(&self) -> impl Future<Output = Result<BTreeSet<String>, Error>> + Send;
     /// Names whose data directory (volume) holds member data.
-    fn with_data(&self) -> BTreeSet<String>;
+    fn with_data(&self) -> impl Future<Output = Result<BTreeSet<String>, Error>> + Send;
     /// Starts a member. With data present, etcd ignores `initial` and `state`.
     fn start(
         &self,
@@ -63,9 +64,9 @@ pub trait MemberPort {
         initial: &[Wanted],
         state: ClusterState,
         token: &str,
-    ) -> Result<(), Error>;
+    ) -> impl Future<Output = Result<(), Error>> + Send;
     /// Stops a member, keeping its data.
-    fn stop(&self, name: &str) -> Result<(), Error>;
+    fn stop(&self, name: &str) -> impl Future<Output = Result<(), Error>> + Send;
     /// Deletes a member's data.
-    fn wipe(&self, name: &str) -> Result<(), Error>;
+    fn wipe(&self, name: &str) -> impl Future<Output = Result<(), Error>> + Send;
 }

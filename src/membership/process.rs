@@ -130,20 +130,52 @@ impl MemberPort for ProcessMembers {
         })
     }
 
-    fn running(&self) -> BTreeSet<String> {
+    async fn running(&self) -> Result<BTreeSet<String>, Error> {
+        Ok(self.running_now())
+    }
+
+    async fn with_data(&self) -> Result<BTreeSet<String>, Error> {
+        Ok(self
+            .names()
+            .into_iter()
+            .filter(|name| self.data_dir(name).join("member").exists())
+            .collect())
+    }
+
+    async fn start(
+        &self,
+        name: &str,
+        initial: &[Wanted],
+        state: ClusterState,
+        token: &str,
+    ) -> Result<(), Error> {
+        self.start_now(name, initial, state, token)
+    }
+
+    async fn stop(&self, name: &str) -> Result<(), Error> {
+        self.stop_now(name)
+    }
+
+    async fn wipe(&self, name: &str) -> Result<(), Error> {
+        let data = self.data_dir(name);
+        match std::fs::remove_dir_all(&data) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(Self::io(&data)(err)),
+        }
+    }
+}
+
+impl ProcessMembers {
+    /// Names whose etcd process is alive, reaping exited children first.
+    pub fn running_now(&self) -> BTreeSet<String> {
         let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
         children.retain(|_, child| matches!(child.try_wait(), Ok(None)));
         self.names().into_iter().filter(|name| self.pid(name).is_some_and(is_live_etcd)).collect()
     }
 
-    fn with_data(&self) -> BTreeSet<String> {
-        self.names()
-            .into_iter()
-            .filter(|name| self.data_dir(name).join("member").exists())
-            .collect()
-    }
-
-    fn start(
+    /// Starts `etcd` for `name` in a process group of its own.
+    pub fn start_now(
         &self,
         name: &str,
         initial: &[Wanted],
@@ -200,14 +232,15 @@ impl MemberPort for ProcessMembers {
         Ok(())
     }
 
-    fn stop(&self, name: &str) -> Result<(), Error> {
+    /// SIGTERM, then SIGKILL after 10 s; data is kept.
+    pub fn stop_now(&self, name: &str) -> Result<(), Error> {
         let Some(pid) = self.pid(name) else { return Ok(()) };
         if is_live_etcd(pid) {
             // SAFETY: kill(2) with a pid read from our pid file and checked to be an etcd process.
             unsafe { libc::kill(pid, libc::SIGTERM) };
             let deadline = Instant::now() + Duration::from_secs(10);
             while is_live_etcd(pid) && Instant::now() < deadline {
-                self.running(); // reaps our own children
+                self.running_now(); // reaps our own children
                 std::thread::sleep(Duration::from_millis(50));
             }
             if is_live_etcd(pid) {
@@ -215,19 +248,10 @@ impl MemberPort for ProcessMembers {
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }
-        self.running();
+        self.running_now();
         let pid_path = self.pid_file(name);
         std::fs::remove_file(&pid_path)
             .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
             .map_err(Self::io(&pid_path))
-    }
-
-    fn wipe(&self, name: &str) -> Result<(), Error> {
-        let data = self.data_dir(name);
-        match std::fs::remove_dir_all(&data) {
-            Ok(()) => Ok(()),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(err) => Err(Self::io(&data)(err)),
-        }
     }
 }

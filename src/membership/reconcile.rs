@@ -51,8 +51,8 @@ pub async fn observe(
     tls: Option<&ClientTls>,
     previous: &EtcdClusterStatus,
 ) -> Result<Observation, Error> {
-    let running = port.running();
-    let with_data = port.with_data();
+    let running = port.running().await?;
+    let with_data = port.with_data().await?;
     let mut observation = Observation::default();
     observation.planner.bootstrapped = previous.cluster_id.is_some() || !with_data.is_empty();
     let endpoints: Vec<String> =
@@ -259,22 +259,22 @@ pub async fn act(
     match step {
         Step::Bootstrap { members } => {
             for member in members {
-                port.start(&member.name, members, ClusterState::New, &target.token)?;
+                port.start(&member.name, members, ClusterState::New, &target.token).await?;
             }
         }
         Step::Restart { names, initial } => {
             for name in names {
-                port.start(name, initial, ClusterState::Existing, &target.token)?;
+                port.start(name, initial, ClusterState::Existing, &target.token).await?;
             }
         }
         Step::AddLearner { member } => {
             // A name that was a member before may have stale data; it must join empty.
-            port.wipe(&member.name)?;
+            port.wipe(&member.name).await?;
             let mut client = etcd::connect(&endpoints()?, tls).await?;
             settle(etcd::add_learner(&mut client, &member.peer_url).await.map(drop))?;
         }
         Step::StartLearner { member, initial } => {
-            port.start(&member.name, initial, ClusterState::Existing, &target.token)?
+            port.start(&member.name, initial, ClusterState::Existing, &target.token).await?
         }
         Step::Promote { id, .. } => {
             let mut client = etcd::connect(&endpoints()?, tls).await?;
@@ -294,12 +294,13 @@ pub async fn act(
             settle(etcd::remove(&mut client, *id).await)?;
         }
         Step::Retire { name } => {
-            port.stop(name)?;
-            port.wipe(name)?;
+            port.stop(name).await?;
+            port.wipe(name).await?;
         }
         Step::StopAll { names } => {
-            for name in names {
-                port.stop(name)?;
+            // Highest ordinal first: a StatefulSet only shrinks from the top.
+            for name in names.iter().rev() {
+                port.stop(name).await?;
             }
         }
         Step::Wait { .. } | Step::Done => {}

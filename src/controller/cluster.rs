@@ -1,0 +1,212 @@
+//! The EtcdCluster controller: TLS Secrets, the cluster's objects (server-side apply), then one
+//! membership step through the Kubernetes member port, with status written before the step and
+//! an Event for every membership action. A finalizer guards cleanup.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_crds::{EtcdCluster, EtcdClusterStatus, ReclaimPolicy};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::Context;
+use crate::etcd::ClientTls;
+use crate::k8s::members::KubeMembers;
+use crate::k8s::names::{self, FIELD_MANAGER};
+use crate::k8s::objects;
+use crate::membership::planner::Step;
+use crate::membership::reconcile::{Target, act, plan};
+use crate::tls::kube_secrets::ensure_cluster_pki;
+
+/// Guards deletion until the operator has cleaned up (volumes under reclaimPolicy Delete).
+pub const FINALIZER: &str = "etcd.etcd.io/cleanup";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what}: {source}")]
+    Kube { what: String, source: kube::Error },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::Error),
+    #[error(transparent)]
+    Membership(#[from] crate::membership::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+    #[error("EtcdCluster has no namespace")]
+    NoNamespace,
+}
+
+fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Kube { what, source }
+}
+
+pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = cluster.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, cluster, |event| async {
+        match event {
+            Finalizer::Apply(cluster) => apply(&cluster, &ctx).await,
+            Finalizer::Cleanup(cluster) => cleanup(&cluster, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|err| Error::Finalizer(err.to_string()))
+}
+
+/// Retries a failed reconcile after a pause; the error is in the logs and, where it concerns the
+/// cluster, in its conditions.
+pub fn error_policy(cluster: Arc<EtcdCluster>, err: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(cluster = %cluster.name_any(), %err, "reconcile failed");
+    Action::requeue(Duration::from_secs(10))
+}
+
+async fn apply_object<K>(ctx: &Context, namespace: &str, object: &K) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = object.meta().name.clone().unwrap_or_default();
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object))
+        .await
+        .map_err(kube_err(format!("apply {} {name}", K::kind(&()))))?;
+    Ok(())
+}
+
+async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
+    let name = cluster.name_any();
+    let namespace = names::namespace(cluster);
+    let tls = if cluster.spec.security.tls.enabled && cluster.spec.security.tls.auto_tls {
+        let request = etcd_certs::ClusterPkiRequest {
+            cluster: name.clone(),
+            namespace: namespace.clone(),
+            max_members: 9,
+            extra_sans: Vec::new(),
+        };
+        let owner = cluster.controller_owner_ref(&()).ok_or(Error::NoNamespace)?;
+        let (pki, _) = ensure_cluster_pki(
+            &ctx.client,
+            &namespace,
+            &request,
+            &owner,
+            time::OffsetDateTime::now_utc(),
+        )
+        .await?;
+        Some(ClientTls {
+            ca_pem: pki.ca.cert_pem,
+            cert_pem: pki.client.cert_pem,
+            key_pem: pki.client.key_pem,
+        })
+    } else {
+        None
+    };
+
+    apply_object::<Service>(ctx, &namespace, &objects::headless_service(cluster)).await?;
+    apply_object::<Service>(ctx, &namespace, &objects::client_service(cluster)).await?;
+    apply_object::<PodDisruptionBudget>(ctx, &namespace, &objects::pod_disruption_budget(cluster))
+        .await?;
+    let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
+    let replicas = sts_api
+        .get_opt(&name)
+        .await
+        .map_err(kube_err(format!("get StatefulSet {name}")))?
+        .and_then(|s| s.spec)
+        .and_then(|s| s.replicas)
+        .unwrap_or(0);
+    apply_object(ctx, &namespace, &objects::statefulset(cluster, replicas, &ctx.operator_image))
+        .await?;
+
+    let port = KubeMembers { client: ctx.client.clone(), cluster: cluster.clone() };
+    let target = Target {
+        cluster: name.clone(),
+        size: usize::try_from(cluster.spec.size).unwrap_or(0),
+        generation: cluster.metadata.generation,
+        token: cluster.uid().unwrap_or_else(|| name.clone()),
+    };
+    let previous = cluster.status.clone().unwrap_or_default();
+    let (step, mut status, voters) = plan(&port, &target, tls.as_ref(), &previous).await?;
+    status.selector = Some(
+        names::selector(&name)
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    if status != previous {
+        write_status(ctx, &namespace, &name, &status).await?;
+    }
+    if previous.phase != status.phase {
+        let note = format!("{:?} → {:?}", previous.phase, status.phase);
+        ctx.event(cluster, EventType::Normal, "PhaseChanged", note).await;
+    }
+    if !matches!(step, Step::Done | Step::Wait { .. }) {
+        ctx.event(cluster, EventType::Normal, step_reason(&step), format!("{step:?}")).await;
+    }
+    act(&port, &step, &target, tls.as_ref(), &voters).await?;
+    Ok(match step {
+        Step::Done => Action::requeue(ctx.health_interval),
+        Step::Wait { .. } => Action::requeue(Duration::from_secs(5)),
+        _ => Action::requeue(Duration::from_secs(2)),
+    })
+}
+
+/// The Event reason of a membership step.
+fn step_reason(step: &Step) -> &'static str {
+    match step {
+        Step::Bootstrap { .. } => "Bootstrap",
+        Step::Restart { .. } => "RestartMembers",
+        Step::AddLearner { .. } => "AddLearner",
+        Step::StartLearner { .. } => "StartMember",
+        Step::Promote { .. } => "PromoteMember",
+        Step::MoveLeader { .. } => "MoveLeader",
+        Step::Remove { .. } => "RemoveMember",
+        Step::Retire { .. } => "RetireMember",
+        Step::StopAll { .. } => "StopCluster",
+        Step::Wait { .. } => "Waiting",
+        Step::Done => "Converged",
+    }
+}
+
+async fn write_status(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    status: &EtcdClusterStatus,
+) -> Result<(), Error> {
+    let api: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = serde_json::json!({"status": status});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(kube_err(format!("patch status of EtcdCluster {name}")))?;
+    Ok(())
+}
+
+/// Owned objects go with the EtcdCluster (owner references); volumes only if the policy says so.
+async fn cleanup(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
+    if cluster.spec.storage.reclaim_policy == ReclaimPolicy::Delete {
+        let namespace = names::namespace(cluster);
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
+        let selector = names::selector(&cluster.name_any())
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        api.delete_collection(&DeleteParams::default(), &ListParams::default().labels(&selector))
+            .await
+            .map_err(kube_err("delete the cluster's PersistentVolumeClaims"))?;
+        ctx.event(cluster, EventType::Normal, "VolumesDeleted", "reclaimPolicy Delete".into())
+            .await;
+    }
+    Ok(Action::await_change())
+}

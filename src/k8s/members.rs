@@ -1,0 +1,212 @@
+//! The Kubernetes adapter of the member port: members are StatefulSet pods. Starting a member
+//! writes its bootstrap entry (its pod's `member-init` waits for it) and makes sure its ordinal
+//! has a pod; stopping lowers the StatefulSet to below its ordinal (or deletes the pod of a
+//! member in the middle, whose recreated pod then waits for an entry that is gone); wiping
+//! deletes its PersistentVolumeClaim.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use etcd_crds::EtcdCluster;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use serde_json::json;
+
+use super::bootstrap::BootstrapEntry;
+use super::names::{self, FIELD_MANAGER};
+use super::objects::bootstrap_configmap;
+use crate::membership::planner::Wanted;
+use crate::membership::{ClusterState, Error, MemberPort, MemberUrls};
+
+pub struct KubeMembers {
+    pub client: Client,
+    pub cluster: EtcdCluster,
+}
+
+fn kube_err(what: String) -> impl FnOnce(kube::Error) -> Error {
+    move |source| Error::State { path: what.into(), reason: source.to_string() }
+}
+
+fn ordinal(member: &str) -> Option<i32> {
+    member.rsplit_once('-')?.1.parse().ok()
+}
+
+impl KubeMembers {
+    fn name(&self) -> String {
+        names::name(&self.cluster)
+    }
+
+    fn namespace(&self) -> String {
+        names::namespace(&self.cluster)
+    }
+
+    fn selector(&self) -> String {
+        names::selector(&self.name())
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    async fn entries(&self) -> Result<BTreeMap<String, BootstrapEntry>, Error> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace());
+        let name = names::bootstrap_configmap(&self.name());
+        let map = api.get_opt(&name).await.map_err(kube_err(format!("get ConfigMap {name}")))?;
+        Ok(map
+            .and_then(|m| m.data)
+            .unwrap_or_default()
+            .values()
+            .filter_map(|text| serde_json::from_str::<BootstrapEntry>(text).ok())
+            .map(|entry| (entry.name.clone(), entry))
+            .collect())
+    }
+
+    async fn apply_entries(&self, entries: &BTreeMap<String, BootstrapEntry>) -> Result<(), Error> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace());
+        let list: Vec<BootstrapEntry> = entries.values().cloned().collect();
+        let map = bootstrap_configmap(&self.cluster, &list);
+        let name = names::bootstrap_configmap(&self.name());
+        api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&map))
+            .await
+            .map_err(kube_err(format!("apply ConfigMap {name}")))?;
+        Ok(())
+    }
+
+    async fn replicas(&self) -> Result<i32, Error> {
+        let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), &self.namespace());
+        let sts = api
+            .get_opt(&self.name())
+            .await
+            .map_err(kube_err(format!("get StatefulSet {}", self.name())))?;
+        Ok(sts.and_then(|s| s.spec).and_then(|s| s.replicas).unwrap_or(0))
+    }
+
+    async fn set_replicas(&self, replicas: i32) -> Result<(), Error> {
+        let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), &self.namespace());
+        let patch = json!({"spec": {"replicas": replicas}});
+        api.patch(&self.name(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(kube_err(format!("scale StatefulSet {}", self.name())))?;
+        Ok(())
+    }
+}
+
+impl MemberPort for KubeMembers {
+    fn urls(&self, name: &str) -> Result<MemberUrls, Error> {
+        let (peer, client) = names::member_urls(
+            &self.name(),
+            &self.namespace(),
+            name,
+            self.cluster.spec.security.tls.enabled,
+        );
+        Ok(MemberUrls { client, peer })
+    }
+
+    /// Pods whose etcd container runs.
+    async fn running(&self) -> Result<BTreeSet<String>, Error> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace());
+        let pods = api
+            .list(&ListParams::default().labels(&self.selector()))
+            .await
+            .map_err(kube_err(format!("list pods of {}", self.name())))?;
+        Ok(pods
+            .items
+            .into_iter()
+            .filter(|pod| {
+                pod.status.as_ref().and_then(|s| s.container_statuses.as_ref()).is_some_and(
+                    |statuses| {
+                        statuses.iter().any(|c| {
+                            c.name == "etcd"
+                                && c.state.as_ref().is_some_and(|s| s.running.is_some())
+                        })
+                    },
+                )
+            })
+            .filter_map(|pod| pod.metadata.name)
+            .collect())
+    }
+
+    /// Members whose volume exists (with ephemeral storage, whose pod runs).
+    async fn with_data(&self) -> Result<BTreeSet<String>, Error> {
+        if self.cluster.spec.storage.ephemeral {
+            return self.running().await;
+        }
+        let api: Api<PersistentVolumeClaim> =
+            Api::namespaced(self.client.clone(), &self.namespace());
+        let claims = api
+            .list(&ListParams::default().labels(&self.selector()))
+            .await
+            .map_err(kube_err(format!("list claims of {}", self.name())))?;
+        Ok(claims
+            .items
+            .into_iter()
+            .filter_map(|c| c.metadata.name?.strip_prefix("data-").map(str::to_owned))
+            .collect())
+    }
+
+    async fn start(
+        &self,
+        name: &str,
+        initial: &[Wanted],
+        state: ClusterState,
+        token: &str,
+    ) -> Result<(), Error> {
+        let mut entries = self.entries().await?;
+        entries.insert(name.to_owned(), BootstrapEntry::new(name, initial, state, token));
+        self.apply_entries(&entries).await?;
+        let wanted = ordinal(name).map_or(0, |o| o + 1);
+        if self.replicas().await? < wanted {
+            self.set_replicas(wanted).await?;
+        }
+        Ok(())
+    }
+
+    async fn stop(&self, name: &str) -> Result<(), Error> {
+        let Some(ordinal) = ordinal(name) else { return Ok(()) };
+        let replicas = self.replicas().await?;
+        if ordinal + 1 >= replicas {
+            // The highest ordinal (or, scaling to zero, each in turn down to 0).
+            self.set_replicas(ordinal.min(replicas)).await
+        } else {
+            let mut entries = self.entries().await?;
+            if entries.remove(name).is_some() {
+                self.apply_entries(&entries).await?;
+            }
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace());
+            match api.delete(name, &DeleteParams::default()).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+                Err(err) => Err(kube_err(format!("delete pod {name}"))(err)),
+            }
+        }
+    }
+
+    async fn wipe(&self, name: &str) -> Result<(), Error> {
+        let mut entries = self.entries().await?;
+        if entries.remove(name).is_some() {
+            self.apply_entries(&entries).await?;
+        }
+        if self.cluster.spec.storage.ephemeral {
+            return Ok(());
+        }
+        let api: Api<PersistentVolumeClaim> =
+            Api::namespaced(self.client.clone(), &self.namespace());
+        let claim = format!("data-{name}");
+        match api.delete(&claim, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(err) => Err(kube_err(format!("delete PersistentVolumeClaim {claim}"))(err)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ordinals() {
+        assert_eq!(super::ordinal("demo-12"), Some(12));
+        assert_eq!(super::ordinal("my-db-0"), Some(0));
+        assert_eq!(super::ordinal("nope"), None);
+    }
+}

@@ -1,0 +1,231 @@
+//! The EtcdCluster reconcile through kube::Client against a scripted API server: the exact
+//! requests of the first reconcile of a new 3-member cluster (TLS Secrets, server-side apply of
+//! its objects, status, Events, bootstrap entries and StatefulSet scale), and the finalizer.
+
+mod support;
+
+use std::sync::Arc;
+
+use base64::Engine;
+use etcd_crds::EtcdCluster;
+use etcd_operator::controller::Context;
+use etcd_operator::controller::cluster::{FINALIZER, reconcile};
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::apiserver::{Exchange, Recorded, serve, status_body};
+
+const NS: &str = "/api/v1/namespaces/prod";
+
+fn cluster(finalizers: Value) -> EtcdCluster {
+    serde_json::from_value(json!({
+        "apiVersion": "etcd.etcd.io/v1alpha1", "kind": "EtcdCluster",
+        "metadata": {"name": "demo", "namespace": "prod", "uid": "0b1c-uid", "generation": 1, "resourceVersion": "5", "finalizers": finalizers},
+        "spec": {"size": 3, "version": "3.5.21"}
+    }))
+    .unwrap()
+}
+
+fn not_found() -> Value {
+    status_body(404, "NotFound", "not found")
+}
+
+fn list(kind: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": kind, "metadata": {}, "items": []})
+}
+
+fn sts(replicas: i32) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "demo"}, "spec": {"replicas": replicas, "selector": {}, "template": {}, "serviceName": "demo"}})
+}
+
+fn event() -> Value {
+    json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}, "eventTime": "2026-11-22T00:00:00.000000Z"})
+}
+
+fn configmap(members: &[&str]) -> Value {
+    let data: serde_json::Map<String, Value> = members
+        .iter()
+        .map(|m| {
+            (
+                format!("{m}.json"),
+                Value::String(
+                    json!({"name": m, "initialCluster": [], "state": "New", "token": "t"})
+                        .to_string(),
+                ),
+            )
+        })
+        .collect();
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "demo-bootstrap"}, "data": data})
+}
+
+#[tokio::test]
+async fn first_reconcile_adds_the_finalizer_only() {
+    let (client, recorded) = serve(vec![Exchange::new(
+        Method::PATCH,
+        "/apis/etcd.etcd.io/v1alpha1/namespaces/prod/etcdclusters/demo",
+        serde_json::to_value(cluster(json!([FINALIZER]))).unwrap(),
+    )]);
+    let ctx = Arc::new(Context::new(client, "op:1".into(), None));
+    reconcile(Arc::new(cluster(json!([]))), ctx).await.unwrap();
+    let seen = recorded.await.unwrap();
+    assert_eq!(seen[0].content_type.as_deref(), Some("application/json-patch+json"));
+    assert!(seen[0].body.to_string().contains(FINALIZER), "{}", seen[0].body);
+}
+
+#[tokio::test]
+async fn new_cluster_gets_secrets_objects_status_events_and_a_static_bootstrap() {
+    let mut script = Vec::new();
+    for secret in
+        ["demo-ca", "demo-peer-tls", "demo-server-tls", "demo-client-tls", "demo-user-client-tls"]
+    {
+        script.push(
+            Exchange::new(Method::GET, format!("{NS}/secrets/{secret}"), not_found())
+                .status(StatusCode::NOT_FOUND),
+        );
+    }
+    for secret in
+        ["demo-ca", "demo-peer-tls", "demo-server-tls", "demo-client-tls", "demo-user-client-tls"]
+    {
+        script.push(
+            Exchange::new(
+                Method::POST,
+                format!("{NS}/secrets"),
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret}}),
+            )
+            .status(StatusCode::CREATED),
+        );
+    }
+    script.push(Exchange::new(
+        Method::PATCH,
+        format!("{NS}/services/demo"),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "demo"}}),
+    ));
+    script.push(Exchange::new(
+        Method::PATCH,
+        format!("{NS}/services/demo-client"),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "demo-client"}}),
+    ));
+    script.push(Exchange::new(Method::PATCH, "/apis/policy/v1/namespaces/prod/poddisruptionbudgets/demo", json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "demo"}})));
+    script.push(
+        Exchange::new(Method::GET, "/apis/apps/v1/namespaces/prod/statefulsets/demo", not_found())
+            .status(StatusCode::NOT_FOUND),
+    );
+    script.push(Exchange::new(
+        Method::PATCH,
+        "/apis/apps/v1/namespaces/prod/statefulsets/demo",
+        sts(0),
+    ));
+    script.push(Exchange::new(Method::GET, format!("{NS}/pods"), list("PodList")));
+    script.push(Exchange::new(
+        Method::GET,
+        format!("{NS}/persistentvolumeclaims"),
+        list("PersistentVolumeClaimList"),
+    ));
+    script.push(Exchange::new(
+        Method::PATCH,
+        "/apis/etcd.etcd.io/v1alpha1/namespaces/prod/etcdclusters/demo/status",
+        serde_json::to_value(cluster(json!([FINALIZER]))).unwrap(),
+    ));
+    script.push(Exchange::new(
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/prod/events",
+        event(),
+    ));
+    script.push(Exchange::new(
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/prod/events",
+        event(),
+    ));
+    let admitted: [&[&str]; 3] = [&[], &["demo-0"], &["demo-0", "demo-1"]];
+    for (i, before) in admitted.iter().enumerate() {
+        let cm = if before.is_empty() {
+            Exchange::new(Method::GET, format!("{NS}/configmaps/demo-bootstrap"), not_found())
+                .status(StatusCode::NOT_FOUND)
+        } else {
+            Exchange::new(Method::GET, format!("{NS}/configmaps/demo-bootstrap"), configmap(before))
+        };
+        script.push(cm);
+        script.push(Exchange::new(
+            Method::PATCH,
+            format!("{NS}/configmaps/demo-bootstrap"),
+            configmap(before),
+        ));
+        script.push(Exchange::new(
+            Method::GET,
+            "/apis/apps/v1/namespaces/prod/statefulsets/demo",
+            sts(i as i32),
+        ));
+        script.push(Exchange::new(
+            Method::PATCH,
+            "/apis/apps/v1/namespaces/prod/statefulsets/demo",
+            sts(i as i32 + 1),
+        ));
+    }
+    let expected = script.len();
+    let (client, recorded) = serve(script);
+    let ctx = Arc::new(Context::new(
+        client,
+        "registry.example/etcd-operator:1".into(),
+        Some("op-0".into()),
+    ));
+    reconcile(Arc::new(cluster(json!([FINALIZER]))), ctx).await.unwrap();
+    let seen: Vec<Recorded> = recorded.await.unwrap();
+    assert_eq!(seen.len(), expected);
+
+    // Secrets: kubernetes.io/tls, owned by the cluster, peer certificate covering the members.
+    let peer = &seen[6].body;
+    assert_eq!(peer["metadata"]["name"], "demo-peer-tls");
+    assert_eq!(peer["type"], "kubernetes.io/tls");
+    assert_eq!(peer["metadata"]["ownerReferences"][0]["uid"], "0b1c-uid");
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(peer["data"]["tls.crt"].as_str().unwrap())
+        .unwrap();
+    let names = etcd_certs::inspect::inspect(&String::from_utf8(pem).unwrap(), "peer")
+        .unwrap()
+        .subject_alt_names;
+    assert!(names.contains(&"demo-2.demo.prod.svc".to_owned()));
+
+    // Server-side apply of the objects, with our field manager, forced.
+    for i in [10, 11, 12, 14] {
+        assert_eq!(seen[i].content_type.as_deref(), Some("application/apply-patch+yaml"), "#{i}");
+        assert!(
+            seen[i].query.contains("fieldManager=etcd-operator")
+                && seen[i].query.contains("force=true"),
+            "#{i}: {}",
+            seen[i].query
+        );
+    }
+    assert_eq!(
+        seen[14].body["spec"]["replicas"], 0,
+        "a new StatefulSet starts with no admitted member"
+    );
+    assert_eq!(seen[14].body["spec"]["podManagementPolicy"], "Parallel");
+
+    // Status written before acting: phase Creating, conditions, selector, generation.
+    let status = &seen[17].body["status"];
+    assert_eq!(status["phase"], "Creating");
+    assert_eq!(status["observedGeneration"], 1);
+    assert_eq!(status["selector"], "app.kubernetes.io/instance=demo,app.kubernetes.io/name=etcd");
+    let conditions: Vec<&str> = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(conditions, ["Ready", "Available", "Progressing", "Degraded"]);
+
+    // Events: the phase change and the bootstrap.
+    assert_eq!(seen[18].body["reason"], "PhaseChanged");
+    assert_eq!(seen[19].body["reason"], "Bootstrap");
+    assert_eq!(seen[19].body["regarding"]["name"], "demo");
+
+    // Each member's bootstrap entry (static, state New, all three peers), then one more pod.
+    for (round, member) in ["demo-0", "demo-1", "demo-2"].iter().enumerate() {
+        let cm = &seen[21 + round * 4].body;
+        let entry: Value =
+            serde_json::from_str(cm["data"][format!("{member}.json")].as_str().unwrap()).unwrap();
+        assert_eq!(entry["state"], "New");
+        assert_eq!(entry["initialCluster"].as_array().unwrap().len(), 3);
+        assert_eq!(entry["initialCluster"][2]["peerURL"], "https://demo-2.demo.prod.svc:2380");
+        assert_eq!(seen[23 + round * 4].body, json!({"spec": {"replicas": round + 1}}));
+    }
+}

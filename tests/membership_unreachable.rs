@@ -1,0 +1,110 @@
+//! Bad input for the reconcile: every member process exists but none answers (frozen with
+//! SIGSTOP, as a partitioned or hung etcd looks). The reconcile must report it in status with a
+//! reason, keep retrying within bounded time, take no destructive step, and converge once etcd
+//! answers again, on the same cluster ID.
+
+use std::time::{Duration, Instant};
+
+use etcd_crds::{ClusterPhase, EtcdClusterStatus};
+use etcd_operator::etcd::ClientTls;
+use etcd_operator::membership::planner::Step;
+use etcd_operator::membership::process::ProcessMembers;
+use etcd_operator::membership::reconcile::{Target, act, plan};
+
+const CLUSTER: &str = "frozen";
+
+fn target(size: usize) -> Target {
+    Target { cluster: CLUSTER.into(), size, generation: Some(1), token: "frozen-token".into() }
+}
+
+fn pki(members: &ProcessMembers) -> ClientTls {
+    let request = etcd_certs::ClusterPkiRequest {
+        cluster: CLUSTER.into(),
+        namespace: "default".into(),
+        max_members: 9,
+        extra_sans: vec!["127.0.0.1".into(), "localhost".into()],
+    };
+    let pki = etcd_certs::issue_cluster_pki(&request, time::OffsetDateTime::now_utc()).unwrap();
+    let dir = members.pki_dir();
+    etcd_operator::tls::files::write_pem_files(&dir, &pki.files()).unwrap();
+    ClientTls::from_files(&dir.join("ca.crt"), &dir.join("client.crt"), &dir.join("client.key"))
+        .unwrap()
+}
+
+/// Reconciles until the planner says Done, returning the last status.
+async fn converge(
+    members: &ProcessMembers,
+    tls: &ClientTls,
+    status: &mut EtcdClusterStatus,
+) -> EtcdClusterStatus {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        assert!(Instant::now() < deadline, "no convergence: {status:#?}");
+        let (step, next, voters) = plan(members, &target(3), Some(tls), status).await.unwrap();
+        *status = next;
+        if step == Step::Done && status.phase == Some(ClusterPhase::Running) {
+            return status.clone();
+        }
+        // Errors from a settling cluster are retried, as `local` does.
+        let _ = act(members, &step, &target(3), Some(tls), &voters).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn signal_all(dir: &std::path::Path, signal: i32) {
+    for i in 0..3 {
+        let pid_file = dir.join("members").join(format!("{CLUSTER}-{i}")).join("pid");
+        let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        // SAFETY: kill(2) on the etcd process this test started.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+}
+
+struct StopOnDrop(ProcessMembers);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        for name in self.0.running_now() {
+            let _ = self.0.stop_now(&name);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswering_members_are_reported_and_nothing_destructive_happens() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let members = StopOnDrop(ProcessMembers::new(dir.path(), true));
+    let tls = pki(&members.0);
+    let mut status = EtcdClusterStatus::default();
+    let running = converge(&members.0, &tls, &mut status).await;
+    let cluster_id = running.cluster_id.clone().expect("a cluster ID");
+
+    signal_all(dir.path(), libc::SIGSTOP);
+    // Several passes: each is bounded by the client's deadlines, and each must only wait.
+    for pass in 0..2 {
+        let started = Instant::now();
+        let (step, next, _) = plan(&members.0, &target(3), Some(&tls), &status).await.unwrap();
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(20), "pass {pass} hung for {took:?}");
+        assert!(matches!(step, Step::Wait { .. }), "pass {pass}: {step:?} while etcd is silent");
+        assert_eq!(next.phase, Some(ClusterPhase::Failed), "{next:#?}");
+        let available = next.conditions.iter().find(|c| c.type_ == "Available").unwrap();
+        assert_eq!(available.status, "False");
+        assert_eq!(available.reason, "NoQuorum");
+        assert!(available.message.contains("etcd"), "the message says why: {}", available.message);
+        let degraded = next.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+        assert_eq!(degraded.status, "True");
+        assert_eq!(next.cluster_id.as_deref(), Some(cluster_id.as_str()), "cluster ID kept");
+        status = next;
+    }
+    for i in 0..3 {
+        let data = dir.path().join("members").join(format!("{CLUSTER}-{i}")).join("data");
+        assert!(data.join("member").exists(), "member {i} lost its data");
+    }
+
+    signal_all(dir.path(), libc::SIGCONT);
+    let back = converge(&members.0, &tls, &mut status).await;
+    assert_eq!(back.cluster_id.as_deref(), Some(cluster_id.as_str()));
+    assert_eq!(back.ready_replicas, 3);
+}
