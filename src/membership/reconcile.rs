@@ -157,6 +157,10 @@ pub fn status(
             ClusterPhase::Failed
         }
         Step::Wait { .. } if cluster_id.is_none() => ClusterPhase::Creating,
+        // Waiting on a learner to start or catch up is a scale-up in progress.
+        Step::Wait { .. } if members.iter().any(|m| m.role == Some(MemberRole::Learner)) => {
+            ClusterPhase::Scaling
+        }
         Step::Wait { .. } | Step::Done => ClusterPhase::Degraded,
         _ => ClusterPhase::Scaling,
     };
@@ -332,4 +336,67 @@ pub async fn plan(
         status.members.iter().filter(|m| m.ready).filter_map(|m| m.client_url.clone()).collect();
     tracing::debug!(step = step.kind(), "planned");
     Ok((step, status, voters))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(size: usize) -> Target {
+        Target { cluster: "c".into(), size, generation: Some(4), token: "t".into() }
+    }
+
+    fn condition<'a>(
+        status: &'a EtcdClusterStatus,
+        type_: &str,
+    ) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn members_running_but_unreachable_is_failed_with_the_reason() {
+        let mut observation = Observation::default();
+        observation.planner.bootstrapped = true;
+        observation.planner.running = ["c-0".to_owned()].into();
+        observation.unreachable = Some("cannot connect to etcd at https://c-0: deadline".into());
+        let step = Step::Wait { reason: "members are running but none answers yet".into() };
+        let status = status(&target(3), &observation, &step, &EtcdClusterStatus::default());
+        assert_eq!(status.phase, Some(ClusterPhase::Failed));
+        let available = condition(&status, "Available");
+        assert_eq!((available.status.as_str(), available.reason.as_str()), ("False", "NoQuorum"));
+        assert!(available.message.contains("deadline"));
+        assert_eq!(condition(&status, "Degraded").status, "True");
+        assert_eq!(status.observed_generation, Some(4));
+    }
+
+    #[test]
+    fn a_learner_that_never_starts_is_waited_for_without_a_destructive_step() {
+        let seen = |id, learner: bool, running: bool| Seen {
+            id,
+            name: format!("c-{id}"),
+            peer_url: format!("https://p{id}"),
+            is_learner: learner,
+            running,
+            healthy: running,
+            has_data: running,
+        };
+        let mut observation = Observation::default();
+        observation.planner.members = Some(vec![seen(0, false, true), seen(1, true, true)]);
+        observation.planner.members.as_mut().unwrap()[1].healthy = false;
+        observation.planner.leader = Some(0);
+        observation.cluster_id = Some(7);
+        let wanted: Vec<Wanted> = (0..3)
+            .map(|i| Wanted { name: format!("c-{i}"), peer_url: format!("https://p{i}") })
+            .collect();
+        let step = next_step(&wanted, &observation.planner);
+        assert_eq!(step, Step::Wait { reason: "learner c-1 is starting".into() });
+        let status = status(&target(3), &observation, &step, &EtcdClusterStatus::default());
+        assert_eq!(status.phase, Some(ClusterPhase::Scaling));
+        assert_eq!(condition(&status, "Progressing").message, "learner c-1 is starting");
+        assert_eq!(
+            condition(&status, "Available").status,
+            "True",
+            "the voter keeps the quorum of one"
+        );
+    }
 }
