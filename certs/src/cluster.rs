@@ -46,10 +46,14 @@ pub fn member_name(cluster: &str, ordinal: u32) -> String {
 }
 
 impl ClusterPkiRequest {
-    /// Names in the peer certificate: each member through the headless Service.
+    /// Names in the peer certificate: the headless Service itself, and each member through it.
     pub fn peer_names(&self) -> Vec<String> {
         let (service, ns) = (peer_service(&self.cluster), &self.namespace);
-        let mut names = Vec::new();
+        let mut names = vec![
+            service.clone(),
+            format!("{service}.{ns}.svc"),
+            format!("{service}.{ns}.svc.cluster.local"),
+        ];
         for ordinal in 0..self.max_members {
             let member = member_name(&self.cluster, ordinal);
             names.push(format!("{member}.{service}.{ns}.svc"));
@@ -145,8 +149,11 @@ mod tests {
             assert!(names.contains(&format!("demo-{ordinal}.demo.prod.svc.cluster.local")));
         }
         assert!(!names.iter().any(|n| n.starts_with("demo-9.")));
+        for service in ["demo", "demo.prod.svc", "demo.prod.svc.cluster.local"] {
+            assert!(names.contains(&service.to_owned()), "{service} missing");
+        }
         assert!(names.contains(&"127.0.0.1".to_owned()));
-        assert_eq!(names.len(), 19);
+        assert_eq!(names.len(), 22);
     }
 
     #[test]

@@ -136,6 +136,45 @@ fn san(name: &str) -> Result<SanType, Error> {
     if let Ok(ip) = name.parse::<IpAddr>() {
         return Ok(SanType::IpAddress(ip));
     }
+    if !is_dns_name(name) {
+        return Err(Error::BadSubjectAltName(name.to_owned()));
+    }
     let dns = name.try_into().map_err(|_| Error::BadSubjectAltName(name.to_owned()))?;
     Ok(SanType::DnsName(dns))
+}
+
+/// A hostname (RFC 1123 labels, at most 253 characters), optionally a `*.` wildcard. rcgen takes
+/// any ASCII, and a name with a space or `!` would only fail later, in a TLS handshake.
+fn is_dns_name(name: &str) -> bool {
+    let host = name.strip_prefix("*.").unwrap_or(name);
+    let label_ok = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    !host.is_empty() && name.len() <= 253 && host.split('.').all(label_ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_addresses_become_the_right_san_kind() {
+        assert!(matches!(san("127.0.0.1"), Ok(SanType::IpAddress(_))));
+        assert!(matches!(san("::1"), Ok(SanType::IpAddress(_))));
+        for dns in ["localhost", "demo-0.demo.prod.svc", "*.demo.prod.svc", "a1"] {
+            assert!(matches!(san(dns), Ok(SanType::DnsName(_))), "{dns}");
+        }
+    }
+
+    #[test]
+    fn malformed_names_are_refused_by_name() {
+        for bad in ["bad name!", "", "-a.example", "a..b", "a.b-", "é.example", "*."] {
+            let err = san(bad).unwrap_err().to_string();
+            assert_eq!(err, format!("{bad} is neither a DNS name nor an IP address"));
+        }
+        assert!(san(&"a".repeat(64)).is_err(), "labels are at most 63 characters");
+    }
 }

@@ -15,6 +15,7 @@ pub mod webhook;
 pub use cluster::{ClusterPki, ClusterPkiRequest, issue_cluster_pki, reissue_cluster_leaves};
 pub use issue::{CertKeyPair, Lifetimes};
 pub use renewal::{RenewalReason, needs_renewal};
+pub use validate::{ValidationError, validate_tls_secret};
 pub use webhook::{WebhookPki, issue_webhook_pki};
 
 /// Errors of the PKI layer. None of them carries key material.

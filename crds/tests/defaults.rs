@@ -14,10 +14,10 @@ fn apply_schema_defaults(schema: &Value, value: &mut Value) {
         return;
     };
     for (name, property) in properties {
-        if !object.contains_key(name) {
-            if let Some(default) = property.get("default") {
-                object.insert(name.clone(), default.clone());
-            }
+        if !object.contains_key(name)
+            && let Some(default) = property.get("default")
+        {
+            object.insert(name.clone(), default.clone());
         }
         if let Some(child) = object.get_mut(name) {
             apply_schema_defaults(property, child);

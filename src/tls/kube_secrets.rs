@@ -156,40 +156,35 @@ impl WebhookTls {
     pub async fn inject_ca_bundle(&self, ca_bundle_pem: &str) -> Result<(), Error> {
         let encoded =
             serde_json::to_value(ByteString(ca_bundle_pem.as_bytes().to_vec())).unwrap_or_default();
-        let validating: Api<ValidatingWebhookConfiguration> = Api::all(self.client.clone());
-        let config = validating.get(&self.configuration).await.map_err(kube_err(format!(
-            "get ValidatingWebhookConfiguration {}",
-            self.configuration
-        )))?;
-        let patch = ca_bundle_patch(
-            config.metadata.resource_version,
-            config.webhooks.map_or(0, |w| w.len()),
-            &encoded,
-        );
-        validating
-            .patch(&self.configuration, &PatchParams::default(), &Patch::<()>::Json(patch))
+        self.inject_into::<ValidatingWebhookConfiguration>(&encoded, |c| {
+            c.webhooks.as_ref().map_or(0, Vec::len)
+        })
+        .await?;
+        self.inject_into::<MutatingWebhookConfiguration>(&encoded, |c| {
+            c.webhooks.as_ref().map_or(0, Vec::len)
+        })
+        .await
+    }
+
+    async fn inject_into<K>(
+        &self,
+        encoded: &serde_json::Value,
+        webhooks: impl Fn(&K) -> usize,
+    ) -> Result<(), Error>
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::all(self.client.clone());
+        let what = |verb: &str| format!("{verb} {} {}", K::kind(&()), self.configuration);
+        let config = api.get(&self.configuration).await.map_err(kube_err(what("get")))?;
+        let patch =
+            ca_bundle_patch(config.meta().resource_version.clone(), webhooks(&config), encoded);
+        api.patch(&self.configuration, &PatchParams::default(), &Patch::<()>::Json(patch))
             .await
-            .map_err(kube_err(format!(
-                "patch ValidatingWebhookConfiguration {}",
-                self.configuration
-            )))?;
-        let mutating: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
-        let config = mutating.get(&self.configuration).await.map_err(kube_err(format!(
-            "get MutatingWebhookConfiguration {}",
-            self.configuration
-        )))?;
-        let patch = ca_bundle_patch(
-            config.metadata.resource_version,
-            config.webhooks.map_or(0, |w| w.len()),
-            &encoded,
-        );
-        mutating
-            .patch(&self.configuration, &PatchParams::default(), &Patch::<()>::Json(patch))
-            .await
-            .map_err(kube_err(format!(
-                "patch MutatingWebhookConfiguration {}",
-                self.configuration
-            )))?;
+            .map_err(kube_err(what("patch")))?;
         Ok(())
     }
 }
