@@ -22,6 +22,8 @@ pub enum Error {
     Call { call: &'static str, source: etcd_client::Error },
     #[error("etcd is not ready for {call} yet: {reason}")]
     NotYet { call: &'static str, reason: String },
+    #[error("etcd {call} got no answer within {}s", CALL_TIMEOUT.as_secs())]
+    Timeout { call: &'static str },
     #[error("cannot read {path}: {source}")]
     ReadPem { path: String, source: std::io::Error },
 }
@@ -72,6 +74,19 @@ impl ClientTls {
     }
 }
 
+/// Runs one call under [`CALL_TIMEOUT`]. The client's own request timeout does not cover the wait
+/// for a connection: with every endpoint silent (a hung or partitioned etcd) a call would wait
+/// forever, and so would the reconcile loop.
+async fn bounded<T>(
+    call: &'static str,
+    request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(CALL_TIMEOUT, request).await {
+        Ok(result) => result.map_err(|e| Error::from_call(call, e)),
+        Err(_) => Err(Error::Timeout { call }),
+    }
+}
+
 /// A client for `endpoints` (balanced across them).
 pub async fn connect(endpoints: &[String], tls: Option<&ClientTls>) -> Result<Client, Error> {
     let mut options =
@@ -79,9 +94,14 @@ pub async fn connect(endpoints: &[String], tls: Option<&ClientTls>) -> Result<Cl
     if let Some(tls) = tls {
         options = options.with_tls(tls.options());
     }
-    Client::connect(endpoints, Some(options))
-        .await
-        .map_err(|source| Error::Connect { endpoints: endpoints.join(","), source })
+    let connecting =
+        tokio::time::timeout(CONNECT_TIMEOUT, Client::connect(endpoints, Some(options)));
+    match connecting.await {
+        Ok(result) => {
+            result.map_err(|source| Error::Connect { endpoints: endpoints.join(","), source })
+        }
+        Err(_) => Err(Error::Timeout { call: "connect" }),
+    }
 }
 
 /// A member as etcd lists it.
@@ -108,7 +128,7 @@ pub struct EndpointStatus {
 
 /// The member list and the cluster ID.
 pub async fn member_list(client: &mut Client) -> Result<(u64, Vec<Member>), Error> {
-    let response = client.member_list().await.map_err(|e| Error::from_call("member list", e))?;
+    let response = bounded("member list", client.member_list()).await?;
     let cluster_id = response.header().map(|h| h.cluster_id()).unwrap_or_default();
     let members = response
         .members()
@@ -126,21 +146,20 @@ pub async fn member_list(client: &mut Client) -> Result<(u64, Vec<Member>), Erro
 
 /// Adds a learner: quorum is unchanged whether or not its process ever starts.
 pub async fn add_learner(client: &mut Client, peer_url: &str) -> Result<u64, Error> {
-    let response = client
-        .member_add([peer_url], Some(MemberAddOptions::new().with_is_learner()))
-        .await
-        .map_err(|e| Error::from_call("member add (learner)", e))?;
+    let options = MemberAddOptions::new().with_is_learner();
+    let response =
+        bounded("member add (learner)", client.member_add([peer_url], Some(options))).await?;
     Ok(response.member().map(|m| m.id()).unwrap_or_default())
 }
 
 /// Promotes a learner; [`Error::NotYet`] until it has caught up with the leader.
 pub async fn promote(client: &mut Client, id: u64) -> Result<(), Error> {
-    client.member_promote(id).await.map_err(|e| Error::from_call("member promote", e))?;
+    bounded("member promote", client.member_promote(id)).await?;
     Ok(())
 }
 
 pub async fn remove(client: &mut Client, id: u64) -> Result<(), Error> {
-    client.member_remove(id).await.map_err(|e| Error::from_call("member remove", e))?;
+    bounded("member remove", client.member_remove(id)).await?;
     Ok(())
 }
 
@@ -151,7 +170,7 @@ pub async fn move_leader(
     to: u64,
 ) -> Result<(), Error> {
     let mut client = connect(&[leader_endpoint.to_owned()], tls).await?;
-    client.move_leader(to).await.map_err(|e| Error::from_call("move leader", e))?;
+    bounded("move leader", client.move_leader(to)).await?;
     Ok(())
 }
 
@@ -161,7 +180,7 @@ pub async fn endpoint_status(
     tls: Option<&ClientTls>,
 ) -> Result<EndpointStatus, Error> {
     let mut client = connect(&[endpoint.to_owned()], tls).await?;
-    let status = client.status().await.map_err(|e| Error::from_call("status", e))?;
+    let status = bounded("status", client.status()).await?;
     Ok(EndpointStatus {
         member_id: status.header().map(|h| h.member_id()).unwrap_or_default(),
         cluster_id: status.header().map(|h| h.cluster_id()).unwrap_or_default(),
