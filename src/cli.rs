@@ -139,9 +139,29 @@ pub struct BackupArgs {
     pub cert: Option<PathBuf>,
     #[arg(long)]
     pub key: Option<PathBuf>,
-    /// Where to store the snapshot: s3://bucket/key, file:///path, gs://, az://.
+    /// Where to store the snapshot: s3://bucket/key, gs://bucket/key, az://container/key,
+    /// file:///path or a plain path. Its manifest goes beside it as KEY.manifest.json.
     #[arg(long)]
     pub to: String,
+    #[arg(long, value_enum, default_value_t = CompressionArg::Zstd)]
+    pub compression: CompressionArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CompressionArg {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl From<CompressionArg> for etcd_crds::Compression {
+    fn from(arg: CompressionArg) -> Self {
+        match arg {
+            CompressionArg::None => Self::None,
+            CompressionArg::Gzip => Self::Gzip,
+            CompressionArg::Zstd => Self::Zstd,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +181,9 @@ pub struct RestoreArgs {
     /// This member's peer URL.
     #[arg(long)]
     pub initial_advertise_peer_urls: String,
+    /// Token of the restored cluster (every member of it must use the same).
+    #[arg(long, default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
     /// Expected SHA-256 of the stored object; the restore refuses anything else.
     #[arg(long)]
     pub sha256: Option<String>,
@@ -211,10 +234,46 @@ pub async fn dispatch(command: Command) -> Result<()> {
             ..
         }) => crate::membership::local::up(&file, &dir).await,
         Command::Local(_) => Err(Error::Usage("local needs -f CLUSTER.yaml and --state-dir DIR")),
-        Command::Backup(_) => Err(Error::NotImplemented { what: "`backup`", issue: 6 }),
-        Command::Restore(_) => Err(Error::NotImplemented { what: "`restore`", issue: 6 }),
+        Command::Backup(args) => backup(&args).await,
+        Command::Restore(args) => restore(args).await,
         Command::MemberInit(args) => member_init(args).await,
     }
+}
+
+/// `backup`: one snapshot to object storage; prints the record (size, checksum, revision).
+async fn backup(args: &BackupArgs) -> Result<()> {
+    use crate::backup::Location;
+    let tls = match (&args.cacert, &args.cert, &args.key) {
+        (Some(ca), Some(cert), Some(key)) => Some(
+            crate::etcd::ClientTls::from_files(ca, cert, key)
+                .map_err(crate::backup::Error::from)?,
+        ),
+        (None, None, None) => None,
+        _ => return Err(Error::Usage("--cacert, --cert and --key go together")),
+    };
+    let to = Location::parse(&args.to, &Default::default())?;
+    let record =
+        crate::backup::save::save(&args.endpoints, tls.as_ref(), &to, args.compression.into())
+            .await?;
+    let json = serde_json::to_string_pretty(&record)
+        .map_err(|e| Error::Task(format!("cannot print the backup record: {e}")))?;
+    println!("{json}");
+    Ok(())
+}
+
+/// `restore`: one member's data directory from a verified snapshot.
+async fn restore(args: RestoreArgs) -> Result<()> {
+    let from = crate::backup::Location::parse(&args.from, &Default::default())?;
+    let member = crate::backup::restore::MemberSpec {
+        name: args.name,
+        initial_cluster: args.initial_cluster,
+        peer_url: args.initial_advertise_peer_urls,
+        cluster_token: args.initial_cluster_token,
+        data_dir: args.data_dir,
+    };
+    crate::backup::restore::restore(&from, args.sha256.as_deref(), &member).await?;
+    eprintln!("restored {} into {}", from.url, member.data_dir.display());
+    Ok(())
 }
 
 /// Reads an EtcdCluster manifest (YAML or JSON), with errors that name the file and the problem.

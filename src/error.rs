@@ -21,6 +21,8 @@ pub enum Error {
     Server(#[from] crate::server::Error),
     #[error(transparent)]
     Membership(#[from] crate::membership::Error),
+    #[error(transparent)]
+    Backup(#[from] crate::backup::Error),
     #[error("{0}")]
     Usage(&'static str),
     #[error("{flag}: {reason}")]

@@ -5,19 +5,9 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
-
-fn issue(dir: &Path, cluster: &str) {
-    let out = Command::new(env!("CARGO_BIN_EXE_etcd-operator"))
-        .args(["certs", "issue", "--cluster", cluster, "--namespace", "test"])
-        .args(["--out", dir.to_str().unwrap(), "--extra-san", "127.0.0.1"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
 
 fn read(dir: &Path, name: &str) -> String {
     std::fs::read_to_string(dir.join(name)).unwrap()
@@ -55,8 +45,8 @@ async fn issued_pki_runs_a_mutual_tls_cluster_and_refuses_strangers() {
     let work = tempfile::tempdir().unwrap();
     let pki = work.path().join("pki");
     let other = work.path().join("other");
-    issue(&pki, "demo");
-    issue(&other, "stranger");
+    support::etcd::issue_pki(&pki, "demo");
+    support::etcd::issue_pki(&other, "stranger");
     let cluster = support::etcd::start_tls_cluster(3, &pki, work.path());
     let urls = cluster.client_urls();
     let ca = Certificate::from_pem(read(&pki, "ca.crt"));

@@ -89,8 +89,22 @@ async fn bounded<T>(
 
 /// A client for `endpoints` (balanced across them).
 pub async fn connect(endpoints: &[String], tls: Option<&ClientTls>) -> Result<Client, Error> {
-    let mut options =
-        ConnectOptions::new().with_connect_timeout(CONNECT_TIMEOUT).with_timeout(CALL_TIMEOUT);
+    open(endpoints, tls, ConnectOptions::new().with_timeout(CALL_TIMEOUT)).await
+}
+
+/// A client for one endpoint without a per-request deadline, for calls that stream for as long as
+/// the data takes (the maintenance snapshot). Callers bound the time between messages instead.
+pub async fn connect_streaming(endpoint: &str, tls: Option<&ClientTls>) -> Result<Client, Error> {
+    let options = ConnectOptions::new().with_keep_alive(Duration::from_secs(10), CALL_TIMEOUT);
+    open(&[endpoint.to_owned()], tls, options).await
+}
+
+async fn open(
+    endpoints: &[String],
+    tls: Option<&ClientTls>,
+    options: ConnectOptions,
+) -> Result<Client, Error> {
+    let mut options = options.with_connect_timeout(CONNECT_TIMEOUT);
     if let Some(tls) = tls {
         options = options.with_tls(tls.options());
     }
@@ -102,6 +116,13 @@ pub async fn connect(endpoints: &[String], tls: Option<&ClientTls>) -> Result<Cl
         }
         Err(_) => Err(Error::Timeout { call: "connect" }),
     }
+}
+
+/// The revision of the key-value store now, as one endpoint sees it.
+pub async fn revision(client: &mut Client) -> Result<i64, Error> {
+    let options = etcd_client::GetOptions::new().with_count_only();
+    let response = bounded("get (revision)", client.get("\0", Some(options))).await?;
+    Ok(response.header().map(|h| h.revision()).unwrap_or_default())
 }
 
 /// A member as etcd lists it.

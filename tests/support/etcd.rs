@@ -42,6 +42,40 @@ impl Drop for Cluster {
     }
 }
 
+/// Writes a cluster's PKI the way users get it: `etcd-operator certs issue`, with 127.0.0.1 as an
+/// extra name so that loopback members can be verified.
+pub fn issue_pki(dir: &Path, cluster: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_etcd-operator"))
+        .args(["certs", "issue", "--cluster", cluster, "--namespace", "test"])
+        .args(["--out", dir.to_str().unwrap(), "--extra-san", "127.0.0.1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Starts members (without TLS) on data directories that a restore wrote; each member's peer URL
+/// must be the one it was restored with. Waits until they all answer.
+pub fn start_restored(members: Vec<Member>, dir: &Path) -> Cluster {
+    let mut children = Vec::new();
+    for member in &members {
+        let log = std::fs::File::create(dir.join(format!("{}.log", member.name))).unwrap();
+        let child = Command::new("etcd")
+            .args(["--name", &member.name, "--data-dir", member.data_dir.to_str().unwrap()])
+            .args(["--listen-client-urls", &member.client_url])
+            .args(["--advertise-client-urls", &member.client_url])
+            .args(["--listen-peer-urls", &member.peer_url])
+            .args(["--initial-advertise-peer-urls", &member.peer_url])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("etcd is installed (apt-get install etcd-server)");
+        children.push(child);
+    }
+    let cluster = Cluster { members, children };
+    wait_until(&cluster, &[]);
+    cluster
+}
+
 /// Starts `size` members with `--client-cert-auth` and `--peer-client-cert-auth`, TLS files from
 /// `pki` (ca.crt, peer.crt/key, server.crt/key), data under `dir`; waits until every member
 /// answers `etcdctl endpoint health` with the client certificate.
@@ -87,25 +121,27 @@ pub fn start_tls_cluster(size: usize, pki: &Path, dir: &Path) -> Cluster {
         children.push(child);
     }
     let cluster = Cluster { members, children };
-    wait_healthy(&cluster, pki);
+    let file = |name: &str| pki.join(name).to_str().unwrap().to_owned();
+    let tls = [
+        "--cacert".to_owned(),
+        file("ca.crt"),
+        "--cert".to_owned(),
+        file("client.crt"),
+        "--key".to_owned(),
+        file("client.key"),
+    ];
+    wait_until(&cluster, &tls);
     cluster
 }
 
-fn wait_healthy(cluster: &Cluster, pki: &Path) {
+/// Waits until every member answers `etcdctl endpoint health` (with `tls` flags, if any).
+fn wait_until(cluster: &Cluster, tls: &[String]) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let file = |name: &str| pki.join(name).to_str().unwrap().to_owned();
     loop {
         let ok = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
             .args(["--endpoints", &cluster.client_urls().join(",")])
-            .args([
-                "--cacert",
-                &file("ca.crt"),
-                "--cert",
-                &file("client.crt"),
-                "--key",
-                &file("client.key"),
-            ])
+            .args(tls)
             .args(["endpoint", "health", "--command-timeout=2s"])
             .output()
             .map(|o| o.status.success())

@@ -2,3 +2,4 @@ pub mod apiserver;
 pub mod etcd;
 pub mod https;
 pub mod local;
+pub mod s3;

@@ -1,0 +1,142 @@
+//! Fetching a backup for a restore: the stored bytes are downloaded and their SHA-256 checked
+//! against the manifest (or a checksum the caller names) BEFORE they are decompressed, so a
+//! corrupt or substituted object is refused with a checksum error and never reaches etcd.
+
+use std::path::{Path, PathBuf};
+
+use async_compression::tokio::bufread::{GzipDecoder, ZstdDecoder};
+use etcd_crds::{BackupRecord, Compression};
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use tokio::io::{AsyncRead, AsyncWriteExt, BufReader};
+
+use super::digest::HashingWriter;
+use super::{Error, Location};
+
+/// What a restore expects of the object at a location.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Expected {
+    pub sha256: String,
+    pub compression: Compression,
+}
+
+impl Expected {
+    /// From the manifest beside the object, or from `sha256` with the compression its name says.
+    pub async fn resolve(from: &Location, sha256: Option<&str>) -> Result<Self, Error> {
+        if let Some(sha256) = sha256 {
+            return Ok(Self {
+                sha256: sha256.trim().to_ascii_lowercase(),
+                compression: compression_of_name(&from.url),
+            });
+        }
+        let record = read_manifest(from).await?;
+        Ok(Self { sha256: record.sha256, compression: record.compression })
+    }
+}
+
+/// The manifest of the snapshot at `from`.
+pub async fn read_manifest(from: &Location) -> Result<BackupRecord, Error> {
+    let manifest = from.manifest();
+    let body = match manifest.store.get(&manifest.path).await {
+        Ok(result) => result.bytes().await,
+        Err(err) => Err(err),
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(Error::NoManifest { location: from.url.clone(), manifest: manifest.url });
+        }
+        Err(source) => {
+            return Err(Error::Store { what: "get", location: manifest.url, source });
+        }
+    };
+    serde_json::from_slice(&body)
+        .map_err(|source| Error::BadManifest { manifest: manifest.url, source })
+}
+
+fn compression_of_name(name: &str) -> Compression {
+    if name.ends_with(".zst") {
+        Compression::Zstd
+    } else if name.ends_with(".gz") {
+        Compression::Gzip
+    } else {
+        Compression::None
+    }
+}
+
+/// Downloads the object at `from` into `work_dir`, verifies it, and decompresses it into
+/// `work_dir/snapshot.db`, whose path is returned. Only a verified snapshot file is left behind.
+pub async fn fetch_verified(
+    from: &Location,
+    expected: &Expected,
+    work_dir: &Path,
+) -> Result<PathBuf, Error> {
+    let download = work_dir.join("snapshot.download");
+    let result = download_and_verify(from, expected, &download).await;
+    let snapshot = work_dir.join("snapshot.db");
+    let result = match result {
+        Ok(()) => decompress(&download, expected.compression, &snapshot).await,
+        Err(err) => Err(err),
+    };
+    // The compressed download is never needed again; a failed decompression leaves no snapshot.
+    let _ = tokio::fs::remove_file(&download).await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&snapshot).await;
+    }
+    result.map(|()| snapshot)
+}
+
+async fn download_and_verify(
+    from: &Location,
+    expected: &Expected,
+    download: &Path,
+) -> Result<(), Error> {
+    let io = |what| move |source| Error::Io { what, path: download.display().to_string(), source };
+    let store_error = |source| Error::Store { what: "get", location: from.url.clone(), source };
+    let file = tokio::fs::File::create(download).await.map_err(io("cannot create"))?;
+    let mut writer = HashingWriter::new(tokio::io::BufWriter::new(file));
+    let mut stream = from.store.get(&from.path).await.map_err(store_error)?.into_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(store_error)?;
+        writer.write_all(&chunk).await.map_err(io("cannot write"))?;
+    }
+    writer.shutdown().await.map_err(io("cannot write"))?;
+    let actual = writer.into_parts().1.hex();
+    if actual != expected.sha256 {
+        return Err(Error::ChecksumMismatch {
+            location: from.url.clone(),
+            expected: expected.sha256.clone(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+async fn decompress(from: &Path, compression: Compression, to: &Path) -> Result<(), Error> {
+    let io = |what, path: &Path| {
+        let path = path.display().to_string();
+        move |source| Error::Io { what, path, source }
+    };
+    let input = BufReader::new(tokio::fs::File::open(from).await.map_err(io("cannot open", from))?);
+    let mut reader: Box<dyn AsyncRead + Unpin + Send> = match compression {
+        Compression::None => Box::new(input),
+        Compression::Gzip => Box::new(GzipDecoder::new(input)),
+        Compression::Zstd => Box::new(ZstdDecoder::new(input)),
+    };
+    let mut output = tokio::fs::File::create(to).await.map_err(io("cannot create", to))?;
+    tokio::io::copy(&mut reader, &mut output).await.map_err(io("cannot decompress into", to))?;
+    output.sync_all().await.map_err(io("cannot write", to))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compression_follows_the_name() {
+        assert_eq!(compression_of_name("s3://b/x.db.zst"), Compression::Zstd);
+        assert_eq!(compression_of_name("file:///x.db.gz"), Compression::Gzip);
+        assert_eq!(compression_of_name("/x.db"), Compression::None);
+    }
+}

@@ -1,0 +1,62 @@
+//! One backup run as the controller makes it: a snapshot named after its scheduled time under the
+//! backup's prefix, then retention. The time is passed in, so a test's clock drives it.
+
+use etcd_crds::{BackupRecord, Compression};
+use k8s_openapi::jiff::Timestamp;
+
+use super::retention::{Stored, prune};
+use super::save::save;
+use super::{Error, Location};
+use crate::etcd::ClientTls;
+
+/// Everything a run needs, gathered by the controller from the EtcdBackup and its cluster.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub cluster: String,
+    pub endpoints: Vec<String>,
+    pub tls: Option<ClientTls>,
+    /// Where this backup's snapshots live (one prefix per EtcdBackup).
+    pub prefix: Location,
+    pub compression: Compression,
+    /// How many of the newest backups to keep (at least one).
+    pub retention: usize,
+}
+
+/// What a run stored and what remains after retention, newest first.
+#[derive(Clone, Debug)]
+pub struct RunOutcome {
+    pub record: BackupRecord,
+    pub kept: Vec<Stored>,
+}
+
+impl Job {
+    /// Takes the snapshot for the run scheduled at `at`, then prunes to the retention.
+    pub async fn run(&self, at: Timestamp) -> Result<RunOutcome, Error> {
+        let to = self.prefix.child(&object_name(&self.cluster, at, self.compression));
+        let record = save(&self.endpoints, self.tls.as_ref(), &to, self.compression).await?;
+        let kept = prune(&self.prefix, self.retention.max(1)).await?;
+        Ok(RunOutcome { record, kept })
+    }
+}
+
+/// `CLUSTER-20261124T031500Z.db.zst`: names sort by time, and say what they hold.
+pub fn object_name(cluster: &str, at: Timestamp, compression: Compression) -> String {
+    let extension = match compression {
+        Compression::None => "db",
+        Compression::Gzip => "db.gz",
+        Compression::Zstd => "db.zst",
+    };
+    format!("{cluster}-{}.{extension}", at.strftime("%Y%m%dT%H%M%SZ"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_time_and_the_compression() {
+        let at: Timestamp = "2026-11-24T03:15:00Z".parse().unwrap();
+        assert_eq!(object_name("main", at, Compression::Zstd), "main-20261124T031500Z.db.zst");
+        assert_eq!(object_name("main", at, Compression::Gzip), "main-20261124T031500Z.db.gz");
+    }
+}

@@ -1,0 +1,87 @@
+//! Restoring one member's data directory from a backup: fetch and verify (see [`super::fetch`]),
+//! then etcd's own tool writes the data directory (`etcdutl snapshot restore` where it exists,
+//! etcd 3.5+; `etcdctl snapshot restore` on 3.4, which has no etcdutl).
+//!
+//! The directory is restored under a temporary name and renamed into place, so a crash midway
+//! never leaves something that looks like a member's data.
+
+use std::path::{Path, PathBuf};
+
+use super::fetch::{Expected, fetch_verified};
+use super::{Error, Location};
+
+/// The member a data directory is restored for: the restored cluster's membership is written
+/// into the data, so every member of it must be restored with the same `initial_cluster`.
+#[derive(Clone, Debug)]
+pub struct MemberSpec {
+    pub name: String,
+    /// `name=peerURL,...` of every member of the restored cluster.
+    pub initial_cluster: String,
+    pub peer_url: String,
+    pub cluster_token: String,
+    pub data_dir: PathBuf,
+}
+
+/// Fetches the snapshot at `from`, verifies it against `sha256` or its manifest, and restores
+/// `member`'s data directory from it.
+pub async fn restore(
+    from: &Location,
+    sha256: Option<&str>,
+    member: &MemberSpec,
+) -> Result<(), Error> {
+    if member.data_dir.exists() {
+        return Err(Error::DataDirExists(member.data_dir.display().to_string()));
+    }
+    let expected = Expected::resolve(from, sha256).await?;
+    let parent = member.data_dir.parent().unwrap_or(Path::new("."));
+    let io = |what, path: &Path| {
+        let path = path.display().to_string();
+        move |source| Error::Io { what, path, source }
+    };
+    tokio::fs::create_dir_all(parent).await.map_err(io("cannot create", parent))?;
+    let work = tempfile::Builder::new()
+        .prefix(".restore-")
+        .tempdir_in(parent)
+        .map_err(io("cannot create a work directory in", parent))?;
+    let snapshot = fetch_verified(from, &expected, work.path()).await?;
+    restore_data_dir(&snapshot, member, &work.path().join("data")).await?;
+    tokio::fs::rename(work.path().join("data"), &member.data_dir)
+        .await
+        .map_err(io("cannot move the restored data into", &member.data_dir))?;
+    Ok(())
+}
+
+/// Runs etcd's restore tool on a verified snapshot file, writing `into`.
+async fn restore_data_dir(snapshot: &Path, member: &MemberSpec, into: &Path) -> Result<(), Error> {
+    let (tool, program) = restore_tool();
+    let output = tokio::process::Command::new(program)
+        .env("ETCDCTL_API", "3")
+        .arg("snapshot")
+        .arg("restore")
+        .arg(snapshot)
+        .arg(format!("--name={}", member.name))
+        .arg(format!("--initial-cluster={}", member.initial_cluster))
+        .arg(format!("--initial-cluster-token={}", member.cluster_token))
+        .arg(format!("--initial-advertise-peer-urls={}", member.peer_url))
+        .arg(format!("--data-dir={}", into.display()))
+        .output()
+        .await
+        .map_err(|source| Error::Io { what: "cannot run", path: program.to_owned(), source })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(Error::RestoreTool {
+        tool,
+        status: output.status.to_string(),
+        stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+    })
+}
+
+/// `etcdutl` when it is installed (etcd 3.5+ deprecates restore in etcdctl), else `etcdctl`.
+fn restore_tool() -> (&'static str, &'static str) {
+    let on_path = |name: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
+    };
+    if on_path("etcdutl") { ("etcdutl", "etcdutl") } else { ("etcdctl", "etcdctl") }
+}

@@ -1,0 +1,73 @@
+//! Retention: the backups under a prefix are the manifests there; the newest N are kept.
+//!
+//! The store, not the EtcdBackup's status, is the truth: a status lost with its object, or runs
+//! made by an earlier operator version, are still counted and pruned.
+
+use etcd_crds::BackupRecord;
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+
+use super::fetch::read_manifest;
+use super::{Error, Location, MANIFEST_SUFFIX};
+
+/// A stored backup: where its snapshot is, and its manifest.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    pub snapshot: Location,
+    pub record: BackupRecord,
+}
+
+/// The backups under `prefix`, newest first.
+pub async fn list(prefix: &Location) -> Result<Vec<Stored>, Error> {
+    let store_error = |source| Error::Store { what: "list", location: prefix.url.clone(), source };
+    let objects: Vec<_> = match prefix.store.list(Some(&prefix.path)).try_collect().await {
+        Ok(objects) => objects,
+        Err(object_store::Error::NotFound { .. }) => Vec::new(),
+        Err(source) => return Err(store_error(source)),
+    };
+    let mut stored = Vec::new();
+    for object in objects {
+        let Some(snapshot) = object.location.as_ref().strip_suffix(MANIFEST_SUFFIX) else {
+            continue;
+        };
+        let snapshot = Location {
+            store: prefix.store.clone(),
+            url: relative_url(prefix, snapshot),
+            path: Path::from(snapshot),
+        };
+        let record = read_manifest(&snapshot).await?;
+        stored.push(Stored { snapshot, record });
+    }
+    stored.sort_by(|a, b| {
+        let key =
+            |s: &Stored| (s.record.completion_time.clone().map(|t| t.0), s.snapshot.url.clone());
+        key(b).cmp(&key(a))
+    });
+    Ok(stored)
+}
+
+/// Deletes all but the newest `keep` backups under `prefix`; returns what is kept, newest first.
+/// The manifest goes first: a crash between the two deletes leaves an unlisted object, never a
+/// listed backup without its data.
+pub async fn prune(prefix: &Location, keep: usize) -> Result<Vec<Stored>, Error> {
+    let mut stored = list(prefix).await?;
+    let expired = stored.split_off(keep.min(stored.len()));
+    for old in expired {
+        for object in [old.snapshot.manifest(), old.snapshot.clone()] {
+            match object.store.delete(&object.path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(source) => {
+                    return Err(Error::Store { what: "delete", location: object.url, source });
+                }
+            }
+        }
+        tracing::info!(location = %old.snapshot.url, "deleted a backup past retention");
+    }
+    Ok(stored)
+}
+
+fn relative_url(prefix: &Location, path: &str) -> String {
+    let relative = path.strip_prefix(prefix.path.as_ref()).unwrap_or(path);
+    prefix.child(relative.trim_start_matches('/')).url
+}
