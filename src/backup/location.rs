@@ -84,7 +84,7 @@ impl Location {
                 options.insert("azure_storage_account_name".into(), azure.storage_account.clone());
                 join_url(&format!("az://{}", azure.container), &azure.prefix)
             }
-            (None, None, None, Some(volume)) => join_url("file://", &volume.path),
+            (None, None, None, Some(volume)) => volume.path.clone(),
             _ => {
                 return Err(Error::BadLocation {
                     location: format!("{:?}", destination.backends()),

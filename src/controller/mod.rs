@@ -3,6 +3,7 @@
 //! A reconcile observes, asks the planner for one next step, performs it, writes status and
 //! requeues; everything it does is safe to repeat after a crash between any two API calls.
 
+pub mod backup;
 pub mod cluster;
 pub mod leader;
 pub mod run;
@@ -24,6 +25,8 @@ pub struct Context {
     pub operator_image: String,
     /// How often a healthy cluster is looked at again, even with nothing changing.
     pub health_interval: Duration,
+    /// Registered into /metrics by `run`.
+    pub backups: backup::BackupMetrics,
 }
 
 impl Context {
@@ -34,6 +37,7 @@ impl Context {
             client,
             operator_image,
             health_interval: Duration::from_secs(30),
+            backups: backup::BackupMetrics::default(),
         }
     }
 

@@ -36,7 +36,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|source| crate::server::Error::Bind { addr: args.listen.to_string(), source })?;
-    let app = router(Arc::new(Metrics::default()), readiness.clone());
+    let metrics = Arc::new(Metrics::default());
+    let app = router(metrics.clone(), readiness.clone());
     let mut server = tokio::spawn(serve(listener, resolver.clone(), app, shutdown_signal()));
     tracing::info!(listen = %args.listen, "serving admission webhooks, /metrics, /healthz, /readyz");
 
@@ -61,12 +62,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
     webhook
         .inject_ca_bundle(&webhook.ensure(time::OffsetDateTime::now_utc()).await?.ca.cert_pem)
         .await?;
-    // Backups and restores have no controller yet (issue 6).
     let context =
         Arc::new(super::Context::new(client.clone(), args.operator_image.clone(), identity));
+    context.backups.register(&mut metrics.registry.lock().unwrap_or_else(|p| p.into_inner()));
     tokio::select! {
         () = leadership.lost() => Err(Error::LostLeadership),
-        () = cluster_controller(client, context) => Ok(()),
+        () = cluster_controller(client.clone(), context.clone()) => Ok(()),
+        () = backup_controller(client, context) => Ok(()),
         served = &mut server => finished(served),
     }
 }
@@ -88,6 +90,23 @@ async fn cluster_controller(client: kube::Client, context: Arc<super::Context>) 
         .for_each(|result| async move {
             if let Err(err) = result {
                 tracing::debug!(%err, "reconcile error");
+            }
+        })
+        .await;
+}
+
+/// The EtcdBackup controller: each object is looked at when it changes and when its next run is
+/// due (the reconcile's requeue).
+async fn backup_controller(client: kube::Client, context: Arc<super::Context>) {
+    use futures::StreamExt;
+    use kube::runtime::{Controller, watcher};
+    let api = kube::Api::<etcd_crds::EtcdBackup>::all(client);
+    Controller::new(api, watcher::Config::default())
+        .shutdown_on_signal()
+        .run(super::backup::reconcile, super::backup::error_policy, context)
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                tracing::debug!(%err, "backup reconcile error");
             }
         })
         .await;

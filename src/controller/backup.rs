@@ -1,0 +1,385 @@
+//! The EtcdBackup controller: one backup now (no schedule), or one per cron tick, each a
+//! [`Job`] run against the cluster's members with the operator's client certificate, then
+//! retention. Status keeps the records that remain; a failure is retried with backoff and shows
+//! as a condition and a Warning Event. The time is a parameter ([`reconcile_at`]) so that
+//! schedules can be driven by a test's clock.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_crds::{BackupPhase, EtcdBackup, EtcdBackupStatus, EtcdCluster};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::{Context, condition, set_condition};
+use crate::backup::Location;
+use crate::backup::job::Job;
+use crate::backup::schedule::Schedule;
+use crate::etcd::ClientTls;
+use crate::tls::kube_secrets::cluster_secret_names;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what}: {source}")]
+    Kube { what: String, source: kube::Error },
+    #[error("EtcdBackup has no namespace")]
+    NoNamespace,
+}
+
+/// Why a run could not start or did not succeed; becomes the Ready condition's reason.
+#[derive(Debug)]
+struct Failure {
+    reason: &'static str,
+    message: String,
+}
+
+pub async fn reconcile(backup: Arc<EtcdBackup>, ctx: Arc<Context>) -> Result<Action, Error> {
+    reconcile_at(&backup, &ctx, Timestamp::now()).await
+}
+
+pub fn error_policy(backup: Arc<EtcdBackup>, err: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(backup = %backup.name_any(), %err, "reconcile failed");
+    Action::requeue(Duration::from_secs(10))
+}
+
+/// One reconcile as of `now`: runs the backup that is due, if any, and says when to look again.
+pub async fn reconcile_at(
+    backup: &EtcdBackup,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<Action, Error> {
+    let namespace = backup.namespace().ok_or(Error::NoNamespace)?;
+    let name = backup.name_any();
+    let previous = backup.status.clone().unwrap_or_default();
+    let mut status = previous.clone();
+    status.observed_generation = backup.metadata.generation;
+
+    let (due, action) = match when(backup, &previous, now) {
+        Ok(when) => when,
+        Err(failure) => {
+            status.phase = Some(BackupPhase::Failed);
+            record_failure(&mut status, &failure, backup.metadata.generation);
+            write_status(ctx, &namespace, &name, &previous, &status).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let Some(due) = due else {
+        status.phase = Some(if backup.spec.suspend {
+            BackupPhase::Suspended
+        } else if backup.spec.schedule.is_some() {
+            BackupPhase::Scheduled
+        } else {
+            BackupPhase::Succeeded
+        });
+        write_status(ctx, &namespace, &name, &previous, &status).await?;
+        return Ok(action);
+    };
+
+    let started = std::time::Instant::now();
+    let outcome = match job(backup, ctx, &namespace).await {
+        Ok(job) => job
+            .run(due)
+            .await
+            .map_err(|err| Failure { reason: "BackupFailed", message: crate::error::chain(&err) }),
+        Err(failure) => Err(failure),
+    };
+    let labels = BackupLabels { namespace: namespace.clone(), name: name.clone() };
+    match outcome {
+        Ok(outcome) => {
+            ctx.backups.record_success(&labels, &outcome.record, started.elapsed(), now);
+            let note = format!(
+                "stored {} ({} bytes, sha256 {}, revision {})",
+                outcome.record.location,
+                outcome.record.size,
+                outcome.record.sha256,
+                outcome.record.revision
+            );
+            status.backups = outcome.kept.into_iter().map(|stored| stored.record).collect();
+            status.last_schedule_time = Some(Time(due));
+            status.last_successful_time = Some(Time(now));
+            status.consecutive_failures = 0;
+            status.phase = Some(if backup.spec.schedule.is_some() {
+                BackupPhase::Scheduled
+            } else {
+                BackupPhase::Succeeded
+            });
+            status.next_schedule_time = next_run(backup, now).map(Time);
+            let ready = condition(
+                "Ready",
+                true,
+                "BackupSucceeded",
+                note.clone(),
+                backup.metadata.generation,
+            );
+            set_condition(&mut status.conditions, ready);
+            write_status(ctx, &namespace, &name, &previous, &status).await?;
+            ctx.event(backup, EventType::Normal, "BackupSucceeded", note).await;
+            Ok(match status.next_schedule_time.as_ref() {
+                Some(next) => requeue_at(next.0, now),
+                None => Action::await_change(),
+            })
+        }
+        Err(failure) => {
+            ctx.backups.runs.get_or_create(&RunLabels::new(&labels, "failed")).inc();
+            status.consecutive_failures = status.consecutive_failures.saturating_add(1);
+            status.phase = Some(BackupPhase::Failed);
+            record_failure(&mut status, &failure, backup.metadata.generation);
+            write_status(ctx, &namespace, &name, &previous, &status).await?;
+            ctx.event(backup, EventType::Warning, failure.reason, failure.message.clone()).await;
+            Ok(Action::requeue(retry_delay(status.consecutive_failures)))
+        }
+    }
+}
+
+/// The scheduled time of the run due now (if any), and when to look again when none is.
+fn when(
+    backup: &EtcdBackup,
+    status: &EtcdBackupStatus,
+    now: Timestamp,
+) -> Result<(Option<Timestamp>, Action), Failure> {
+    if backup.spec.suspend {
+        return Ok((None, Action::await_change()));
+    }
+    let Some(expression) = &backup.spec.schedule else {
+        // One-shot: done once a run has succeeded.
+        let due = status.last_successful_time.is_none().then_some(now);
+        return Ok((due, Action::await_change()));
+    };
+    let schedule = Schedule::parse(expression, backup.spec.time_zone.as_deref())
+        .map_err(|err| Failure { reason: "InvalidSchedule", message: err.to_string() })?;
+    let after = status
+        .last_schedule_time
+        .as_ref()
+        .or(backup.metadata.creation_timestamp.as_ref())
+        .map_or(now, |t| t.0);
+    match schedule.due(after, now) {
+        Some(due) => Ok((Some(due), Action::await_change())),
+        None => Ok((
+            None,
+            schedule.next_after(now).map_or(Action::await_change(), |next| requeue_at(next, now)),
+        )),
+    }
+}
+
+fn next_run(backup: &EtcdBackup, now: Timestamp) -> Option<Timestamp> {
+    let expression = backup.spec.schedule.as_ref()?;
+    Schedule::parse(expression, backup.spec.time_zone.as_deref()).ok()?.next_after(now)
+}
+
+fn requeue_at(at: Timestamp, now: Timestamp) -> Action {
+    let seconds = at.as_second().saturating_sub(now.as_second()).max(1);
+    Action::requeue(Duration::from_secs(seconds.unsigned_abs()))
+}
+
+/// 10 s, 20 s, 40 s, ... up to 10 minutes.
+fn retry_delay(failures: i32) -> Duration {
+    let exponent = u32::try_from(failures.saturating_sub(1)).unwrap_or(0).min(6);
+    Duration::from_secs(10 * 2u64.pow(exponent)).min(Duration::from_secs(600))
+}
+
+fn record_failure(status: &mut EtcdBackupStatus, failure: &Failure, generation: Option<i64>) {
+    let ready = condition("Ready", false, failure.reason, failure.message.clone(), generation);
+    set_condition(&mut status.conditions, ready);
+}
+
+/// Everything a run needs: the cluster's endpoints and client certificate, the destination with
+/// its credentials. One prefix per EtcdBackup (`PREFIX/NAMESPACE/NAME/`), so retention never
+/// touches another backup's objects.
+async fn job(backup: &EtcdBackup, ctx: &Context, namespace: &str) -> Result<Job, Failure> {
+    let spec = &backup.spec;
+    let clusters: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), namespace);
+    let cluster = clusters.get_opt(&spec.cluster_ref.name).await.map_err(|err| Failure {
+        reason: "ClusterUnavailable",
+        message: format!("cannot read EtcdCluster {}: {err}", spec.cluster_ref.name),
+    })?;
+    let Some(cluster) = cluster else {
+        return Err(Failure {
+            reason: "ClusterNotFound",
+            message: format!("EtcdCluster {} does not exist in {namespace}", spec.cluster_ref.name),
+        });
+    };
+    let endpoints = cluster.status.as_ref().map(|s| s.client_endpoints.clone()).unwrap_or_default();
+    if endpoints.is_empty() {
+        return Err(Failure {
+            reason: "ClusterNotReady",
+            message: format!("EtcdCluster {} has no client endpoints yet", spec.cluster_ref.name),
+        });
+    }
+    let tls = client_tls(ctx, namespace, &cluster).await?;
+    let credentials = match &spec.credentials_secret_ref {
+        Some(reference) => secret_strings(ctx, namespace, &reference.name).await?,
+        None => BTreeMap::new(),
+    };
+    let prefix = Location::for_destination(&spec.destination, &credentials)
+        .map_err(|err| Failure { reason: "InvalidDestination", message: err.to_string() })?
+        .child(&format!("{namespace}/{}", backup.name_any()));
+    Ok(Job {
+        cluster: cluster.name_any(),
+        endpoints,
+        tls,
+        prefix,
+        compression: spec.compression,
+        retention: usize::try_from(spec.retention).unwrap_or(1).max(1),
+    })
+}
+
+/// The operator's client identity for a cluster: the auto-TLS client Secret, or the one the spec
+/// names.
+async fn client_tls(
+    ctx: &Context,
+    namespace: &str,
+    cluster: &EtcdCluster,
+) -> Result<Option<ClientTls>, Failure> {
+    let tls = &cluster.spec.security.tls;
+    if !tls.enabled {
+        return Ok(None);
+    }
+    let name = match (&tls.client_secret_ref, tls.auto_tls) {
+        (Some(reference), false) => reference.name.clone(),
+        _ => cluster_secret_names(&cluster.name_any())[3].1.clone(),
+    };
+    let secret = get_secret(ctx, namespace, &name).await?;
+    let (pair, ca_pem) = etcd_certs::secret::decode_tls_secret(&secret)
+        .map_err(|err| Failure { reason: "ClientSecretInvalid", message: err.to_string() })?;
+    Ok(Some(ClientTls { ca_pem, cert_pem: pair.cert_pem, key_pem: pair.key_pem }))
+}
+
+async fn get_secret(ctx: &Context, namespace: &str, name: &str) -> Result<Secret, Failure> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    match api.get_opt(name).await {
+        Ok(Some(secret)) => Ok(secret),
+        Ok(None) => Err(Failure {
+            reason: "SecretNotFound",
+            message: format!("Secret {name} does not exist in {namespace}"),
+        }),
+        Err(err) => Err(Failure {
+            reason: "SecretUnavailable",
+            message: format!("cannot read Secret {name}: {err}"),
+        }),
+    }
+}
+
+/// A credentials Secret's entries as strings (keys as the backend's environment variables).
+async fn secret_strings(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<BTreeMap<String, String>, Failure> {
+    let secret = get_secret(ctx, namespace, name).await?;
+    let decode = |(key, ByteString(bytes)): (String, ByteString)| {
+        String::from_utf8(bytes).map(|value| (key.clone(), value)).map_err(|_| Failure {
+            reason: "SecretInvalid",
+            message: format!("Secret {name} key {key} is not UTF-8 text"),
+        })
+    };
+    secret.data.unwrap_or_default().into_iter().map(decode).collect()
+}
+
+async fn write_status(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    previous: &EtcdBackupStatus,
+    status: &EtcdBackupStatus,
+) -> Result<(), Error> {
+    if status == previous {
+        return Ok(());
+    }
+    let api: Api<EtcdBackup> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = serde_json::json!({"status": status});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(
+        |source| Error::Kube { what: format!("patch status of EtcdBackup {name}"), source },
+    )?;
+    Ok(())
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackupLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunLabels {
+    pub namespace: String,
+    pub name: String,
+    pub result: String,
+}
+
+impl RunLabels {
+    fn new(labels: &BackupLabels, result: &str) -> Self {
+        Self {
+            namespace: labels.namespace.clone(),
+            name: labels.name.clone(),
+            result: result.to_owned(),
+        }
+    }
+}
+
+/// Backup metrics per EtcdBackup: when the last one succeeded, how long it took, how big it was,
+/// and runs by result (alert on a stale `last_success` or on failed runs).
+#[derive(Clone, Default)]
+pub struct BackupMetrics {
+    last_success: Family<BackupLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    duration: Family<BackupLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    size: Family<BackupLabels, Gauge>,
+    runs: Family<RunLabels, Counter>,
+}
+
+impl BackupMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "backup_last_success_timestamp_seconds",
+            "Time of the last successful backup",
+            self.last_success.clone(),
+        );
+        registry.register(
+            "backup_duration_seconds",
+            "Duration of the last successful backup",
+            self.duration.clone(),
+        );
+        registry.register(
+            "backup_size_bytes",
+            "Stored size of the last successful backup",
+            self.size.clone(),
+        );
+        registry.register("backup_runs", "Backup runs by result", self.runs.clone());
+    }
+
+    fn record_success(
+        &self,
+        labels: &BackupLabels,
+        record: &etcd_crds::BackupRecord,
+        took: Duration,
+        now: Timestamp,
+    ) {
+        self.last_success.get_or_create(labels).set(now.as_second() as f64);
+        self.duration.get_or_create(labels).set(took.as_secs_f64());
+        self.size.get_or_create(labels).set(record.size);
+        self.runs.get_or_create(&RunLabels::new(labels, "succeeded")).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_to_ten_minutes() {
+        assert_eq!(retry_delay(1), Duration::from_secs(10));
+        assert_eq!(retry_delay(2), Duration::from_secs(20));
+        assert_eq!(retry_delay(30), Duration::from_secs(600));
+    }
+}
