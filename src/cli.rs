@@ -117,6 +117,10 @@ pub struct LocalUpArgs {
     /// Where members, PKI and status.json live.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Start a new cluster from this backup (s3://, gs://, az://, file:// or a path); its
+    /// manifest's checksum is verified first. Ignored when the members already have data.
+    #[arg(long, value_name = "LOCATION")]
+    pub restore_from: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -230,9 +234,9 @@ pub async fn dispatch(command: Command) -> Result<()> {
             Ok(crate::membership::local::down(&state_dir)?)
         }
         Command::Local(LocalArgs {
-            up: LocalUpArgs { file: Some(file), state_dir: Some(dir) },
+            up: LocalUpArgs { file: Some(file), state_dir: Some(dir), restore_from },
             ..
-        }) => crate::membership::local::up(&file, &dir).await,
+        }) => crate::membership::local::up(&file, &dir, restore_from.as_deref()).await,
         Command::Local(_) => Err(Error::Usage("local needs -f CLUSTER.yaml and --state-dir DIR")),
         Command::Backup(args) => backup(&args).await,
         Command::Restore(args) => restore(args).await,

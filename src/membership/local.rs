@@ -74,8 +74,39 @@ fn write_status(dir: &Path, status: &EtcdClusterStatus) -> Result<(), Error> {
     std::fs::rename(&tmp, &path).map_err(io(&path))
 }
 
-/// Reconciles `file` into processes under `dir` until Ctrl-C.
-pub async fn up(file: &Path, dir: &Path) -> crate::error::Result<()> {
+/// Restores every member of a new local cluster from the backup at `from` (verified against its
+/// manifest) so that the planner restarts them from that data. A cluster that already has data
+/// is left alone: a restore never overwrites members.
+async fn restore_members(
+    members: &ProcessMembers,
+    target: &Target,
+    from: &str,
+) -> crate::error::Result<()> {
+    if !crate::membership::MemberPort::with_data(members).await?.is_empty() {
+        tracing::warn!(%from, "members already have data; the restore source applies to new clusters only");
+        return Ok(());
+    }
+    let location = crate::backup::Location::parse(from, &Default::default())?;
+    let wanted = crate::membership::reconcile::wanted(members, target)?;
+    let initial_cluster =
+        wanted.iter().map(|w| format!("{}={}", w.name, w.peer_url)).collect::<Vec<_>>().join(",");
+    for member in &wanted {
+        let spec = crate::backup::restore::MemberSpec {
+            name: member.name.clone(),
+            initial_cluster: initial_cluster.clone(),
+            peer_url: member.peer_url.clone(),
+            cluster_token: target.token.clone(),
+            data_dir: members.data_dir(&member.name),
+        };
+        crate::backup::restore::restore(&location, None, &spec).await?;
+        tracing::info!(member = %member.name, from = %location.url, "restored from backup");
+    }
+    Ok(())
+}
+
+/// Reconciles `file` into processes under `dir` until Ctrl-C; a new cluster starts from the
+/// backup at `restore_from` when one is given.
+pub async fn up(file: &Path, dir: &Path, restore_from: Option<&str>) -> crate::error::Result<()> {
     let mut cluster = crate::cli::load_cluster(file)?;
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let name = cluster.metadata.name.clone().unwrap_or_else(|| "etcd".into());
@@ -95,6 +126,15 @@ pub async fn up(file: &Path, dir: &Path) -> crate::error::Result<()> {
     std::fs::write(&pid_path, std::process::id().to_string()).map_err(io(&pid_path))?;
     let mut status = read_status(dir);
     tracing::info!(cluster = %name, dir = %dir.display(), "reconciling local cluster");
+    if let Some(from) = restore_from {
+        let target = Target {
+            cluster: name.clone(),
+            size: usize::try_from(cluster.spec.size).unwrap_or(0),
+            generation: cluster.metadata.generation,
+            token: token.clone(),
+        };
+        restore_members(&members, &target, from).await?;
+    }
     loop {
         match crate::cli::load_cluster(file) {
             Ok(edited) => cluster = edited,

@@ -45,7 +45,8 @@ impl ProcessMembers {
         self.dir.join("members").join(name)
     }
 
-    fn data_dir(&self, name: &str) -> PathBuf {
+    /// A member's etcd data directory.
+    pub fn data_dir(&self, name: &str) -> PathBuf {
         self.member_dir(name).join("data")
     }
 

@@ -15,14 +15,22 @@ pub struct Local {
     pub dir: tempfile::TempDir,
     pub file: PathBuf,
     operator: Option<Child>,
+    /// Further arguments of `local` (e.g. `--restore-from`).
+    args: Vec<String>,
 }
 
 impl Local {
     /// Writes a cluster file of `size` members and starts the operator on it.
     pub fn start(size: i32) -> Self {
+        Self::start_with(size, &[])
+    }
+
+    /// As [`Local::start`], with further arguments of `local`.
+    pub fn start_with(size: i32, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("cluster.yaml");
-        let mut local = Self { dir, file, operator: None };
+        let args = args.iter().map(|a| (*a).to_owned()).collect();
+        let mut local = Self { dir, file, operator: None, args };
         local.set_size(size);
         local.run_operator(&[]);
         local
@@ -54,6 +62,7 @@ impl Local {
                 "--state-dir",
                 self.state().to_str().unwrap(),
             ])
+            .args(&self.args)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
