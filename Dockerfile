@@ -18,8 +18,13 @@ COPY . .
 RUN cargo build --release --locked --bin etcd-operator \
  && install -D target/release/etcd-operator /out/etcd-operator
 
+# etcdutl writes a member's data directory from a verified snapshot in member-init (restores).
+# The etcd images have no shell, so the restore cannot run there; etcdutl is a static Go binary.
+FROM gcr.io/etcd-development/etcd:v3.5.21 AS etcd
+
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/etcd-operator /usr/local/bin/etcd-operator
+COPY --from=etcd /usr/local/bin/etcdutl /usr/local/bin/etcdutl
 USER 65532:65532
 EXPOSE 8443
 ENTRYPOINT ["/usr/local/bin/etcd-operator"]

@@ -218,6 +218,12 @@ pub struct MemberInitArgs {
     /// How long to wait for this member's bootstrap entry, in seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout_seconds: u64,
+    /// spec.restore of the EtcdCluster, as JSON: a new member restores its data from it.
+    #[arg(long)]
+    pub restore: Option<String>,
+    /// etcd's data directory (where a restore writes).
+    #[arg(long, default_value = crate::k8s::names::DATA_DIR)]
+    pub data_dir: PathBuf,
 }
 
 /// Runs one subcommand to completion.
@@ -333,6 +339,14 @@ async fn member_init(args: MemberInitArgs) -> Result<()> {
     use crate::k8s::member_init::{Request, run};
     let options = serde_json::from_str(&args.options)
         .map_err(|err| Error::BadArgument { flag: "--options", reason: err.to_string() })?;
+    let restore = match &args.restore {
+        Some(json) => Some((
+            serde_json::from_str(json)
+                .map_err(|err| Error::BadArgument { flag: "--restore", reason: err.to_string() })?,
+            args.data_dir.clone(),
+        )),
+        None => None,
+    };
     let request = Request {
         pod_name: args.pod_name,
         bootstrap_dir: args.bootstrap_dir,
@@ -345,6 +359,7 @@ async fn member_init(args: MemberInitArgs) -> Result<()> {
         options,
         timeout: std::time::Duration::from_secs(args.timeout_seconds),
         poll: std::time::Duration::from_secs(2),
+        restore,
     };
     let entry = run(&request).await?;
     tracing::info!(member = %entry.name, state = ?entry.state, "wrote the etcd configuration");

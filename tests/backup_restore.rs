@@ -293,3 +293,70 @@ async fn a_schedule_driven_by_a_test_clock_keeps_exactly_the_newest_n() {
         job.prefix.store.list(Some(&job.prefix.path)).try_collect().await.unwrap();
     assert_eq!(objects.len(), 2 * RETENTION, "a snapshot and a manifest each: {objects:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn member_init_restores_a_new_member_and_never_an_unverified_one() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let work = tempfile::tempdir().unwrap();
+    let pki = work.path().join("pki");
+    issue_pki(&pki, "source");
+    let cluster = start_tls_cluster(1, &pki, work.path());
+    let written = fill(&mut tls_client(&cluster, &pki).await, 1000, 64).await;
+    let backups = work.path().join("backups");
+    let to =
+        Location::parse(backups.join("snap.db.zst").to_str().unwrap(), &BTreeMap::new()).unwrap();
+    let record =
+        save(&cluster.client_urls(), Some(&tls(&pki)), &to, Compression::Zstd).await.unwrap();
+
+    // What the operator writes: the member's bootstrap entry, and spec.restore on the cluster.
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    let bootstrap = work.path().join("bootstrap");
+    std::fs::create_dir_all(&bootstrap).unwrap();
+    let entry = serde_json::json!({"name": "demo-0", "initialCluster": [{"name": "demo-0", "peerURL": peer}],
+                                   "state": "New", "token": "demo-uid"});
+    std::fs::write(bootstrap.join("demo-0.json"), entry.to_string()).unwrap();
+    let member_init = |restore: serde_json::Value, data_dir: &Path| {
+        Command::new(BIN)
+            .args([
+                "member-init",
+                "--pod-name",
+                "demo-0",
+                "--cluster",
+                "demo",
+                "--namespace",
+                "prod",
+            ])
+            .args(["--tls=false", "--bootstrap-dir", bootstrap.to_str().unwrap()])
+            .args(["--config-out", work.path().join("etcd.conf.yaml").to_str().unwrap()])
+            .args(["--restore", &restore.to_string(), "--data-dir", data_dir.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let source = |sha256: &str| {
+        serde_json::json!({"destination": {"volume": {"path": backups.to_str().unwrap()}},
+                           "key": "snap.db.zst", "sha256": sha256})
+    };
+
+    let refused_dir = work.path().join("refused");
+    let out = member_init(source(&"0".repeat(64)), &refused_dir);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("checksum mismatch") && stderr.contains("demo-0"), "{stderr}");
+    assert!(!refused_dir.exists(), "no data from an unverified snapshot");
+
+    let data_dir = work.path().join("volume").join("data");
+    let out = member_init(source(&record.sha256), &data_dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A restarted pod keeps its data: a second run restores nothing and succeeds.
+    let out = member_init(source(&record.sha256), &data_dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let member = Member {
+        name: "demo-0".into(),
+        client_url: format!("http://127.0.0.1:{}", free_port()),
+        peer_url: peer,
+        data_dir,
+    };
+    let restored = start_restored(vec![member], work.path());
+    assert_eq!(read_all(&restored.client_urls()[0]).await, written);
+}

@@ -83,6 +83,12 @@ pub struct EtcdClusterSpec {
     /// etcd tuning that the operator passes through as flags.
     #[serde(default)]
     pub options: EtcdOptions,
+
+    /// Start the members of a new cluster from this snapshot (an EtcdRestore sets it; it can be
+    /// set by hand). Each member's init container verifies the checksum before restoring; a
+    /// member added later joins with the cluster's data instead. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<crate::restore::SnapshotLocation>,
 }
 
 /// Persistent or ephemeral member storage.

@@ -104,6 +104,10 @@ pub struct EtcdRestoreStatus {
     /// The snapshot that was restored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored: Option<BackupRecord>,
+    /// The spec the cluster is (re)created with: for type Replace, the replaced cluster's spec,
+    /// kept here so that a restore interrupted after the old cluster is gone still completes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_spec: Option<EtcdClusterSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

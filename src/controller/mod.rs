@@ -6,6 +6,7 @@
 pub mod backup;
 pub mod cluster;
 pub mod leader;
+pub mod restore;
 pub mod run;
 
 use std::time::Duration;

@@ -68,7 +68,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     tokio::select! {
         () = leadership.lost() => Err(Error::LostLeadership),
         () = cluster_controller(client.clone(), context.clone()) => Ok(()),
-        () = backup_controller(client, context) => Ok(()),
+        () = backup_controller(client.clone(), context.clone()) => Ok(()),
+        () = restore_controller(client, context) => Ok(()),
         served = &mut server => finished(served),
     }
 }
@@ -107,6 +108,34 @@ async fn backup_controller(client: kube::Client, context: Arc<super::Context>) {
         .for_each(|result| async move {
             if let Err(err) = result {
                 tracing::debug!(%err, "backup reconcile error");
+            }
+        })
+        .await;
+}
+
+/// The EtcdRestore controller, woken by its restores and by the clusters they create.
+async fn restore_controller(client: kube::Client, context: Arc<super::Context>) {
+    use futures::StreamExt;
+    use kube::runtime::reflector::ObjectRef;
+    use kube::runtime::{Controller, watcher};
+    let api = kube::Api::<etcd_crds::EtcdRestore>::all(client.clone());
+    let clusters = kube::Api::<etcd_crds::EtcdCluster>::all(client);
+    let restores_of = |cluster: etcd_crds::EtcdCluster| {
+        let namespace = cluster.metadata.namespace.clone().unwrap_or_default();
+        cluster
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(super::restore::RESTORED_BY).cloned())
+            .map(|name| ObjectRef::new(&name).within(&namespace))
+    };
+    Controller::new(api, watcher::Config::default())
+        .watches(clusters, watcher::Config::default(), restores_of)
+        .shutdown_on_signal()
+        .run(super::restore::reconcile, super::restore::error_policy, context)
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                tracing::debug!(%err, "restore reconcile error");
             }
         })
         .await;

@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use etcd_crds::EtcdOptions;
+use etcd_crds::{EtcdOptions, SnapshotLocation};
 
-use super::bootstrap::BootstrapEntry;
+use super::bootstrap::{BootstrapEntry, InitialState};
 use super::etcd_config::{Placement, render};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +22,10 @@ pub enum Error {
     WrongMember { path: PathBuf, found: String, expected: String },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error("bootstrap entry for {member} does not list its own peer URL")]
+    NoOwnPeer { member: String },
+    #[error("restoring {member} from the snapshot failed: {source}")]
+    Restore { member: String, source: Box<crate::backup::Error> },
 }
 
 /// Everything member-init needs; in a pod it comes from flags and the downward API.
@@ -34,6 +38,8 @@ pub struct Request {
     pub options: EtcdOptions,
     pub timeout: Duration,
     pub poll: Duration,
+    /// The snapshot a new cluster's members start from, and etcd's data directory.
+    pub restore: Option<(SnapshotLocation, PathBuf)>,
 }
 
 /// Waits for the entry (the mounted ConfigMap is refreshed by the kubelet), then writes the config.
@@ -59,8 +65,58 @@ pub async fn run(request: &Request) -> Result<BootstrapEntry, Error> {
             expected: request.pod_name.clone(),
         });
     }
+    if let Some((source, data_dir)) = &request.restore {
+        restore_data(&entry, source, data_dir).await?;
+    }
     write(&request.config_out, &render(&entry, &request.placement, &request.options))?;
     Ok(entry)
+}
+
+/// A member bootstrapping a new cluster restores its data from the snapshot (verified first);
+/// one that already has data (a restarted pod) or joins an existing cluster does not.
+async fn restore_data(
+    entry: &BootstrapEntry,
+    source: &SnapshotLocation,
+    data_dir: &Path,
+) -> Result<(), Error> {
+    if entry.state != InitialState::New || data_dir.join("member").exists() {
+        return Ok(());
+    }
+    let restore_error =
+        |source| Error::Restore { member: entry.name.clone(), source: Box::new(source) };
+    let location =
+        crate::backup::Location::for_destination(&source.destination, &Default::default())
+            .map_err(restore_error)?
+            .child(&source.key);
+    let peer_url = entry
+        .initial_cluster
+        .iter()
+        .find(|peer| peer.name == entry.name)
+        .map(|peer| peer.peer_url.clone())
+        .ok_or_else(|| Error::NoOwnPeer { member: entry.name.clone() })?;
+    let member = crate::backup::restore::MemberSpec {
+        name: entry.name.clone(),
+        initial_cluster: entry
+            .initial_cluster
+            .iter()
+            .map(|peer| format!("{}={}", peer.name, peer.peer_url))
+            .collect::<Vec<_>>()
+            .join(","),
+        peer_url,
+        cluster_token: entry.token.clone(),
+        data_dir: data_dir.to_owned(),
+    };
+    if data_dir.exists() {
+        // An empty directory left by an interrupted attempt or created by the volume: the
+        // restore writes the directory itself.
+        std::fs::remove_dir(data_dir)
+            .map_err(|source| Error::Write { path: data_dir.to_owned(), source })?;
+    }
+    crate::backup::restore::restore(&location, source.sha256.as_deref(), &member)
+        .await
+        .map_err(restore_error)?;
+    tracing::info!(member = %entry.name, from = %location.url, "restored the member's data from the snapshot");
+    Ok(())
 }
 
 fn write(path: &Path, text: &str) -> Result<(), Error> {
@@ -86,6 +142,7 @@ mod tests {
             options: EtcdOptions::default(),
             timeout,
             poll: Duration::from_millis(20),
+            restore: None,
         }
     }
 

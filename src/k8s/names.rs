@@ -15,7 +15,10 @@ pub const PEER_TLS_DIR: &str = "/etc/etcd-tls/peer";
 pub const SERVER_TLS_DIR: &str = "/etc/etcd-tls/server";
 pub const CONFIG_DIR: &str = "/var/run/etcd";
 pub const CONFIG_FILE: &str = "/var/run/etcd/etcd.conf.yaml";
-pub const DATA_DIR: &str = "/var/lib/etcd";
+/// The data volume's mount point; etcd's data directory is a child of it, so that a restore can
+/// write the directory under a temporary name on the same volume and rename it into place.
+pub const DATA_MOUNT: &str = "/var/lib/etcd";
+pub const DATA_DIR: &str = "/var/lib/etcd/data";
 
 pub fn name(cluster: &EtcdCluster) -> String {
     cluster.metadata.name.clone().unwrap_or_default()

@@ -7,10 +7,10 @@ use etcd_crds::EtcdCluster;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction,
-    Volume, VolumeMount, VolumeResourceRequirements,
+    SecretEnvSource, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -166,7 +166,7 @@ pub fn statefulset(cluster: &EtcdCluster, replicas: i32, operator_image: &str) -
             ..Volume::default()
         },
     ];
-    let mut etcd_mounts = vec![mount("config", CONFIG_DIR, true), mount("data", DATA_DIR, false)];
+    let mut etcd_mounts = vec![mount("config", CONFIG_DIR, true), mount("data", DATA_MOUNT, false)];
     if tls {
         volumes.push(secret_volume("peer-tls", secret("peer", &spec.security.tls.peer_secret_ref)));
         volumes.push(secret_volume(
@@ -213,23 +213,42 @@ pub fn statefulset(cluster: &EtcdCluster, replicas: i32, operator_image: &str) -
         }),
         ..EnvVar::default()
     };
+    let mut init_args = vec![
+        "member-init".into(),
+        format!("--cluster={name}"),
+        format!("--namespace={}", namespace(cluster)),
+        format!("--tls={tls}"),
+        format!("--bootstrap-dir={BOOTSTRAP_DIR}"),
+        format!("--config-out={CONFIG_FILE}"),
+        format!("--options={}", serde_json::to_string(&spec.options).unwrap_or_default()),
+    ];
+    let mut init_mounts =
+        vec![mount("bootstrap", BOOTSTRAP_DIR, true), mount("config", CONFIG_DIR, false)];
+    let mut init_env_from = None;
+    if let Some(restore) = &spec.restore {
+        // A member of a new cluster fetches, verifies and restores the snapshot into the data
+        // volume before etcd starts; credentials come from the location's Secret as the
+        // backend's environment variables.
+        init_args.push(format!("--restore={}", serde_json::to_string(restore).unwrap_or_default()));
+        init_args.push(format!("--data-dir={DATA_DIR}"));
+        init_mounts.push(mount("data", DATA_MOUNT, false));
+        init_env_from = restore.credentials_secret_ref.as_ref().map(|secret| {
+            vec![EnvFromSource {
+                secret_ref: Some(SecretEnvSource {
+                    name: secret.name.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvFromSource::default()
+            }]
+        });
+    }
     let member_init = Container {
         name: "member-init".into(),
         image: Some(operator_image.to_owned()),
-        args: Some(vec![
-            "member-init".into(),
-            format!("--cluster={name}"),
-            format!("--namespace={}", namespace(cluster)),
-            format!("--tls={tls}"),
-            format!("--bootstrap-dir={BOOTSTRAP_DIR}"),
-            format!("--config-out={CONFIG_FILE}"),
-            format!("--options={}", serde_json::to_string(&spec.options).unwrap_or_default()),
-        ]),
+        args: Some(init_args),
         env: Some(vec![pod_name]),
-        volume_mounts: Some(vec![
-            mount("bootstrap", BOOTSTRAP_DIR, true),
-            mount("config", CONFIG_DIR, false),
-        ]),
+        env_from: init_env_from,
+        volume_mounts: Some(init_mounts),
         security_context: Some(restricted()),
         ..Container::default()
     };

@@ -237,6 +237,7 @@ fn update(
         ("storage.ephemeral", spec.storage.ephemeral != old.storage.ephemeral),
         ("security.tls.enabled", spec.security.tls.enabled != old.security.tls.enabled),
         ("security.tls.autoTLS", spec.security.tls.auto_tls != old.security.tls.auto_tls),
+        ("restore", spec.restore != old.restore),
     ];
     for (field, changed) in immutable {
         if changed {

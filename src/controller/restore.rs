@@ -1,0 +1,357 @@
+//! The EtcdRestore controller. A restore resolves its snapshot (a backup's record, or a location
+//! named directly) and creates the cluster with `spec.restore` set: each member's init container
+//! verifies the snapshot's checksum and restores its data before etcd starts.
+//!
+//! Type New creates a cluster that must not exist yet. Type Replace first keeps the existing
+//! cluster's spec in the restore's status, deletes the cluster and its volumes, then creates it
+//! again under the same name from the snapshot. Every step is decided from what exists now (the
+//! new cluster carries the restore's label), so an interrupted restore resumes where it stopped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_crds::{
+    ClusterPhase, EtcdBackup, EtcdCluster, EtcdClusterSpec, EtcdRestore, EtcdRestoreStatus,
+    RestorePhase, RestoreType, SnapshotLocation,
+};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+
+use super::{Context, condition, set_condition};
+use crate::backup::Location;
+use crate::k8s::names;
+
+/// Label on a cluster created by a restore, naming the EtcdRestore.
+pub const RESTORED_BY: &str = "etcd.etcd.io/restored-by";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what}: {source}")]
+    Kube { what: String, source: kube::Error },
+    #[error("EtcdRestore has no namespace")]
+    NoNamespace,
+}
+
+fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Kube { what, source }
+}
+
+/// A restore that cannot go on; becomes the Ready condition and phase Failed.
+struct Refusal {
+    reason: &'static str,
+    message: String,
+}
+
+pub fn error_policy(restore: Arc<EtcdRestore>, err: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(restore = %restore.name_any(), %err, "reconcile failed");
+    Action::requeue(Duration::from_secs(10))
+}
+
+pub async fn reconcile(restore: Arc<EtcdRestore>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = restore.namespace().ok_or(Error::NoNamespace)?;
+    let previous = restore.status.clone().unwrap_or_default();
+    if matches!(previous.phase, Some(RestorePhase::Succeeded | RestorePhase::Failed)) {
+        return Ok(Action::await_change());
+    }
+    let mut status = previous.clone();
+    status.observed_generation = restore.metadata.generation;
+    let result = step(&restore, &ctx, &namespace, &mut status).await;
+    let action = match result {
+        Ok(action) => action,
+        Err(refusal) => {
+            status.phase = Some(RestorePhase::Failed);
+            let failed = condition(
+                "Ready",
+                false,
+                refusal.reason,
+                refusal.message.clone(),
+                restore.metadata.generation,
+            );
+            set_condition(&mut status.conditions, failed);
+            ctx.event(&*restore, EventType::Warning, refusal.reason, refusal.message).await;
+            Action::await_change()
+        }
+    };
+    if status != previous {
+        let api: Api<EtcdRestore> = Api::namespaced(ctx.client.clone(), &namespace);
+        let patch = serde_json::json!({"status": status});
+        let name = restore.name_any();
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(kube_err(format!("patch status of EtcdRestore {name}")))?;
+    }
+    Ok(action)
+}
+
+/// One step towards the restored cluster, from what exists now.
+async fn step(
+    restore: &EtcdRestore,
+    ctx: &Context,
+    namespace: &str,
+    status: &mut EtcdRestoreStatus,
+) -> Result<Action, Refusal> {
+    let spec = &restore.spec;
+    let clusters: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), namespace);
+    let existing = clusters.get_opt(&spec.cluster_name).await.map_err(|err| Refusal {
+        reason: "ClusterUnavailable",
+        message: format!("cannot read EtcdCluster {}: {err}", spec.cluster_name),
+    })?;
+    let ours =
+        existing.as_ref().is_some_and(|c| c.labels().get(RESTORED_BY) == Some(&restore.name_any()));
+    if ours {
+        return Ok(track(restore, existing.as_ref(), status));
+    }
+    // Before anything is deleted: a snapshot that cannot be found stops the restore here.
+    let source = resolve_source(restore, ctx, namespace, status).await?;
+    let cluster_spec = match (spec.restore_type, existing) {
+        (RestoreType::New, Some(_)) => {
+            return Err(Refusal {
+                reason: "ClusterExists",
+                message: format!(
+                    "EtcdCluster {} already exists; a restore of type New creates a cluster (use type Replace to replace it)",
+                    spec.cluster_name
+                ),
+            });
+        }
+        (RestoreType::New, None) => match spec.cluster_spec.clone() {
+            Some(cluster_spec) => cluster_spec,
+            // Every field has a serde default: the defaults the CRD schema declares.
+            None => serde_json::from_value(serde_json::json!({}))
+                .map_err(|err| Refusal { reason: "InvalidSpec", message: err.to_string() })?,
+        },
+        (RestoreType::Replace, Some(old)) => {
+            // Keep the spec before anything is deleted: the restore needs it to bring the
+            // cluster back even if it is interrupted once the old one is gone.
+            if status.cluster_spec.is_none() {
+                status.cluster_spec = Some(EtcdClusterSpec { restore: None, ..old.spec.clone() });
+                progress(
+                    restore,
+                    status,
+                    "SavedClusterSpec",
+                    "kept the replaced cluster's spec".into(),
+                );
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
+            delete_cluster(&clusters, &spec.cluster_name).await?;
+            ctx.event(
+                restore,
+                EventType::Normal,
+                "DeletingCluster",
+                format!("deleting EtcdCluster {} to replace it", spec.cluster_name),
+            )
+            .await;
+            progress(
+                restore,
+                status,
+                "DeletingCluster",
+                format!("waiting for EtcdCluster {} to be gone", spec.cluster_name),
+            );
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
+        (RestoreType::Replace, None) => match status.cluster_spec.clone() {
+            Some(saved) => {
+                // The old cluster is gone; its volumes hold the old data and must go too.
+                if delete_volumes(ctx, namespace, &spec.cluster_name).await? {
+                    progress(
+                        restore,
+                        status,
+                        "DeletingVolumes",
+                        "waiting for the replaced cluster's volumes to be gone".into(),
+                    );
+                    return Ok(Action::requeue(Duration::from_secs(5)));
+                }
+                saved
+            }
+            None => {
+                return Err(Refusal {
+                    reason: "ClusterNotFound",
+                    message: format!(
+                        "EtcdCluster {} does not exist: nothing to replace (use type New)",
+                        spec.cluster_name
+                    ),
+                });
+            }
+        },
+    };
+    let cluster = EtcdCluster {
+        metadata: ObjectMeta {
+            name: Some(spec.cluster_name.clone()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some([(RESTORED_BY.to_owned(), restore.name_any())].into()),
+            ..ObjectMeta::default()
+        },
+        spec: EtcdClusterSpec { restore: Some(source.clone()), ..cluster_spec },
+        status: None,
+    };
+    clusters.create(&PostParams::default(), &cluster).await.map_err(|err| Refusal {
+        reason: "CreateFailed",
+        message: format!("cannot create EtcdCluster {}: {err}", spec.cluster_name),
+    })?;
+    status.start_time.get_or_insert(Time(Timestamp::now()));
+    let note = format!(
+        "created EtcdCluster {} from {}/{}",
+        spec.cluster_name,
+        describe(&source),
+        source.key
+    );
+    ctx.event(restore, EventType::Normal, "ClusterCreated", note.clone()).await;
+    progress(restore, status, "ClusterCreated", note);
+    Ok(Action::requeue(Duration::from_secs(10)))
+}
+
+/// Follows the restored cluster until it runs.
+fn track(
+    restore: &EtcdRestore,
+    cluster: Option<&EtcdCluster>,
+    status: &mut EtcdRestoreStatus,
+) -> Action {
+    let phase = cluster.and_then(|c| c.status.as_ref()).and_then(|s| s.phase);
+    if phase == Some(ClusterPhase::Running) {
+        status.phase = Some(RestorePhase::Succeeded);
+        status.completion_time = Some(Time(Timestamp::now()));
+        let message = format!("EtcdCluster {} runs from the snapshot", restore.spec.cluster_name);
+        set_condition(
+            &mut status.conditions,
+            condition("Ready", true, "Restored", message, restore.metadata.generation),
+        );
+        return Action::await_change();
+    }
+    progress(
+        restore,
+        status,
+        "WaitingForCluster",
+        format!("EtcdCluster {} is {phase:?}", restore.spec.cluster_name),
+    );
+    Action::requeue(Duration::from_secs(10))
+}
+
+fn progress(restore: &EtcdRestore, status: &mut EtcdRestoreStatus, reason: &str, message: String) {
+    status.phase = Some(RestorePhase::Restoring);
+    set_condition(
+        &mut status.conditions,
+        condition("Ready", false, reason, message, restore.metadata.generation),
+    );
+}
+
+/// The snapshot to restore, as the cluster's `spec.restore`: the named location, or a record of
+/// the named EtcdBackup (its newest, or the one asked for) in that backup's destination.
+async fn resolve_source(
+    restore: &EtcdRestore,
+    ctx: &Context,
+    namespace: &str,
+    status: &mut EtcdRestoreStatus,
+) -> Result<SnapshotLocation, Refusal> {
+    let source = &restore.spec.source;
+    if let Some(location) = &source.location {
+        return Ok(location.clone());
+    }
+    let Some(reference) = &source.backup_ref else {
+        return Err(Refusal {
+            reason: "NoSource",
+            message: "spec.source names neither a backup nor a location".into(),
+        });
+    };
+    let backups: Api<EtcdBackup> = Api::namespaced(ctx.client.clone(), namespace);
+    let backup = backups.get_opt(&reference.name).await.map_err(|err| Refusal {
+        reason: "BackupUnavailable",
+        message: format!("cannot read EtcdBackup {}: {err}", reference.name),
+    })?;
+    let Some(backup) = backup else {
+        return Err(Refusal {
+            reason: "BackupNotFound",
+            message: format!("EtcdBackup {} does not exist in {namespace}", reference.name),
+        });
+    };
+    let records = backup.status.map(|s| s.backups).unwrap_or_default();
+    let record = match &reference.record {
+        Some(wanted) => records.into_iter().find(|r| &r.location == wanted),
+        None => records.into_iter().next(),
+    };
+    let Some(record) = record else {
+        return Err(Refusal {
+            reason: "NoBackupRecord",
+            message: format!(
+                "EtcdBackup {} has no stored backup {}",
+                reference.name,
+                reference.record.as_deref().unwrap_or("yet")
+            ),
+        });
+    };
+    let root = Location::for_destination(&backup.spec.destination, &Default::default())
+        .map_err(|err| Refusal { reason: "InvalidDestination", message: err.to_string() })?;
+    let key = record.location.strip_prefix(&root.url).map(|k| k.trim_start_matches('/').to_owned());
+    let Some(key) = key else {
+        return Err(Refusal {
+            reason: "InvalidDestination",
+            message: format!(
+                "record {} is not under the backup's destination {}",
+                record.location, root.url
+            ),
+        });
+    };
+    let location = SnapshotLocation {
+        destination: backup.spec.destination.clone(),
+        key,
+        sha256: Some(record.sha256.clone()),
+        compression: record.compression,
+        credentials_secret_ref: backup.spec.credentials_secret_ref.clone(),
+        encryption: backup.spec.encryption.clone(),
+    };
+    status.restored = Some(record);
+    Ok(location)
+}
+
+fn describe(location: &SnapshotLocation) -> String {
+    Location::for_destination(&location.destination, &Default::default())
+        .map(|l| l.url)
+        .unwrap_or_else(|_| format!("{:?}", location.destination.backends()))
+}
+
+async fn delete_cluster(clusters: &Api<EtcdCluster>, name: &str) -> Result<(), Refusal> {
+    match clusters.delete(name, &DeleteParams::foreground()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(err) => Err(Refusal {
+            reason: "DeleteFailed",
+            message: format!("cannot delete EtcdCluster {name}: {err}"),
+        }),
+    }
+}
+
+/// Deletes the volumes of a cluster that is gone; true while some remain.
+async fn delete_volumes(ctx: &Context, namespace: &str, cluster: &str) -> Result<bool, Refusal> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = names::selector(cluster)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let claims =
+        api.list(&ListParams::default().labels(&selector)).await.map_err(|err| Refusal {
+            reason: "VolumesUnavailable",
+            message: format!("cannot list the volumes of {cluster}: {err}"),
+        })?;
+    if claims.items.is_empty() {
+        return Ok(false);
+    }
+    for claim in &claims.items {
+        let name = claim.name_any();
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(err) => {
+                return Err(Refusal {
+                    reason: "DeleteFailed",
+                    message: format!("cannot delete PersistentVolumeClaim {name}: {err}"),
+                });
+            }
+        }
+    }
+    Ok(true)
+}
