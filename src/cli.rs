@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::backup::encrypt::Key;
 use crate::error::{Error, Result};
 use crate::telemetry::LogFormat;
 
@@ -149,6 +150,9 @@ pub struct BackupArgs {
     pub to: String,
     #[arg(long, value_enum, default_value_t = CompressionArg::Zstd)]
     pub compression: CompressionArg,
+    /// Seal the snapshot with AES-256-GCM under this key (32 bytes, raw or base64).
+    #[arg(long, value_name = "FILE")]
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -191,6 +195,9 @@ pub struct RestoreArgs {
     /// Expected SHA-256 of the stored object; the restore refuses anything else.
     #[arg(long)]
     pub sha256: Option<String>,
+    /// Key of an encrypted snapshot (32 bytes, raw or base64).
+    #[arg(long, value_name = "FILE")]
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -262,8 +269,10 @@ async fn backup(args: &BackupArgs) -> Result<()> {
         _ => return Err(Error::Usage("--cacert, --cert and --key go together")),
     };
     let to = Location::parse(&args.to, &Default::default())?;
+    let key = args.encryption_key_file.as_deref().map(Key::from_file).transpose()?;
+    let compression = args.compression.into();
     let record =
-        crate::backup::save::save(&args.endpoints, tls.as_ref(), &to, args.compression.into())
+        crate::backup::save::save(&args.endpoints, tls.as_ref(), &to, compression, key.as_ref())
             .await?;
     let json = serde_json::to_string_pretty(&record)
         .map_err(|e| Error::Task(format!("cannot print the backup record: {e}")))?;
@@ -281,7 +290,8 @@ async fn restore(args: RestoreArgs) -> Result<()> {
         cluster_token: args.initial_cluster_token,
         data_dir: args.data_dir,
     };
-    crate::backup::restore::restore(&from, args.sha256.as_deref(), &member).await?;
+    let key = args.encryption_key_file.as_deref().map(Key::from_file).transpose()?;
+    crate::backup::restore::restore(&from, args.sha256.as_deref(), &member, key.as_ref()).await?;
     eprintln!("restored {} into {}", from.url, member.data_dir.display());
     Ok(())
 }

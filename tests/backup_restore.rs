@@ -85,7 +85,7 @@ async fn restore_cluster(from: &Location, size: usize, dir: &Path) -> Cluster {
             cluster_token: "restored".to_owned(),
             data_dir: member.data_dir.clone(),
         };
-        restore(from, None, &spec).await.unwrap();
+        restore(from, None, &spec, None).await.unwrap();
     }
     start_restored(members, dir)
 }
@@ -158,7 +158,7 @@ async fn a_local_backup_restores_and_one_changed_byte_is_refused() {
     let to =
         Location::parse(&dir.join("snap.db.gz").display().to_string(), &BTreeMap::new()).unwrap();
     let record =
-        save(&cluster.client_urls(), Some(&tls(&pki)), &to, Compression::Gzip).await.unwrap();
+        save(&cluster.client_urls(), Some(&tls(&pki)), &to, Compression::Gzip, None).await.unwrap();
     let object = dir.join("snap.db.gz");
     assert_eq!(std::fs::metadata(&object).unwrap().len(), record.size as u64);
     let listed =
@@ -184,7 +184,7 @@ async fn a_local_backup_restores_and_one_changed_byte_is_refused() {
         cluster_token: "t".into(),
         data_dir: data_dir.clone(),
     };
-    let err = restore(&to, None, &member).await.unwrap_err().to_string();
+    let err = restore(&to, None, &member, None).await.unwrap_err().to_string();
     assert!(err.contains("checksum mismatch"), "{err}");
     assert!(err.contains(&record.sha256), "names the expected checksum: {err}");
     assert!(!data_dir.exists(), "nothing may be restored from a corrupt object");
@@ -221,7 +221,7 @@ async fn a_store_gone_mid_upload_fails_the_run_and_records_nothing() {
 
     let through_proxy = options_for(&proxy.endpoint);
     let to = Location::parse("s3://backups/cut/snap.db", &through_proxy).unwrap();
-    let result = save(&cluster.client_urls(), Some(&tls(&pki)), &to, Compression::None).await;
+    let result = save(&cluster.client_urls(), Some(&tls(&pki)), &to, Compression::None, None).await;
     let err = result.expect_err("the upload cannot complete").to_string();
     assert!(err.contains("cannot upload the snapshot to s3://backups/cut/snap.db"), "{err}");
     assert!(proxy.cut.load(std::sync::atomic::Ordering::SeqCst), "the proxy cut the upload");
@@ -258,6 +258,7 @@ async fn a_schedule_driven_by_a_test_clock_keeps_exactly_the_newest_n() {
         prefix: Location::parse("s3://backups/ns/main-hourly", &moto.options()).unwrap(),
         compression: Compression::Zstd,
         retention: RETENTION,
+        key: None,
     };
     let schedule = Schedule::parse("0 * * * *", None).unwrap();
 
@@ -306,7 +307,7 @@ async fn member_init_restores_a_new_member_and_never_an_unverified_one() {
     let to =
         Location::parse(backups.join("snap.db.zst").to_str().unwrap(), &BTreeMap::new()).unwrap();
     let record =
-        save(&cluster.client_urls(), Some(&tls(&pki)), &to, Compression::Zstd).await.unwrap();
+        save(&cluster.client_urls(), Some(&tls(&pki)), &to, Compression::Zstd, None).await.unwrap();
 
     // What the operator writes: the member's bootstrap entry, and spec.restore on the cluster.
     let peer = format!("http://127.0.0.1:{}", free_port());
@@ -353,6 +354,98 @@ async fn member_init_restores_a_new_member_and_never_an_unverified_one() {
 
     let member = Member {
         name: "demo-0".into(),
+        client_url: format!("http://127.0.0.1:{}", free_port()),
+        peer_url: peer,
+        data_dir,
+    };
+    let restored = start_restored(vec![member], work.path());
+    assert_eq!(read_all(&restored.client_urls()[0]).await, written);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_encrypted_backup_hides_the_data_and_restores_only_with_its_key() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let work = tempfile::tempdir().unwrap();
+    let pki = work.path().join("pki");
+    issue_pki(&pki, "source");
+    let cluster = start_tls_cluster(1, &pki, work.path());
+    let mut client = tls_client(&cluster, &pki).await;
+    let mut written = fill(&mut client, 500, 64).await;
+    let marker = "a-value-nobody-may-read-in-the-bucket".repeat(4);
+    client.put("/data/marker", marker.as_str(), None).await.unwrap();
+    written.insert("/data/marker".into(), marker.clone().into_bytes());
+    let moto = Moto::start("backups");
+    let key_file = work.path().join("key");
+    std::fs::write(
+        &key_file,
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [3u8; 32]),
+    )
+    .unwrap();
+    let other_key = work.path().join("other-key");
+    std::fs::write(&other_key, [4u8; 32]).unwrap();
+
+    // Uncompressed, so that only the encryption stands between the value and the bucket.
+    let location = "s3://backups/sealed/source.db";
+    let file = |name: &str| pki.join(name).display().to_string();
+    let out = Command::new(BIN)
+        .args(["backup", "--endpoints", &cluster.client_urls().join(",")])
+        .args([
+            "--cacert",
+            &file("ca.crt"),
+            "--cert",
+            &file("client.crt"),
+            "--key",
+            &file("client.key"),
+        ])
+        .args(["--to", location, "--compression", "none"])
+        .args(["--encryption-key-file", key_file.to_str().unwrap()])
+        .envs(moto.env())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let record: BackupRecord = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(record.encrypted);
+    let from = Location::parse(location, &moto.options()).unwrap();
+    use object_store::ObjectStoreExt;
+    let stored = from.store.get(&from.path).await.unwrap().bytes().await.unwrap();
+    let needle = marker.as_bytes();
+    assert!(
+        !stored.windows(needle.len()).any(|w| w == needle),
+        "the value is readable in the bucket"
+    );
+
+    let restore_with = |key: Option<&Path>, dir: &str| {
+        let peer = format!("http://127.0.0.1:{}", free_port());
+        let data_dir = work.path().join(dir);
+        let mut command = Command::new(BIN);
+        command
+            .args(["restore", "--from", location, "--data-dir", data_dir.to_str().unwrap()])
+            .args(["--name", "r0", "--initial-cluster", &format!("r0={peer}")])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .envs(moto.env());
+        if let Some(key) = key {
+            command.args(["--encryption-key-file", key.to_str().unwrap()]);
+        }
+        (command.output().unwrap(), data_dir, peer)
+    };
+    let (out, data_dir, _) = restore_with(None, "no-key");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs its key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!data_dir.exists());
+    let (out, data_dir, _) = restore_with(Some(&other_key), "wrong-key");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot decrypt"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!data_dir.exists());
+    let (out, data_dir, peer) = restore_with(Some(&key_file), "right-key");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let member = Member {
+        name: "r0".into(),
         client_url: format!("http://127.0.0.1:{}", free_port()),
         peer_url: peer,
         data_dir,

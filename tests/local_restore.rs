@@ -23,7 +23,7 @@ async fn a_new_local_cluster_starts_from_a_backup_with_every_write() {
     let backups = tempfile::tempdir().unwrap();
     let object = backups.path().join("source.db.zst");
     let to = Location::parse(object.to_str().unwrap(), &Default::default()).unwrap();
-    save(&endpoints, Some(&source.tls()), &to, Compression::Zstd).await.unwrap();
+    save(&endpoints, Some(&source.tls()), &to, Compression::Zstd, None).await.unwrap();
     drop(source);
 
     let restored = Local::start_with(3, &["--restore-from", object.to_str().unwrap()]);

@@ -11,6 +11,7 @@ use object_store::ObjectStoreExt;
 use tokio::io::{AsyncRead, AsyncWriteExt, BufReader};
 
 use super::digest::HashingWriter;
+use super::encrypt::{Key, is_sealed_header, open_file};
 use super::{Error, Location};
 
 /// What a restore expects of the object at a location.
@@ -70,20 +71,52 @@ pub async fn fetch_verified(
     from: &Location,
     expected: &Expected,
     work_dir: &Path,
+    key: Option<&Key>,
 ) -> Result<PathBuf, Error> {
     let download = work_dir.join("snapshot.download");
-    let result = download_and_verify(from, expected, &download).await;
+    let opened = work_dir.join("snapshot.opened");
     let snapshot = work_dir.join("snapshot.db");
-    let result = match result {
-        Ok(()) => decompress(&download, expected.compression, &snapshot).await,
-        Err(err) => Err(err),
-    };
-    // The compressed download is never needed again; a failed decompression leaves no snapshot.
+    let result = async {
+        download_and_verify(from, expected, &download).await?;
+        let compressed = if is_sealed(&download).await? {
+            let key = key.ok_or_else(|| Error::KeyNeeded { location: from.url.clone() })?.clone();
+            let (sealed, opened_path) = (download.clone(), opened.clone());
+            tokio::task::spawn_blocking(move || open_file(&sealed, &opened_path, &key))
+                .await
+                .map_err(|err| Error::Decrypt {
+                    path: from.url.clone(),
+                    reason: err.to_string(),
+                })??;
+            &opened
+        } else {
+            &download
+        };
+        decompress(compressed, expected.compression, &snapshot).await
+    }
+    .await;
+    // Intermediate files are never needed again; a failure leaves no snapshot.
     let _ = tokio::fs::remove_file(&download).await;
+    let _ = tokio::fs::remove_file(&opened).await;
     if result.is_err() {
         let _ = tokio::fs::remove_file(&snapshot).await;
     }
     result.map(|()| snapshot)
+}
+
+/// Whether a downloaded object is an encrypted snapshot (it starts with the sealing header).
+async fn is_sealed(path: &Path) -> Result<bool, Error> {
+    use tokio::io::AsyncReadExt;
+    let io = |source| Error::Io { what: "cannot read", path: path.display().to_string(), source };
+    let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+    let mut header = [0u8; 8];
+    let mut filled = 0;
+    while filled < header.len() {
+        match file.read(&mut header[filled..]).await.map_err(io)? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled == header.len() && is_sealed_header(&header))
 }
 
 async fn download_and_verify(

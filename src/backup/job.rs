@@ -4,6 +4,7 @@
 use etcd_crds::{BackupRecord, Compression};
 use k8s_openapi::jiff::Timestamp;
 
+use super::encrypt::Key;
 use super::retention::{Stored, prune};
 use super::save::save;
 use super::{Error, Location};
@@ -20,6 +21,8 @@ pub struct Job {
     pub compression: Compression,
     /// How many of the newest backups to keep (at least one).
     pub retention: usize,
+    /// Seals every snapshot when set.
+    pub key: Option<Key>,
 }
 
 /// What a run stored and what remains after retention, newest first.
@@ -33,7 +36,9 @@ impl Job {
     /// Takes the snapshot for the run scheduled at `at`, then prunes to the retention.
     pub async fn run(&self, at: Timestamp) -> Result<RunOutcome, Error> {
         let to = self.prefix.child(&object_name(&self.cluster, at, self.compression));
-        let record = save(&self.endpoints, self.tls.as_ref(), &to, self.compression).await?;
+        let record =
+            save(&self.endpoints, self.tls.as_ref(), &to, self.compression, self.key.as_ref())
+                .await?;
         let kept = prune(&self.prefix, self.retention.max(1)).await?;
         Ok(RunOutcome { record, kept })
     }

@@ -7,6 +7,7 @@
 //! snapshot's bytes against the manifest's checksum before anything is started from it.
 
 pub mod digest;
+pub mod encrypt;
 pub mod fetch;
 pub mod job;
 pub mod location;
@@ -49,6 +50,12 @@ pub enum Error {
     DataDirExists(String),
     #[error("{tool} failed ({status}): {stderr}")]
     RestoreTool { tool: &'static str, status: String, stderr: String },
+    #[error("encryption key from {origin}: {reason}")]
+    BadKey { origin: String, reason: String },
+    #[error("cannot decrypt {path}: {reason}")]
+    Decrypt { path: String, reason: String },
+    #[error("{location} is encrypted: the restore needs its key")]
+    KeyNeeded { location: String },
     #[error("schedule {schedule:?} is not a cron expression: {reason}")]
     Schedule { schedule: String, reason: String },
 }

@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::encrypt::Key;
 use super::fetch::{Expected, fetch_verified};
 use super::{Error, Location};
 
@@ -28,6 +29,7 @@ pub async fn restore(
     from: &Location,
     sha256: Option<&str>,
     member: &MemberSpec,
+    key: Option<&Key>,
 ) -> Result<(), Error> {
     if member.data_dir.exists() {
         return Err(Error::DataDirExists(member.data_dir.display().to_string()));
@@ -43,7 +45,7 @@ pub async fn restore(
         .prefix(".restore-")
         .tempdir_in(parent)
         .map_err(io("cannot create a work directory in", parent))?;
-    let snapshot = fetch_verified(from, &expected, work.path()).await?;
+    let snapshot = fetch_verified(from, &expected, work.path(), key).await?;
     restore_data_dir(&snapshot, member, &work.path().join("data")).await?;
     tokio::fs::rename(work.path().join("data"), &member.data_dir)
         .await

@@ -15,6 +15,7 @@ use object_store::{ObjectStoreExt, PutPayload};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::digest::HashingWriter;
+use super::encrypt::{Key, SealingWriter};
 use super::{Error, Location};
 use crate::etcd::{self, ClientTls};
 
@@ -34,20 +35,18 @@ pub async fn save(
     tls: Option<&ClientTls>,
     to: &Location,
     compression: Compression,
+    key: Option<&Key>,
 ) -> Result<BackupRecord, Error> {
     let started = now_in_seconds();
     let source = pick_member(endpoints, tls).await?;
-    let sink = Encoder::new(
-        compression,
-        HashingWriter::new(
-            BufWriter::with_capacity(to.store.clone(), to.path.clone(), PART_SIZE)
-                .with_max_concurrency(PARTS_IN_FLIGHT),
-        ),
-    );
+    let upload = BufWriter::with_capacity(to.store.clone(), to.path.clone(), PART_SIZE)
+        .with_max_concurrency(PARTS_IN_FLIGHT);
+    // Compressed first (sealed bytes do not compress), sealed, then hashed as stored.
+    let sink = Encoder::new(compression, SealingWriter::new(HashingWriter::new(upload), key)?);
     let (mut sink, copied) = copy_snapshot(&source.endpoint, tls, sink, to).await;
     if let Err(err) = copied {
         // Best effort: the abort failing leaves an incomplete multipart upload, never an object.
-        if let Err(abort) = sink.into_inner().into_parts().0.abort().await {
+        if let Err(abort) = sink.into_inner().into_inner().into_parts().0.abort().await {
             tracing::warn!(location = %to.url, error = %abort, "aborting the upload failed");
         }
         return Err(err);
@@ -55,7 +54,7 @@ pub async fn save(
     // Completes the upload. If this fails there is no object: a single PUT failed, or the
     // multipart upload was aborted by object_store (which must not be aborted twice).
     sink.shutdown().await.map_err(upload_error(to))?;
-    let digest = sink.into_inner().into_parts().1;
+    let digest = sink.into_inner().into_inner().into_parts().1;
     let record = BackupRecord {
         location: to.url.clone(),
         size: i64::try_from(digest.bytes()).unwrap_or(i64::MAX),
@@ -63,7 +62,7 @@ pub async fn save(
         revision: source.revision,
         cluster_id: Some(etcd::hex_id(source.cluster_id)),
         compression,
-        encrypted: false,
+        encrypted: key.is_some(),
         start_time: Some(Time(started)),
         completion_time: Some(Time(now_in_seconds())),
     };
@@ -145,7 +144,7 @@ async fn write_manifest(to: &Location, record: &BackupRecord) -> Result<(), Erro
     Ok(())
 }
 
-type Sink = HashingWriter<BufWriter>;
+type Sink = SealingWriter<HashingWriter<BufWriter>>;
 
 /// The compressor a spec asks for, in front of the hashing upload.
 enum Encoder {

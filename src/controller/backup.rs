@@ -25,6 +25,7 @@ use prometheus_client::registry::Registry;
 
 use super::{Context, condition, set_condition};
 use crate::backup::Location;
+use crate::backup::encrypt::Key;
 use crate::backup::job::Job;
 use crate::backup::schedule::Schedule;
 use crate::etcd::ClientTls;
@@ -225,7 +226,27 @@ async fn job(backup: &EtcdBackup, ctx: &Context, namespace: &str) -> Result<Job,
     let prefix = Location::for_destination(&spec.destination, &credentials)
         .map_err(|err| Failure { reason: "InvalidDestination", message: err.to_string() })?
         .child(&format!("{namespace}/{}", backup.name_any()));
+    let key = match &spec.encryption {
+        Some(encryption) => {
+            let reference = &encryption.key_secret_ref;
+            let secret = get_secret(ctx, namespace, &reference.name).await?;
+            let value = secret.data.and_then(|mut data| data.remove(&reference.key));
+            let Some(ByteString(bytes)) = value else {
+                return Err(Failure {
+                    reason: "EncryptionKeyMissing",
+                    message: format!("Secret {} has no key {}", reference.name, reference.key),
+                });
+            };
+            let origin = format!("Secret {} key {}", reference.name, reference.key);
+            Some(Key::parse(&bytes, &origin).map_err(|err| Failure {
+                reason: "EncryptionKeyInvalid",
+                message: err.to_string(),
+            })?)
+        }
+        None => None,
+    };
     Ok(Job {
+        key,
         cluster: cluster.name_any(),
         endpoints,
         tls,

@@ -112,7 +112,8 @@ async fn restore_data(
         std::fs::remove_dir(data_dir)
             .map_err(|source| Error::Write { path: data_dir.to_owned(), source })?;
     }
-    crate::backup::restore::restore(&location, source.sha256.as_deref(), &member)
+    let key = crate::backup::encrypt::Key::from_env().map_err(restore_error)?;
+    crate::backup::restore::restore(&location, source.sha256.as_deref(), &member, key.as_ref())
         .await
         .map_err(restore_error)?;
     tracing::info!(member = %entry.name, from = %location.url, "restored the member's data from the snapshot");

@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretEnvSource, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
-    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+    SecretEnvSource, SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort,
+    ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -225,6 +225,7 @@ pub fn statefulset(cluster: &EtcdCluster, replicas: i32, operator_image: &str) -
     let mut init_mounts =
         vec![mount("bootstrap", BOOTSTRAP_DIR, true), mount("config", CONFIG_DIR, false)];
     let mut init_env_from = None;
+    let mut init_env = vec![pod_name.clone()];
     if let Some(restore) = &spec.restore {
         // A member of a new cluster fetches, verifies and restores the snapshot into the data
         // volume before etcd starts; credentials come from the location's Secret as the
@@ -232,6 +233,21 @@ pub fn statefulset(cluster: &EtcdCluster, replicas: i32, operator_image: &str) -
         init_args.push(format!("--restore={}", serde_json::to_string(restore).unwrap_or_default()));
         init_args.push(format!("--data-dir={DATA_DIR}"));
         init_mounts.push(mount("data", DATA_MOUNT, false));
+        if let Some(encryption) = &restore.encryption {
+            let reference = &encryption.key_secret_ref;
+            init_env.push(EnvVar {
+                name: crate::backup::encrypt::KEY_ENV.into(),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: reference.name.clone(),
+                        key: reference.key.clone(),
+                        optional: Some(false),
+                    }),
+                    ..EnvVarSource::default()
+                }),
+                ..EnvVar::default()
+            });
+        }
         init_env_from = restore.credentials_secret_ref.as_ref().map(|secret| {
             vec![EnvFromSource {
                 secret_ref: Some(SecretEnvSource {
@@ -246,7 +262,7 @@ pub fn statefulset(cluster: &EtcdCluster, replicas: i32, operator_image: &str) -
         name: "member-init".into(),
         image: Some(operator_image.to_owned()),
         args: Some(init_args),
-        env: Some(vec![pod_name]),
+        env: Some(init_env),
         env_from: init_env_from,
         volume_mounts: Some(init_mounts),
         security_context: Some(restricted()),

@@ -87,6 +87,7 @@ async fn restore_members(
         return Ok(());
     }
     let location = crate::backup::Location::parse(from, &Default::default())?;
+    let key = crate::backup::encrypt::Key::from_env()?;
     let wanted = crate::membership::reconcile::wanted(members, target)?;
     let initial_cluster =
         wanted.iter().map(|w| format!("{}={}", w.name, w.peer_url)).collect::<Vec<_>>().join(",");
@@ -98,7 +99,7 @@ async fn restore_members(
             cluster_token: target.token.clone(),
             data_dir: members.data_dir(&member.name),
         };
-        crate::backup::restore::restore(&location, None, &spec).await?;
+        crate::backup::restore::restore(&location, None, &spec, key.as_ref()).await?;
         tracing::info!(member = %member.name, from = %location.url, "restored from backup");
     }
     Ok(())
