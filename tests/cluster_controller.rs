@@ -280,3 +280,53 @@ async fn deletion_with_the_default_policy_keeps_the_claims() {
         "only the finalizer is removed; no claim is touched"
     );
 }
+
+#[tokio::test]
+async fn a_missing_user_secret_is_a_condition_and_no_membership_step() {
+    let pki = etcd_certs::issue_cluster_pki(
+        &etcd_certs::ClusterPkiRequest {
+            cluster: "demo".into(),
+            namespace: "prod".into(),
+            max_members: 3,
+            extra_sans: Vec::new(),
+        },
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    let peer = json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "my-peer"}, "type": "kubernetes.io/tls",
+        "data": etcd_certs::secret::tls_secret_data(&pki.peer, &pki.ca.cert_pem)
+    });
+    let mut object = cluster(json!([FINALIZER]));
+    object.spec.security.tls.auto_tls = false;
+    object.spec.security.tls.peer_secret_ref =
+        Some(etcd_crds::SecretReference { name: "my-peer".into() });
+    object.spec.security.tls.server_secret_ref =
+        Some(etcd_crds::SecretReference { name: "my-server".into() });
+    object.spec.security.tls.client_secret_ref =
+        Some(etcd_crds::SecretReference { name: "my-client".into() });
+    let (client, recorded) = serve(vec![
+        Exchange::new(Method::GET, format!("{NS}/secrets/my-peer"), peer),
+        Exchange::new(Method::GET, format!("{NS}/secrets/my-server"), not_found())
+            .status(StatusCode::NOT_FOUND),
+        Exchange::new(
+            Method::PATCH,
+            "/apis/etcd.etcd.io/v1alpha1/namespaces/prod/etcdclusters/demo/status",
+            serde_json::to_value(cluster(json!([FINALIZER]))).unwrap(),
+        ),
+        Exchange::new(Method::POST, "/apis/events.k8s.io/v1/namespaces/prod/events", event()),
+    ]);
+    let ctx = Arc::new(Context::new(client, "op:1".into(), None));
+    let action = reconcile(Arc::new(object), ctx).await.unwrap();
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(30))
+    );
+    let seen = recorded.await.unwrap();
+    let condition = &seen[2].body["status"]["conditions"][0];
+    assert_eq!(condition["type"], "TLSSecretsValid");
+    assert_eq!(condition["status"], "False");
+    assert_eq!(condition["reason"], "SecretMissing");
+    assert!(condition["message"].as_str().unwrap().contains("my-server"), "{condition}");
+    assert_eq!(seen[3].body["type"], "Warning");
+}

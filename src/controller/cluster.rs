@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use etcd_crds::{EtcdCluster, EtcdClusterStatus, ReclaimPolicy};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -108,6 +108,11 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
             cert_pem: pki.client.cert_pem,
             key_pem: pki.client.key_pem,
         })
+    } else if cluster.spec.security.tls.enabled {
+        match user_tls(cluster, ctx, &namespace).await? {
+            Ok(tls) => Some(tls),
+            Err(invalid) => return refuse_user_tls(cluster, ctx, &namespace, invalid).await,
+        }
     } else {
         None
     };
@@ -136,6 +141,16 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     };
     let previous = cluster.status.clone().unwrap_or_default();
     let (step, mut status, voters) = plan(&port, &target, tls.as_ref(), &previous).await?;
+    if cluster.spec.security.tls.enabled && !cluster.spec.security.tls.auto_tls {
+        let valid = super::condition(
+            TLS_CONDITION,
+            true,
+            "SecretsValid",
+            "the peer, server and client Secrets are valid".into(),
+            cluster.metadata.generation,
+        );
+        super::set_condition(&mut status.conditions, valid);
+    }
     status.selector = Some(
         names::selector(&name)
             .iter()
@@ -159,6 +174,85 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         Step::Wait { .. } => Action::requeue(Duration::from_secs(5)),
         _ => Action::requeue(Duration::from_secs(2)),
     })
+}
+
+/// Condition type reporting whether user-provided TLS Secrets can be used.
+pub const TLS_CONDITION: &str = "TLSSecretsValid";
+
+/// With autoTLS off, the user's Secrets are used as they are, once each is present, parseable,
+/// inside its validity and chained to the CA it carries; the operator's identity is the client
+/// Secret.
+async fn user_tls(
+    cluster: &EtcdCluster,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Result<ClientTls, etcd_certs::ValidationError>, Error> {
+    let tls = &cluster.spec.security.tls;
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let now = time::OffsetDateTime::now_utc();
+    let mut client = None;
+    for (field, reference) in [
+        ("peerSecretRef", &tls.peer_secret_ref),
+        ("serverSecretRef", &tls.server_secret_ref),
+        ("clientSecretRef", &tls.client_secret_ref),
+    ] {
+        let Some(reference) = reference else {
+            return Ok(Err(etcd_certs::ValidationError {
+                reason: "SecretMissing",
+                message: format!("spec.security.tls.{field} is required when autoTLS is off"),
+            }));
+        };
+        let secret = api
+            .get_opt(&reference.name)
+            .await
+            .map_err(kube_err(format!("get Secret {}", reference.name)))?;
+        if let Err(invalid) = etcd_certs::validate_tls_secret(&reference.name, secret.as_ref(), now)
+        {
+            return Ok(Err(invalid));
+        }
+        if field == "clientSecretRef" {
+            client = secret;
+        }
+    }
+    let decoded = client.as_ref().map(etcd_certs::secret::decode_tls_secret);
+    Ok(match decoded {
+        Some(Ok((pair, ca_pem))) => {
+            Ok(ClientTls { ca_pem, cert_pem: pair.cert_pem, key_pem: pair.key_pem })
+        }
+        Some(Err(err)) => {
+            Err(etcd_certs::ValidationError { reason: "SecretInvalid", message: err.to_string() })
+        }
+        None => Err(etcd_certs::ValidationError {
+            reason: "SecretMissing",
+            message: "no client Secret".into(),
+        }),
+    })
+}
+
+/// A user Secret that cannot be used stops the reconcile before any membership step: the
+/// condition says which Secret and why, and the reconcile looks again in 30 s.
+async fn refuse_user_tls(
+    cluster: &EtcdCluster,
+    ctx: &Context,
+    namespace: &str,
+    invalid: etcd_certs::ValidationError,
+) -> Result<Action, Error> {
+    let name = cluster.name_any();
+    let previous = cluster.status.clone().unwrap_or_default();
+    let mut status = previous.clone();
+    let refused = super::condition(
+        TLS_CONDITION,
+        false,
+        invalid.reason,
+        invalid.message.clone(),
+        cluster.metadata.generation,
+    );
+    super::set_condition(&mut status.conditions, refused);
+    if status != previous {
+        write_status(ctx, namespace, &name, &status).await?;
+        ctx.event(cluster, EventType::Warning, invalid.reason, invalid.message).await;
+    }
+    Ok(Action::requeue(Duration::from_secs(30)))
 }
 
 /// The Event reason of a membership step.
