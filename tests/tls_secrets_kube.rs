@@ -205,7 +205,7 @@ async fn a_new_cluster_gets_five_secrets_owned_by_the_etcd_cluster() {
         .status(StatusCode::CREATED)
     }));
     let (client, recorded) = serve(script);
-    let (pki, outcome) = ensure_cluster_pki(
+    let ensured = ensure_cluster_pki(
         &client,
         "prod",
         &cluster_request(),
@@ -214,6 +214,7 @@ async fn a_new_cluster_gets_five_secrets_owned_by_the_etcd_cluster() {
     )
     .await
     .unwrap();
+    let (pki, outcome) = (ensured.pki, ensured.outcome);
     assert_eq!(outcome, PkiOutcome::Created);
     let seen = recorded.await.unwrap();
     let created = &seen[5..];
@@ -264,8 +265,9 @@ async fn only_the_due_leaf_is_replaced_and_the_ca_is_kept() {
         cluster_secret_json("demo-peer-tls", &old.peer, &old.ca.cert_pem),
     ));
     let (client, recorded) = serve(script);
-    let (pki, outcome) =
+    let ensured =
         ensure_cluster_pki(&client, "prod", &cluster_request(), &owner(), now).await.unwrap();
+    let (pki, outcome) = (ensured.pki, ensured.outcome);
     let PkiOutcome::Rotated(reason) = outcome else { panic!("{outcome:?}") };
     assert!(reason.starts_with("demo-peer-tls: expires at"), "{reason}");
     assert_eq!(pki.ca, old.ca, "the CA is kept, so members and clients keep trusting");
@@ -278,4 +280,175 @@ async fn only_the_due_leaf_is_replaced_and_the_ca_is_kept() {
     assert_eq!(put["metadata"]["ownerReferences"][0]["name"], "demo");
     assert_eq!(decode(put, "tls.crt"), pki.peer.cert_pem);
     assert_eq!(decode(put, "ca.crt"), old.ca.cert_pem);
+}
+
+/// One reconcile of the cluster PKI: GETs answered from `stored` (name → Secret JSON), then every
+/// write answered with its own body; returns what was written, by Secret name, in order.
+async fn ensure_round(
+    stored: &std::collections::BTreeMap<String, serde_json::Value>,
+    writes: usize,
+    now: time::OffsetDateTime,
+) -> (etcd_operator::tls::kube_secrets::EnsuredPki, Vec<(String, serde_json::Value)>) {
+    let path = |name: &str| format!("/api/v1/namespaces/prod/secrets/{name}");
+    let mut script: Vec<Exchange> = CLUSTER_SECRETS
+        .iter()
+        .map(|name| Exchange::new(Method::GET, path(name), stored[*name].clone()))
+        .collect();
+    // Writes come in the order CA first, then the leaves; each is answered with a Secret.
+    let order: Vec<&str> =
+        if writes == 5 { CLUSTER_SECRETS.to_vec() } else { CLUSTER_SECRETS[5 - writes..].to_vec() };
+    script.extend(
+        order.iter().map(|name| Exchange::new(Method::PUT, path(name), stored[*name].clone())),
+    );
+    let (client, recorded) = serve(script);
+    let ensured =
+        ensure_cluster_pki(&client, "prod", &cluster_request(), &owner(), now).await.unwrap();
+    let seen = recorded.await.unwrap();
+    let written = seen[5..]
+        .iter()
+        .map(|r| (r.body["metadata"]["name"].as_str().unwrap().to_owned(), r.body.clone()))
+        .collect();
+    (ensured, written)
+}
+
+fn signed_by(leaf_pem: &str, ca_pem: &str) -> bool {
+    let leaf = etcd_certs::inspect::certificates(leaf_pem, "leaf").unwrap().remove(0);
+    let ca = etcd_certs::inspect::certificates(ca_pem, "ca").unwrap().remove(0);
+    etcd_certs::inspect::is_signed_by(&leaf, &ca)
+}
+
+#[tokio::test]
+async fn a_ca_near_expiry_rolls_over_through_a_bundle_without_a_moment_of_distrust() {
+    let now = time::OffsetDateTime::now_utc();
+    let lifetimes = etcd_certs::Lifetimes::default();
+    // A CA issued seven and a half years ago (past two thirds of ten), leaves renewed today.
+    let old = etcd_certs::issue_cluster_pki(&cluster_request(), now - time::Duration::days(2740))
+        .unwrap();
+    let leaves =
+        etcd_certs::reissue_cluster_leaves(&cluster_request(), old.ca.clone(), now, &lifetimes)
+            .unwrap();
+    let pairs = [&old.ca, &leaves.peer, &leaves.server, &leaves.client, &leaves.user_client];
+    let mut stored: std::collections::BTreeMap<String, serde_json::Value> = CLUSTER_SECRETS
+        .iter()
+        .zip(pairs)
+        .map(|(name, pair)| (name.to_string(), cluster_secret_json(name, pair, &old.ca.cert_pem)))
+        .collect();
+    let absorb = |stored: &mut std::collections::BTreeMap<String, serde_json::Value>,
+                  written: &[(String, serde_json::Value)]| {
+        for (name, body) in written {
+            stored.insert(name.clone(), body.clone());
+        }
+    };
+
+    // 1. A new CA is introduced: it signs nothing yet, and every Secret trusts both CAs.
+    let (ensured, written) = ensure_round(&stored, 5, now).await;
+    assert!(
+        matches!(ensured.outcome, PkiOutcome::Rotated(ref r) if r.contains("new CA")),
+        "{:?}",
+        ensured.outcome
+    );
+    let (_, ca_secret) = &written[0];
+    let new_ca = decode(ca_secret, "tls.crt");
+    assert_ne!(new_ca, old.ca.cert_pem);
+    assert_eq!(decode(ca_secret, "previous-ca.crt"), old.ca.cert_pem);
+    assert!(ca_secret["metadata"]["annotations"]["etcd.etcd.io/trust-bundle-since"].is_string());
+    for (name, body) in &written[1..] {
+        let bundle = decode(body, "ca.crt");
+        assert!(bundle.contains(&new_ca) && bundle.contains(&old.ca.cert_pem), "{name}");
+        assert!(
+            signed_by(&decode(body, "tls.crt"), &old.ca.cert_pem),
+            "{name}: leaf kept until the bundle settles"
+        );
+    }
+    assert_eq!(
+        ensured.trust_bundle,
+        decode(&written[1].1, "ca.crt"),
+        "the operator trusts both too"
+    );
+    absorb(&mut stored, &written);
+
+    // 2. Right after: the bundle may not have reached every pod yet, so nothing moves.
+    let (ensured, written) = ensure_round(&stored, 0, now + time::Duration::minutes(1)).await;
+    assert!(written.is_empty(), "{written:?}");
+    assert_eq!(ensured.outcome, PkiOutcome::Unchanged);
+
+    // 3. Once it has settled, the leaves are re-issued by the new CA, still under both.
+    let later = now + time::Duration::minutes(4);
+    let (_, written) = ensure_round(&stored, 4, later).await;
+    for (name, body) in &written {
+        assert!(signed_by(&decode(body, "tls.crt"), &new_ca), "{name}");
+        assert!(
+            decode(body, "ca.crt").contains(&old.ca.cert_pem),
+            "{name}: still trusts the old CA"
+        );
+    }
+    absorb(&mut stored, &written);
+
+    // 4. Every leaf is from the new CA: the old one leaves the bundle.
+    let (ensured, written) = ensure_round(&stored, 5, later + time::Duration::minutes(1)).await;
+    let (_, ca_secret) = &written[0];
+    assert!(ca_secret["data"].get("previous-ca.crt").is_none());
+    for (name, body) in &written[1..] {
+        assert_eq!(decode(body, "ca.crt"), new_ca, "{name}");
+    }
+    assert_eq!(ensured.trust_bundle, new_ca);
+    absorb(&mut stored, &written);
+
+    // 5. Steady again.
+    let (_, written) = ensure_round(&stored, 0, later + time::Duration::minutes(10)).await;
+    assert!(written.is_empty(), "{written:?}");
+}
+
+#[tokio::test]
+async fn the_webhook_ca_rolls_over_with_both_cas_in_the_bundle_while_it_matters() {
+    let names = etcd_certs::webhook::service_names("etcd-operator-webhook", "etcd-operator-system");
+    let now = time::OffsetDateTime::now_utc();
+    let lifetimes = etcd_certs::Lifetimes::default();
+    let old = etcd_certs::issue_webhook_pki(&names, now - time::Duration::days(2740)).unwrap();
+    let serving = etcd_certs::webhook::issue_serving(&old.ca, &names, now, &lifetimes).unwrap();
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "etcd-operator-webhook-tls", "namespace": "etcd-operator-system", "resourceVersion": "9"},
+        "type": "kubernetes.io/tls",
+        "data": {"tls.crt": b64(&serving.cert_pem), "tls.key": b64(&serving.key_pem), "ca.crt": b64(&old.ca.cert_pem), "ca.key": b64(&old.ca.key_pem)}
+    });
+    // One leader pass: GET, then PUT when something changes; the written Secret is the next state.
+    async fn pass(
+        secret: &mut serde_json::Value,
+        at: time::OffsetDateTime,
+        writes: bool,
+    ) -> Option<etcd_operator::tls::kube_secrets::WebhookMaterial> {
+        let mut script = vec![Exchange::new(Method::GET, SECRET_PATH, secret.clone())];
+        if writes {
+            script.push(Exchange::new(Method::PUT, SECRET_PATH, secret.clone()));
+        }
+        let (client, recorded) = serve(script);
+        let material = tls(client).rotate_if_due(at).await.unwrap();
+        if let Some(put) = recorded.await.unwrap().get(1) {
+            *secret = put.body.clone();
+        }
+        material
+    }
+
+    // 1. A new CA, trusted beside the old one; the served certificate does not change yet.
+    let introduced = pass(&mut secret, now, true).await.expect("the CA is due");
+    assert_ne!(introduced.ca.cert_pem, old.ca.cert_pem);
+    assert_eq!(introduced.serving, serving);
+    let bundle = introduced.ca_bundle();
+    assert!(bundle.contains(&old.ca.cert_pem) && bundle.contains(&introduced.ca.cert_pem));
+    // 2. Until the bundle has settled in the webhook configurations, nothing else moves.
+    assert!(pass(&mut secret, now + time::Duration::minutes(1), false).await.is_none());
+    // 3. Then the serving certificate comes from the new CA, while both are still trusted.
+    let later = now + time::Duration::minutes(4);
+    let reissued = pass(&mut secret, later, true).await.expect("the leaf moves to the new CA");
+    assert!(signed_by(&reissued.serving.cert_pem, &introduced.ca.cert_pem));
+    assert_eq!(reissued.ca_bundle(), bundle);
+    // 4. The old CA leaves the bundle.
+    let retired =
+        pass(&mut secret, later + time::Duration::minutes(1), true).await.expect("retired");
+    assert_eq!(retired.ca_bundle(), introduced.ca.cert_pem);
+    assert_eq!(retired.serving, reissued.serving);
+    // 5. Steady.
+    assert!(pass(&mut secret, later + time::Duration::minutes(10), false).await.is_none());
 }

@@ -95,7 +95,7 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
             extra_sans: Vec::new(),
         };
         let owner = cluster.controller_owner_ref(&()).ok_or(Error::NoNamespace)?;
-        let (pki, _) = ensure_cluster_pki(
+        let ensured = ensure_cluster_pki(
             &ctx.client,
             &namespace,
             &request,
@@ -103,10 +103,12 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
             time::OffsetDateTime::now_utc(),
         )
         .await?;
+        // The operator trusts the whole bundle: during a CA rollover members' certificates may
+        // come from either CA.
         Some(ClientTls {
-            ca_pem: pki.ca.cert_pem,
-            cert_pem: pki.client.cert_pem,
-            key_pem: pki.client.key_pem,
+            ca_pem: ensured.trust_bundle,
+            cert_pem: ensured.pki.client.cert_pem,
+            key_pem: ensured.pki.client.key_pem,
         })
     } else if cluster.spec.security.tls.enabled {
         match user_tls(cluster, ctx, &namespace).await? {

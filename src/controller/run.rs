@@ -60,7 +60,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     tracing::info!(%identity, "leading");
     let identity = Some(identity);
     webhook
-        .inject_ca_bundle(&webhook.ensure(time::OffsetDateTime::now_utc()).await?.ca.cert_pem)
+        .inject_ca_bundle(&webhook.ensure(time::OffsetDateTime::now_utc()).await?.ca_bundle())
         .await?;
     let context =
         Arc::new(super::Context::new(client.clone(), args.operator_image.clone(), identity));
@@ -173,7 +173,7 @@ async fn follow_certificate(
             if current != served {
                 resolver.swap(certified_key(&current.serving)?);
                 if leading.load(Ordering::SeqCst) {
-                    webhook.inject_ca_bundle(&current.ca.cert_pem).await?;
+                    webhook.inject_ca_bundle(&current.ca_bundle()).await?;
                 }
                 served = current;
                 tracing::info!("serving the renewed webhook certificate");

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use etcd_certs::rollover::{self, RolloverStep, Trust};
 use etcd_certs::secret::{CA_CERT, TLS_CERT, TLS_KEY, TLS_SECRET_TYPE, pem_field, tls_secret_data};
 use etcd_certs::{CertKeyPair, ClusterPki, ClusterPkiRequest, Lifetimes};
 use k8s_openapi::ByteString;
@@ -35,6 +36,19 @@ fn is_conflict(err: &kube::Error) -> bool {
 pub struct WebhookMaterial {
     pub ca: CertKeyPair,
     pub serving: CertKeyPair,
+    /// The CA being retired during a rollover, still in the caBundle.
+    pub previous_ca_pem: Option<String>,
+}
+
+impl WebhookMaterial {
+    fn trust(&self) -> Trust {
+        Trust { current: self.ca.clone(), previous_ca_pem: self.previous_ca_pem.clone() }
+    }
+
+    /// What the webhook configurations must trust: the CA, and during a rollover the previous one.
+    pub fn ca_bundle(&self) -> String {
+        self.trust().bundle()
+    }
 }
 
 /// Where the webhook's TLS lives.
@@ -57,14 +71,24 @@ impl WebhookTls {
         etcd_certs::webhook::service_names(&self.service, &self.namespace)
     }
 
-    fn secret_for(&self, material: &WebhookMaterial, resource_version: Option<String>) -> Secret {
+    /// The Secret for `material`; `bundle_changed` stamps when the caBundle last changed.
+    fn secret_for(
+        &self,
+        material: &WebhookMaterial,
+        resource_version: Option<String>,
+        bundle_changed: Option<OffsetDateTime>,
+    ) -> Secret {
         let mut data = tls_secret_data(&material.serving, &material.ca.cert_pem);
         data.insert(CA_KEY.to_owned(), ByteString(material.ca.key_pem.clone().into_bytes()));
+        if let Some(previous) = &material.previous_ca_pem {
+            data.insert(PREVIOUS_CA.to_owned(), ByteString(previous.clone().into_bytes()));
+        }
         Secret {
             metadata: ObjectMeta {
                 name: Some(self.secret.clone()),
                 namespace: Some(self.namespace.clone()),
                 resource_version,
+                annotations: bundle_changed.map(bundle_stamp),
                 ..ObjectMeta::default()
             },
             type_: Some(TLS_SECRET_TYPE.to_owned()),
@@ -83,6 +107,7 @@ impl WebhookTls {
                 cert_pem: pem_field(secret, TLS_CERT)?,
                 key_pem: pem_field(secret, TLS_KEY)?,
             },
+            previous_ca_pem: pem_field(secret, PREVIOUS_CA).ok(),
         })
     }
 
@@ -98,8 +123,8 @@ impl WebhookTls {
             return Self::decode(&secret);
         }
         let pki = etcd_certs::issue_webhook_pki(&self.names(), now)?;
-        let material = WebhookMaterial { ca: pki.ca, serving: pki.serving };
-        match api.create(&PostParams::default(), &self.secret_for(&material, None)).await {
+        let material = WebhookMaterial { ca: pki.ca, serving: pki.serving, previous_ca_pem: None };
+        match api.create(&PostParams::default(), &self.secret_for(&material, None, None)).await {
             Ok(_) => {
                 tracing::info!(secret = %self.secret, "created the webhook TLS Secret");
                 Ok(material)
@@ -115,9 +140,11 @@ impl WebhookTls {
         }
     }
 
-    /// The leader's rotation: re-issues the serving certificate from the same CA when it is due
-    /// (or names changed), replacing the Secret only if nobody changed it meanwhile. Returns the
-    /// new material when it rotated.
+    /// The leader's rotation, one step at a time: re-issues the serving certificate when it is
+    /// due (or names changed); when the CA nears expiry, rolls it over through a caBundle holding
+    /// old and new (introduce the new CA, wait for the bundle to settle, re-issue the serving
+    /// certificate, retire the old CA), so that the API server trusts what is served at every
+    /// moment. Replaces the Secret only if nobody changed it meanwhile; returns the new material.
     pub async fn rotate_if_due(
         &self,
         now: OffsetDateTime,
@@ -128,23 +155,50 @@ impl WebhookTls {
         let current = Self::decode(&secret)?;
         let lifetimes = Lifetimes::default();
         let names = self.names();
-        let Some(reason) = etcd_certs::needs_renewal(
-            &current.serving.cert_pem,
-            Some(&names),
-            Some(&current.ca.cert_pem),
+        let ca_name = format!("{}-ca", self.service);
+        let step = rollover::next_step(
+            &current.trust(),
+            &[&current.serving.cert_pem],
+            bundle_settled(&secret, now),
+            &ca_name,
             now,
             &lifetimes,
-        )?
-        else {
-            return Ok(None);
+        )?;
+        let (next, bundle_changed) = match &step {
+            RolloverStep::AwaitBundle => return Ok(None),
+            RolloverStep::IntroduceCa(_) | RolloverStep::RetirePreviousCa => {
+                let trust = rollover::apply(current.trust(), &step);
+                tracing::info!(secret = %self.secret, ?step, "webhook CA rollover");
+                let next = WebhookMaterial {
+                    ca: trust.current,
+                    previous_ca_pem: trust.previous_ca_pem,
+                    serving: current.serving,
+                };
+                (next, Some(now))
+            }
+            RolloverStep::ReissueLeaves | RolloverStep::Steady => {
+                let Some(reason) = etcd_certs::needs_renewal(
+                    &current.serving.cert_pem,
+                    Some(&names),
+                    Some(&current.ca.cert_pem),
+                    now,
+                    &lifetimes,
+                )?
+                else {
+                    return Ok(None);
+                };
+                tracing::info!(secret = %self.secret, %reason, "re-issuing the webhook serving certificate");
+                let serving =
+                    etcd_certs::webhook::issue_serving(&current.ca, &names, now, &lifetimes)?;
+                (WebhookMaterial { serving, ..current }, None)
+            }
         };
-        tracing::info!(secret = %self.secret, %reason, "re-issuing the webhook serving certificate");
-        let serving = etcd_certs::webhook::issue_serving(&current.ca, &names, now, &lifetimes)?;
-        let next = WebhookMaterial { ca: current.ca, serving };
+        // A bundle stamp is kept until the bundle changes again.
+        let stamp = bundle_changed.or_else(|| bundle_since(&secret));
         api.replace(
             &self.secret,
             &PostParams::default(),
-            &self.secret_for(&next, secret.metadata.resource_version),
+            &self.secret_for(&next, secret.metadata.resource_version, stamp),
         )
         .await
         .map_err(kube_err(format!("replace Secret {}", self.secret)))?;
@@ -232,6 +286,23 @@ fn part_of(pki: &ClusterPki, part: PkiPart) -> &CertKeyPair {
     }
 }
 
+/// A cluster's PKI as it stands after [`ensure_cluster_pki`].
+#[derive(Clone, Debug)]
+pub struct EnsuredPki {
+    /// The signing CA and the leaves in the Secrets.
+    pub pki: ClusterPki,
+    /// Every CA to trust: the signing CA, and during a rollover the previous one.
+    pub trust_bundle: String,
+    pub outcome: PkiOutcome,
+}
+
+/// Key of the CA Secret holding the previous CA while a rollover is under way.
+pub const PREVIOUS_CA: &str = "previous-ca.crt";
+/// Annotation of the CA Secret: when the trust bundle last changed (RFC 3339).
+pub const BUNDLE_SINCE: &str = "etcd.etcd.io/trust-bundle-since";
+/// How long a changed bundle takes to reach every mounted copy.
+pub const BUNDLE_PROPAGATION: time::Duration = time::Duration::minutes(3);
+
 /// What ensuring a cluster's PKI did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PkiOutcome {
@@ -249,7 +320,7 @@ pub async fn ensure_cluster_pki(
     request: &ClusterPkiRequest,
     owner: &OwnerReference,
     now: OffsetDateTime,
-) -> Result<(ClusterPki, PkiOutcome), Error> {
+) -> Result<EnsuredPki, Error> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let names = cluster_secret_names(&request.cluster);
     let mut existing = BTreeMap::new();
@@ -264,8 +335,14 @@ pub async fn ensure_cluster_pki(
     let Some((_, ca_secret)) = existing.get(ca_name) else {
         let pki = etcd_certs::issue_cluster_pki(request, now)?;
         for (part, name) in &names {
-            let secret =
-                cluster_secret(name, namespace, part_of(&pki, *part), &pki.ca, owner, None);
+            let secret = cluster_secret(
+                name,
+                namespace,
+                part_of(&pki, *part),
+                &pki.ca.cert_pem,
+                owner,
+                None,
+            );
             match api.create(&PostParams::default(), &secret).await {
                 Ok(_) => {}
                 // A Secret left from an interrupted earlier attempt: replaced below on the next pass.
@@ -276,7 +353,7 @@ pub async fn ensure_cluster_pki(
                         name,
                         namespace,
                         part_of(&pki, *part),
-                        &pki.ca,
+                        &pki.ca.cert_pem,
                         owner,
                         current.metadata.resource_version,
                     );
@@ -287,53 +364,96 @@ pub async fn ensure_cluster_pki(
                 Err(err) => return Err(kube_err(format!("create Secret {name}"))(err)),
             }
         }
-        return Ok((pki, PkiOutcome::Created));
-    };
-    let ca = CertKeyPair {
-        cert_pem: pem_field(ca_secret, TLS_CERT)?,
-        key_pem: pem_field(ca_secret, TLS_KEY)?,
+        let trust_bundle = pki.ca.cert_pem.clone();
+        return Ok(EnsuredPki { pki, trust_bundle, outcome: PkiOutcome::Created });
     };
     let lifetimes = Lifetimes::default();
-    let fresh = etcd_certs::reissue_cluster_leaves(request, ca.clone(), now, &lifetimes)?;
+    let trust = Trust {
+        current: CertKeyPair {
+            cert_pem: pem_field(ca_secret, TLS_CERT)?,
+            key_pem: pem_field(ca_secret, TLS_KEY)?,
+        },
+        previous_ca_pem: pem_field(ca_secret, PREVIOUS_CA).ok(),
+    };
+    let stored_leaf = |name: &str| {
+        let secret = &existing.get(name)?.1;
+        Some((
+            CertKeyPair {
+                cert_pem: pem_field(secret, TLS_CERT).ok()?,
+                key_pem: pem_field(secret, TLS_KEY).ok()?,
+            },
+            pem_field(secret, CA_CERT).ok()?,
+        ))
+    };
+    let leaves: Vec<(CertKeyPair, String)> =
+        names.iter().skip(1).filter_map(|(_, name)| stored_leaf(name)).collect();
+    let distributed = leaves.len() == names.len() - 1
+        && leaves.iter().all(|(_, bundle)| *bundle == trust.bundle())
+        && bundle_settled(ca_secret, now);
+    let leaf_pems: Vec<&str> = leaves.iter().map(|(pair, _)| pair.cert_pem.as_str()).collect();
+    let step = rollover::next_step(&trust, &leaf_pems, distributed, ca_name, now, &lifetimes)?;
+    let mut outcome = PkiOutcome::Unchanged;
+    let trust = match &step {
+        RolloverStep::IntroduceCa(_) | RolloverStep::RetirePreviousCa => {
+            let trust = rollover::apply(trust, &step);
+            let secret = ca_secret_with(ca_name, namespace, &trust, owner, ca_secret, now);
+            api.replace(ca_name, &PostParams::default(), &secret)
+                .await
+                .map_err(kube_err(format!("replace Secret {ca_name}")))?;
+            let what = if matches!(step, RolloverStep::IntroduceCa(_)) {
+                "a new CA is trusted beside the old one"
+            } else {
+                "the previous CA is no longer trusted"
+            };
+            tracing::info!(secret = %ca_name, "CA rollover: {what}");
+            outcome = PkiOutcome::Rotated(format!("{ca_name}: {what}"));
+            trust
+        }
+        _ => trust,
+    };
+    let bundle = trust.bundle();
+    // Leaves move to a new CA only once every consumer trusts it (the bundle has settled).
+    let signer_check = matches!(step, RolloverStep::ReissueLeaves | RolloverStep::Steady)
+        .then_some(trust.current.cert_pem.as_str());
+    let fresh =
+        etcd_certs::reissue_cluster_leaves(request, trust.current.clone(), now, &lifetimes)?;
     let wanted = |part| match part {
         PkiPart::Peer => Some(request.peer_names()),
         PkiPart::Server => Some(request.server_names()),
         _ => Some(Vec::new()),
     };
     let mut pki = fresh.clone();
-    let mut outcome = PkiOutcome::Unchanged;
     for (part, name) in names.iter().skip(1) {
         let current = existing.get(name).map(|(_, s)| s);
-        let stored = current.and_then(|s| {
-            Some(CertKeyPair {
-                cert_pem: pem_field(s, TLS_CERT).ok()?,
-                key_pem: pem_field(s, TLS_KEY).ok()?,
-            })
-        });
+        let stored = stored_leaf(name);
         let reason = match &stored {
             None => Some("missing".to_owned()),
-            Some(pair) => etcd_certs::needs_renewal(
+            Some((pair, _)) => etcd_certs::needs_renewal(
                 &pair.cert_pem,
                 wanted(*part).as_deref(),
-                Some(&ca.cert_pem),
+                signer_check,
                 now,
                 &lifetimes,
             )
             .map(|r| r.map(|r| r.to_string()))
             .unwrap_or_else(|err| Some(err.to_string())),
         };
-        let Some(reason) = reason else {
-            if let Some(pair) = stored {
-                set_part(&mut pki, *part, pair);
+        let (pair, why) = match (stored, reason) {
+            (Some((pair, stored_bundle)), None) => {
+                set_part(&mut pki, *part, pair.clone());
+                if stored_bundle == bundle {
+                    continue;
+                }
+                (pair, "the trusted CA bundle changed".to_owned())
             }
-            continue;
+            (_, reason) => (part_of(&fresh, *part).clone(), reason.unwrap_or_default()),
         };
-        tracing::info!(secret = %name, %reason, "re-issuing a cluster certificate");
+        tracing::info!(secret = %name, reason = %why, "updating a cluster certificate Secret");
         let secret = cluster_secret(
             name,
             namespace,
-            part_of(&fresh, *part),
-            &ca,
+            &pair,
+            &bundle,
             owner,
             current.and_then(|s| s.metadata.resource_version.clone()),
         );
@@ -347,10 +467,55 @@ pub async fn ensure_cluster_pki(
                 .map_err(kube_err(format!("create Secret {name}")))?;
         }
         if outcome == PkiOutcome::Unchanged {
-            outcome = PkiOutcome::Rotated(format!("{name}: {reason}"));
+            outcome = PkiOutcome::Rotated(format!("{name}: {why}"));
         }
     }
-    Ok((pki, outcome))
+    pki.ca = trust.current;
+    Ok(EnsuredPki { pki, trust_bundle: bundle, outcome })
+}
+
+/// Whether the trust bundle last changed long enough ago for every copy to have been refreshed
+/// (the kubelet syncs Secret volumes about once a minute; the API server reloads webhook
+/// configurations within seconds).
+fn bundle_settled(secret: &Secret, now: OffsetDateTime) -> bool {
+    bundle_since(secret).is_none_or(|since| now - since >= BUNDLE_PROPAGATION)
+}
+
+/// When the trust bundle of `secret` last changed, if it says.
+fn bundle_since(secret: &Secret) -> Option<OffsetDateTime> {
+    let stamp = secret.metadata.annotations.as_ref()?.get(BUNDLE_SINCE)?;
+    OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// The CA Secret for a trust state: the signing CA as the pair, the previous CA beside it while
+/// it is still trusted, and when the bundle changed.
+fn ca_secret_with(
+    name: &str,
+    namespace: &str,
+    trust: &Trust,
+    owner: &OwnerReference,
+    stored: &Secret,
+    now: OffsetDateTime,
+) -> Secret {
+    let mut secret = cluster_secret(
+        name,
+        namespace,
+        &trust.current,
+        &trust.bundle(),
+        owner,
+        stored.metadata.resource_version.clone(),
+    );
+    if let (Some(previous), Some(data)) = (&trust.previous_ca_pem, secret.data.as_mut()) {
+        data.insert(PREVIOUS_CA.to_owned(), ByteString(previous.clone().into_bytes()));
+    }
+    secret.metadata.annotations = Some(bundle_stamp(now));
+    secret
+}
+
+/// The annotation saying when a trust bundle changed.
+fn bundle_stamp(at: OffsetDateTime) -> BTreeMap<String, String> {
+    let stamp = at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    BTreeMap::from([(BUNDLE_SINCE.to_owned(), stamp)])
 }
 
 fn set_part(pki: &mut ClusterPki, part: PkiPart, pair: CertKeyPair) {
@@ -367,7 +532,7 @@ fn cluster_secret(
     name: &str,
     namespace: &str,
     pair: &CertKeyPair,
-    ca: &CertKeyPair,
+    ca_bundle: &str,
     owner: &OwnerReference,
     resource_version: Option<String>,
 ) -> Secret {
@@ -380,7 +545,7 @@ fn cluster_secret(
             ..ObjectMeta::default()
         },
         type_: Some(TLS_SECRET_TYPE.to_owned()),
-        data: Some(tls_secret_data(pair, &ca.cert_pem)),
+        data: Some(tls_secret_data(pair, ca_bundle)),
         ..Secret::default()
     }
 }
