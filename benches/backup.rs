@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions, Identity, TlsOptions, Txn, TxnOp};
+use etcd_client::{Client, ConnectOptions, Identity, TlsOptions};
 
 const BIN: &str = env!("CARGO_BIN_EXE_etcd-operator");
 const RUNS: usize = 3;
@@ -37,31 +37,6 @@ fn measure(command: &mut Command) -> (Duration, i64) {
 fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
     values[values.len() / 2]
-}
-
-async fn fill(client: &mut Client, from: usize, megabytes: usize) -> usize {
-    let value_len = 1024;
-    let count = megabytes * 1024;
-    let mut state = 0x2545_f491_4f6c_dd1d_u64 ^ from as u64;
-    let keys: Vec<usize> = (from..from + count).collect();
-    for batch in keys.chunks(128) {
-        let ops = batch
-            .iter()
-            .map(|i| {
-                let value: Vec<u8> = (0..value_len)
-                    .map(|_| {
-                        state ^= state << 13;
-                        state ^= state >> 7;
-                        state ^= state << 17;
-                        state as u8
-                    })
-                    .collect();
-                TxnOp::put(format!("/bench/{i:08}"), value, None)
-            })
-            .collect::<Vec<_>>();
-        client.txn(Txn::new().and_then(ops)).await.unwrap();
-    }
-    from + count
 }
 
 fn etcdctl_save(pki: &Path, endpoint: &str, to: &Path) -> Command {
@@ -121,7 +96,9 @@ async fn main() {
     let mut last_ratio = 0.0;
     for size in [megabytes / 4, megabytes] {
         let started = Instant::now();
-        written = fill(&mut client, written, size - written / 1024).await;
+        let more = size * 1024 - written;
+        etcd::fill(&mut client, "/bench/", written..written + more, 1024).await;
+        written += more;
         eprintln!("filled {size} MiB of values in {:.1?}", started.elapsed());
         let (etcdctl, etcdctl_rss) = runs(|run| {
             etcdctl_save(&pki, &endpoint, &out.join(format!("etcdctl-{size}-{run}.db")))

@@ -8,12 +8,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use etcd_client::{Client, ConnectOptions, GetOptions, Txn, TxnOp};
+use etcd_client::{Client, ConnectOptions, GetOptions};
 use etcd_crds::{BackupRecord, Compression};
 use etcd_operator::backup::restore::{MemberSpec, restore};
 use etcd_operator::backup::{Location, retention, save::save};
 use etcd_operator::etcd::ClientTls;
-use support::etcd::{Cluster, Member, free_port, issue_pki, start_restored, start_tls_cluster};
+use support::etcd::{
+    Cluster, Member, fill, free_port, issue_pki, start_restored, start_tls_cluster,
+};
 use support::s3::{CuttingProxy, Moto, options_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_etcd-operator");
@@ -27,31 +29,26 @@ async fn tls_client(cluster: &Cluster, pki: &Path) -> Client {
     etcd_operator::etcd::connect(&cluster.client_urls(), Some(&tls(pki))).await.unwrap()
 }
 
-/// Writes `count` keys of `value_len` bytes each (128 puts per transaction, etcd's limit), and
-/// returns what was written.
-async fn fill(client: &mut Client, count: usize, value_len: usize) -> BTreeMap<String, Vec<u8>> {
-    let mut written = BTreeMap::new();
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let keys: Vec<usize> = (0..count).collect();
-    for batch in keys.chunks(128) {
-        let mut ops = Vec::new();
-        for i in batch {
-            // xorshift bytes: incompressible, so sizes on the wire are what the test intends.
-            let value: Vec<u8> = (0..value_len)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state as u8
-                })
-                .collect();
-            let key = format!("/data/{i:06}");
-            ops.push(TxnOp::put(key.clone(), value.clone(), None));
-            written.insert(key, value);
-        }
-        client.txn(Txn::new().and_then(ops)).await.unwrap();
+/// A real 1- or 3-member etcd with mutual TLS, filled with `count` keys of `value_len`
+/// incompressible bytes: what each test backs up.
+struct Source {
+    work: tempfile::TempDir,
+    pki: std::path::PathBuf,
+    cluster: Cluster,
+    written: BTreeMap<String, Vec<u8>>,
+}
+
+impl Source {
+    async fn start(size: usize, count: usize, value_len: usize) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let work = tempfile::tempdir().unwrap();
+        let pki = work.path().join("pki");
+        issue_pki(&pki, "source");
+        let cluster = start_tls_cluster(size, &pki, work.path());
+        let mut client = tls_client(&cluster, &pki).await;
+        let written = fill(&mut client, "/data/", 0..count, value_len).await;
+        Self { work, pki, cluster, written }
     }
-    written
 }
 
 async fn read_all(endpoint: &str) -> BTreeMap<String, Vec<u8>> {
@@ -92,12 +89,9 @@ async fn restore_cluster(from: &Location, size: usize, dir: &Path) -> Cluster {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cli_backup_to_s3_and_restore_brings_back_every_key() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let work = tempfile::tempdir().unwrap();
-    let pki = work.path().join("pki");
-    issue_pki(&pki, "source");
-    let cluster = start_tls_cluster(3, &pki, work.path());
-    let written = fill(&mut tls_client(&cluster, &pki).await, 5000, 64).await;
+    let source = Source::start(3, 5000, 64).await;
+    let (work, pki, cluster) = (&source.work, &source.pki, &source.cluster);
+    let written = source.written.clone();
     let moto = Moto::start("backups");
 
     let location = "s3://backups/prod/source.db.zst";
@@ -147,12 +141,9 @@ async fn cli_backup_to_s3_and_restore_brings_back_every_key() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_local_backup_restores_and_one_changed_byte_is_refused() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let work = tempfile::tempdir().unwrap();
-    let pki = work.path().join("pki");
-    issue_pki(&pki, "source");
-    let cluster = start_tls_cluster(1, &pki, work.path());
-    let written = fill(&mut tls_client(&cluster, &pki).await, 2000, 100).await;
+    let source = Source::start(1, 2000, 100).await;
+    let (work, pki, cluster) = (&source.work, &source.pki, &source.cluster);
+    let written = source.written.clone();
 
     let dir = work.path().join("backups");
     let to =
@@ -208,14 +199,10 @@ async fn a_local_backup_restores_and_one_changed_byte_is_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_store_gone_mid_upload_fails_the_run_and_records_nothing() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let work = tempfile::tempdir().unwrap();
-    let pki = work.path().join("pki");
-    issue_pki(&pki, "source");
-    let cluster = start_tls_cluster(1, &pki, work.path());
     // About 20 MiB of incompressible data: a multipart upload of 8 MiB parts. The proxy lets the
     // first part through, then the store is gone in the middle of the second.
-    fill(&mut tls_client(&cluster, &pki).await, 20_000, 1024).await;
+    let source = Source::start(1, 20_000, 1024).await;
+    let (pki, cluster) = (&source.pki, &source.cluster);
     let moto = Moto::start("backups");
     let proxy = CuttingProxy::start(&moto.endpoint, 10 * 1024 * 1024);
 
@@ -243,12 +230,8 @@ async fn a_schedule_driven_by_a_test_clock_keeps_exactly_the_newest_n() {
     use etcd_operator::backup::schedule::Schedule;
     use k8s_openapi::jiff::{Timestamp, ToSpan};
 
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let work = tempfile::tempdir().unwrap();
-    let pki = work.path().join("pki");
-    issue_pki(&pki, "main");
-    let cluster = start_tls_cluster(1, &pki, work.path());
-    fill(&mut tls_client(&cluster, &pki).await, 200, 32).await;
+    let source = Source::start(1, 200, 32).await;
+    let (pki, cluster) = (&source.pki, &source.cluster);
     let moto = Moto::start("backups");
     const RETENTION: usize = 3;
     let job = Job {
@@ -297,12 +280,9 @@ async fn a_schedule_driven_by_a_test_clock_keeps_exactly_the_newest_n() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn member_init_restores_a_new_member_and_never_an_unverified_one() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let work = tempfile::tempdir().unwrap();
-    let pki = work.path().join("pki");
-    issue_pki(&pki, "source");
-    let cluster = start_tls_cluster(1, &pki, work.path());
-    let written = fill(&mut tls_client(&cluster, &pki).await, 1000, 64).await;
+    let source = Source::start(1, 1000, 64).await;
+    let (work, pki, cluster) = (&source.work, &source.pki, &source.cluster);
+    let written = source.written.clone();
     let backups = work.path().join("backups");
     let to =
         Location::parse(backups.join("snap.db.zst").to_str().unwrap(), &BTreeMap::new()).unwrap();
@@ -364,13 +344,10 @@ async fn member_init_restores_a_new_member_and_never_an_unverified_one() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_encrypted_backup_hides_the_data_and_restores_only_with_its_key() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let work = tempfile::tempdir().unwrap();
-    let pki = work.path().join("pki");
-    issue_pki(&pki, "source");
-    let cluster = start_tls_cluster(1, &pki, work.path());
-    let mut client = tls_client(&cluster, &pki).await;
-    let mut written = fill(&mut client, 500, 64).await;
+    let source = Source::start(1, 500, 64).await;
+    let (work, pki, cluster) = (&source.work, &source.pki, &source.cluster);
+    let mut written = source.written.clone();
+    let mut client = tls_client(cluster, pki).await;
     let marker = "a-value-nobody-may-read-in-the-bucket".repeat(4);
     client.put("/data/marker", marker.as_str(), None).await.unwrap();
     written.insert("/data/marker".into(), marker.clone().into_bytes());

@@ -42,6 +42,38 @@ impl Drop for Cluster {
     }
 }
 
+/// Writes keys `PREFIX{i:08}` for `i` in `keys`, each with `value_len` incompressible
+/// (xorshift) bytes, 128 puts per transaction (etcd's limit); returns what was written.
+pub async fn fill(
+    client: &mut etcd_client::Client,
+    prefix: &str,
+    keys: std::ops::Range<usize>,
+    value_len: usize,
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    use etcd_client::{Txn, TxnOp};
+    let mut written = std::collections::BTreeMap::new();
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64 ^ keys.start as u64;
+    let keys: Vec<usize> = keys.collect();
+    for batch in keys.chunks(128) {
+        let mut ops = Vec::new();
+        for i in batch {
+            let value: Vec<u8> = (0..value_len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            let key = format!("{prefix}{i:08}");
+            ops.push(TxnOp::put(key.clone(), value.clone(), None));
+            written.insert(key, value);
+        }
+        client.txn(Txn::new().and_then(ops)).await.unwrap();
+    }
+    written
+}
+
 /// Writes a cluster's PKI the way users get it: `etcd-operator certs issue`, with 127.0.0.1 as an
 /// extra name so that loopback members can be verified.
 pub fn issue_pki(dir: &Path, cluster: &str) {
@@ -56,21 +88,7 @@ pub fn issue_pki(dir: &Path, cluster: &str) {
 /// Starts members (without TLS) on data directories that a restore wrote; each member's peer URL
 /// must be the one it was restored with. Waits until they all answer.
 pub fn start_restored(members: Vec<Member>, dir: &Path) -> Cluster {
-    let mut children = Vec::new();
-    for member in &members {
-        let log = std::fs::File::create(dir.join(format!("{}.log", member.name))).unwrap();
-        let child = Command::new("etcd")
-            .args(["--name", &member.name, "--data-dir", member.data_dir.to_str().unwrap()])
-            .args(["--listen-client-urls", &member.client_url])
-            .args(["--advertise-client-urls", &member.client_url])
-            .args(["--listen-peer-urls", &member.peer_url])
-            .args(["--initial-advertise-peer-urls", &member.peer_url])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("etcd is installed (apt-get install etcd-server)");
-        children.push(child);
-    }
+    let children = members.iter().map(|member| spawn(member, dir, &[])).collect();
     let cluster = Cluster { members, children };
     wait_until(&cluster, &[]);
     cluster
@@ -91,37 +109,23 @@ pub fn start_tls_cluster(size: usize, pki: &Path, dir: &Path) -> Cluster {
     let initial: Vec<String> =
         members.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect();
     let file = |name: &str| pki.join(name).to_str().unwrap().to_owned();
-    let mut children = Vec::new();
-    for member in &members {
-        let log = std::fs::File::create(dir.join(format!("{}.log", member.name))).unwrap();
-        let child = Command::new("etcd")
-            .args(["--name", &member.name, "--data-dir", member.data_dir.to_str().unwrap()])
-            .args([
-                "--listen-client-urls",
-                &member.client_url,
-                "--advertise-client-urls",
-                &member.client_url,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &member.peer_url,
-                "--initial-advertise-peer-urls",
-                &member.peer_url,
-            ])
-            .args(["--initial-cluster", &initial.join(","), "--initial-cluster-state", "new"])
-            .args(["--initial-cluster-token", "test"])
-            .args(["--client-cert-auth", "--trusted-ca-file", &file("ca.crt")])
-            .args(["--cert-file", &file("server.crt"), "--key-file", &file("server.key")])
-            .args(["--peer-client-cert-auth", "--peer-trusted-ca-file", &file("ca.crt")])
-            .args(["--peer-cert-file", &file("peer.crt"), "--peer-key-file", &file("peer.key")])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("etcd is installed (apt-get install etcd-server)");
-        children.push(child);
-    }
+    let flags: Vec<String> = [
+        ["--initial-cluster", &initial.join(",")],
+        ["--initial-cluster-state", "new"],
+        ["--initial-cluster-token", "test"],
+        ["--trusted-ca-file", &file("ca.crt")],
+        ["--cert-file", &file("server.crt")],
+        ["--key-file", &file("server.key")],
+        ["--peer-trusted-ca-file", &file("ca.crt")],
+        ["--peer-cert-file", &file("peer.crt")],
+        ["--peer-key-file", &file("peer.key")],
+    ]
+    .iter()
+    .flat_map(|pair| pair.map(str::to_owned))
+    .chain(["--client-cert-auth".to_owned(), "--peer-client-cert-auth".to_owned()])
+    .collect();
+    let children = members.iter().map(|member| spawn(member, dir, &flags)).collect();
     let cluster = Cluster { members, children };
-    let file = |name: &str| pki.join(name).to_str().unwrap().to_owned();
     let tls = [
         "--cacert".to_owned(),
         file("ca.crt"),
@@ -132,6 +136,22 @@ pub fn start_tls_cluster(size: usize, pki: &Path, dir: &Path) -> Cluster {
     ];
     wait_until(&cluster, &tls);
     cluster
+}
+
+/// Starts one member on its URLs and data directory, with `flags` besides; logs to DIR/NAME.log.
+fn spawn(member: &Member, dir: &Path, flags: &[String]) -> Child {
+    let log = std::fs::File::create(dir.join(format!("{}.log", member.name))).unwrap();
+    Command::new("etcd")
+        .args(["--name", &member.name, "--data-dir", member.data_dir.to_str().unwrap()])
+        .args(["--listen-client-urls", &member.client_url])
+        .args(["--advertise-client-urls", &member.client_url])
+        .args(["--listen-peer-urls", &member.peer_url])
+        .args(["--initial-advertise-peer-urls", &member.peer_url])
+        .args(flags)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("etcd is installed (apt-get install etcd-server)")
 }
 
 /// Waits until every member answers `etcdctl endpoint health` (with `tls` flags, if any).
