@@ -149,7 +149,7 @@ async fn a_local_backup_restores_and_one_changed_byte_is_refused() {
     let to =
         Location::parse(&dir.join("snap.db.gz").display().to_string(), &BTreeMap::new()).unwrap();
     let record =
-        save(&cluster.client_urls(), Some(&tls(&pki)), &to, Compression::Gzip, None).await.unwrap();
+        save(&cluster.client_urls(), Some(&tls(pki)), &to, Compression::Gzip, None).await.unwrap();
     let object = dir.join("snap.db.gz");
     assert_eq!(std::fs::metadata(&object).unwrap().len(), record.size as u64);
     let listed =
@@ -208,7 +208,7 @@ async fn a_store_gone_mid_upload_fails_the_run_and_records_nothing() {
 
     let through_proxy = options_for(&proxy.endpoint);
     let to = Location::parse("s3://backups/cut/snap.db", &through_proxy).unwrap();
-    let result = save(&cluster.client_urls(), Some(&tls(&pki)), &to, Compression::None, None).await;
+    let result = save(&cluster.client_urls(), Some(&tls(pki)), &to, Compression::None, None).await;
     let err = result.expect_err("the upload cannot complete").to_string();
     assert!(err.contains("cannot upload the snapshot to s3://backups/cut/snap.db"), "{err}");
     assert!(proxy.cut.load(std::sync::atomic::Ordering::SeqCst), "the proxy cut the upload");
@@ -237,7 +237,7 @@ async fn a_schedule_driven_by_a_test_clock_keeps_exactly_the_newest_n() {
     let job = Job {
         cluster: "main".into(),
         endpoints: cluster.client_urls(),
-        tls: Some(tls(&pki)),
+        tls: Some(tls(pki)),
         prefix: Location::parse("s3://backups/ns/main-hourly", &moto.options()).unwrap(),
         compression: Compression::Zstd,
         retention: RETENTION,
@@ -287,7 +287,7 @@ async fn member_init_restores_a_new_member_and_never_an_unverified_one() {
     let to =
         Location::parse(backups.join("snap.db.zst").to_str().unwrap(), &BTreeMap::new()).unwrap();
     let record =
-        save(&cluster.client_urls(), Some(&tls(&pki)), &to, Compression::Zstd, None).await.unwrap();
+        save(&cluster.client_urls(), Some(&tls(pki)), &to, Compression::Zstd, None).await.unwrap();
 
     // What the operator writes: the member's bootstrap entry, and spec.restore on the cluster.
     let peer = format!("http://127.0.0.1:{}", free_port());
