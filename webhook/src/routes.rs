@@ -58,15 +58,16 @@ async fn handle(kind: Kind, mode: Mode, body: Bytes) -> Response {
 
 /// The review as kube-apiserver writes one: kube-core serialises `patch` (a `[]byte` in Go) as an
 /// array of numbers, which Go accepts, but the canonical and four times smaller form is base64.
+/// The patch is taken out before the review becomes JSON, so its bytes are encoded once, as a
+/// string, instead of as a tree of numbers.
 fn wire_form(
-    answer: kube::core::admission::AdmissionReview<kube::core::DynamicObject>,
+    mut answer: kube::core::admission::AdmissionReview<kube::core::DynamicObject>,
 ) -> serde_json::Value {
+    let patch = answer.response.as_mut().and_then(|response| response.patch.take());
     let mut value = serde_json::to_value(answer).unwrap_or_default();
-    if let Some(patch) = value.pointer_mut("/response/patch") {
-        let bytes: Option<Vec<u8>> = serde_json::from_value(patch.clone()).ok();
-        if let Some(bytes) = bytes {
-            *patch = serde_json::to_value(k8s_openapi::ByteString(bytes)).unwrap_or_default();
-        }
+    if let (Some(patch), Some(response)) = (patch, value.get_mut("response")) {
+        let encoded = serde_json::to_value(k8s_openapi::ByteString(patch)).unwrap_or_default();
+        response["patch"] = encoded;
     }
     value
 }
