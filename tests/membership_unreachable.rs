@@ -14,7 +14,13 @@ use etcd_operator::membership::reconcile::{Target, act, plan};
 const CLUSTER: &str = "frozen";
 
 fn target(size: usize) -> Target {
-    Target { cluster: CLUSTER.into(), size, generation: Some(1), token: "frozen-token".into() }
+    Target {
+        cluster: CLUSTER.into(),
+        size,
+        generation: Some(1),
+        token: "frozen-token".into(),
+        replace_after: None,
+    }
 }
 
 fn pki(members: &ProcessMembers) -> ClientTls {

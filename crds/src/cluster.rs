@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{
     Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -83,6 +83,12 @@ pub struct EtcdClusterSpec {
     /// etcd tuning that the operator passes through as flags.
     #[serde(default)]
     pub options: EtcdOptions,
+
+    /// A voting member that has not answered for this long is replaced: removed from etcd while
+    /// the others keep quorum, its data wiped, and added back as a new learner. 0 never replaces.
+    #[serde(default = "defaults::replace_unhealthy_after_seconds")]
+    #[schemars(range(min = 0))]
+    pub replace_unhealthy_after_seconds: i64,
 
     /// Start the members of a new cluster from this snapshot (an EtcdRestore sets it; it can be
     /// set by hand). Each member's init container verifies the checksum before restoring; a
@@ -331,6 +337,9 @@ pub struct MemberStatus {
     pub leader: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Since when the member has not answered; absent while it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_since: Option<Time>,
 }
 
 /// Raft role of a member.

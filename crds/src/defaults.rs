@@ -55,3 +55,9 @@ pub fn resources() -> ResourceRequirements {
 pub fn retention() -> i32 {
     5
 }
+
+/// Five minutes: longer than a node drain or an image pull, short enough that a broken member
+/// does not leave the cluster one failure away from losing quorum for long.
+pub fn replace_unhealthy_after_seconds() -> i64 {
+    300
+}

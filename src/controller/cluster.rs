@@ -140,6 +140,7 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         size: usize::try_from(cluster.spec.size).unwrap_or(0),
         generation: cluster.metadata.generation,
         token: cluster.uid().unwrap_or_else(|| name.clone()),
+        replace_after: Target::replace_after_seconds(cluster.spec.replace_unhealthy_after_seconds),
     };
     let previous = cluster.status.clone().unwrap_or_default();
     let (step, mut status, voters) = plan(&port, &target, tls.as_ref(), &previous).await?;

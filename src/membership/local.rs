@@ -133,6 +133,9 @@ pub async fn up(file: &Path, dir: &Path, restore_from: Option<&str>) -> crate::e
             size: usize::try_from(cluster.spec.size).unwrap_or(0),
             generation: cluster.metadata.generation,
             token: token.clone(),
+            replace_after: Target::replace_after_seconds(
+                cluster.spec.replace_unhealthy_after_seconds,
+            ),
         };
         restore_members(&members, &target, from).await?;
     }
@@ -146,6 +149,9 @@ pub async fn up(file: &Path, dir: &Path, restore_from: Option<&str>) -> crate::e
             size: usize::try_from(cluster.spec.size).unwrap_or(0),
             generation: cluster.metadata.generation,
             token: token.clone(),
+            replace_after: Target::replace_after_seconds(
+                cluster.spec.replace_unhealthy_after_seconds,
+            ),
         };
         let pause = match reconcile_step(&members, &target, tls.as_ref(), &mut status, dir).await {
             Ok(step) => {

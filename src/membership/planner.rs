@@ -29,6 +29,8 @@ pub struct Seen {
     pub healthy: bool,
     /// Its data directory (volume) holds member data.
     pub has_data: bool,
+    /// It has not answered for longer than the cluster's replacement threshold.
+    pub failing: bool,
 }
 
 /// Everything the planner decides on.
@@ -139,6 +141,16 @@ pub fn next_step(wanted: &[Wanted], observed: &Observed) -> Step {
         } else {
             Step::StopAll { names: observed.running.iter().cloned().collect() }
         };
+    }
+
+    // A voter that has not answered for too long (crash-looping, corrupt data, a lost node):
+    // replace it while the others keep quorum. It is removed first; Retire then stops it and wipes
+    // its data, and it joins again as a new learner. Without quorum to spare, it is restarted.
+    if let Some(failed) = voters.iter().find(|m| m.failing && !m.healthy)
+        && voters.len() > 1
+        && healthy_voters >= quorum(voters.len() - 1)
+    {
+        return Step::Remove { id: failed.id, name: failed.name.clone() };
     }
 
     // Members that should run but do not, and still have their data: start them again.
@@ -257,6 +269,7 @@ mod tests {
             running: true,
             healthy: true,
             has_data: true,
+            failing: false,
         }
     }
 
@@ -373,6 +386,30 @@ mod tests {
     }
 
     #[test]
+    fn a_member_failing_past_the_threshold_is_replaced_while_quorum_allows() {
+        let mut members = vec![voter(0), voter(1), voter(2)];
+        members[2].healthy = false;
+        members[2].failing = true;
+        assert_eq!(
+            next_step(&wanted(3), &observed(members.clone(), 0)),
+            Step::Remove { id: 102, name: "c-2".into() }
+        );
+        // Once removed, its process is retired (stopped, data wiped) and it joins as a learner.
+        let after: Vec<Seen> = members[..2].to_vec();
+        let mut seen = observed(after.clone(), 0);
+        seen.running.insert("c-2".into());
+        assert_eq!(next_step(&wanted(3), &seen), Step::Retire { name: "c-2".into() });
+        assert_eq!(
+            next_step(&wanted(3), &observed(after, 0)),
+            Step::AddLearner { member: wanted(3)[2].clone() }
+        );
+        // With a second member down there is no quorum to spare: it is restarted instead.
+        members[1].healthy = false;
+        members[1].running = false;
+        assert!(matches!(next_step(&wanted(3), &observed(members, 0)), Step::Restart { .. }));
+    }
+
+    #[test]
     fn an_unwanted_learner_is_dropped_first() {
         let members = vec![voter(0), Seen { is_learner: true, ..voter(1) }];
         assert_eq!(
@@ -382,7 +419,8 @@ mod tests {
     }
 
     fn arbitrary_observed() -> impl Strategy<Value = (usize, Observed)> {
-        let member = (0u64..9, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>());
+        let member =
+            (0u64..9, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>());
         (
             prop::sample::select(vec![0usize, 1, 3, 5, 7, 9]),
             prop::collection::vec(member, 0..9),
@@ -391,7 +429,7 @@ mod tests {
         )
             .prop_map(|(size, raw, reachable, leader)| {
                 let mut members: Vec<Seen> = Vec::new();
-                for (i, learner, running, healthy, data) in raw {
+                for (i, learner, running, healthy, data, failing) in raw {
                     if members.iter().any(|m| m.id == 100 + i) {
                         continue;
                     }
@@ -400,6 +438,7 @@ mod tests {
                         running,
                         healthy: healthy && running,
                         has_data: data || running,
+                        failing: failing && !(healthy && running),
                         ..voter(i)
                     });
                 }

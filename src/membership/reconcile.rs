@@ -6,6 +6,9 @@
 
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
 use etcd_crds::{ClusterPhase, EtcdClusterStatus, MemberRole, MemberStatus, StoppedCluster};
 use futures::future::join_all;
 
@@ -22,6 +25,15 @@ pub struct Target {
     pub generation: Option<i64>,
     /// Cluster token: members of one cluster share it, so a stray member of another cannot join.
     pub token: String,
+    /// A voter silent for this long is replaced; `None` never replaces.
+    pub replace_after: Option<Duration>,
+}
+
+impl Target {
+    /// `spec.replaceUnhealthyAfterSeconds` as a threshold (0 and below: never).
+    pub fn replace_after_seconds(seconds: i64) -> Option<Duration> {
+        u64::try_from(seconds).ok().filter(|s| *s > 0).map(Duration::from_secs)
+    }
 }
 
 /// The members a target asks for: ordinals `0..size`.
@@ -106,6 +118,7 @@ pub async fn observe(
                         name,
                         peer_url: m.peer_url,
                         is_learner: m.is_learner,
+                        failing: false,
                     })
                     .collect();
                 observation.planner.members = Some(seen);
@@ -141,6 +154,9 @@ pub fn status(
                 role: Some(if m.is_learner { MemberRole::Learner } else { MemberRole::Voter }),
                 leader: observation.planner.leader == Some(m.id),
                 version: status.map(|s| s.version.clone()),
+                unhealthy_since: (!m.healthy).then(|| {
+                    unhealthy_since(previous, &m.name).unwrap_or_else(|| Time(Timestamp::now()))
+                }),
             }
         })
         .collect();
@@ -321,7 +337,8 @@ pub async fn plan(
     previous: &EtcdClusterStatus,
 ) -> Result<(Step, EtcdClusterStatus, Vec<String>), Error> {
     let wanted = wanted(port, target)?;
-    let observation = observe(port, &wanted, tls, previous).await?;
+    let mut observation = observe(port, &wanted, tls, previous).await?;
+    mark_failing(&mut observation, target, previous, Timestamp::now());
     let step = next_step(&wanted, &observation.planner);
     let mut status = status(target, &observation, &step, previous);
     status.client_endpoints = wanted
@@ -338,12 +355,41 @@ pub async fn plan(
     Ok((step, status, voters))
 }
 
+/// Since when `name` has been silent, as the previous status recorded it.
+fn unhealthy_since(previous: &EtcdClusterStatus, name: &str) -> Option<Time> {
+    previous.members.iter().find(|m| m.name == name).and_then(|m| m.unhealthy_since.clone())
+}
+
+/// Marks the voters that have been silent past the target's threshold, by the times the previous
+/// status recorded (a member first seen silent now has only just started to be).
+fn mark_failing(
+    observation: &mut Observation,
+    target: &Target,
+    previous: &EtcdClusterStatus,
+    now: Timestamp,
+) {
+    let Some(threshold) = target.replace_after else { return };
+    for member in observation.planner.members.iter_mut().flatten() {
+        let since = unhealthy_since(previous, &member.name).map(|t| t.0);
+        let silent_for = since.map(|since| now.as_second() - since.as_second()).unwrap_or(0);
+        member.failing = !member.healthy
+            && !member.is_learner
+            && u64::try_from(silent_for).is_ok_and(|s| s >= threshold.as_secs());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn target(size: usize) -> Target {
-        Target { cluster: "c".into(), size, generation: Some(4), token: "t".into() }
+        Target {
+            cluster: "c".into(),
+            size,
+            generation: Some(4),
+            token: "t".into(),
+            replace_after: None,
+        }
     }
 
     fn condition<'a>(
@@ -379,6 +425,7 @@ mod tests {
             running,
             healthy: running,
             has_data: running,
+            failing: false,
         };
         let mut observation = Observation::default();
         observation.planner.members = Some(vec![seen(0, false, true), seen(1, true, true)]);

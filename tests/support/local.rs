@@ -41,8 +41,13 @@ impl Local {
     }
 
     pub fn set_size(&mut self, size: i32) {
+        self.set_spec(size, "");
+    }
+
+    /// Writes the cluster file with `size` and further spec lines (indented two spaces each).
+    pub fn set_spec(&mut self, size: i32, extra: &str) {
         let yaml = format!(
-            "apiVersion: etcd.etcd.io/v1alpha1\nkind: EtcdCluster\nmetadata:\n  name: it\n  namespace: default\nspec:\n  size: {size}\n  version: 3.4.23\n"
+            "apiVersion: etcd.etcd.io/v1alpha1\nkind: EtcdCluster\nmetadata:\n  name: it\n  namespace: default\nspec:\n  size: {size}\n  version: 3.4.23\n{extra}"
         );
         std::fs::write(&self.file, yaml).unwrap();
     }
