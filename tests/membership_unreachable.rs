@@ -20,6 +20,7 @@ fn target(size: usize) -> Target {
         generation: Some(1),
         token: "frozen-token".into(),
         replace_after: None,
+        version: None,
     }
 }
 

@@ -21,7 +21,7 @@ use super::Context;
 use crate::etcd::ClientTls;
 use crate::k8s::members::KubeMembers;
 use crate::k8s::names::{self, FIELD_MANAGER};
-use crate::k8s::objects;
+use crate::k8s::{objects, upgrade};
 use crate::membership::planner::Step;
 use crate::membership::reconcile::{Target, act, plan};
 use crate::tls::kube_secrets::ensure_cluster_pki;
@@ -124,15 +124,26 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     apply_object::<PodDisruptionBudget>(ctx, &namespace, &objects::pod_disruption_budget(cluster))
         .await?;
     let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
-    let replicas = sts_api
-        .get_opt(&name)
-        .await
-        .map_err(kube_err(format!("get StatefulSet {name}")))?
-        .and_then(|s| s.spec)
-        .and_then(|s| s.replicas)
-        .unwrap_or(0);
-    apply_object(ctx, &namespace, &objects::statefulset(cluster, replicas, &ctx.operator_image))
-        .await?;
+    let current =
+        sts_api.get_opt(&name).await.map_err(kube_err(format!("get StatefulSet {name}")))?;
+    let current = current.and_then(|s| s.spec);
+    let replicas = current.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+    let partition = current.as_ref().map(|s| {
+        s.update_strategy
+            .as_ref()
+            .and_then(|u| u.rolling_update.as_ref())
+            .and_then(|r| r.partition)
+            .unwrap_or(0)
+    });
+    let previous_status = cluster.status.clone().unwrap_or_default();
+    let partition =
+        upgrade::partition(&name, &cluster.spec.version, replicas, &previous_status, partition);
+    apply_object(
+        ctx,
+        &namespace,
+        &objects::statefulset(cluster, replicas, &ctx.operator_image, partition),
+    )
+    .await?;
 
     let port = KubeMembers { client: ctx.client.clone(), cluster: cluster.clone() };
     let target = Target {
@@ -141,6 +152,7 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         generation: cluster.metadata.generation,
         token: cluster.uid().unwrap_or_else(|| name.clone()),
         replace_after: Target::replace_after_seconds(cluster.spec.replace_unhealthy_after_seconds),
+        version: Some(cluster.spec.version.clone()),
     };
     let previous = cluster.status.clone().unwrap_or_default();
     let (step, mut status, voters) = plan(&port, &target, tls.as_ref(), &previous).await?;

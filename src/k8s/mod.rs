@@ -7,3 +7,4 @@ pub mod member_init;
 pub mod members;
 pub mod names;
 pub mod objects;
+pub mod upgrade;

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use etcd_crds::EtcdCluster;
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::apps::v1::{
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
@@ -141,7 +143,14 @@ fn restricted() -> SecurityContext {
 
 /// The members' StatefulSet. `replicas` is the number of ordinals admitted (members and the
 /// learner in flight), not `spec.size`: a pod exists only for a member etcd knows about.
-pub fn statefulset(cluster: &EtcdCluster, replicas: i32, operator_image: &str) -> StatefulSet {
+/// `partition` holds back a rolling update (see [`super::upgrade`]): ordinals at or above it run
+/// this template.
+pub fn statefulset(
+    cluster: &EtcdCluster,
+    replicas: i32,
+    operator_image: &str,
+    partition: i32,
+) -> StatefulSet {
     let name = super::names::name(cluster);
     let spec = &cluster.spec;
     let tls = spec.security.tls.enabled;
@@ -322,6 +331,13 @@ pub fn statefulset(cluster: &EtcdCluster, replicas: i32, operator_image: &str) -
             replicas: Some(replicas),
             service_name: Some(etcd_certs::cluster::peer_service(&name)),
             pod_management_policy: Some("Parallel".into()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateStatefulSetStrategy {
+                    partition: Some(partition),
+                    ..RollingUpdateStatefulSetStrategy::default()
+                }),
+            }),
             selector: LabelSelector {
                 match_labels: Some(selector(&name)),
                 ..LabelSelector::default()
@@ -382,7 +398,7 @@ pub fn all(
         serde_json::to_value(client_service(cluster)),
         serde_json::to_value(pod_disruption_budget(cluster)),
         serde_json::to_value(bootstrap_configmap(cluster, entries)),
-        serde_json::to_value(statefulset(cluster, replicas, operator_image)),
+        serde_json::to_value(statefulset(cluster, replicas, operator_image, 0)),
     ]
     .into_iter()
     .filter_map(Result::ok)

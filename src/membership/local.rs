@@ -105,6 +105,19 @@ async fn restore_members(
     Ok(())
 }
 
+/// What the planner aims at for the cluster in the file. The version is not chosen here: `local`
+/// runs the etcd that is installed.
+fn target(cluster: &etcd_crds::EtcdCluster, name: &str, token: &str) -> Target {
+    Target {
+        cluster: name.to_owned(),
+        size: usize::try_from(cluster.spec.size).unwrap_or(0),
+        generation: cluster.metadata.generation,
+        token: token.to_owned(),
+        replace_after: Target::replace_after_seconds(cluster.spec.replace_unhealthy_after_seconds),
+        version: None,
+    }
+}
+
 /// Reconciles `file` into processes under `dir` until Ctrl-C; a new cluster starts from the
 /// backup at `restore_from` when one is given.
 pub async fn up(file: &Path, dir: &Path, restore_from: Option<&str>) -> crate::error::Result<()> {
@@ -128,15 +141,7 @@ pub async fn up(file: &Path, dir: &Path, restore_from: Option<&str>) -> crate::e
     let mut status = read_status(dir);
     tracing::info!(cluster = %name, dir = %dir.display(), "reconciling local cluster");
     if let Some(from) = restore_from {
-        let target = Target {
-            cluster: name.clone(),
-            size: usize::try_from(cluster.spec.size).unwrap_or(0),
-            generation: cluster.metadata.generation,
-            token: token.clone(),
-            replace_after: Target::replace_after_seconds(
-                cluster.spec.replace_unhealthy_after_seconds,
-            ),
-        };
+        let target = target(&cluster, &name, &token);
         restore_members(&members, &target, from).await?;
     }
     loop {
@@ -144,15 +149,7 @@ pub async fn up(file: &Path, dir: &Path, restore_from: Option<&str>) -> crate::e
             Ok(edited) => cluster = edited,
             Err(err) => tracing::warn!(%err, "keeping the last valid spec"),
         }
-        let target = Target {
-            cluster: name.clone(),
-            size: usize::try_from(cluster.spec.size).unwrap_or(0),
-            generation: cluster.metadata.generation,
-            token: token.clone(),
-            replace_after: Target::replace_after_seconds(
-                cluster.spec.replace_unhealthy_after_seconds,
-            ),
-        };
+        let target = target(&cluster, &name, &token);
         let pause = match reconcile_step(&members, &target, tls.as_ref(), &mut status, dir).await {
             Ok(step) => {
                 if exit_after.as_deref() == Some(step.kind()) {

@@ -27,6 +27,9 @@ pub struct Target {
     pub token: String,
     /// A voter silent for this long is replaced; `None` never replaces.
     pub replace_after: Option<Duration>,
+    /// The etcd version members should run; `None` where the operator does not choose it (`local`
+    /// runs the etcd that is installed).
+    pub version: Option<String>,
 }
 
 impl Target {
@@ -179,6 +182,14 @@ pub fn status(
         }
         Step::Wait { .. } | Step::Done => ClusterPhase::Degraded,
         _ => ClusterPhase::Scaling,
+    };
+    // A member that answers with another version than the spec's: a rolling upgrade is under way.
+    let behind = |m: &MemberStatus| matches!((&target.version, &m.version), (Some(wanted), Some(runs)) if wanted != runs);
+    let phase = match phase {
+        ClusterPhase::Running | ClusterPhase::Degraded if members.iter().any(behind) => {
+            ClusterPhase::Upgrading
+        }
+        phase => phase,
     };
     let mut conditions = previous.conditions.clone();
     let generation = target.generation;
@@ -389,6 +400,7 @@ mod tests {
             generation: Some(4),
             token: "t".into(),
             replace_after: None,
+            version: None,
         }
     }
 
@@ -397,6 +409,43 @@ mod tests {
         type_: &str,
     ) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
         status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn a_member_on_another_version_than_the_spec_is_an_upgrade_in_progress() {
+        let seen = |id: u64| Seen {
+            id,
+            name: format!("c-{id}"),
+            peer_url: format!("https://p{id}"),
+            is_learner: false,
+            running: true,
+            healthy: true,
+            has_data: true,
+            failing: false,
+        };
+        let mut observation = Observation::default();
+        observation.planner.members = Some((0..3).map(seen).collect());
+        let version = |v: &str| EndpointStatus {
+            member_id: 0,
+            leader: 0,
+            cluster_id: 1,
+            version: v.into(),
+            is_learner: false,
+            raft_index: 1,
+        };
+        observation.statuses = vec![
+            ("c-0".into(), version("3.5.9")),
+            ("c-1".into(), version("3.5.9")),
+            ("c-2".into(), version("3.6.1")),
+        ];
+        let target = Target { version: Some("3.6.1".into()), ..target(3) };
+        assert_eq!(status_of(&target, &observation).phase, Some(ClusterPhase::Upgrading));
+        observation.statuses.iter_mut().for_each(|(_, s)| s.version = "3.6.1".into());
+        assert_eq!(status_of(&target, &observation).phase, Some(ClusterPhase::Running));
+    }
+
+    fn status_of(target: &Target, observation: &Observation) -> EtcdClusterStatus {
+        status(target, observation, &Step::Done, &EtcdClusterStatus::default())
     }
 
     #[test]
