@@ -17,13 +17,84 @@ pub struct Placement {
     pub tls: bool,
 }
 
-fn tls_block(dir: &str) -> Value {
-    let mut block = Mapping::new();
-    block.insert("cert-file".into(), format!("{dir}/tls.crt").into());
-    block.insert("key-file".into(), format!("{dir}/tls.key").into());
-    block.insert("trusted-ca-file".into(), format!("{dir}/ca.crt").into());
-    block.insert("client-cert-auth".into(), true.into());
-    Value::Mapping(block)
+/// Where a member's certificate, key and trusted CA are.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: String,
+    pub key: String,
+    pub ca: String,
+}
+
+impl TlsFiles {
+    /// A `kubernetes.io/tls` Secret mounted at `dir`.
+    pub fn secret_dir(dir: &str) -> Self {
+        Self {
+            cert: format!("{dir}/tls.crt"),
+            key: format!("{dir}/tls.key"),
+            ca: format!("{dir}/ca.crt"),
+        }
+    }
+
+    fn block(&self) -> Value {
+        let mut block = Mapping::new();
+        block.insert("cert-file".into(), self.cert.clone().into());
+        block.insert("key-file".into(), self.key.clone().into());
+        block.insert("trusted-ca-file".into(), self.ca.clone().into());
+        block.insert("client-cert-auth".into(), true.into());
+        Value::Mapping(block)
+    }
+}
+
+/// Everything one member's configuration says, wherever it runs (a pod, a local process).
+#[derive(Clone, Debug)]
+pub struct MemberConfig {
+    pub name: String,
+    pub data_dir: String,
+    pub listen_peer: String,
+    pub listen_client: String,
+    pub listen_metrics: Option<String>,
+    pub advertise_peer: String,
+    pub advertise_client: String,
+    /// `name=peerURL,...`
+    pub initial_cluster: String,
+    /// `new` or `existing`.
+    pub state: &'static str,
+    pub token: String,
+    /// Server (client URLs) and peer TLS; `None` runs plain HTTP.
+    pub tls: Option<(TlsFiles, TlsFiles)>,
+}
+
+impl MemberConfig {
+    /// The YAML etcd reads with `--config-file`, with the cluster's tuning.
+    pub fn render(&self, options: &EtcdOptions) -> String {
+        let mut config = Mapping::new();
+        let mut set = |key: &str, value: Value| {
+            config.insert(key.into(), value);
+        };
+        set("name", self.name.clone().into());
+        set("data-dir", self.data_dir.clone().into());
+        set("listen-peer-urls", self.listen_peer.clone().into());
+        set("listen-client-urls", self.listen_client.clone().into());
+        if let Some(metrics) = &self.listen_metrics {
+            set("listen-metrics-urls", metrics.clone().into());
+        }
+        set("initial-advertise-peer-urls", self.advertise_peer.clone().into());
+        set("advertise-client-urls", self.advertise_client.clone().into());
+        set("initial-cluster", self.initial_cluster.clone().into());
+        set("initial-cluster-state", self.state.into());
+        set("initial-cluster-token", self.token.clone().into());
+        set("quota-backend-bytes", options.quota_backend_bytes.into());
+        set("auto-compaction-mode", options.auto_compaction_mode.as_flag().into());
+        set("auto-compaction-retention", options.auto_compaction_retention.clone().into());
+        if let Some((server, peer)) = &self.tls {
+            set("client-transport-security", server.block());
+            set("peer-transport-security", peer.block());
+        }
+        for (flag, value) in &options.extra_args {
+            set(flag.trim_start_matches('-'), typed(value));
+        }
+        serde_yaml::to_string(&config).unwrap_or_default()
+    }
 }
 
 /// A value from `extraArgs` in the type etcd's YAML parser expects (numbers and booleans bare).
@@ -38,43 +109,30 @@ fn typed(value: &str) -> Value {
     }
 }
 
-/// The YAML config of the member `entry` names.
+/// The YAML config of the member `entry` names, in its pod.
 pub fn render(entry: &BootstrapEntry, placement: &Placement, options: &EtcdOptions) -> String {
     let (peer_url, client_url) =
         member_urls(&placement.cluster, &placement.namespace, &entry.name, placement.tls);
     let scheme = if placement.tls { "https" } else { "http" };
-    let mut config = Mapping::new();
-    let mut set = |key: &str, value: Value| {
-        config.insert(key.into(), value);
-    };
-    set("name", entry.name.clone().into());
-    set("data-dir", DATA_DIR.into());
-    set("listen-peer-urls", format!("{scheme}://0.0.0.0:{PEER_PORT}").into());
-    set("listen-client-urls", format!("{scheme}://0.0.0.0:{CLIENT_PORT}").into());
-    set("listen-metrics-urls", format!("http://0.0.0.0:{METRICS_PORT}").into());
-    set("initial-advertise-peer-urls", peer_url.into());
-    set("advertise-client-urls", client_url.into());
-    set("initial-cluster", entry.initial_cluster_flag().into());
-    set(
-        "initial-cluster-state",
-        match entry.state {
+    MemberConfig {
+        name: entry.name.clone(),
+        data_dir: DATA_DIR.into(),
+        listen_peer: format!("{scheme}://0.0.0.0:{PEER_PORT}"),
+        listen_client: format!("{scheme}://0.0.0.0:{CLIENT_PORT}"),
+        listen_metrics: Some(format!("http://0.0.0.0:{METRICS_PORT}")),
+        advertise_peer: peer_url,
+        advertise_client: client_url,
+        initial_cluster: entry.initial_cluster_flag(),
+        state: match entry.state {
             InitialState::New => "new",
             InitialState::Existing => "existing",
-        }
-        .into(),
-    );
-    set("initial-cluster-token", entry.token.clone().into());
-    set("quota-backend-bytes", options.quota_backend_bytes.into());
-    set("auto-compaction-mode", options.auto_compaction_mode.as_flag().into());
-    set("auto-compaction-retention", options.auto_compaction_retention.clone().into());
-    if placement.tls {
-        set("client-transport-security", tls_block(SERVER_TLS_DIR));
-        set("peer-transport-security", tls_block(PEER_TLS_DIR));
+        },
+        token: entry.token.clone(),
+        tls: placement
+            .tls
+            .then(|| (TlsFiles::secret_dir(SERVER_TLS_DIR), TlsFiles::secret_dir(PEER_TLS_DIR))),
     }
-    for (flag, value) in &options.extra_args {
-        set(flag.trim_start_matches('-'), typed(value));
-    }
-    serde_yaml::to_string(&config).unwrap_or_default()
+    .render(options)
 }
 
 #[cfg(test)]

@@ -132,7 +132,8 @@ pub async fn up(file: &Path, dir: &Path, restore_from: Option<&str>) -> crate::e
         }
         .into());
     }
-    let members = ProcessMembers::new(dir, tls_spec.enabled);
+    let members =
+        ProcessMembers::new(dir, tls_spec.enabled).with_options(cluster.spec.options.clone());
     let tls = if tls_spec.enabled { Some(ensure_pki(&members, &cluster)?) } else { None };
     let token = token(dir, &name)?;
     let exit_after = std::env::var(EXIT_AFTER_ENV).ok();

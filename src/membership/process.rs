@@ -3,7 +3,7 @@
 //!
 //! Layout of the state directory:
 //! `pki/` (the cluster's PEM files), `ports.json` (each member's client and peer port),
-//! `members/NAME/{data/, etcd.log, pid}`, `status.json`.
+//! `members/NAME/{data/, etcd.conf.yaml, etcd.log, pid}`, `status.json`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::CommandExt;
@@ -12,10 +12,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use etcd_crds::EtcdOptions;
 use serde::{Deserialize, Serialize};
 
 use super::planner::Wanted;
 use super::{ClusterState, Error, MemberPort, MemberUrls};
+use crate::k8s::etcd_config::{MemberConfig, TlsFiles};
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 struct Ports {
@@ -30,11 +32,23 @@ pub struct ProcessMembers {
     /// Processes this operator started: reaped here so that an exited member is not a zombie
     /// that still looks alive.
     children: Mutex<BTreeMap<String, Child>>,
+    options: EtcdOptions,
 }
 
 impl ProcessMembers {
     pub fn new(dir: &Path, tls: bool) -> Self {
-        Self { dir: dir.to_owned(), tls, children: Mutex::new(BTreeMap::new()) }
+        Self {
+            dir: dir.to_owned(),
+            tls,
+            options: EtcdOptions::default(),
+            children: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Members started from now on run with this tuning (`spec.options`).
+    pub fn with_options(mut self, options: EtcdOptions) -> Self {
+        self.options = options;
+        self
     }
 
     pub fn pki_dir(&self) -> PathBuf {
@@ -195,36 +209,38 @@ impl ProcessMembers {
         let log_err = log.try_clone().map_err(Self::io(&log_path))?;
         let initial: Vec<String> =
             initial.iter().map(|w| format!("{}={}", w.name, w.peer_url)).collect();
-        let data = self.data_dir(name);
+        let pki = self.pki_dir();
+        let file = |f: &str| pki.join(f).display().to_string();
+        let files = |part: &str| TlsFiles {
+            cert: file(&format!("{part}.crt")),
+            key: file(&format!("{part}.key")),
+            ca: file("ca.crt"),
+        };
+        // The same configuration file a pod's member-init writes, with loopback URLs.
+        let config = MemberConfig {
+            name: name.to_owned(),
+            data_dir: self.data_dir(name).display().to_string(),
+            listen_peer: urls.peer.clone(),
+            listen_client: urls.client.clone(),
+            listen_metrics: None,
+            advertise_peer: urls.peer,
+            advertise_client: urls.client,
+            initial_cluster: initial.join(","),
+            state: state.as_flag(),
+            token: token.to_owned(),
+            tls: self.tls.then(|| (files("server"), files("peer"))),
+        };
+        let config_path = dir.join("etcd.conf.yaml");
+        std::fs::write(&config_path, config.render(&self.options))
+            .map_err(Self::io(&config_path))?;
         let mut command = Command::new("etcd");
         command
-            .arg(format!("--name={name}"))
-            .arg(format!("--data-dir={}", data.display()))
-            .arg(format!("--listen-client-urls={}", urls.client))
-            .arg(format!("--advertise-client-urls={}", urls.client))
-            .arg(format!("--listen-peer-urls={}", urls.peer))
-            .arg(format!("--initial-advertise-peer-urls={}", urls.peer))
-            .arg(format!("--initial-cluster={}", initial.join(",")))
-            .arg(format!("--initial-cluster-state={}", state.as_flag()))
-            .arg(format!("--initial-cluster-token={token}"))
+            .arg(format!("--config-file={}", config_path.display()))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
             // A process group of its own: Ctrl-C on the operator does not reach the members.
             .process_group(0);
-        if self.tls {
-            let pki = self.pki_dir();
-            let file = |f: &str| pki.join(f).display().to_string();
-            command
-                .arg("--client-cert-auth")
-                .arg(format!("--trusted-ca-file={}", file("ca.crt")))
-                .arg(format!("--cert-file={}", file("server.crt")))
-                .arg(format!("--key-file={}", file("server.key")))
-                .arg("--peer-client-cert-auth")
-                .arg(format!("--peer-trusted-ca-file={}", file("ca.crt")))
-                .arg(format!("--peer-cert-file={}", file("peer.crt")))
-                .arg(format!("--peer-key-file={}", file("peer.key")));
-        }
         let child =
             command.spawn().map_err(|source| Error::Spawn { name: name.to_owned(), source })?;
         let pid_path = self.pid_file(name);
