@@ -44,6 +44,15 @@ fn event() -> Value {
     json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}, "eventTime": "2026-11-24T00:00:00.000000Z"})
 }
 
+/// The status patch of `object`, answered with the object.
+fn status_patch(object: &EtcdBackup) -> Exchange {
+    Exchange::new(
+        Method::PATCH,
+        format!("{CRD}/etcdbackups/nightly/status"),
+        serde_json::to_value(object).unwrap(),
+    )
+}
+
 fn b64(path: &std::path::Path) -> String {
     base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).unwrap())
 }
@@ -140,11 +149,7 @@ async fn a_missing_cluster_is_a_condition_an_event_and_a_retry_not_an_error() {
 async fn a_schedule_not_yet_due_only_says_when_it_will_run() {
     let dir = tempfile::tempdir().unwrap();
     let object = backup(volume_spec(dir.path(), Some("0 * * * *")), json!({}));
-    let (client, recorded) = serve(vec![Exchange::new(
-        Method::PATCH,
-        format!("{CRD}/etcdbackups/nightly/status"),
-        serde_json::to_value(&object).unwrap(),
-    )]);
+    let (client, recorded) = serve(vec![status_patch(&object)]);
     let ctx = Context::new(client, "op:1".into(), None);
     // Created at 00:00; at 00:35 the first run (01:00) is 25 minutes away.
     let now: Timestamp = "2026-11-24T00:35:00Z".parse().unwrap();
@@ -161,11 +166,7 @@ async fn a_schedule_not_yet_due_only_says_when_it_will_run() {
 async fn an_invalid_schedule_is_refused_with_its_text() {
     let dir = tempfile::tempdir().unwrap();
     let object = backup(volume_spec(dir.path(), Some("at noon")), json!({}));
-    let (client, recorded) = serve(vec![Exchange::new(
-        Method::PATCH,
-        format!("{CRD}/etcdbackups/nightly/status"),
-        serde_json::to_value(&object).unwrap(),
-    )]);
+    let (client, recorded) = serve(vec![status_patch(&object)]);
     let ctx = Context::new(client, "op:1".into(), None);
     reconcile_at(&object, &ctx, Timestamp::now()).await.unwrap();
     let seen = recorded.await.unwrap();

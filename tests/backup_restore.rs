@@ -62,6 +62,20 @@ async fn read_all(endpoint: &str) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
+/// Starts one member on a data directory a restore wrote and checks it holds `written`.
+async fn assert_restored(
+    name: &str,
+    peer_url: String,
+    data_dir: std::path::PathBuf,
+    dir: &Path,
+    written: &BTreeMap<String, Vec<u8>>,
+) {
+    let client_url = format!("http://127.0.0.1:{}", free_port());
+    let member = Member { name: name.to_owned(), client_url, peer_url, data_dir };
+    let restored = start_restored(vec![member], dir);
+    assert_eq!(&read_all(&restored.client_urls()[0]).await, written);
+}
+
 /// A cluster of `size` members restored from `from` into `dir`, started without TLS.
 async fn restore_cluster(from: &Location, size: usize, dir: &Path) -> Cluster {
     let members: Vec<Member> = (0..size)
@@ -122,14 +136,7 @@ async fn cli_backup_to_s3_and_restore_brings_back_every_key() {
         .output()
         .unwrap();
     assert!(out.status.success(), "restore failed: {}", String::from_utf8_lossy(&out.stderr));
-    let member = Member {
-        name: "r0".into(),
-        client_url: format!("http://127.0.0.1:{}", free_port()),
-        peer_url: peer,
-        data_dir,
-    };
-    let restored = start_restored(vec![member], work.path());
-    assert_eq!(read_all(&restored.client_urls()[0]).await, written);
+    assert_restored("r0", peer, data_dir, work.path(), &written).await;
 
     // The same object restored by the library into a new 3-member cluster.
     let from = Location::parse(location, &moto.options()).unwrap();
@@ -332,14 +339,7 @@ async fn member_init_restores_a_new_member_and_never_an_unverified_one() {
     let out = member_init(source(&record.sha256), &data_dir);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let member = Member {
-        name: "demo-0".into(),
-        client_url: format!("http://127.0.0.1:{}", free_port()),
-        peer_url: peer,
-        data_dir,
-    };
-    let restored = start_restored(vec![member], work.path());
-    assert_eq!(read_all(&restored.client_urls()[0]).await, written);
+    assert_restored("demo-0", peer, data_dir, work.path(), &written).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -421,12 +421,5 @@ async fn an_encrypted_backup_hides_the_data_and_restores_only_with_its_key() {
     assert!(!data_dir.exists());
     let (out, data_dir, peer) = restore_with(Some(&key_file), "right-key");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let member = Member {
-        name: "r0".into(),
-        client_url: format!("http://127.0.0.1:{}", free_port()),
-        peer_url: peer,
-        data_dir,
-    };
-    let restored = start_restored(vec![member], work.path());
-    assert_eq!(read_all(&restored.client_urls()[0]).await, written);
+    assert_restored("r0", peer, data_dir, work.path(), &written).await;
 }

@@ -88,11 +88,7 @@ async fn cluster_controller(client: kube::Client, context: Arc<super::Context>) 
         .owns(kube::Api::<Secret>::all(client), watcher::Config::default())
         .shutdown_on_signal()
         .run(super::cluster::reconcile, super::cluster::error_policy, context)
-        .for_each(|result| async move {
-            if let Err(err) = result {
-                tracing::debug!(%err, "reconcile error");
-            }
-        })
+        .for_each(log_failure("reconcile error"))
         .await;
 }
 
@@ -105,11 +101,7 @@ async fn backup_controller(client: kube::Client, context: Arc<super::Context>) {
     Controller::new(api, watcher::Config::default())
         .shutdown_on_signal()
         .run(super::backup::reconcile, super::backup::error_policy, context)
-        .for_each(|result| async move {
-            if let Err(err) = result {
-                tracing::debug!(%err, "backup reconcile error");
-            }
-        })
+        .for_each(log_failure("backup reconcile error"))
         .await;
 }
 
@@ -133,12 +125,20 @@ async fn restore_controller(client: kube::Client, context: Arc<super::Context>) 
         .watches(clusters, watcher::Config::default(), restores_of)
         .shutdown_on_signal()
         .run(super::restore::reconcile, super::restore::error_policy, context)
-        .for_each(|result| async move {
-            if let Err(err) = result {
-                tracing::debug!(%err, "restore reconcile error");
-            }
-        })
+        .for_each(log_failure("restore reconcile error"))
         .await;
+}
+
+/// Logs a failed reconcile of a controller's stream; the error policy has already requeued it.
+fn log_failure<T, E: std::fmt::Display>(
+    what: &'static str,
+) -> impl Fn(std::result::Result<T, E>) -> std::future::Ready<()> {
+    move |result| {
+        if let Err(err) = result {
+            tracing::debug!(%err, "{what}");
+        }
+        std::future::ready(())
+    }
 }
 
 fn finished(
