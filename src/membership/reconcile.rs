@@ -72,6 +72,10 @@ pub async fn observe(
     observation.planner.bootstrapped = previous.cluster_id.is_some() || !with_data.is_empty();
     let endpoints: Vec<String> =
         running.iter().map(|n| port.urls(n).map(|u| u.client)).collect::<Result<_, _>>()?;
+    let endpoints = accepting(endpoints).await;
+    if endpoints.is_empty() && !running.is_empty() {
+        observation.unreachable = Some("no running member accepts connections yet".to_owned());
+    }
     if !endpoints.is_empty() {
         let listed = async {
             let mut client = etcd::connect(&endpoints, tls).await?;
@@ -132,6 +136,20 @@ pub async fn observe(
     observation.planner.running = running;
     observation.planner.with_data = with_data;
     Ok(observation)
+}
+
+/// The endpoints that accept a TCP connection now. Members that are still starting are left out
+/// here, in a few milliseconds, instead of holding the etcd client in gRPC's reconnect backoff
+/// for a second or more.
+async fn accepting(endpoints: Vec<String>) -> Vec<String> {
+    let checks = endpoints.into_iter().map(|endpoint| async move {
+        let url = url::Url::parse(&endpoint).ok()?;
+        let address = (url.host_str()?.to_owned(), url.port_or_known_default()?);
+        let connect = tokio::net::TcpStream::connect(address);
+        let accepted = tokio::time::timeout(Duration::from_millis(500), connect).await;
+        matches!(accepted, Ok(Ok(_))).then_some(endpoint)
+    });
+    join_all(checks).await.into_iter().flatten().collect()
 }
 
 /// The status for this observation and the step about to be taken.
