@@ -335,7 +335,7 @@ pub async fn ensure_cluster_pki(
     let Some((_, ca_secret)) = existing.get(ca_name) else {
         let pki = etcd_certs::issue_cluster_pki(request, now)?;
         for (part, name) in &names {
-            let secret = cluster_secret(
+            let mut secret = cluster_secret(
                 name,
                 namespace,
                 part_of(&pki, *part),
@@ -349,14 +349,7 @@ pub async fn ensure_cluster_pki(
                 Err(err) if is_conflict(&err) => {
                     let current =
                         api.get(name).await.map_err(kube_err(format!("get Secret {name}")))?;
-                    let secret = cluster_secret(
-                        name,
-                        namespace,
-                        part_of(&pki, *part),
-                        &pki.ca.cert_pem,
-                        owner,
-                        current.metadata.resource_version,
-                    );
+                    secret.metadata.resource_version = current.metadata.resource_version;
                     api.replace(name, &PostParams::default(), &secret)
                         .await
                         .map_err(kube_err(format!("replace Secret {name}")))?;
