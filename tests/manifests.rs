@@ -131,6 +131,28 @@ fn rbac_is_least_privilege() {
         webhook_patch["resourceNames"][0], "etcd-operator",
         "patch is limited to our own configurations"
     );
+    // What the controllers call: a Replace restore deletes a cluster and its claims; backups
+    // read credentials Secrets and write their status.
+    let grants = |group: &str, resource: &str, verb: &str| {
+        cluster_role["rules"].as_sequence().unwrap().iter().any(|r| {
+            let has = |field: &str, value: &str| {
+                r[field].as_sequence().unwrap().iter().any(|v| v == value)
+            };
+            has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
+        })
+    };
+    for (group, resource, verb) in [
+        ("etcd.etcd.io", "etcdclusters", "create"),
+        ("etcd.etcd.io", "etcdclusters", "delete"),
+        ("", "persistentvolumeclaims", "delete"),
+        ("", "persistentvolumeclaims", "list"),
+        ("", "secrets", "get"),
+        ("etcd.etcd.io", "etcdbackups/status", "patch"),
+        ("etcd.etcd.io", "etcdrestores/status", "patch"),
+        ("apps", "statefulsets", "patch"),
+    ] {
+        assert!(grants(group, resource, verb), "the operator may not {verb} {resource}");
+    }
 }
 
 #[test]
