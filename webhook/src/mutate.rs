@@ -50,14 +50,18 @@ fn normalise_cluster(spec: &mut EtcdClusterSpec) {
 }
 
 /// The JSON Patch that turns `object` into its defaulted form; `None` when nothing changes.
+/// Only the spec is compared (wrapped so that paths start with `/spec`): metadata, which the API
+/// server fills with managed fields and can be large, is never copied or walked.
 pub fn patch(kind: Kind, object: &Value) -> Result<Option<json_patch::Patch>, String> {
-    let spec = defaulted_spec(kind, object)?;
-    let mut target = object.clone();
-    match target.as_object_mut() {
-        Some(map) => map.insert("spec".to_owned(), spec),
-        None => return Err("object: must be a JSON object".to_owned()),
+    if !object.is_object() {
+        return Err("object: must be a JSON object".to_owned());
+    }
+    let defaulted = defaulted_spec(kind, object)?;
+    let before = match object.get("spec") {
+        Some(spec) => serde_json::json!({ "spec": spec }),
+        None => serde_json::json!({}),
     };
-    let patch = json_patch::diff(object, &target);
+    let patch = json_patch::diff(&before, &serde_json::json!({ "spec": defaulted }));
     Ok((!patch.0.is_empty()).then_some(patch))
 }
 

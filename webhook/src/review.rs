@@ -79,14 +79,16 @@ fn answer(
     if matches!(request.operation, Operation::Delete | Operation::Connect) {
         return (response, Outcome::Allowed);
     }
-    let Some(object) = request.object.as_ref().and_then(|o| serde_json::to_value(o).ok()) else {
+    // The fields besides metadata (spec, status) are already JSON in a DynamicObject; validation
+    // and defaulting read only the spec, so the object is not serialised again.
+    let Some(object) = request.object.as_ref().map(|o| &o.data) else {
         return (
             response.deny(format!("{:?} request without an object", request.operation)),
             Outcome::Denied,
         );
     };
     match mode {
-        Mode::Mutate => match mutate::patch(kind, &object) {
+        Mode::Mutate => match mutate::patch(kind, object) {
             Ok(None) => (response, Outcome::Allowed),
             Ok(Some(patch)) => match response.clone().with_patch(patch) {
                 Ok(patched) => (patched, Outcome::Patched),
@@ -97,8 +99,8 @@ fn answer(
             Err(reason) => (response.deny(reason), Outcome::Denied),
         },
         Mode::Validate => {
-            let old = request.old_object.as_ref().and_then(|o| serde_json::to_value(o).ok());
-            match validate(kind, &object, old.as_ref()) {
+            let old = request.old_object.as_ref().map(|o| &o.data);
+            match validate(kind, object, old) {
                 Ok(verdict) => {
                     let warnings = (!verdict.warnings.is_empty()).then(|| verdict.warnings.clone());
                     let mut response = if verdict.is_allowed() {
