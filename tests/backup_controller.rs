@@ -81,11 +81,7 @@ async fn a_one_shot_backup_reads_the_cluster_and_its_secret_stores_a_snapshot_an
     let (client, recorded) = serve(vec![
         Exchange::new(Method::GET, format!("{CRD}/etcdclusters/main"), cluster),
         Exchange::new(Method::GET, "/api/v1/namespaces/prod/secrets/main-client-tls", secret),
-        Exchange::new(
-            Method::PATCH,
-            format!("{CRD}/etcdbackups/nightly/status"),
-            serde_json::to_value(&object).unwrap(),
-        ),
+        status_patch(&object),
         Exchange::new(Method::POST, EVENTS, event()),
     ]);
     let ctx = Context::new(client, "op:1".into(), None);
@@ -120,11 +116,7 @@ async fn a_missing_cluster_is_a_condition_an_event_and_a_retry_not_an_error() {
             status_body(404, "NotFound", "etcdclusters \"main\" not found"),
         )
         .status(StatusCode::NOT_FOUND),
-        Exchange::new(
-            Method::PATCH,
-            format!("{CRD}/etcdbackups/nightly/status"),
-            serde_json::to_value(&object).unwrap(),
-        ),
+        status_patch(&object),
         Exchange::new(Method::POST, EVENTS, event()),
     ]);
     let ctx = Context::new(client, "op:1".into(), None);

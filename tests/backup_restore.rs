@@ -14,7 +14,8 @@ use etcd_operator::backup::restore::{MemberSpec, restore};
 use etcd_operator::backup::{Location, retention, save::save};
 use etcd_operator::etcd::ClientTls;
 use support::etcd::{
-    Cluster, Member, fill, free_port, issue_pki, start_restored, start_tls_cluster,
+    Cluster, Member, fill, free_port, initial_cluster, issue_pki, loopback_members, start_restored,
+    start_tls_cluster,
 };
 use support::s3::{CuttingProxy, Moto, options_for};
 
@@ -78,20 +79,12 @@ async fn assert_restored(
 
 /// A cluster of `size` members restored from `from` into `dir`, started without TLS.
 async fn restore_cluster(from: &Location, size: usize, dir: &Path) -> Cluster {
-    let members: Vec<Member> = (0..size)
-        .map(|i| Member {
-            name: format!("r{i}"),
-            client_url: format!("http://127.0.0.1:{}", free_port()),
-            peer_url: format!("http://127.0.0.1:{}", free_port()),
-            data_dir: dir.join(format!("r{i}")),
-        })
-        .collect();
-    let initial: Vec<String> =
-        members.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect();
+    let members = loopback_members("r", "http", size, dir);
+    let initial = initial_cluster(&members);
     for member in &members {
         let spec = MemberSpec {
             name: member.name.clone(),
-            initial_cluster: initial.join(","),
+            initial_cluster: initial.clone(),
             peer_url: member.peer_url.clone(),
             cluster_token: "restored".to_owned(),
             data_dir: member.data_dir.clone(),

@@ -94,23 +94,32 @@ pub fn start_restored(members: Vec<Member>, dir: &Path) -> Cluster {
     cluster
 }
 
+/// `size` members `PREFIX0..` on free loopback ports, data under `dir/NAME`.
+pub fn loopback_members(prefix: &str, scheme: &str, size: usize, dir: &Path) -> Vec<Member> {
+    (0..size)
+        .map(|i| Member {
+            name: format!("{prefix}{i}"),
+            client_url: format!("{scheme}://127.0.0.1:{}", free_port()),
+            peer_url: format!("{scheme}://127.0.0.1:{}", free_port()),
+            data_dir: dir.join(format!("{prefix}{i}")),
+        })
+        .collect()
+}
+
+/// `name=peerURL,...` of `members`.
+pub fn initial_cluster(members: &[Member]) -> String {
+    members.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect::<Vec<_>>().join(",")
+}
+
 /// Starts `size` members with `--client-cert-auth` and `--peer-client-cert-auth`, TLS files from
 /// `pki` (ca.crt, peer.crt/key, server.crt/key), data under `dir`; waits until every member
 /// answers `etcdctl endpoint health` with the client certificate.
 pub fn start_tls_cluster(size: usize, pki: &Path, dir: &Path) -> Cluster {
-    let members: Vec<Member> = (0..size)
-        .map(|i| Member {
-            name: format!("m{i}"),
-            client_url: format!("https://127.0.0.1:{}", free_port()),
-            peer_url: format!("https://127.0.0.1:{}", free_port()),
-            data_dir: dir.join(format!("m{i}")),
-        })
-        .collect();
-    let initial: Vec<String> =
-        members.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect();
+    let members = loopback_members("m", "https", size, dir);
+    let initial = initial_cluster(&members);
     let file = |name: &str| pki.join(name).to_str().unwrap().to_owned();
     let flags: Vec<String> = [
-        ["--initial-cluster", &initial.join(",")],
+        ["--initial-cluster", &initial],
         ["--initial-cluster-state", "new"],
         ["--initial-cluster-token", "test"],
         ["--trusted-ca-file", &file("ca.crt")],
