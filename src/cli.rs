@@ -64,9 +64,11 @@ pub struct RunArgs {
     /// Identity of this replica in leader election (the pod name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
-    /// The operator's own image: each etcd pod runs it as its member-init container.
-    #[arg(long, env = "OPERATOR_IMAGE", default_value = "etcd-operator")]
-    pub operator_image: String,
+    /// The image each etcd pod runs as its member-init container. Default: the image of this
+    /// replica's own `operator` container, read from its pod (POD_NAME), so that the image a
+    /// kustomization or a registry mirror rewrote is the one members run too.
+    #[arg(long, env = "OPERATOR_IMAGE")]
+    pub operator_image: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -62,8 +62,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
     webhook
         .inject_ca_bundle(&webhook.ensure(time::OffsetDateTime::now_utc()).await?.ca_bundle())
         .await?;
-    let context =
-        Arc::new(super::Context::new(client.clone(), args.operator_image.clone(), identity));
+    let operator_image = match args.operator_image.clone() {
+        Some(image) => image,
+        None => own_image(&client, &args.namespace, args.identity.as_deref()).await?,
+    };
+    tracing::info!(%operator_image, "etcd pods run this image as member-init");
+    let context = Arc::new(super::Context::new(client.clone(), operator_image, identity));
     context.backups.register(&mut metrics.registry.lock().unwrap_or_else(|p| p.into_inner()));
     tokio::select! {
         () = leadership.lost() => Err(Error::LostLeadership),
@@ -72,6 +76,25 @@ pub async fn run(args: RunArgs) -> Result<()> {
         () = restore_controller(client, context) => Ok(()),
         served = &mut server => finished(served),
     }
+}
+
+/// The image of this replica's `operator` container (or its only container), from its pod.
+async fn own_image(client: &kube::Client, namespace: &str, pod: Option<&str>) -> Result<String> {
+    let pod = pod.ok_or(Error::Usage(
+        "set OPERATOR_IMAGE, or POD_NAME so that the operator can read its own image from its pod",
+    ))?;
+    let pods = kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), namespace);
+    let own = pods.get(pod).await.map_err(|source| Error::Kube {
+        what: "read the operator's own pod (for its image)",
+        source,
+    })?;
+    let containers = own.spec.map(|s| s.containers).unwrap_or_default();
+    containers
+        .iter()
+        .find(|c| c.name == "operator")
+        .or(containers.first())
+        .and_then(|c| c.image.clone())
+        .ok_or(Error::Usage("the operator's own pod has no container image"))
 }
 
 /// The EtcdCluster controller over every namespace, woken by changes to what it owns.

@@ -29,7 +29,7 @@ fn kube_err(what: String) -> impl FnOnce(kube::Error) -> Error {
 }
 
 fn ordinal(member: &str) -> Option<i32> {
-    member.rsplit_once('-')?.1.parse().ok()
+    crate::membership::planner::ordinal(member).and_then(|o| i32::try_from(o).ok())
 }
 
 impl KubeMembers {
@@ -73,6 +73,56 @@ impl KubeMembers {
         Ok(())
     }
 
+    async fn pods(&self) -> Result<Vec<Pod>, Error> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace());
+        let pods = api
+            .list(&ListParams::default().labels(&self.selector()))
+            .await
+            .map_err(kube_err(format!("list pods of {}", self.name())))?;
+        Ok(pods.items)
+    }
+
+    /// Deletes a member's pod (see [`Self::force_delete_if_lost`] for one that cannot go).
+    async fn delete_pod(&self, name: &str) -> Result<(), Error> {
+        if self.force_delete_if_lost(name).await? {
+            return Ok(());
+        }
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace());
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(err) => Err(kube_err(format!("delete pod {name}"))(err)),
+        }
+    }
+
+    /// A pod still Terminating well past its grace period is on a node that no longer answers
+    /// (its kubelet would have finished by then), and the StatefulSet will not recreate its
+    /// ordinal until it is gone: it is force-deleted. Called only for members that etcd no
+    /// longer has (removed before being wiped) or that are being started again from their
+    /// entry, so the lost process cannot rejoin with old data. True when the pod is gone or
+    /// going.
+    async fn force_delete_if_lost(&self, name: &str) -> Result<bool, Error> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace());
+        let pod = api.get_opt(name).await.map_err(kube_err(format!("get pod {name}")))?;
+        let Some(pod) = pod else { return Ok(true) };
+        let Some(since) = pod.metadata.deletion_timestamp.as_ref() else { return Ok(false) };
+        let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30);
+        let overdue =
+            k8s_openapi::jiff::Timestamp::now().as_second() - since.0.as_second() > grace + 30;
+        if overdue {
+            tracing::warn!(
+                pod = name,
+                "force-deleting a pod stuck Terminating on a node that does not answer"
+            );
+            match api.delete(name, &DeleteParams::default().grace_period(0)).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(err) => return Err(kube_err(format!("force-delete pod {name}"))(err)),
+            }
+        }
+        Ok(true)
+    }
+
     async fn replicas(&self) -> Result<i32, Error> {
         let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), &self.namespace());
         let sts = api
@@ -103,28 +153,35 @@ impl MemberPort for KubeMembers {
         Ok(MemberUrls { client, peer })
     }
 
-    /// Pods whose etcd container runs.
+    /// Members whose pod is not being deleted and whose etcd container has started: running
+    /// now, or exited and being restarted by the kubelet. A removed member's etcd exits within
+    /// a second and then crash-loops; its pod still has to be retired. A pod still waiting in
+    /// member-init for its entry runs nothing.
     async fn running(&self) -> Result<BTreeSet<String>, Error> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace());
-        let pods = api
-            .list(&ListParams::default().labels(&self.selector()))
-            .await
-            .map_err(kube_err(format!("list pods of {}", self.name())))?;
-        Ok(pods
-            .items
-            .into_iter()
-            .filter(|pod| {
-                pod.status.as_ref().and_then(|s| s.container_statuses.as_ref()).is_some_and(
-                    |statuses| {
-                        statuses.iter().any(|c| {
-                            c.name == "etcd"
-                                && c.state.as_ref().is_some_and(|s| s.running.is_some())
-                        })
-                    },
-                )
+        let started = |pod: &Pod| {
+            let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
+            statuses.is_some_and(|statuses| {
+                statuses.iter().any(|c| {
+                    let ran = |state: Option<&k8s_openapi::api::core::v1::ContainerState>| {
+                        state.is_some_and(|s| s.running.is_some() || s.terminated.is_some())
+                    };
+                    c.name == "etcd" && (ran(c.state.as_ref()) || ran(c.last_state.as_ref()))
+                })
             })
+        };
+        Ok(self
+            .pods()
+            .await?
+            .into_iter()
+            .filter(|pod| pod.metadata.deletion_timestamp.is_none() && started(pod))
             .filter_map(|pod| pod.metadata.name)
             .collect())
+    }
+
+    /// The operator cannot look inside a volume: evidence of a bootstrapped cluster is the
+    /// cluster ID recorded in status, never a claim.
+    async fn member_data(&self) -> Result<BTreeSet<String>, Error> {
+        Ok(BTreeSet::new())
     }
 
     /// Members whose volume exists (with ephemeral storage, whose pod runs).
@@ -155,6 +212,7 @@ impl MemberPort for KubeMembers {
         let mut entries = self.entries().await?;
         entries.insert(name.to_owned(), BootstrapEntry::new(name, initial, state, token));
         self.apply_entries(&entries).await?;
+        self.force_delete_if_lost(name).await?;
         let wanted = ordinal(name).map_or(0, |o| o + 1);
         if self.replicas().await? < wanted {
             self.set_replicas(wanted).await?;
@@ -173,20 +231,19 @@ impl MemberPort for KubeMembers {
             if entries.remove(name).is_some() {
                 self.apply_entries(&entries).await?;
             }
-            let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace());
-            match api.delete(name, &DeleteParams::default()).await {
-                Ok(_) => Ok(()),
-                Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-                Err(err) => Err(kube_err(format!("delete pod {name}"))(err)),
-            }
+            self.delete_pod(name).await
         }
     }
 
+    /// The entry goes first (a recreated pod waits instead of starting on old data), then the
+    /// pod (a claim in use by a pod, even a crash-looping or Pending one, is only deleted after
+    /// it), then the claim.
     async fn wipe(&self, name: &str) -> Result<(), Error> {
         let mut entries = self.entries().await?;
         if entries.remove(name).is_some() {
             self.apply_entries(&entries).await?;
         }
+        self.delete_pod(name).await?;
         if self.cluster.spec.storage.ephemeral {
             return Ok(());
         }

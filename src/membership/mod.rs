@@ -55,8 +55,13 @@ pub trait MemberPort: Sync {
     fn urls(&self, name: &str) -> Result<MemberUrls, Error>;
     /// Names whose process (pod) runs.
     fn running(&self) -> impl Future<Output = Result<BTreeSet<String>, Error>> + Send;
-    /// Names whose data directory (volume) holds member data.
+    /// Names whose volume holds (or may hold) member data: a member without one has lost its data.
     fn with_data(&self) -> impl Future<Output = Result<BTreeSet<String>, Error>> + Send;
+    /// Names whose etcd member data this adapter has seen for itself (etcd's `member` directory
+    /// in the data directory). Evidence that a cluster was bootstrapped; an adapter that cannot
+    /// look inside volumes returns none, because a volume that exists is not data (a StatefulSet
+    /// creates claims before their pods ever run).
+    fn member_data(&self) -> impl Future<Output = Result<BTreeSet<String>, Error>> + Send;
     /// Starts a member. With data present, etcd ignores `initial` and `state`.
     fn start(
         &self,

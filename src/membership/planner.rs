@@ -43,7 +43,8 @@ pub struct Observed {
     /// Names whose data directory holds member data.
     pub with_data: BTreeSet<String>,
     pub leader: Option<u64>,
-    /// The cluster was bootstrapped before (a recorded cluster ID or member data exists).
+    /// The cluster was bootstrapped before: a recorded cluster ID, or member data the adapter
+    /// saw itself (never merely a volume that exists).
     pub bootstrapped: bool,
 }
 
@@ -116,6 +117,11 @@ impl Step {
 }
 
 /// Votes needed for a majority of `voters`.
+/// A member's ordinal: the number after the last `-` of its name (`demo-12` → 12).
+pub fn ordinal(member: &str) -> Option<u32> {
+    member.rsplit_once('-')?.1.parse().ok()
+}
+
 pub fn quorum(voters: usize) -> usize {
     voters / 2 + 1
 }
@@ -206,8 +212,9 @@ pub fn next_step(wanted: &[Wanted], observed: &Observed) -> Step {
         return Step::AddLearner { member: missing.clone() };
     }
 
-    // Shrink: the highest ordinal first; leadership moves off it before it goes.
-    if let Some(extra) = voters.iter().rev().find(|m| !is_wanted(m)) {
+    // Shrink: the highest ordinal first (a StatefulSet only removes pods from the top);
+    // leadership moves off it before it goes.
+    if let Some(extra) = voters.iter().filter(|m| !is_wanted(m)).max_by_key(|m| ordinal(&m.name)) {
         if voters.len() == 1 || healthy_voters.saturating_sub(1) < quorum(voters.len() - 1) {
             return wait("a removal now could lose quorum");
         }
@@ -231,7 +238,7 @@ fn without_member_list(wanted: &[Wanted], observed: &Observed) -> Step {
             Step::StopAll { names: observed.running.iter().cloned().collect() }
         };
     }
-    if !observed.bootstrapped && observed.with_data.is_empty() {
+    if !observed.bootstrapped {
         return if observed.running.is_empty() {
             Step::Bootstrap { members: wanted.to_vec() }
         } else {
@@ -281,6 +288,28 @@ mod tests {
             leader: Some(100 + leader),
             bootstrapped: true,
         }
+    }
+
+    #[test]
+    fn scale_down_removes_the_highest_ordinal_whatever_the_member_ids() {
+        // etcd lists members by ID, which has nothing to do with the ordinal.
+        let mut members: Vec<Seen> = (0..5).map(voter).collect();
+        for (member, id) in members.iter_mut().zip([900, 300, 700, 100, 500]) {
+            member.id = id;
+        }
+        members.sort_by_key(|m| m.id);
+        let observed = Observed { leader: Some(900), ..observed(members, 0) };
+        assert_eq!(next_step(&wanted(3), &observed), Step::Remove { id: 500, name: "c-4".into() });
+    }
+
+    #[test]
+    fn volumes_without_evidence_of_a_cluster_still_bootstrap() {
+        // A StatefulSet creates every claim before its pod runs: claims are no evidence.
+        let observed = Observed {
+            with_data: ["c-0", "c-1", "c-2"].map(String::from).into(),
+            ..Observed::default()
+        };
+        assert_eq!(next_step(&wanted(3), &observed), Step::Bootstrap { members: wanted(3) });
     }
 
     #[test]
@@ -479,7 +508,7 @@ mod tests {
                 }
                 Step::StopAll { .. } => prop_assert_eq!(size, 0),
                 Step::Bootstrap { .. } => {
-                    prop_assert!(observed.with_data.is_empty() && observed.members.is_none());
+                    prop_assert!(!observed.bootstrapped && observed.members.is_none());
                 }
                 _ => {}
             }

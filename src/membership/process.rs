@@ -157,6 +157,10 @@ impl MemberPort for ProcessMembers {
             .collect())
     }
 
+    async fn member_data(&self) -> Result<BTreeSet<String>, Error> {
+        self.with_data().await
+    }
+
     async fn start(
         &self,
         name: &str,

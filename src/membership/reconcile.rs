@@ -69,7 +69,8 @@ pub async fn observe(
     let running = port.running().await?;
     let with_data = port.with_data().await?;
     let mut observation = Observation::default();
-    observation.planner.bootstrapped = previous.cluster_id.is_some() || !with_data.is_empty();
+    observation.planner.bootstrapped =
+        previous.cluster_id.is_some() || !port.member_data().await?.is_empty();
     let endpoints: Vec<String> =
         running.iter().map(|n| port.urls(n).map(|u| u.client)).collect::<Result<_, _>>()?;
     let endpoints = accepting(endpoints).await;
