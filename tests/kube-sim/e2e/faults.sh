@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Faults a production cluster meets, under a writer: a pod deleted, a member's data lost, a
+# node lost (frozen, its pod stuck Terminating), the operator killed mid scale-up, and a stop
+# to zero and back with the same cluster ID.
+source "$(dirname "$0")/lib.sh"
+install_operator
+create_cluster demo 3 3.4.23 "replaceUnhealthyAfterSeconds: 15" >/dev/null
+wait_running demo 3
+cluster_id=$(field demo '{.status.clusterID}')
+writer_start demo
+
+uid=$(kubectl get pod demo-1 -o jsonpath='{.metadata.uid}')
+kubectl delete pod demo-1 --wait=false >/dev/null
+wait_for "demo-1 recreated by the StatefulSet" 60 bash -c "[ \"\$(kubectl get pod demo-1 -o jsonpath='{.metadata.uid}')\" != $uid ]"
+wait_running demo 3 120
+
+old=$(member_id demo demo-2)
+fault "wipe?claim=default/data-demo-2"
+fault "kill?pod=default/demo-2&container=etcd"
+wait_for "demo-2, whose data was lost, replaced" 240 replaced demo demo-2 "$old" 3
+
+old=$(member_id demo demo-1)
+fault "freeze?pod=default/demo-1"
+wait_for "demo-1, on a lost node, replaced" 300 replaced demo demo-1 "$old" 3
+fault "unfreeze?node=$(kubectl get pod demo-1 -o jsonpath='{.spec.nodeName}')"
+
+kubectl scale etcdcluster/demo --replicas=5 >/dev/null
+wait_for "scale-up under way" 60 bash -c '[ "$(kubectl get statefulset demo -o jsonpath="{.spec.replicas}")" -ge 4 ]'
+leader=$(leader_pod)
+fault "kill?pod=$SYSTEM/$leader&container=operator"
+log "killed the leading operator replica $leader mid scale-up"
+wait_running demo 5 300
+
+kubectl scale etcdcluster/demo --replicas=0 >/dev/null
+wait_for "demo Stopped" 120 bash -c '[ "$(kubectl get etcdcluster demo -o jsonpath="{.status.phase}")" = Stopped ]'
+[ -z "$(kubectl get pods -l app.kubernetes.io/instance=demo -o name)" ] || fail "pods left after scaling to zero"
+kubectl scale etcdcluster/demo --replicas=3 >/dev/null
+wait_running demo 3 240
+[ "$(field demo '{.status.clusterID}')" = "$cluster_id" ] || fail "restart from zero made a new cluster"
+writer_check demo
+log "PASS"

@@ -1,0 +1,132 @@
+# Helpers for the end-to-end scenarios: they run inside `kube-sim run` (KUBECONFIG set, cluster
+# DNS in /etc/hosts) and drive the operator only through kubectl and etcdctl, as a user would.
+set -euo pipefail
+
+ROOT=${ROOT:?the repository root}
+WORK=${WORK:-$(mktemp -d)}
+SYSTEM=etcd-operator-system
+
+log() { echo "[$(date +%T)] $*" >&2; }
+
+# Everything a person would look at when a scenario fails.
+dump() {
+  log "---- state at failure ----"
+  kubectl get etcdclusters,statefulsets,pods,pvc -o wide 2>&1 || true
+  kubectl get etcdclusters -o yaml 2>&1 | sed -n '/^  status:/,/^- apiVersion/p' | head -80 || true
+  for pod in $(kubectl -n "$SYSTEM" get pods -o name 2>/dev/null); do
+    log "logs of $pod"
+    kubectl -n "$SYSTEM" logs "$pod" 2>&1 | grep -v 'press ctrl' | tail -25 | cut -c1-600 || true
+  done
+}
+
+fail() { log "FAILED: $*"; dump; exit 1; }
+
+# wait_for DESCRIPTION SECONDS COMMAND...: until COMMAND succeeds.
+wait_for() {
+  local what=$1 limit=$2 start=$SECONDS
+  shift 2
+  until "$@" >/dev/null 2>&1; do
+    if (( SECONDS - start > limit )); then fail "timed out after ${limit}s waiting for: $what"; fi
+    sleep 1
+  done
+  log "ok after $((SECONDS - start))s: $what"
+}
+
+operator_ready() {
+  [ "$(kubectl -n "$SYSTEM" get deployment etcd-operator -o jsonpath='{.status.readyReplicas}')" = 2 ] &&
+    [ -n "$(kubectl get mutatingwebhookconfiguration etcd-operator -o jsonpath='{.webhooks[0].clientConfig.caBundle}')" ] &&
+    [ -n "$(kubectl get validatingwebhookconfiguration etcd-operator -o jsonpath='{.webhooks[0].clientConfig.caBundle}')" ]
+}
+
+install_operator() {
+  kubectl apply --server-side -k "$ROOT/manifests" >/dev/null
+  wait_for "operator installed and its webhooks trusted" 120 operator_ready
+}
+
+field() { kubectl get etcdcluster "$1" -o jsonpath="$2"; }
+
+# running NAME SIZE: phase Running with SIZE ready members.
+running() {
+  [ "$(field "$1" '{.status.phase}')" = Running ] && [ "$(field "$1" '{.status.readyReplicas}')" = "$2" ] &&
+    [ "$(field "$1" '{.status.observedGeneration}')" = "$(field "$1" '{.metadata.generation}')" ]
+}
+
+wait_running() { wait_for "$1 Running with $2 ready members" "${3:-240}" running "$1" "$2"; }
+
+# The user client certificate the operator issued, as files.
+fetch_certs() {
+  local cluster=$1 dir=$WORK/certs-$1
+  mkdir -p "$dir"
+  for key in ca.crt tls.crt tls.key; do
+    kubectl get secret "$cluster-user-client-tls" -o jsonpath="{.data.${key//./\\.}}" | base64 -d >"$dir/$key"
+  done
+}
+
+ctl() {
+  local cluster=$1
+  shift
+  ETCDCTL_API=3 etcdctl --endpoints "https://$cluster-client.default.svc:2379" --dial-timeout=2s --command-timeout=3s \
+    --cacert "$WORK/certs-$cluster/ca.crt" --cert "$WORK/certs-$cluster/tls.crt" --key "$WORK/certs-$cluster/tls.key" "$@"
+}
+
+# A writer that records every write etcd acknowledged; writer_check reads each one back.
+writer_start() {
+  local cluster=$1
+  fetch_certs "$cluster"
+  rm -f "$WORK/stop-writer" "$WORK/acked"
+  touch "$WORK/acked"
+  (
+    i=0
+    while [ ! -f "$WORK/stop-writer" ]; do
+      if ctl "$cluster" put "w/$i" "$i" >/dev/null 2>&1; then echo "w/$i" >>"$WORK/acked"; fi
+      i=$((i + 1))
+      sleep 0.05
+    done
+  ) &
+  WRITER=$!
+  log "writer started against $cluster"
+}
+
+writer_check() {
+  local cluster=$1
+  touch "$WORK/stop-writer"
+  wait "$WRITER" || true
+  local acked missing
+  acked=$(wc -l <"$WORK/acked")
+  [ "$acked" -gt 0 ] || fail "the writer had no write acknowledged"
+  ctl "$cluster" get w/ --prefix --keys-only | grep -v '^$' | sort >"$WORK/present"
+  missing=$(sort "$WORK/acked" | comm -23 - "$WORK/present" | wc -l)
+  [ "$missing" = 0 ] || fail "$missing of $acked acknowledged writes are missing"
+  log "all $acked acknowledged writes read back"
+}
+
+# A cluster of SIZE members on etcd VERSION.
+create_cluster() {
+  local name=$1 size=$2 version=$3
+  shift 3
+  kubectl apply -f - <<YAML
+apiVersion: etcd.etcd.io/v1alpha1
+kind: EtcdCluster
+metadata:
+  name: $name
+spec:
+  size: $size
+  version: "$version"
+  $*
+YAML
+}
+
+# A fault through kube-sim's admin endpoint.
+fault() { kubectl create --raw "/kube-sim/$1" -f /dev/null >/dev/null; }
+
+member_id() { field "$1" "{.status.members[?(@.name==\"$2\")].id}"; }
+
+# replaced CLUSTER MEMBER OLD_ID: the member is back as a ready voter with a new ID.
+replaced() {
+  local id
+  id=$(member_id "$1" "$2")
+  [ -n "$id" ] && [ "$id" != "$3" ] && running "$1" "$4"
+}
+
+# The operator replica that holds the leader Lease.
+leader_pod() { kubectl -n "$SYSTEM" get lease -o jsonpath='{.items[0].spec.holderIdentity}'; }

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install from manifests/, the example's defaults, a denied spec, then 1 → 3 → 5 → 3 → 1 with
+# `kubectl scale` under a writer, and deletion with reclaimPolicy Delete leaving no claim.
+source "$(dirname "$0")/lib.sh"
+install_operator
+
+kubectl apply -f - >/dev/null <<<"{\"apiVersion\": \"v1\", \"kind\": \"Namespace\", \"metadata\": {\"name\": \"example\"}}"
+kubectl apply -n example -f "$ROOT/examples/etcdcluster.yaml" >/dev/null
+yaml=$(kubectl get -n example etcdcluster demo -o yaml)
+for default in 'version: 3.5.21' 'size: 8Gi' 'reclaimPolicy: Retain' 'autoTLS: true'; do
+  grep -q "$default" <<<"$yaml" || fail "the example's defaults lack '$default':\n$yaml"
+done
+kubectl delete -n example etcdcluster demo --wait=false >/dev/null
+log "the webhook filled in the example's defaults"
+
+if out=$(create_cluster bad 4 3.4.23 2>&1); then fail "size 4 was admitted"; fi
+grep -q 'spec.size' <<<"$out" || fail "the denial does not name spec.size: $out"
+log "size 4 denied: $out"
+
+create_cluster demo 1 3.4.23 "storage: {reclaimPolicy: Delete}" >/dev/null
+wait_running demo 1
+id=$(field demo '{.status.clusterID}')
+writer_start demo
+for size in 3 5 3 1; do
+  kubectl scale etcdcluster/demo --replicas=$size >/dev/null
+  wait_running demo $size 300
+  [ "$(kubectl get statefulset demo -o jsonpath='{.spec.replicas}')" = $size ] || fail "the StatefulSet does not have $size replicas"
+done
+[ "$(field demo '{.status.members[0].name}')" = demo-0 ] || fail "scale-down did not keep demo-0"
+writer_check demo
+[ "$(field demo '{.status.clusterID}')" = "$id" ] || fail "the cluster ID changed"
+
+kubectl delete etcdcluster demo --timeout=120s >/dev/null || fail "deleting the cluster did not finish"
+wait_for "no claim of demo left" 60 bash -c '[ -z "$(kubectl get pvc -l app.kubernetes.io/instance=demo -o name)" ]'
+log "PASS"
