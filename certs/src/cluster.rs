@@ -119,7 +119,9 @@ pub fn reissue_cluster_leaves(
         issue_leaf(&ca, &LeafSpec { common_name, subject_alt_names: names, usage }, now, lifetimes)
     };
     let peer = leaf(&format!("{}-peer", req.cluster), &peer_names, Usage::Peer)?;
-    let server = leaf(&format!("{}-server", req.cluster), &server_names, Usage::Server)?;
+    // Serves the client URLs and also authenticates as a client: etcd's gRPC gateway dials its
+    // own member with this certificate, which client-cert-auth refuses without clientAuth.
+    let server = leaf(&format!("{}-server", req.cluster), &server_names, Usage::Peer)?;
     let client = leaf("etcd-operator", &[], Usage::Client)?;
     let user_client = leaf(&format!("{}-user", req.cluster), &[], Usage::Client)?;
     Ok(ClusterPki { ca, peer, server, client, user_client })
@@ -129,6 +131,27 @@ pub fn reissue_cluster_leaves(
 mod tests {
     use super::*;
     use crate::inspect::{certificates, inspect, is_signed_by};
+
+    /// The extended key usages of a PEM certificate, as OIDs.
+    fn usages(pem: &str) -> Vec<String> {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let der = certificates(pem, "leaf").unwrap().remove(0);
+        let (_, cert) = X509Certificate::from_der(&der).unwrap();
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        [(eku.server_auth, "serverAuth"), (eku.client_auth, "clientAuth")]
+            .into_iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, name)| name.to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_server_certificate_also_authenticates_as_a_client_for_the_grpc_gateway() {
+        let pki = issue_cluster_pki(&request(), OffsetDateTime::now_utc()).unwrap();
+        assert_eq!(usages(&pki.server.cert_pem), ["serverAuth", "clientAuth"]);
+        assert_eq!(usages(&pki.peer.cert_pem), ["serverAuth", "clientAuth"]);
+        assert_eq!(usages(&pki.client.cert_pem), ["clientAuth"]);
+    }
 
     fn request() -> ClusterPkiRequest {
         ClusterPkiRequest {
