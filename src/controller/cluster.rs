@@ -293,9 +293,15 @@ async fn write_status(
     name: &str,
     status: &EtcdClusterStatus,
 ) -> Result<(), Error> {
+    // Server-side apply of the whole status: a field this manager applied before and leaves out
+    // now (no members after a stop, no leader) is removed, which a merge patch cannot say.
     let api: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), namespace);
-    let patch = serde_json::json!({"status": status});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+    let patch = serde_json::json!({
+        "apiVersion": EtcdCluster::api_version(&()),
+        "kind": EtcdCluster::kind(&()),
+        "status": status,
+    });
+    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
         .await
         .map_err(kube_err(format!("patch status of EtcdCluster {name}")))?;
     Ok(())

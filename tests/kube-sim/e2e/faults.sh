@@ -34,6 +34,9 @@ wait_running demo 5 300
 kubectl scale etcdcluster/demo --replicas=0 >/dev/null
 wait_for "demo Stopped" 120 bash -c '[ "$(kubectl get etcdcluster demo -o jsonpath="{.status.phase}")" = Stopped ]'
 [ -z "$(kubectl get pods -l app.kubernetes.io/instance=demo -o name)" ] || fail "pods left after scaling to zero"
+for gone in members leaderID clientEndpoints; do
+  [ -z "$(field demo "{.status.$gone}")" ] || fail "status.$gone still shows a stopped cluster's $gone"
+done
 kubectl scale etcdcluster/demo --replicas=3 >/dev/null
 wait_running demo 3 240
 [ "$(field demo '{.status.clusterID}')" = "$cluster_id" ] || fail "restart from zero made a new cluster"
