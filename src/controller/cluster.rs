@@ -138,12 +138,14 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     let previous_status = cluster.status.clone().unwrap_or_default();
     let partition =
         upgrade::partition(&name, &cluster.spec.version, replicas, &previous_status, partition);
-    apply_object(
-        ctx,
-        &namespace,
-        &objects::statefulset(cluster, replicas, &ctx.operator_image, partition),
-    )
-    .await?;
+    let mut statefulset = objects::statefulset(cluster, replicas, &ctx.operator_image, partition);
+    if let (Some(current), Some(spec)) = (&current, statefulset.spec.as_mut()) {
+        // volumeClaimTemplates are immutable: a grown storage size is carried out on the
+        // claims themselves (expand_claims), and the StatefulSet keeps the templates it has.
+        spec.volume_claim_templates = current.volume_claim_templates.clone();
+    }
+    apply_object(ctx, &namespace, &statefulset).await?;
+    let volumes = expand_claims(cluster, ctx, &namespace).await?;
 
     let port = KubeMembers { client: ctx.client.clone(), cluster: cluster.clone() };
     let target = Target {
@@ -166,13 +168,10 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         );
         super::set_condition(&mut status.conditions, valid);
     }
-    status.selector = Some(
-        names::selector(&name)
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(","),
-    );
+    if let Some(volumes) = volumes {
+        super::set_condition(&mut status.conditions, volumes);
+    }
+    status.selector = Some(names::selector_string(&name));
     if status != previous {
         write_status(ctx, &namespace, &name, &status).await?;
     }
@@ -189,6 +188,82 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         Step::Wait { .. } => Action::requeue(Duration::from_secs(5)),
         _ => Action::requeue(Duration::from_secs(2)),
     })
+}
+
+/// Condition type reporting whether the claims have the spec's storage size.
+pub const VOLUMES_CONDITION: &str = "VolumeExpansion";
+
+/// Grows each member's claim to `spec.storage.size` (the webhook refuses shrinking), and says
+/// how far that got: every claim's capacity reached, still expanding, or refused by the API
+/// server (a StorageClass without allowVolumeExpansion), with its reason.
+async fn expand_claims(
+    cluster: &EtcdCluster,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>, Error> {
+    if cluster.spec.storage.ephemeral {
+        return Ok(None);
+    }
+    let wanted = &cluster.spec.storage.size;
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = names::selector_string(&cluster.name_any());
+    let claims = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(kube_err("list the cluster's PersistentVolumeClaims"))?;
+    let storage = |map: Option<
+        &std::collections::BTreeMap<
+            String,
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+        >,
+    >| { map.and_then(|m| m.get("storage")).cloned() };
+    let mut pending = Vec::new();
+    for claim in &claims.items {
+        let name = claim.name_any();
+        let requested = storage(
+            claim
+                .spec
+                .as_ref()
+                .and_then(|s| s.resources.as_ref())
+                .and_then(|r| r.requests.as_ref()),
+        );
+        if requested.as_ref() != Some(wanted) {
+            let patch =
+                serde_json::json!({"spec": {"resources": {"requests": {"storage": wanted}}}});
+            if let Err(err) = api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await
+            {
+                let refused = match &err {
+                    kube::Error::Api(status) => status.message.clone(),
+                    other => other.to_string(),
+                };
+                let message = format!("claim {name} cannot grow to {}: {refused}", wanted.0);
+                return Ok(Some(super::condition(
+                    VOLUMES_CONDITION,
+                    false,
+                    "ExpansionRefused",
+                    message,
+                    cluster.metadata.generation,
+                )));
+            }
+        }
+        let capacity = storage(claim.status.as_ref().and_then(|s| s.capacity.as_ref()));
+        if capacity.as_ref() != Some(wanted) {
+            pending.push(name);
+        }
+    }
+    Ok(Some(if pending.is_empty() {
+        let message = format!("{} claims have {}", claims.items.len(), wanted.0);
+        super::condition(VOLUMES_CONDITION, true, "Expanded", message, cluster.metadata.generation)
+    } else {
+        let message = format!("growing to {}: {}", wanted.0, pending.join(", "));
+        super::condition(
+            VOLUMES_CONDITION,
+            false,
+            "Expanding",
+            message,
+            cluster.metadata.generation,
+        )
+    }))
 }
 
 /// Condition type reporting whether user-provided TLS Secrets can be used.
@@ -312,11 +387,7 @@ async fn cleanup(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> 
     if cluster.spec.storage.reclaim_policy == ReclaimPolicy::Delete {
         let namespace = names::namespace(cluster);
         let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
-        let selector = names::selector(&cluster.name_any())
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",");
+        let selector = names::selector_string(&cluster.name_any());
         api.delete_collection(&DeleteParams::default(), &ListParams::default().labels(&selector))
             .await
             .map_err(kube_err("delete the cluster's PersistentVolumeClaims"))?;

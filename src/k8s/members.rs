@@ -42,11 +42,7 @@ impl KubeMembers {
     }
 
     fn selector(&self) -> String {
-        names::selector(&self.name())
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",")
+        names::selector_string(&self.name())
     }
 
     async fn entries(&self) -> Result<BTreeMap<String, BootstrapEntry>, Error> {
@@ -195,9 +191,11 @@ impl MemberPort for KubeMembers {
             .list(&ListParams::default().labels(&self.selector()))
             .await
             .map_err(kube_err(format!("list claims of {}", self.name())))?;
+        // A claim being deleted is data being lost, not data to start from.
         Ok(claims
             .items
             .into_iter()
+            .filter(|c| c.metadata.deletion_timestamp.is_none())
             .filter_map(|c| c.metadata.name?.strip_prefix("data-").map(str::to_owned))
             .collect())
     }

@@ -50,6 +50,11 @@ pub fn selector(cluster: &str) -> std::collections::BTreeMap<String, String> {
     labels(cluster).into_iter().filter(|(k, _)| k != "app.kubernetes.io/managed-by").collect()
 }
 
+/// The pod selector as a label selector string (`a=b,c=d`).
+pub fn selector_string(cluster: &str) -> String {
+    selector(cluster).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
 /// A member's peer and client URLs through the headless Service.
 pub fn member_urls(cluster: &str, namespace: &str, member: &str, tls: bool) -> (String, String) {
     let scheme = if tls { "https" } else { "http" };

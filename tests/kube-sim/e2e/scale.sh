@@ -21,6 +21,12 @@ create_cluster demo 1 3.4.23 "storage: {reclaimPolicy: Delete}" >/dev/null
 wait_running demo 1
 id=$(field demo '{.status.clusterID}')
 writer_start demo
+kubectl patch etcdcluster demo --type merge -p '{"spec": {"storage": {"size": "10Gi"}}}' >/dev/null
+expanded() {
+  [ "$(kubectl get etcdcluster demo -o jsonpath='{.status.conditions[?(@.type=="VolumeExpansion")].status}')" = True ] &&
+    [ "$(kubectl get pvc data-demo-0 -o jsonpath='{.status.capacity.storage}')" = 10Gi ]
+}
+wait_for "the claims grown to 10Gi, the StatefulSet still applied" 60 expanded
 for size in 3 5 3 1; do
   kubectl scale etcdcluster/demo --replicas=$size >/dev/null
   wait_running demo $size 300

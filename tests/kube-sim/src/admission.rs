@@ -83,6 +83,9 @@ pub async fn admit(
             .map_err(|causes| ApiError::invalid(kind, &store::name_of(&object), &causes))?;
     }
     builtin_checks(kind, old, &object)?;
+    if let Some(old) = old {
+        claim_resize(server, kind, old, &object)?;
+    }
     call_webhooks(server, kind, op, old, object, user, false).await
 }
 
@@ -260,6 +263,57 @@ pub fn builtin_checks(kind: &Kind, old: Option<&Value>, new: &Value) -> Result<(
         _ => {}
     }
     Ok(())
+}
+
+/// The PersistentVolumeClaimResize admission plugin: a claim grows only when its StorageClass
+/// allows volume expansion, and never shrinks.
+fn claim_resize(server: &ApiServer, kind: &Kind, old: &Value, new: &Value) -> Result<(), ApiError> {
+    if kind.resource() != "/persistentvolumeclaims" {
+        return Ok(());
+    }
+    let size = |v: &Value| v["spec"]["resources"]["requests"]["storage"].as_str().map(bytes_of);
+    let (before, after) = (size(old), size(new));
+    if before == after {
+        return Ok(());
+    }
+    let name = store::name_of(new);
+    if after < before {
+        return Err(ApiError::invalid(kind, &name, &["spec.resources.requests.storage: Forbidden: field can not be less than previous value".into()]));
+    }
+    let class = new["spec"]["storageClassName"].as_str().unwrap_or_default();
+    let expandable = server
+        .store
+        .get("storage.k8s.io/storageclasses", "", class)
+        .is_some_and(|c| c["allowVolumeExpansion"] == true);
+    if !expandable {
+        return Err(ApiError::new(
+            403,
+            "Forbidden",
+            format!(
+                "persistentvolumeclaims \"{name}\" is forbidden: only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must support resize"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A quantity (`8Gi`, `500M`, `1024`) in bytes.
+pub fn bytes_of(quantity: &str) -> u128 {
+    let split = quantity.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(quantity.len());
+    let (number, suffix) = quantity.split_at(split);
+    let n: u128 = number.parse().unwrap_or(0);
+    let factor: u128 = match suffix {
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        _ => 1,
+    };
+    n * factor
 }
 
 fn rule_matches(rule: &Value, kind: &Kind, op: Operation) -> bool {
