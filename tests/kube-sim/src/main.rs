@@ -364,3 +364,28 @@ async fn dns(store: Arc<store::Store>, hosts: PathBuf) {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The operator image the kubelet runs is the one the Dockerfile builds: the same
+    /// entrypoint and command, and the same files in /usr/local/bin.
+    #[test]
+    fn the_operator_image_model_follows_the_dockerfile() {
+        let dockerfile = std::fs::read_to_string(workspace().join("Dockerfile")).unwrap();
+        let last_stage = dockerfile.rsplit("\nFROM ").next().unwrap();
+        let json_list = |directive: &str| -> Vec<String> {
+            let line = last_stage.lines().find(|l| l.starts_with(directive)).unwrap();
+            serde_json::from_str(line.trim_start_matches(directive).trim()).unwrap()
+        };
+        assert_eq!(json_list("ENTRYPOINT"), OPERATOR_ENTRYPOINT);
+        assert_eq!(json_list("CMD"), OPERATOR_CMD);
+        let copied: Vec<&str> = last_stage
+            .lines()
+            .filter(|l| l.starts_with("COPY "))
+            .filter_map(|l| l.rsplit(' ').next()?.strip_prefix("/usr/local/bin/"))
+            .collect();
+        assert_eq!(copied, OPERATOR_FILES);
+    }
+}
