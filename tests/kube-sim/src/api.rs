@@ -831,7 +831,11 @@ impl ApiServer {
                 // The status endpoint changes status only.
                 let status = new.get("status").cloned();
                 let rv = new["metadata"]["resourceVersion"].clone();
+                let managed = new["metadata"]["managedFields"].clone();
                 new = current.clone();
+                if !managed.is_null() {
+                    new["metadata"]["managedFields"] = managed;
+                }
                 match status {
                     Some(s) => new["status"] = s,
                     None => {

