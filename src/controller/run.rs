@@ -119,9 +119,18 @@ async fn cluster_controller(client: kube::Client, context: Arc<super::Context>) 
 /// due (the reconcile's requeue).
 async fn backup_controller(client: kube::Client, context: Arc<super::Context>) {
     use futures::StreamExt;
-    use kube::runtime::{Controller, watcher};
+    use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
     let api = kube::Api::<etcd_crds::EtcdBackup>::all(client);
-    Controller::new(api, watcher::Config::default())
+    // Woken by spec changes only: every failed run writes its status (consecutiveFailures),
+    // and a trigger on that write would retry at once, around the error policy's back-off
+    // (kube-sim showed hundreds of attempts in half a minute).
+    let (reader, writer) = reflector::store();
+    let changes = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    Controller::for_stream(changes, reader)
         .shutdown_on_signal()
         .run(super::backup::reconcile, super::backup::error_policy, context)
         .for_each(log_failure("backup reconcile error"))
