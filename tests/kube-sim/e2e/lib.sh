@@ -4,6 +4,7 @@ set -euo pipefail
 
 ROOT=${ROOT:?the repository root}
 WORK=${WORK:-$(mktemp -d)}
+mkdir -p "$WORK"
 SYSTEM=etcd-operator-system
 
 log() { echo "[$(date +%T)] $*" >&2; }
@@ -13,6 +14,7 @@ dump() {
   log "---- state at failure ----"
   kubectl get etcdclusters,statefulsets,pods,pvc -o wide 2>&1 || true
   kubectl get etcdclusters -o yaml 2>&1 | sed -n '/^  status:/,/^- apiVersion/p' | head -80 || true
+  kubectl get etcdbackups,etcdrestores -o yaml 2>&1 | sed -n '/^  status:/,/^- apiVersion/p' | head -60 || true
   for pod in $(kubectl -n "$SYSTEM" get pods -o name 2>/dev/null); do
     log "logs of $pod"
     kubectl -n "$SYSTEM" logs "$pod" 2>&1 | grep -v 'press ctrl' | tail -25 | cut -c1-600 || true
@@ -73,6 +75,8 @@ ctl() {
 writer_start() {
   local cluster=$1
   fetch_certs "$cluster"
+  # The client Service lists members once their pods are ready, which can lag the phase.
+  wait_for "the client Service of $cluster answers" 60 ctl "$cluster" put w/first x
   rm -f "$WORK/stop-writer" "$WORK/acked"
   touch "$WORK/acked"
   (
@@ -87,14 +91,18 @@ writer_start() {
   log "writer started against $cluster"
 }
 
+# writer_check CLUSTER: stops the writer and reads every acknowledged write back from CLUSTER.
 writer_check() {
   local cluster=$1
   touch "$WORK/stop-writer"
   wait "$WRITER" || true
+  [ -f "$WORK/certs-$cluster/ca.crt" ] || fetch_certs "$cluster"
+  wait_for "the client Service of $cluster answers" 60 ctl "$cluster" get w/first
   local acked missing
   acked=$(wc -l <"$WORK/acked")
   [ "$acked" -gt 0 ] || fail "the writer had no write acknowledged"
-  ctl "$cluster" get w/ --prefix --keys-only | grep -v '^$' | sort >"$WORK/present"
+  ctl "$cluster" get w/ --prefix --keys-only >"$WORK/listed" || fail "cannot read the keys back from $cluster"
+  { grep -v '^$' "$WORK/listed" || true; } | sort >"$WORK/present"
   missing=$(sort "$WORK/acked" | comm -23 - "$WORK/present" | wc -l)
   [ "$missing" = 0 ] || fail "$missing of $acked acknowledged writes are missing"
   log "all $acked acknowledged writes read back"

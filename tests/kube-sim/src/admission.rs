@@ -77,6 +77,9 @@ pub async fn admit(
     if op == Operation::Create {
         defaults(server, kind, &mut object);
     }
+    if kind.resource() == "/secrets" {
+        string_data(&mut object);
+    }
     object = call_webhooks(server, kind, op, old, object, user, true).await?;
     if let Some(schema) = &kind.schema {
         crate::schema::admit(&mut object, schema)
@@ -99,6 +102,17 @@ pub async fn on_delete(
     call_webhooks(server, kind, Operation::Delete, Some(current), Value::Null, user, false)
         .await
         .map(drop)
+}
+
+/// A Secret's `stringData` is write-only: the API server merges it into `data`, base64-encoded
+/// (`pkg/registry/core/secret/strategy.go`).
+fn string_data(secret: &mut Value) {
+    let Some(strings) = secret.as_object_mut().and_then(|m| m.remove("stringData")) else { return };
+    for (key, value) in strings.as_object().into_iter().flatten() {
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(value.as_str().unwrap_or_default());
+        secret["data"][key] = json!(encoded);
+    }
 }
 
 /// What the API types' defaulting and the built-in admission plugins fill in on create.

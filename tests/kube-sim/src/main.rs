@@ -281,13 +281,21 @@ async fn serve_and_run(
         sandbox::API_SERVICE_IP,
         args.command.join(" ")
     );
-    let status = tokio::process::Command::new(program)
+    // COMMAND in a process group of its own, so that whatever it left running in the
+    // cluster's network (a test's S3 server, a writer) stops with the cluster.
+    let mut child = tokio::process::Command::new(program)
         .args(rest)
         .env("KUBECONFIG", &kubeconfig)
         .env("KUBE_SIM_STATE", &state)
-        .status()
-        .await
+        .process_group(0)
+        .spawn()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let group = child.id().map(|pid| pid as i32);
+    let status = child.wait().await.map_err(|e| format!("cannot run {program}: {e}"))?;
+    if let Some(group) = group {
+        // SAFETY: signalling the process group this process created.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
+    }
     // Stop every process the kubelet started.
     frozen.lock().unwrap_or_else(|p| p.into_inner()).clear();
     for pid in pids.lock().unwrap_or_else(|p| p.into_inner()).values() {

