@@ -211,72 +211,70 @@ pub fn builtin_checks(kind: &Kind, old: Option<&Value>, new: &Value) -> Result<(
         ));
     }
     let Some(old) = old else { return Ok(()) };
-    match kind.resource().as_str() {
-        "apps/statefulsets" => {
-            // apps/v1 ValidateStatefulSetUpdate: only these spec fields may change.
-            let mutable = [
-                "replicas",
-                "template",
-                "updateStrategy",
-                "persistentVolumeClaimRetentionPolicy",
-                "minReadySeconds",
-                "ordinals",
-                "revisionHistoryLimit",
-            ];
-            let strip = |v: &Value| {
-                let mut spec = v["spec"].clone();
-                if let Some(m) = spec.as_object_mut() {
-                    for f in mutable {
-                        m.remove(f);
-                    }
-                }
-                spec
-            };
-            if strip(old) != strip(new) {
-                return Err(ApiError::invalid(kind, &name, &["spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden".into()]));
-            }
-        }
-        "/persistentvolumeclaims" => {
-            let strip = |v: &Value| {
-                let mut spec = v["spec"].clone();
-                if let Some(r) = spec["resources"]["requests"].as_object_mut() {
-                    r.remove("storage");
-                }
-                spec
-            };
-            if strip(old) != strip(new) {
-                return Err(ApiError::invalid(kind, &name, &["spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims".into()]));
-            }
-        }
-        "/pods" => {
-            let strip = |v: &Value| {
-                let mut spec = v["spec"].clone();
-                if let Some(m) = spec.as_object_mut() {
-                    for f in [
-                        "activeDeadlineSeconds",
-                        "tolerations",
-                        "terminationGracePeriodSeconds",
-                        "nodeName",
-                    ] {
-                        m.remove(f);
-                    }
-                }
-                if let Some(cs) = spec["containers"].as_array_mut() {
-                    for c in cs {
-                        if let Some(m) = c.as_object_mut() {
-                            m.remove("image");
-                        }
-                    }
-                }
-                spec
-            };
-            if strip(old) != strip(new) {
-                return Err(ApiError::invalid(kind, &name, &["spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations) or `spec.terminationGracePeriodSeconds`".into()]));
-            }
-        }
-        _ => {}
+    // What each kind's update validation lets change (JSON pointers into spec; `*` is every
+    // list item), and the message it refuses anything else with.
+    let (mutable, message): (&[&str], &str) = match kind.resource().as_str() {
+        "apps/statefulsets" => (
+            &[
+                "/replicas",
+                "/template",
+                "/updateStrategy",
+                "/persistentVolumeClaimRetentionPolicy",
+                "/minReadySeconds",
+                "/ordinals",
+                "/revisionHistoryLimit",
+            ],
+            "spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
+        ),
+        "/persistentvolumeclaims" => (
+            &["/resources/requests/storage"],
+            "spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims",
+        ),
+        "/pods" => (
+            &[
+                "/activeDeadlineSeconds",
+                "/tolerations",
+                "/terminationGracePeriodSeconds",
+                "/nodeName",
+                "/containers/*/image",
+                "/initContainers/*/image",
+            ],
+            "spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations) or `spec.terminationGracePeriodSeconds`",
+        ),
+        _ => return Ok(()),
+    };
+    if fixed_part(&old["spec"], mutable) != fixed_part(&new["spec"], mutable) {
+        return Err(ApiError::invalid(kind, &name, &[message.to_owned()]));
     }
     Ok(())
+}
+
+/// `spec` without the fields at `pointers` (`*` matches every item of a list).
+fn fixed_part(spec: &Value, pointers: &[&str]) -> Value {
+    fn remove(value: &mut Value, path: &[&str]) {
+        match path {
+            [] => {}
+            [last] => {
+                if let Some(map) = value.as_object_mut() {
+                    map.remove(*last);
+                }
+            }
+            ["*", rest @ ..] => {
+                value.as_array_mut().into_iter().flatten().for_each(|item| remove(item, rest))
+            }
+            [field, rest @ ..] => {
+                if let Some(child) = value.get_mut(*field) {
+                    remove(child, rest);
+                }
+            }
+        }
+    }
+    let mut fixed = spec.clone();
+    for pointer in pointers {
+        let path: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
+        remove(&mut fixed, &path);
+    }
+    fixed
 }
 
 /// The PersistentVolumeClaimResize admission plugin: a claim grows only when its StorageClass
