@@ -71,6 +71,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     context.backups.register(&mut metrics.registry.lock().unwrap_or_else(|p| p.into_inner()));
     tokio::select! {
         () = leadership.lost() => Err(Error::LostLeadership),
+        () = keep_ca_bundle(webhook.clone()) => Ok(()),
         () = cluster_controller(client.clone(), context.clone()) => Ok(()),
         () = backup_controller(client.clone(), context.clone()) => Ok(()),
         () = restore_controller(client, context) => Ok(()),
@@ -159,6 +160,62 @@ async fn restore_controller(client: kube::Client, context: Arc<super::Context>) 
         .run(super::restore::reconcile, super::restore::error_policy, context)
         .for_each(log_failure("restore reconcile error"))
         .await;
+}
+
+/// Keeps the webhook configurations' caBundle equal to the CA the replicas serve with: a
+/// configuration re-applied, replaced or recreated without it (so that every admission fails)
+/// is mended as soon as the leader sees it, not at the next restart.
+async fn keep_ca_bundle(webhook: WebhookTls) {
+    use futures::StreamExt;
+    use k8s_openapi::api::admissionregistration::v1::{
+        MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    };
+    let config = kube::runtime::watcher::Config::default()
+        .fields(&format!("metadata.name={}", webhook.configuration));
+    let validating =
+        ca_bundles(webhook.client.clone(), config.clone(), |c: ValidatingWebhookConfiguration| {
+            c.webhooks.unwrap_or_default().into_iter().map(|w| w.client_config.ca_bundle).collect()
+        });
+    let mutating = ca_bundles(webhook.client.clone(), config, |c: MutatingWebhookConfiguration| {
+        c.webhooks.unwrap_or_default().into_iter().map(|w| w.client_config.ca_bundle).collect()
+    });
+    let seen = futures::stream::select(validating, mutating);
+    let mut seen = std::pin::pin!(seen);
+    while let Some(found) = seen.next().await {
+        let result = async {
+            let wanted = webhook.ensure(time::OffsetDateTime::now_utc()).await?.ca_bundle();
+            if found.iter().any(|b| b.as_ref().map(|b| b.0.as_slice()) != Some(wanted.as_bytes())) {
+                webhook.inject_ca_bundle(&wanted).await?;
+                tracing::info!("restored the caBundle of the webhook configurations");
+            }
+            Ok::<_, crate::tls::Error>(())
+        };
+        if let Err(err) = result.await {
+            tracing::warn!(%err, "cannot keep the webhook caBundle current; will retry on the next change");
+        }
+    }
+}
+
+/// The caBundle of each webhook of the configurations a watch sees, as they change.
+fn ca_bundles<K>(
+    client: kube::Client,
+    config: kube::runtime::watcher::Config,
+    bundles: fn(K) -> Vec<Option<k8s_openapi::ByteString>>,
+) -> impl futures::Stream<Item = Vec<Option<k8s_openapi::ByteString>>> + Send
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    watcher(kube::Api::<K>::all(client), config)
+        .default_backoff()
+        .applied_objects()
+        .filter_map(move |c| std::future::ready(c.ok().map(bundles)))
 }
 
 /// Logs a failed reconcile of a controller's stream; the error policy has already requeued it.

@@ -4,6 +4,12 @@
 source "$(dirname "$0")/lib.sh"
 install_operator
 
+# A webhook configuration recreated without its caBundle (kubectl replace, a GitOps tool) would
+# refuse every EtcdCluster write; the leading operator mends it.
+kubectl delete validatingwebhookconfiguration etcd-operator >/dev/null
+kubectl apply --server-side -k "$ROOT/manifests" >/dev/null
+wait_for "the recreated webhook configuration trusted again" 30 operator_ready
+
 kubectl apply -f - >/dev/null <<<"{\"apiVersion\": \"v1\", \"kind\": \"Namespace\", \"metadata\": {\"name\": \"example\"}}"
 kubectl apply -n example -f "$ROOT/examples/etcdcluster.yaml" >/dev/null
 yaml=$(kubectl get -n example etcdcluster demo -o yaml)
