@@ -105,11 +105,13 @@ async fn cluster_controller(client: kube::Client, context: Arc<super::Context>) 
     use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
     use kube::runtime::{Controller, watcher};
     let api = kube::Api::<etcd_crds::EtcdCluster>::all(client.clone());
+    // Only what the operator made: not every Secret and ConfigMap of the cluster.
+    let ours = || watcher::Config::default().labels(&crate::k8s::names::managed_by_selector());
     Controller::new(api, watcher::Config::default())
-        .owns(kube::Api::<StatefulSet>::all(client.clone()), watcher::Config::default())
-        .owns(kube::Api::<Service>::all(client.clone()), watcher::Config::default())
-        .owns(kube::Api::<ConfigMap>::all(client.clone()), watcher::Config::default())
-        .owns(kube::Api::<Secret>::all(client), watcher::Config::default())
+        .owns(kube::Api::<StatefulSet>::all(client.clone()), ours())
+        .owns(kube::Api::<Service>::all(client.clone()), ours())
+        .owns(kube::Api::<ConfigMap>::all(client.clone()), ours())
+        .owns(kube::Api::<Secret>::all(client), ours())
         .shutdown_on_signal()
         .run(super::cluster::reconcile, super::cluster::error_policy, context)
         .for_each(log_failure("reconcile error"))

@@ -33,16 +33,20 @@ pub fn bootstrap_configmap(cluster: &str) -> String {
     format!("{cluster}-bootstrap")
 }
 
+/// The label every object the operator makes carries; its watches select on it.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "etcd-operator");
+
+/// `MANAGED_BY` as a label selector.
+pub fn managed_by_selector() -> String {
+    format!("{}={}", MANAGED_BY.0, MANAGED_BY.1)
+}
+
 /// Labels every object of a cluster carries; the first two select its pods.
 pub fn labels(cluster: &str) -> std::collections::BTreeMap<String, String> {
-    [
-        ("app.kubernetes.io/name", "etcd"),
-        ("app.kubernetes.io/instance", cluster),
-        ("app.kubernetes.io/managed-by", "etcd-operator"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect()
+    [("app.kubernetes.io/name", "etcd"), ("app.kubernetes.io/instance", cluster), MANAGED_BY]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }
 
 /// The pod selector of a cluster, also the scale subresource's `status.selector`.

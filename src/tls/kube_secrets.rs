@@ -534,6 +534,12 @@ fn cluster_secret(
             name: Some(name.to_owned()),
             namespace: Some(namespace.to_owned()),
             owner_references: Some(vec![owner.clone()]),
+            labels: Some(
+                [crate::k8s::names::MANAGED_BY]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+            ),
             resource_version,
             ..ObjectMeta::default()
         },
