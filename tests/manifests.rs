@@ -152,6 +152,18 @@ fn deployment_runs_locked_down_with_probes() {
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(container["readinessProbe"]["httpGet"]["scheme"], "HTTPS");
     assert!(container["resources"]["requests"]["memory"].is_string());
+    // Two replicas that a drain or a lost node cannot both take: the webhooks fail closed.
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let spread =
+        &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(spread["podAffinityTerm"]["topologyKey"], "kubernetes.io/hostname");
+    let budget = find(&docs, "PodDisruptionBudget", "etcd-operator");
+    assert_eq!(budget["spec"]["minAvailable"], 1);
+    assert_eq!(budget["spec"]["selector"]["matchLabels"], pod_labels(deployment));
+}
+
+fn pod_labels(deployment: &Value) -> Value {
+    deployment["spec"]["template"]["metadata"]["labels"].clone()
 }
 
 /// Each etcd pod's member-init runs the operator's own image: the operator reads it from its

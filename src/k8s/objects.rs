@@ -377,6 +377,8 @@ pub fn statefulset(
                     }),
                     // etcd flushes on SIGTERM; give a large database time to close cleanly.
                     termination_grace_period_seconds: Some(60),
+                    // Neither etcd nor member-init talks to the Kubernetes API.
+                    automount_service_account_token: Some(false),
                     ..PodSpec::default()
                 }),
             },
