@@ -12,6 +12,8 @@
 //! per-container logs. A frozen node stops its processes and acts on nothing: its pods stay
 //! Terminating when deleted, as on a lost node.
 //!
+//! `readOnlyRootFilesystem` is: everything but the volumes is read-only.
+//!
 //! Not modelled: runAsUser/fsGroup (containers run as root), resource limits, exec probes,
 //! startup probes, image pull secrets, ephemeral containers.
 
@@ -722,6 +724,7 @@ impl Kubelet {
             workdir: container["workingDir"].as_str().unwrap_or("/"),
             argv: &argv,
             env: &env,
+            read_only_root: container["securityContext"]["readOnlyRootFilesystem"] == true,
         };
         let mut command = sandbox::command(&spec)
             .map_err(|message| json!({"reason": "RunContainerError", "message": message}))?;

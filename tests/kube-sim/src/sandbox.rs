@@ -116,6 +116,7 @@ struct Prepared {
     root: CString,
     binds: Vec<(CString, CString, bool)>,
     proc_target: CString,
+    read_only_root: bool,
     hostname: CString,
     workdir: CString,
 }
@@ -199,6 +200,8 @@ pub struct ContainerSpec<'a> {
     pub workdir: &'a str,
     pub argv: &'a [String],
     pub env: &'a [(String, String)],
+    /// `securityContext.readOnlyRootFilesystem`: everything but the volumes is read-only.
+    pub read_only_root: bool,
 }
 
 pub fn command(spec: &ContainerSpec<'_>) -> Result<tokio::process::Command, String> {
@@ -217,6 +220,7 @@ pub fn command(spec: &ContainerSpec<'_>) -> Result<tokio::process::Command, Stri
             })
             .collect::<Result<_, String>>()?,
         proc_target: cstring(&spec.root.join("proc"))?,
+        read_only_root: spec.read_only_root,
         hostname: CString::new(spec.hostname).map_err(|_| "hostname has a NUL byte".to_owned())?,
         workdir: CString::new(spec.workdir).map_err(|_| "workingDir has a NUL byte".to_owned())?,
     };
@@ -252,6 +256,14 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
             libc::MS_REC | libc::MS_PRIVATE,
             std::ptr::null(),
         ))?;
+        // The root a mount of its own, so that it can be made read-only without its volumes.
+        check(libc::mount(
+            p.root.as_ptr(),
+            p.root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        ))?;
         for (source, target, read_only) in &p.binds {
             check(libc::mount(
                 source.as_ptr(),
@@ -277,6 +289,15 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
             0,
             std::ptr::null(),
         ))?;
+        if p.read_only_root {
+            check(libc::mount(
+                std::ptr::null(),
+                p.root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                std::ptr::null(),
+            ))?;
+        }
         check(libc::sethostname(p.hostname.as_ptr(), p.hostname.as_bytes().len()))?;
         check(libc::chroot(p.root.as_ptr()))?;
         check(libc::chdir(p.workdir.as_ptr()))?;
