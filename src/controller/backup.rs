@@ -198,6 +198,17 @@ fn record_failure(status: &mut EtcdBackupStatus, failure: &Failure, generation: 
 /// Everything a run needs: the cluster's endpoints and client certificate, the destination with
 /// its credentials. One prefix per EtcdBackup (`PREFIX/NAMESPACE/NAME/`), so retention never
 /// touches another backup's objects.
+/// A volume destination is a directory of the operator's own pod, whose root filesystem is
+/// read-only: it works only where a volume is mounted at that path.
+fn writable_dir(path: &str) -> Result<(), Failure> {
+    tempfile::tempfile_in(path).map(drop).map_err(|err| Failure {
+        reason: "VolumeNotWritable",
+        message: format!(
+            "spec.destination.volume.path {path} is not a writable directory in the operator's pod ({err}): mount a volume there (a PersistentVolumeClaim in the etcd-operator Deployment) or back up to s3, gcs or azure"
+        ),
+    })
+}
+
 async fn job(backup: &EtcdBackup, ctx: &Context, namespace: &str) -> Result<Job, Failure> {
     let spec = &backup.spec;
     let clusters: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), namespace);
@@ -223,6 +234,9 @@ async fn job(backup: &EtcdBackup, ctx: &Context, namespace: &str) -> Result<Job,
         Some(reference) => secret_strings(ctx, namespace, &reference.name).await?,
         None => BTreeMap::new(),
     };
+    if let Some(volume) = &spec.destination.volume {
+        writable_dir(&volume.path)?;
+    }
     let prefix = Location::for_destination(&spec.destination, &credentials)
         .map_err(|err| Failure { reason: "InvalidDestination", message: err.to_string() })?
         .child(&format!("{namespace}/{}", backup.name_any()));
@@ -396,6 +410,16 @@ impl BackupMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_volume_destination_must_be_a_writable_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(writable_dir(dir.path().to_str().unwrap()).is_ok());
+        let missing = dir.path().join("not-mounted");
+        let failure = writable_dir(missing.to_str().unwrap()).unwrap_err();
+        assert_eq!(failure.reason, "VolumeNotWritable");
+        assert!(failure.message.contains("mount a volume there"), "{}", failure.message);
+    }
 
     #[test]
     fn retries_back_off_to_ten_minutes() {

@@ -44,6 +44,24 @@ YAML
 failures() { kubectl get etcdbackup demo-now -o jsonpath='{.status.consecutiveFailures}'; }
 wait_for "the backup succeeded" 120 bash -c '[ "$(kubectl get etcdbackup demo-now -o jsonpath="{.status.phase}")" = Succeeded ]'
 
+# A volume destination where nothing is mounted: the operator's root filesystem is read-only.
+kubectl apply -f - >/dev/null <<YAML
+apiVersion: etcd.etcd.io/v1alpha1
+kind: EtcdBackup
+metadata:
+  name: demo-to-volume
+spec:
+  clusterRef:
+    name: demo
+  destination:
+    volume:
+      path: /var/backups
+YAML
+refused() {
+  kubectl get etcdbackup demo-to-volume -o jsonpath='{.status.conditions[?(@.type=="Ready")].message}' | grep -q 'mount a volume there'
+}
+wait_for "a volume destination without a volume refused, saying what to mount" 60 refused
+
 kubectl apply -f - >/dev/null <<YAML
 apiVersion: etcd.etcd.io/v1alpha1
 kind: EtcdRestore
