@@ -75,7 +75,7 @@ pub async fn admit(
         }
     }
     if op == Operation::Create {
-        defaults(server, kind, &mut object);
+        defaults(&server.store, kind, &mut object);
     }
     if kind.resource() == "/secrets" {
         string_data(&mut object);
@@ -116,7 +116,7 @@ fn string_data(secret: &mut Value) {
 }
 
 /// What the API types' defaulting and the built-in admission plugins fill in on create.
-fn defaults(server: &ApiServer, kind: &Kind, object: &mut Value) {
+pub fn defaults(store: &store::Store, kind: &Kind, object: &mut Value) {
     let set_default = |object: &mut Value, path: &str, value: Value| {
         if crate::resources::json_path(object, path).is_none_or(Value::is_null) {
             crate::resources::set_json_path(object, path, value);
@@ -149,7 +149,7 @@ fn defaults(server: &ApiServer, kind: &Kind, object: &mut Value) {
         }
         "/services" => {
             if object["spec"]["clusterIP"].is_null() {
-                let n = server.store.list("/services", None).len() as u32 + 10;
+                let n = store.list("/services", None).len() as u32 + 10;
                 object["spec"]["clusterIP"] = json!(format!("10.96.{}.{}", n / 250, n % 250 + 1));
             }
             set_default(object, ".spec.type", json!("ClusterIP"));
@@ -344,7 +344,6 @@ fn rule_matches(rule: &Value, kind: &Kind, op: Operation) -> bool {
         && scope_ok
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn call_webhooks(
     server: &ApiServer,
     kind: &Kind,

@@ -251,27 +251,12 @@ fn template_hash(template: &Value) -> String {
     (0..10).map(|i| alphabet[((h >> (i * 6)) % alphabet.len() as u64) as usize] as char).collect()
 }
 
+/// Creates an object as a controller does through the API: with the defaults and built-in
+/// admission the API server applies (controllers' writes match no webhook here).
 fn create(store: &Store, resource: &str, object: Value) {
     if let Some(kind) = kind(store, resource) {
         let mut object = object;
-        if kind.resource() == "/pods" {
-            object["status"] = json!({"phase": "Pending"});
-            for (path, value) in [
-                ("restartPolicy", json!("Always")),
-                ("terminationGracePeriodSeconds", json!(30)),
-                ("serviceAccountName", json!("default")),
-            ] {
-                if object["spec"][path].is_null() {
-                    object["spec"][path] = value;
-                }
-            }
-        }
-        if kind.resource() == "/persistentvolumeclaims" {
-            object["metadata"]["finalizers"] = json!([PVC_PROTECTION]);
-            if object["spec"]["storageClassName"].is_null() {
-                object["spec"]["storageClassName"] = json!(DEFAULT_STORAGE_CLASS);
-            }
-        }
+        crate::admission::defaults(store, &kind, &mut object);
         if let Err(err) = store.create(&kind, object) {
             tracing::debug!(%err, resource, "create failed");
         }
