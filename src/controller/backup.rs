@@ -201,7 +201,8 @@ fn record_failure(status: &mut EtcdBackupStatus, failure: &Failure, generation: 
 /// A volume destination is a directory of the operator's own pod, whose root filesystem is
 /// read-only: it works only where a volume is mounted at that path.
 fn writable_dir(path: &str) -> Result<(), Failure> {
-    tempfile::tempfile_in(path).map(drop).map_err(|err| Failure {
+    let probe = std::fs::create_dir_all(path).and_then(|()| tempfile::tempfile_in(path));
+    probe.map(drop).map_err(|err| Failure {
         reason: "VolumeNotWritable",
         message: format!(
             "spec.destination.volume.path {path} is not a writable directory in the operator's pod ({err}): mount a volume there (a PersistentVolumeClaim in the etcd-operator Deployment) or back up to s3, gcs or azure"
@@ -415,8 +416,12 @@ mod tests {
     fn a_volume_destination_must_be_a_writable_directory() {
         let dir = tempfile::tempdir().unwrap();
         assert!(writable_dir(dir.path().to_str().unwrap()).is_ok());
-        let missing = dir.path().join("not-mounted");
-        let failure = writable_dir(missing.to_str().unwrap()).unwrap_err();
+        // A directory still to be made on a mounted volume is fine; one on a read-only or
+        // missing filesystem is not (a file stands in for the read-only root here).
+        assert!(writable_dir(dir.path().join("etcd/daily").to_str().unwrap()).is_ok());
+        let not_a_dir = dir.path().join("file");
+        std::fs::write(&not_a_dir, "").unwrap();
+        let failure = writable_dir(not_a_dir.join("backups").to_str().unwrap()).unwrap_err();
         assert_eq!(failure.reason, "VolumeNotWritable");
         assert!(failure.message.contains("mount a volume there"), "{}", failure.message);
     }
