@@ -155,11 +155,6 @@ async fn new_cluster_gets_secrets_objects_status_events_and_a_static_bootstrap()
             format!("{NS}/configmaps/demo-bootstrap"),
             configmap(before),
         ));
-        // No pod of this ordinal is stuck Terminating on a lost node.
-        script.push(
-            Exchange::new(Method::GET, format!("{NS}/pods/demo-{i}"), not_found())
-                .status(StatusCode::NOT_FOUND),
-        );
         script.push(Exchange::new(
             Method::GET,
             "/apis/apps/v1/namespaces/prod/statefulsets/demo",
@@ -232,13 +227,13 @@ async fn new_cluster_gets_secrets_objects_status_events_and_a_static_bootstrap()
 
     // Each member's bootstrap entry (static, state New, all three peers), then one more pod.
     for (round, member) in ["demo-0", "demo-1", "demo-2"].iter().enumerate() {
-        let cm = &seen[22 + round * 5].body;
+        let cm = &seen[22 + round * 4].body;
         let entry: Value =
             serde_json::from_str(cm["data"][format!("{member}.json")].as_str().unwrap()).unwrap();
         assert_eq!(entry["state"], "New");
         assert_eq!(entry["initialCluster"].as_array().unwrap().len(), 3);
         assert_eq!(entry["initialCluster"][2]["peerURL"], "https://demo-2.demo.prod.svc:2380");
-        assert_eq!(seen[25 + round * 5].body, json!({"spec": {"replicas": round + 1}}));
+        assert_eq!(seen[24 + round * 4].body, json!({"spec": {"replicas": round + 1}}));
     }
 }
 

@@ -93,10 +93,10 @@ impl KubeMembers {
 
     /// A pod still Terminating well past its grace period is on a node that no longer answers
     /// (its kubelet would have finished by then), and the StatefulSet will not recreate its
-    /// ordinal until it is gone: it is force-deleted. Called only for members that etcd no
-    /// longer has (removed before being wiped) or that are being started again from their
-    /// entry, so the lost process cannot rejoin with old data. True when the pod is gone or
-    /// going.
+    /// ordinal until it is gone: it is force-deleted. Only for members etcd no longer has
+    /// (wiped after removal, or a learner whose ordinal the removed member held): a member
+    /// still in etcd is never force-deleted, since its process may still run on that node.
+    /// True when the pod is gone or going.
     async fn force_delete_if_lost(&self, name: &str) -> Result<bool, Error> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace());
         let pod = api.get_opt(name).await.map_err(kube_err(format!("get pod {name}")))?;
@@ -210,7 +210,6 @@ impl MemberPort for KubeMembers {
         let mut entries = self.entries().await?;
         entries.insert(name.to_owned(), BootstrapEntry::new(name, initial, state, token));
         self.apply_entries(&entries).await?;
-        self.force_delete_if_lost(name).await?;
         let wanted = ordinal(name).map_or(0, |o| o + 1);
         if self.replicas().await? < wanted {
             self.set_replicas(wanted).await?;
@@ -231,6 +230,10 @@ impl MemberPort for KubeMembers {
             }
             self.delete_pod(name).await
         }
+    }
+
+    async fn release_removed(&self, name: &str) -> Result<(), Error> {
+        self.force_delete_if_lost(name).await.map(drop)
     }
 
     /// The entry goes first (a recreated pod waits instead of starting on old data), then the

@@ -74,4 +74,10 @@ pub trait MemberPort: Sync {
     fn stop(&self, name: &str) -> impl Future<Output = Result<(), Error>> + Send;
     /// Deletes a member's data.
     fn wipe(&self, name: &str) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Clears what keeps the ordinal of a member that etcd no longer has from running again (on
+    /// Kubernetes: its old pod stuck Terminating on a node that does not answer). Only for a
+    /// removed member's name, whose old process can no longer rejoin.
+    fn release_removed(&self, _name: &str) -> impl Future<Output = Result<(), Error>> + Send {
+        async { Ok(()) }
+    }
 }

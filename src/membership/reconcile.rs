@@ -324,6 +324,8 @@ pub async fn act(
             settle(etcd::add_learner(&mut client, &member.peer_url).await.map(drop))?;
         }
         Step::StartLearner { member, initial } => {
+            // The learner has a new member ID; what still holds its ordinal was the removed one.
+            port.release_removed(&member.name).await?;
             port.start(&member.name, initial, ClusterState::Existing, &target.token).await?
         }
         Step::Promote { id, .. } => {
