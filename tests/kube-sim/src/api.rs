@@ -473,11 +473,7 @@ impl ApiServer {
         if path == "/openapi/v3" || path == "/openapi/v3/" {
             let mut paths = serde_json::Map::new();
             for kind in &kinds {
-                let gv = if kind.group.is_empty() {
-                    format!("api/{}", kind.version)
-                } else {
-                    format!("apis/{}/{}", kind.group, kind.version)
-                };
+                let gv = kind.url_prefix();
                 paths.insert(
                     gv.clone(),
                     json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash=0")}),
@@ -488,11 +484,7 @@ impl ApiServer {
         if let Some(gv) = path.strip_prefix("/openapi/v3/") {
             let mut paths = serde_json::Map::new();
             for kind in &kinds {
-                let prefix = if kind.group.is_empty() {
-                    format!("api/{}", kind.version)
-                } else {
-                    format!("apis/{}/{}", kind.group, kind.version)
-                };
+                let prefix = kind.url_prefix();
                 if prefix != gv {
                     continue;
                 }

@@ -48,6 +48,24 @@ impl Kind {
         }
     }
 
+    /// `plural.group` as kube-apiserver names a resource in messages.
+    pub fn resource_name(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    /// Where its group version is served: `api/v1` or `apis/GROUP/VERSION`.
+    pub fn url_prefix(&self) -> String {
+        if self.group.is_empty() {
+            format!("api/{}", self.version)
+        } else {
+            format!("apis/{}", self.api_version())
+        }
+    }
+
     /// The key objects of this kind are stored under: `group/plural` (one version per kind here).
     pub fn resource(&self) -> String {
         format!("{}/{}", self.group, self.plural)

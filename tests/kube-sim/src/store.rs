@@ -381,14 +381,3 @@ impl Store {
         }
     }
 }
-
-impl Kind {
-    /// `plural.group` as kube-apiserver names a resource in messages.
-    pub fn resource_name(&self) -> String {
-        if self.group.is_empty() {
-            self.plural.clone()
-        } else {
-            format!("{}.{}", self.plural, self.group)
-        }
-    }
-}
