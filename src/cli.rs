@@ -69,6 +69,11 @@ pub struct RunArgs {
     /// kustomization or a registry mirror rewrote is the one members run too.
     #[arg(long, env = "OPERATOR_IMAGE")]
     pub operator_image: Option<String>,
+    /// How long a changed CA bundle takes to reach every pod that mounts it: the kubelet's Secret
+    /// sync (its --sync-frequency plus the Secret cache's TTL). A cluster CA rollover waits this
+    /// long after the bundle changes before certificates move to the new CA.
+    #[arg(long, env = "CA_BUNDLE_PROPAGATION_SECONDS", default_value_t = 180)]
+    pub ca_bundle_propagation_seconds: u64,
 }
 
 #[derive(Debug, Args)]

@@ -73,7 +73,11 @@ async fn first_reconcile_adds_the_finalizer_only() {
 
 #[tokio::test]
 async fn new_cluster_gets_secrets_objects_status_events_and_a_static_bootstrap() {
-    let mut script = Vec::new();
+    // The StatefulSet first: which CA bundle its pods run with gates a CA rollover.
+    let mut script = vec![
+        Exchange::new(Method::GET, "/apis/apps/v1/namespaces/prod/statefulsets/demo", not_found())
+            .status(StatusCode::NOT_FOUND),
+    ];
     for secret in
         ["demo-ca", "demo-peer-tls", "demo-server-tls", "demo-client-tls", "demo-user-client-tls"]
     {
@@ -105,10 +109,6 @@ async fn new_cluster_gets_secrets_objects_status_events_and_a_static_bootstrap()
         json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "demo-client"}}),
     ));
     script.push(Exchange::new(Method::PATCH, "/apis/policy/v1/namespaces/prod/poddisruptionbudgets/demo", json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "demo"}})));
-    script.push(
-        Exchange::new(Method::GET, "/apis/apps/v1/namespaces/prod/statefulsets/demo", not_found())
-            .status(StatusCode::NOT_FOUND),
-    );
     script.push(Exchange::new(
         Method::PATCH,
         "/apis/apps/v1/namespaces/prod/statefulsets/demo",
@@ -178,20 +178,17 @@ async fn new_cluster_gets_secrets_objects_status_events_and_a_static_bootstrap()
     assert_eq!(seen.len(), expected);
 
     // Secrets: kubernetes.io/tls, owned by the cluster, peer certificate covering the members.
-    let peer = &seen[6].body;
+    let peer = &seen[7].body;
     assert_eq!(peer["metadata"]["name"], "demo-peer-tls");
     assert_eq!(peer["type"], "kubernetes.io/tls");
     assert_eq!(peer["metadata"]["ownerReferences"][0]["uid"], "0b1c-uid");
-    let pem = base64::engine::general_purpose::STANDARD
-        .decode(peer["data"]["tls.crt"].as_str().unwrap())
-        .unwrap();
-    let names = etcd_certs::inspect::inspect(&String::from_utf8(pem).unwrap(), "peer")
+    let names = etcd_certs::inspect::inspect(&decode_field(peer, "tls.crt"), "peer")
         .unwrap()
         .subject_alt_names;
     assert!(names.contains(&"demo-2.demo.prod.svc".to_owned()));
 
     // Server-side apply of the objects, with our field manager, forced.
-    for i in [10, 11, 12, 14] {
+    for i in [11, 12, 13, 14] {
         assert_eq!(seen[i].content_type.as_deref(), Some("application/apply-patch+yaml"), "#{i}");
         assert!(
             seen[i].query.contains("fieldManager=etcd-operator")
@@ -205,6 +202,12 @@ async fn new_cluster_gets_secrets_objects_status_events_and_a_static_bootstrap()
         "a new StatefulSet starts with no admitted member"
     );
     assert_eq!(seen[14].body["spec"]["podManagementPolicy"], "Parallel");
+    // The pods carry the fingerprint of the CA bundle they load: a new bundle rolls them.
+    let bundle = decode_field(peer, "ca.crt");
+    assert_eq!(
+        seen[14].body["spec"]["template"]["metadata"]["annotations"]["etcd.etcd.io/trust-bundle"],
+        etcd_operator::tls::kube_secrets::bundle_fingerprint(&bundle)
+    );
 
     // Status applied before acting: phase Creating, conditions, selector, generation.
     assert_eq!(seen[18].content_type.as_deref(), Some("application/apply-patch+yaml"));
@@ -313,6 +316,8 @@ async fn a_missing_user_secret_is_a_condition_and_no_membership_step() {
     object.spec.security.tls.client_secret_ref =
         Some(etcd_crds::SecretReference { name: "my-client".into() });
     let (client, recorded) = serve(vec![
+        Exchange::new(Method::GET, "/apis/apps/v1/namespaces/prod/statefulsets/demo", not_found())
+            .status(StatusCode::NOT_FOUND),
         Exchange::new(Method::GET, format!("{NS}/secrets/my-peer"), peer),
         Exchange::new(Method::GET, format!("{NS}/secrets/my-server"), not_found())
             .status(StatusCode::NOT_FOUND),
@@ -330,10 +335,18 @@ async fn a_missing_user_secret_is_a_condition_and_no_membership_step() {
         kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(30))
     );
     let seen = recorded.await.unwrap();
-    let condition = &seen[2].body["status"]["conditions"][0];
+    let condition = &seen[3].body["status"]["conditions"][0];
     assert_eq!(condition["type"], "TLSSecretsValid");
     assert_eq!(condition["status"], "False");
     assert_eq!(condition["reason"], "SecretMissing");
     assert!(condition["message"].as_str().unwrap().contains("my-server"), "{condition}");
-    assert_eq!(seen[3].body["type"], "Warning");
+    assert_eq!(seen[4].body["type"], "Warning");
+}
+
+/// A Secret's data field, decoded.
+fn decode_field(secret: &serde_json::Value, key: &str) -> String {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(secret["data"][key].as_str().unwrap())
+        .unwrap();
+    String::from_utf8(bytes).unwrap()
 }

@@ -28,7 +28,7 @@ fn statefulset_runs_members_in_parallel_with_member_init_and_volumes() {
     let c = cluster(
         json!({"size": 3, "version": "3.5.21", "storage": {"size": "20Gi", "storageClassName": "fast"}}),
     );
-    let sts = statefulset(&c, 2, "registry.example/etcd-operator:1", 0);
+    let sts = statefulset(&c, 2, "registry.example/etcd-operator:1", 0, Some("f1"));
     let meta = &sts.metadata;
     assert_eq!(meta.name.as_deref(), Some("demo"));
     let owner = &meta.owner_references.as_ref().unwrap()[0];
@@ -85,7 +85,7 @@ fn ephemeral_storage_overrides_and_user_secrets() {
         "security": {"tls": {"autoTLS": false, "peerSecretRef": {"name": "my-peer"}, "serverSecretRef": {"name": "my-server"}, "clientSecretRef": {"name": "my-client"}}},
         "podTemplate": {"nodeSelector": {"disk": "ssd"}, "tolerations": [{"key": "etcd", "operator": "Exists"}], "priorityClassName": "system-cluster-critical", "annotations": {"a": "b"}}
     }));
-    let spec = statefulset(&c, 3, "op", 0).spec.unwrap();
+    let spec = statefulset(&c, 3, "op", 0, None).spec.unwrap();
     assert!(spec.volume_claim_templates.is_none());
     let pod = spec.template.spec.unwrap();
     let volumes = pod.volumes.unwrap();

@@ -4,7 +4,9 @@
 mod support;
 
 use base64::Engine;
-use etcd_operator::tls::kube_secrets::{PkiOutcome, WebhookTls, ensure_cluster_pki};
+use etcd_operator::tls::kube_secrets::{
+    MembersTrust, PkiOutcome, TrustRollout, WebhookTls, bundle_fingerprint, ensure_cluster_pki,
+};
 use http::{Method, StatusCode};
 use serde_json::json;
 use support::apiserver::{Exchange, serve, status_body};
@@ -210,6 +212,7 @@ async fn a_new_cluster_gets_five_secrets_owned_by_the_etcd_cluster() {
         "prod",
         &cluster_request(),
         &owner(),
+        &settled(MembersTrust::NoMembers),
         time::OffsetDateTime::now_utc(),
     )
     .await
@@ -265,8 +268,10 @@ async fn only_the_due_leaf_is_replaced_and_the_ca_is_kept() {
         cluster_secret_json("demo-peer-tls", &old.peer, &old.ca.cert_pem),
     ));
     let (client, recorded) = serve(script);
-    let ensured =
-        ensure_cluster_pki(&client, "prod", &cluster_request(), &owner(), now).await.unwrap();
+    let rollout = settled(MembersTrust::StartedWith(bundle_fingerprint(&old.ca.cert_pem)));
+    let ensured = ensure_cluster_pki(&client, "prod", &cluster_request(), &owner(), &rollout, now)
+        .await
+        .unwrap();
     let (pki, outcome) = (ensured.pki, ensured.outcome);
     let PkiOutcome::Rotated(reason) = outcome else { panic!("{outcome:?}") };
     assert!(reason.starts_with("demo-peer-tls: expires at"), "{reason}");
@@ -282,11 +287,20 @@ async fn only_the_due_leaf_is_replaced_and_the_ca_is_kept() {
     assert_eq!(decode(put, "ca.crt"), old.ca.cert_pem);
 }
 
+/// `ensure_round`'s writes when the leaves move mid-rollover: four leaves, then the CA's stamp.
+const LEAVES_THEN_CA: usize = 6;
+
+/// Members and propagation as the operator's defaults have them, with `members` running.
+fn settled(members: MembersTrust) -> TrustRollout {
+    TrustRollout { rotate_ca: None, members, propagation: time::Duration::minutes(3) }
+}
+
 /// One reconcile of the cluster PKI: GETs answered from `stored` (name → Secret JSON), then every
 /// write answered with its own body; returns what was written, by Secret name, in order.
 async fn ensure_round(
     stored: &std::collections::BTreeMap<String, serde_json::Value>,
     writes: usize,
+    rollout: &TrustRollout,
     now: time::OffsetDateTime,
 ) -> (etcd_operator::tls::kube_secrets::EnsuredPki, Vec<(String, serde_json::Value)>) {
     let path = |name: &str| format!("/api/v1/namespaces/prod/secrets/{name}");
@@ -294,15 +308,22 @@ async fn ensure_round(
         .iter()
         .map(|name| Exchange::new(Method::GET, path(name), stored[*name].clone()))
         .collect();
-    // Writes come in the order CA first, then the leaves; each is answered with a Secret.
-    let order: Vec<&str> =
-        if writes == 5 { CLUSTER_SECRETS.to_vec() } else { CLUSTER_SECRETS[5 - writes..].to_vec() };
+    // Writes come in the order CA first, then the leaves (and the CA again when leaves move
+    // mid-rollover, to restamp it); each is answered with a Secret.
+    let order: Vec<&str> = match writes {
+        5 => CLUSTER_SECRETS.to_vec(),
+        LEAVES_THEN_CA => {
+            CLUSTER_SECRETS[1..].iter().chain(&CLUSTER_SECRETS[..1]).copied().collect()
+        }
+        _ => CLUSTER_SECRETS[5 - writes..].to_vec(),
+    };
     script.extend(
         order.iter().map(|name| Exchange::new(Method::PUT, path(name), stored[*name].clone())),
     );
     let (client, recorded) = serve(script);
-    let ensured =
-        ensure_cluster_pki(&client, "prod", &cluster_request(), &owner(), now).await.unwrap();
+    let ensured = ensure_cluster_pki(&client, "prod", &cluster_request(), &owner(), rollout, now)
+        .await
+        .unwrap();
     let seen = recorded.await.unwrap();
     let written = seen[5..]
         .iter()
@@ -340,8 +361,12 @@ async fn a_ca_near_expiry_rolls_over_through_a_bundle_without_a_moment_of_distru
         }
     };
 
+    // Members run with whatever bundle they were last rolled to.
+    let on = |bundle: &str| settled(MembersTrust::StartedWith(bundle_fingerprint(bundle)));
+    let members_on_old = on(&old.ca.cert_pem);
+
     // 1. A new CA is introduced: it signs nothing yet, and every Secret trusts both CAs.
-    let (ensured, written) = ensure_round(&stored, 5, now).await;
+    let (ensured, written) = ensure_round(&stored, 5, &members_on_old, now).await;
     assert!(
         matches!(ensured.outcome, PkiOutcome::Rotated(ref r) if r.contains("new CA")),
         "{:?}",
@@ -367,15 +392,36 @@ async fn a_ca_near_expiry_rolls_over_through_a_bundle_without_a_moment_of_distru
     );
     absorb(&mut stored, &written);
 
+    let bundle = ensured.trust_bundle.clone();
+    let members_on_bundle = on(&bundle);
+
     // 2. Right after: the bundle may not have reached every pod yet, so nothing moves.
-    let (ensured, written) = ensure_round(&stored, 0, now + time::Duration::minutes(1)).await;
+    let (ensured, written) =
+        ensure_round(&stored, 0, &members_on_bundle, now + time::Duration::minutes(1)).await;
     assert!(written.is_empty(), "{written:?}");
     assert_eq!(ensured.outcome, PkiOutcome::Unchanged);
 
-    // 3. Once it has settled, the leaves are re-issued by the new CA, still under both.
+    // 3. Settled, but etcd loads its trusted CAs only at start: while members still run with
+    // the old bundle (or are restarting), a leaf from the new CA would be refused by them.
     let later = now + time::Duration::minutes(4);
-    let (_, written) = ensure_round(&stored, 4, later).await;
-    for (name, body) in &written {
+    for members in [members_on_old, settled(MembersTrust::Restarting)] {
+        let (ensured, written) = ensure_round(&stored, 0, &members, later).await;
+        assert!(written.is_empty(), "{:?}: {written:?}", members.members);
+        assert_eq!(ensured.outcome, PkiOutcome::Unchanged);
+    }
+
+    // 4. Once every member restarted with the bundle, the leaves are re-issued by the new CA,
+    // still under both.
+    let (_, written) = ensure_round(&stored, LEAVES_THEN_CA, &members_on_bundle, later).await;
+    let (restamped, leaves) = written.split_last().unwrap();
+    assert_eq!(restamped.0, "demo-ca");
+    assert_eq!(decode(&restamped.1, "previous-ca.crt"), old.ca.cert_pem, "the old CA stays");
+    assert_ne!(
+        restamped.1["metadata"]["annotations"]["etcd.etcd.io/trust-bundle-since"],
+        stored["demo-ca"]["metadata"]["annotations"]["etcd.etcd.io/trust-bundle-since"],
+        "the wait starts again: the new leaves must reach every pod before the old CA goes"
+    );
+    for (name, body) in leaves {
         assert!(signed_by(&decode(body, "tls.crt"), &new_ca), "{name}");
         assert!(
             decode(body, "ca.crt").contains(&old.ca.cert_pem),
@@ -384,8 +430,14 @@ async fn a_ca_near_expiry_rolls_over_through_a_bundle_without_a_moment_of_distru
     }
     absorb(&mut stored, &written);
 
-    // 4. Every leaf is from the new CA: the old one leaves the bundle.
-    let (ensured, written) = ensure_round(&stored, 5, later + time::Duration::minutes(1)).await;
+    // 5. Right after, the new leaves may not be in every pod yet: the old CA stays.
+    let (_, written) =
+        ensure_round(&stored, 0, &members_on_bundle, later + time::Duration::minutes(1)).await;
+    assert!(written.is_empty(), "{written:?}");
+
+    // 6. Every leaf is from the new CA and has settled: the old one leaves the bundle.
+    let (ensured, written) =
+        ensure_round(&stored, 5, &members_on_bundle, later + time::Duration::minutes(4)).await;
     let (_, ca_secret) = &written[0];
     assert!(ca_secret["data"].get("previous-ca.crt").is_none());
     for (name, body) in &written[1..] {
@@ -394,9 +446,48 @@ async fn a_ca_near_expiry_rolls_over_through_a_bundle_without_a_moment_of_distru
     assert_eq!(ensured.trust_bundle, new_ca);
     absorb(&mut stored, &written);
 
-    // 5. Steady again.
-    let (_, written) = ensure_round(&stored, 0, later + time::Duration::minutes(10)).await;
+    // 7. Steady again (the members roll to the bundle of the new CA alone meanwhile).
+    let members_on_new = on(&new_ca);
+    let (_, written) =
+        ensure_round(&stored, 0, &members_on_new, later + time::Duration::minutes(10)).await;
     assert!(written.is_empty(), "{written:?}");
+}
+
+#[tokio::test]
+async fn a_requested_ca_rotation_starts_once_per_token() {
+    let now = time::OffsetDateTime::now_utc();
+    let pki = etcd_certs::issue_cluster_pki(&cluster_request(), now).unwrap();
+    let pairs = [&pki.ca, &pki.peer, &pki.server, &pki.client, &pki.user_client];
+    let stored: std::collections::BTreeMap<String, serde_json::Value> = CLUSTER_SECRETS
+        .iter()
+        .zip(pairs)
+        .map(|(name, pair)| (name.to_string(), cluster_secret_json(name, pair, &pki.ca.cert_pem)))
+        .collect();
+    let members = MembersTrust::StartedWith(bundle_fingerprint(&pki.ca.cert_pem));
+    let asked = |token: &str| TrustRollout {
+        rotate_ca: Some(token.to_owned()),
+        ..settled(members.clone())
+    };
+    let (ensured, written) = ensure_round(&stored, 5, &asked("2026-11-24"), now).await;
+    assert!(
+        matches!(ensured.outcome, PkiOutcome::Rotated(ref r) if r.contains("as requested")),
+        "{:?}",
+        ensured.outcome
+    );
+    let ca_secret = &written[0].1;
+    assert_ne!(decode(ca_secret, "tls.crt"), pki.ca.cert_pem, "a new CA signs");
+    assert_eq!(decode(ca_secret, "previous-ca.crt"), pki.ca.cert_pem, "the old one still trusted");
+    assert_eq!(ca_secret["metadata"]["annotations"]["etcd.etcd.io/rotate-ca"], "2026-11-24");
+
+    // The token the CA Secret says was handled starts nothing again; a new token would.
+    let mut handled = stored.clone();
+    handled.get_mut("demo-ca").unwrap()["metadata"]["annotations"] =
+        json!({"etcd.etcd.io/rotate-ca": "2026-11-24"});
+    let (ensured, written) = ensure_round(&handled, 0, &asked("2026-11-24"), now).await;
+    assert!(written.is_empty(), "{written:?}");
+    assert_eq!(ensured.outcome, PkiOutcome::Unchanged);
+    let (_, written) = ensure_round(&handled, 5, &asked("2026-12-01"), now).await;
+    assert_eq!(written[0].1["metadata"]["annotations"]["etcd.etcd.io/rotate-ca"], "2026-12-01");
 }
 
 #[tokio::test]

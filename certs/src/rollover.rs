@@ -52,11 +52,13 @@ pub enum RolloverStep {
 }
 
 /// Decides the next step from the trust state, the leaves in use and whether the current bundle
-/// has reached every consumer. `ca_name` names a new CA if one is needed.
+/// has reached every consumer. `ca_name` names a new CA if one is needed; `rotation_requested`
+/// (a person asked for a new CA) starts a rollover as an expiring CA would.
 pub fn next_step(
     trust: &Trust,
     leaves: &[&str],
     bundle_distributed: bool,
+    rotation_requested: bool,
     ca_name: &str,
     now: OffsetDateTime,
     lifetimes: &Lifetimes,
@@ -78,7 +80,9 @@ pub fn next_step(
             RolloverStep::ReissueLeaves
         });
     }
-    if needs_renewal(&trust.current.cert_pem, None, None, now, lifetimes)?.is_some() {
+    if rotation_requested
+        || needs_renewal(&trust.current.cert_pem, None, None, now, lifetimes)?.is_some()
+    {
         return Ok(RolloverStep::IntroduceCa(Box::new(issue_ca(ca_name, now, lifetimes)?)));
     }
     Ok(if any_due || !all_from_current {
@@ -121,14 +125,15 @@ mod tests {
         let mut peer = leaf(&old_ca, start);
 
         assert_eq!(
-            next_step(&trust, &[&peer.cert_pem], true, "ca-2", start, &lifetimes).unwrap(),
+            next_step(&trust, &[&peer.cert_pem], true, false, "ca-2", start, &lifetimes).unwrap(),
             RolloverStep::Steady
         );
 
         // Seven years on the CA is past two thirds of its ten; the leaf was renewed meanwhile.
         let later = start + Duration::days(7 * 365);
         peer = leaf(&trust.current, later);
-        let step = next_step(&trust, &[&peer.cert_pem], true, "ca-2", later, &lifetimes).unwrap();
+        let step =
+            next_step(&trust, &[&peer.cert_pem], true, false, "ca-2", later, &lifetimes).unwrap();
         assert!(matches!(step, RolloverStep::IntroduceCa(_)), "{step:?}");
         trust = apply(trust, &step);
         assert_eq!(trust.previous_ca_pem.as_deref(), Some(old_ca.cert_pem.as_str()));
@@ -137,19 +142,22 @@ mod tests {
                 && trust.bundle().contains(&trust.current.cert_pem)
         );
 
-        let step = next_step(&trust, &[&peer.cert_pem], false, "ca-2", later, &lifetimes).unwrap();
+        let step =
+            next_step(&trust, &[&peer.cert_pem], false, false, "ca-2", later, &lifetimes).unwrap();
         assert_eq!(step, RolloverStep::AwaitBundle, "leaves wait until the bundle is everywhere");
 
-        let step = next_step(&trust, &[&peer.cert_pem], true, "ca-2", later, &lifetimes).unwrap();
+        let step =
+            next_step(&trust, &[&peer.cert_pem], true, false, "ca-2", later, &lifetimes).unwrap();
         assert_eq!(step, RolloverStep::ReissueLeaves);
         peer = leaf(&trust.current, later);
 
-        let step = next_step(&trust, &[&peer.cert_pem], true, "ca-2", later, &lifetimes).unwrap();
+        let step =
+            next_step(&trust, &[&peer.cert_pem], true, false, "ca-2", later, &lifetimes).unwrap();
         assert_eq!(step, RolloverStep::RetirePreviousCa);
         trust = apply(trust, &step);
         assert_eq!(trust.bundle(), trust.current.cert_pem);
         assert_eq!(
-            next_step(&trust, &[&peer.cert_pem], true, "ca-3", later, &lifetimes).unwrap(),
+            next_step(&trust, &[&peer.cert_pem], true, false, "ca-3", later, &lifetimes).unwrap(),
             RolloverStep::Steady
         );
     }
@@ -165,11 +173,29 @@ mod tests {
             &trust,
             &[&peer.cert_pem],
             true,
+            false,
             "ca",
             start + Duration::days(300),
             &lifetimes,
         )
         .unwrap();
         assert_eq!(step, RolloverStep::ReissueLeaves);
+    }
+
+    #[test]
+    fn a_requested_rotation_introduces_a_new_ca_once_and_then_rolls_over_as_usual() {
+        let lifetimes = Lifetimes::default();
+        let start = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let ca = issue_ca("ca", start, &lifetimes).unwrap();
+        let peer = leaf(&ca, start);
+        let trust = Trust { current: ca, previous_ca_pem: None };
+        let step =
+            next_step(&trust, &[&peer.cert_pem], true, true, "ca", start, &lifetimes).unwrap();
+        assert!(matches!(step, RolloverStep::IntroduceCa(_)), "{step:?}");
+        // Mid-rollover a request changes nothing: the bundle must settle first.
+        let trust = apply(trust, &step);
+        let step =
+            next_step(&trust, &[&peer.cert_pem], false, true, "ca", start, &lifetimes).unwrap();
+        assert_eq!(step, RolloverStep::AwaitBundle);
     }
 }

@@ -36,6 +36,10 @@ pub const GROUP: &str = "etcd.etcd.io";
 /// The one served and stored version.
 pub const API_VERSION: &str = "v1alpha1";
 
+/// Annotation of an EtcdCluster asking for a new CA: setting it to a new value (any token, e.g.
+/// the date) starts a CA rollover, carried out without downtime like an expiring CA's.
+pub const ROTATE_CA_ANNOTATION: &str = "etcd.etcd.io/rotate-ca";
+
 /// etcd flags the operator sets itself; `spec.options.extraArgs` may not name them.
 pub const RESERVED_FLAGS: &[&str] = &[
     "name",

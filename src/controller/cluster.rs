@@ -24,7 +24,9 @@ use crate::k8s::names::{self, FIELD_MANAGER};
 use crate::k8s::{objects, upgrade};
 use crate::membership::planner::Step;
 use crate::membership::reconcile::{Target, act, plan};
-use crate::tls::kube_secrets::ensure_cluster_pki;
+use crate::tls::kube_secrets::{
+    MembersTrust, PkiOutcome, TrustRollout, bundle_fingerprint, ensure_cluster_pki,
+};
 
 /// Guards deletion until the operator has cleaned up (volumes under reclaimPolicy Delete).
 pub const FINALIZER: &str = "etcd.etcd.io/cleanup";
@@ -87,6 +89,9 @@ where
 async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     let name = cluster.name_any();
     let namespace = names::namespace(cluster);
+    let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
+    let current_sts =
+        sts_api.get_opt(&name).await.map_err(kube_err(format!("get StatefulSet {name}")))?;
     let tls = if cluster.spec.security.tls.enabled && cluster.spec.security.tls.auto_tls {
         let request = etcd_certs::ClusterPkiRequest {
             cluster: name.clone(),
@@ -95,14 +100,18 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
             extra_sans: Vec::new(),
         };
         let owner = cluster.controller_owner_ref(&()).ok_or(Error::NoNamespace)?;
-        let ensured = ensure_cluster_pki(
-            &ctx.client,
-            &namespace,
-            &request,
-            &owner,
-            time::OffsetDateTime::now_utc(),
-        )
-        .await?;
+        let rollout = TrustRollout {
+            rotate_ca: cluster.annotations().get(etcd_crds::ROTATE_CA_ANNOTATION).cloned(),
+            members: members_trust(current_sts.as_ref()),
+            propagation: time::Duration::try_from(ctx.ca_bundle_propagation)
+                .unwrap_or(time::Duration::MAX),
+        };
+        let now = time::OffsetDateTime::now_utc();
+        let ensured =
+            ensure_cluster_pki(&ctx.client, &namespace, &request, &owner, &rollout, now).await?;
+        if let PkiOutcome::Rotated(what) = &ensured.outcome {
+            ctx.event(cluster, EventType::Normal, "CertificatesRotated", what.clone()).await;
+        }
         // The operator trusts the whole bundle: during a CA rollover members' certificates may
         // come from either CA.
         Some(ClientTls {
@@ -123,10 +132,7 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     apply_object::<Service>(ctx, &namespace, &objects::client_service(cluster)).await?;
     apply_object::<PodDisruptionBudget>(ctx, &namespace, &objects::pod_disruption_budget(cluster))
         .await?;
-    let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
-    let current =
-        sts_api.get_opt(&name).await.map_err(kube_err(format!("get StatefulSet {name}")))?;
-    let current = current.and_then(|s| s.spec);
+    let current = current_sts.and_then(|s| s.spec);
     let replicas = current.as_ref().and_then(|s| s.replicas).unwrap_or(0);
     let partition = current.as_ref().map(|s| {
         s.update_strategy
@@ -138,7 +144,9 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     let previous_status = cluster.status.clone().unwrap_or_default();
     let partition =
         upgrade::partition(&name, &cluster.spec.version, replicas, &previous_status, partition);
-    let mut statefulset = objects::statefulset(cluster, replicas, &ctx.operator_image, partition);
+    let trust = tls.as_ref().map(|tls| bundle_fingerprint(&tls.ca_pem));
+    let mut statefulset =
+        objects::statefulset(cluster, replicas, &ctx.operator_image, partition, trust.as_deref());
     if let (Some(current), Some(spec)) = (&current, statefulset.spec.as_mut()) {
         // volumeClaimTemplates are immutable: a grown storage size is carried out on the
         // claims themselves (expand_claims), and the StatefulSet keeps the templates it has.
@@ -188,6 +196,32 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         Step::Wait { .. } => Action::requeue(Duration::from_secs(5)),
         _ => Action::requeue(Duration::from_secs(2)),
     })
+}
+
+/// Which trust bundle the member pods run with: the template's, once the StatefulSet has rolled
+/// every pod to its template and they are all ready (as the StatefulSet status reports it for
+/// the generation it observed).
+fn members_trust(statefulset: Option<&StatefulSet>) -> MembersTrust {
+    let Some(sts) = statefulset else { return MembersTrust::NoMembers };
+    let (Some(spec), Some(status)) = (&sts.spec, &sts.status) else {
+        return MembersTrust::Restarting;
+    };
+    let replicas = spec.replicas.unwrap_or(1);
+    let rolled = status.observed_generation == sts.metadata.generation
+        && status.update_revision.is_some()
+        && status.update_revision == status.current_revision
+        && status.updated_replicas.unwrap_or(0) == replicas
+        && status.ready_replicas.unwrap_or(0) == replicas;
+    let started_with = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(names::TRUST_BUNDLE_ANNOTATION));
+    match started_with {
+        Some(fingerprint) if rolled => MembersTrust::StartedWith(fingerprint.clone()),
+        _ => MembersTrust::Restarting,
+    }
 }
 
 /// Condition type reporting whether the claims have the spec's storage size.

@@ -26,6 +26,9 @@ pub struct Context {
     pub operator_image: String,
     /// How often a healthy cluster is looked at again, even with nothing changing.
     pub health_interval: Duration,
+    /// How long a changed CA bundle takes to reach every pod that mounts it (the kubelet's
+    /// Secret sync); a CA rollover waits this long before leaves move to the new CA.
+    pub ca_bundle_propagation: Duration,
     /// Registered into /metrics by `run`.
     pub backups: backup::BackupMetrics,
 }
@@ -38,6 +41,7 @@ impl Context {
             client,
             operator_image,
             health_interval: Duration::from_secs(30),
+            ca_bundle_propagation: Duration::from_secs(180),
             backups: backup::BackupMetrics::default(),
         }
     }

@@ -67,7 +67,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         None => own_image(&client, &args.namespace, args.identity.as_deref()).await?,
     };
     tracing::info!(%operator_image, "etcd pods run this image as member-init");
-    let context = Arc::new(super::Context::new(client.clone(), operator_image, identity));
+    let mut context = super::Context::new(client.clone(), operator_image, identity);
+    context.ca_bundle_propagation = Duration::from_secs(args.ca_bundle_propagation_seconds);
+    let context = Arc::new(context);
     context.backups.register(&mut metrics.registry.lock().unwrap_or_else(|p| p.into_inner()));
     tokio::select! {
         () = leadership.lost() => Err(Error::LostLeadership),

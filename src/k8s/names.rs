@@ -33,6 +33,9 @@ pub fn bootstrap_configmap(cluster: &str) -> String {
     format!("{cluster}-bootstrap")
 }
 
+/// Pod template annotation: the fingerprint of the CA bundle the members were started with.
+pub const TRUST_BUNDLE_ANNOTATION: &str = "etcd.etcd.io/trust-bundle";
+
 /// The label every object the operator makes carries; its watches select on it.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "etcd-operator");
 

@@ -144,12 +144,14 @@ fn restricted() -> SecurityContext {
 /// The members' StatefulSet. `replicas` is the number of ordinals admitted (members and the
 /// learner in flight), not `spec.size`: a pod exists only for a member etcd knows about.
 /// `partition` holds back a rolling update (see [`super::upgrade`]): ordinals at or above it run
-/// this template.
+/// this template. `trust` is the fingerprint of the CA bundle the members must load: etcd reads
+/// its trusted CAs only at start, so a new bundle changes the template and rolls the pods.
 pub fn statefulset(
     cluster: &EtcdCluster,
     replicas: i32,
     operator_image: &str,
     partition: i32,
+    trust: Option<&str>,
 ) -> StatefulSet {
     let name = super::names::name(cluster);
     let spec = &cluster.spec;
@@ -157,6 +159,10 @@ pub fn statefulset(
     let overrides = &spec.pod_template;
     let mut pod_labels = selector(&name);
     pod_labels.extend(overrides.labels.clone());
+    let mut pod_annotations = overrides.annotations.clone();
+    if let Some(fingerprint) = trust {
+        pod_annotations.insert(names::TRUST_BUNDLE_ANNOTATION.to_owned(), fingerprint.to_owned());
+    }
     let secret = |part: &str, user: &Option<etcd_crds::SecretReference>| {
         user.as_ref().map(|s| s.name.clone()).unwrap_or_else(|| format!("{name}-{part}-tls"))
     };
@@ -346,8 +352,7 @@ pub fn statefulset(
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
-                    annotations: (!overrides.annotations.is_empty())
-                        .then(|| overrides.annotations.clone()),
+                    annotations: (!pod_annotations.is_empty()).then_some(pod_annotations),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -400,7 +405,7 @@ pub fn all(
         serde_json::to_value(client_service(cluster)),
         serde_json::to_value(pod_disruption_budget(cluster)),
         serde_json::to_value(bootstrap_configmap(cluster, entries)),
-        serde_json::to_value(statefulset(cluster, replicas, operator_image, 0)),
+        serde_json::to_value(statefulset(cluster, replicas, operator_image, 0, None)),
     ]
     .into_iter()
     .filter_map(Result::ok)

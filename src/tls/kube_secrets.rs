@@ -159,7 +159,8 @@ impl WebhookTls {
         let step = rollover::next_step(
             &current.trust(),
             &[&current.serving.cert_pem],
-            bundle_settled(&secret, now),
+            bundle_settled(&secret, now, BUNDLE_PROPAGATION),
+            false,
             &ca_name,
             now,
             &lifetimes,
@@ -298,7 +299,8 @@ pub struct EnsuredPki {
 
 /// Key of the CA Secret holding the previous CA while a rollover is under way.
 pub const PREVIOUS_CA: &str = "previous-ca.crt";
-/// Annotation of the CA Secret: when the trust bundle last changed (RFC 3339).
+/// Annotation of the CA Secret: when the trust bundle last changed, or mid-rollover the leaves
+/// (RFC 3339); each change waits this long to reach every pod before the next.
 pub const BUNDLE_SINCE: &str = "etcd.etcd.io/trust-bundle-since";
 /// How long a changed bundle takes to reach every mounted copy.
 pub const BUNDLE_PROPAGATION: time::Duration = time::Duration::minutes(3);
@@ -312,13 +314,46 @@ pub enum PkiOutcome {
     Rotated(String),
 }
 
+/// What a cluster's CA rollover waits on, seen from outside the Secrets.
+#[derive(Clone, Debug)]
+pub struct TrustRollout {
+    /// A token a person set to ask for a new CA (`etcd_crds::ROTATE_CA_ANNOTATION`); a rollover
+    /// starts when it differs from the token the CA Secret says was handled last.
+    pub rotate_ca: Option<String>,
+    /// Which trust bundle the members were started with: etcd reads its trusted CA files only
+    /// at start, so leaves move to a new CA only after every member restarted with the bundle.
+    pub members: MembersTrust,
+    /// How long a changed bundle takes to reach every other mounted copy (clients' pods).
+    pub propagation: time::Duration,
+}
+
+/// The trust bundle the running members loaded, by [`bundle_fingerprint`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembersTrust {
+    /// No member pods exist yet.
+    NoMembers,
+    /// Every member pod was started with the bundle of this fingerprint, and is ready.
+    StartedWith(String),
+    /// Members are being restarted (or not all ready).
+    Restarting,
+}
+
+/// A short, stable name for a trust bundle: the pod template carries it, so a changed bundle
+/// rolls the members (one at a time, by the StatefulSet's rolling update).
+pub fn bundle_fingerprint(bundle: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bundle.as_bytes());
+    digest.as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Creates a cluster's PKI Secrets when absent and re-issues leaves that are due (or whose names
-/// changed), keeping the CA. Secrets are owned by the EtcdCluster so they go with it.
+/// changed), keeping the CA; rolls the CA over when it nears expiry or `rollout` asks. Secrets
+/// are owned by the EtcdCluster so they go with it.
 pub async fn ensure_cluster_pki(
     client: &Client,
     namespace: &str,
     request: &ClusterPkiRequest,
     owner: &OwnerReference,
+    rollout: &TrustRollout,
     now: OffsetDateTime,
 ) -> Result<EnsuredPki, Error> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
@@ -380,20 +415,41 @@ pub async fn ensure_cluster_pki(
     };
     let leaves: Vec<(CertKeyPair, String)> =
         names.iter().skip(1).filter_map(|(_, name)| stored_leaf(name)).collect();
+    let members_trust = match &rollout.members {
+        MembersTrust::NoMembers => true,
+        MembersTrust::StartedWith(fingerprint) => {
+            *fingerprint == bundle_fingerprint(&trust.bundle())
+        }
+        MembersTrust::Restarting => false,
+    };
     let distributed = leaves.len() == names.len() - 1
         && leaves.iter().all(|(_, bundle)| *bundle == trust.bundle())
-        && bundle_settled(ca_secret, now);
+        && members_trust
+        && bundle_settled(ca_secret, now, rollout.propagation);
+    let handled = annotation(ca_secret, etcd_crds::ROTATE_CA_ANNOTATION);
+    let requested = rollout.rotate_ca.as_deref().filter(|token| handled != Some(*token));
     let leaf_pems: Vec<&str> = leaves.iter().map(|(pair, _)| pair.cert_pem.as_str()).collect();
-    let step = rollover::next_step(&trust, &leaf_pems, distributed, ca_name, now, &lifetimes)?;
+    let step = rollover::next_step(
+        &trust,
+        &leaf_pems,
+        distributed,
+        requested.is_some(),
+        ca_name,
+        now,
+        &lifetimes,
+    )?;
     let mut outcome = PkiOutcome::Unchanged;
     let trust = match &step {
         RolloverStep::IntroduceCa(_) | RolloverStep::RetirePreviousCa => {
             let trust = rollover::apply(trust, &step);
-            let secret = ca_secret_with(ca_name, namespace, &trust, owner, ca_secret, now);
+            let handled = requested.or(handled);
+            let secret = ca_secret_with(ca_name, namespace, &trust, owner, ca_secret, handled, now);
             api.replace(ca_name, &PostParams::default(), &secret)
                 .await
                 .map_err(kube_err(format!("replace Secret {ca_name}")))?;
-            let what = if matches!(step, RolloverStep::IntroduceCa(_)) {
+            let what = if requested.is_some() {
+                "a new CA, as requested, is trusted beside the old one"
+            } else if matches!(step, RolloverStep::IntroduceCa(_)) {
                 "a new CA is trusted beside the old one"
             } else {
                 "the previous CA is no longer trusted"
@@ -463,31 +519,48 @@ pub async fn ensure_cluster_pki(
             outcome = PkiOutcome::Rotated(format!("{name}: {why}"));
         }
     }
+    // Leaves moved to the new CA mid-rollover: the old CA stays trusted until the new leaves
+    // have reached every pod too, so the stamp restarts the wait.
+    if trust.previous_ca_pem.is_some()
+        && step == RolloverStep::ReissueLeaves
+        && outcome != PkiOutcome::Unchanged
+    {
+        let handled = annotation(ca_secret, etcd_crds::ROTATE_CA_ANNOTATION);
+        let secret = ca_secret_with(ca_name, namespace, &trust, owner, ca_secret, handled, now);
+        api.replace(ca_name, &PostParams::default(), &secret)
+            .await
+            .map_err(kube_err(format!("replace Secret {ca_name}")))?;
+    }
     pki.ca = trust.current;
     Ok(EnsuredPki { pki, trust_bundle: bundle, outcome })
 }
 
-/// Whether the trust bundle last changed long enough ago for every copy to have been refreshed
-/// (the kubelet syncs Secret volumes about once a minute; the API server reloads webhook
-/// configurations within seconds).
-fn bundle_settled(secret: &Secret, now: OffsetDateTime) -> bool {
-    bundle_since(secret).is_none_or(|since| now - since >= BUNDLE_PROPAGATION)
+/// Whether the trust bundle last changed at least `propagation` ago, long enough for every copy
+/// to have been refreshed (the kubelet syncs Secret volumes about once a minute; the API server
+/// reloads webhook configurations within seconds).
+fn bundle_settled(secret: &Secret, now: OffsetDateTime, propagation: time::Duration) -> bool {
+    bundle_since(secret).is_none_or(|since| now - since >= propagation)
+}
+
+fn annotation<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
+    secret.metadata.annotations.as_ref()?.get(key).map(String::as_str)
 }
 
 /// When the trust bundle of `secret` last changed, if it says.
 fn bundle_since(secret: &Secret) -> Option<OffsetDateTime> {
-    let stamp = secret.metadata.annotations.as_ref()?.get(BUNDLE_SINCE)?;
+    let stamp = annotation(secret, BUNDLE_SINCE)?;
     OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).ok()
 }
 
 /// The CA Secret for a trust state: the signing CA as the pair, the previous CA beside it while
-/// it is still trusted, and when the bundle changed.
+/// it is still trusted, when the bundle changed and the last rotation request acted on.
 fn ca_secret_with(
     name: &str,
     namespace: &str,
     trust: &Trust,
     owner: &OwnerReference,
     stored: &Secret,
+    rotation_handled: Option<&str>,
     now: OffsetDateTime,
 ) -> Secret {
     let mut secret = cluster_secret(
@@ -501,7 +574,11 @@ fn ca_secret_with(
     if let (Some(previous), Some(data)) = (&trust.previous_ca_pem, secret.data.as_mut()) {
         data.insert(PREVIOUS_CA.to_owned(), ByteString(previous.clone().into_bytes()));
     }
-    secret.metadata.annotations = Some(bundle_stamp(now));
+    let mut annotations = bundle_stamp(now);
+    if let Some(token) = rotation_handled {
+        annotations.insert(etcd_crds::ROTATE_CA_ANNOTATION.to_owned(), token.to_owned());
+    }
+    secret.metadata.annotations = Some(annotations);
     secret
 }
 

