@@ -101,11 +101,10 @@ impl KubeMembers {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace());
         let pod = api.get_opt(name).await.map_err(kube_err(format!("get pod {name}")))?;
         let Some(pod) = pod else { return Ok(true) };
-        let Some(since) = pod.metadata.deletion_timestamp.as_ref() else { return Ok(false) };
-        let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30);
-        let overdue =
-            k8s_openapi::jiff::Timestamp::now().as_second() - since.0.as_second() > grace + 30;
-        if overdue {
+        if pod.metadata.deletion_timestamp.is_none() {
+            return Ok(false);
+        }
+        if stuck_terminating(&pod) {
             tracing::warn!(
                 pod = name,
                 "force-deleting a pod stuck Terminating on a node that does not answer"
@@ -136,6 +135,14 @@ impl KubeMembers {
             .map_err(kube_err(format!("scale StatefulSet {}", self.name())))?;
         Ok(())
     }
+}
+
+/// A pod still Terminating more than 30 s past its grace period: its kubelet would have finished
+/// by then, so its node does not answer.
+fn stuck_terminating(pod: &Pod) -> bool {
+    let Some(since) = pod.metadata.deletion_timestamp.as_ref() else { return false };
+    let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30);
+    k8s_openapi::jiff::Timestamp::now().as_second() - since.0.as_second() > grace + 30
 }
 
 impl MemberPort for KubeMembers {
@@ -230,6 +237,26 @@ impl MemberPort for KubeMembers {
             }
             self.delete_pod(name).await
         }
+    }
+
+    /// Members the StatefulSet and kubelet bring back by themselves: an admitted ordinal with its
+    /// bootstrap entry, whose pod is starting, crash-looping, being replaced (a rolling update)
+    /// or about to be created. Not a pod stuck Terminating on a lost node: that needs the
+    /// operator.
+    async fn restarting(&self, down: &BTreeSet<String>) -> Result<BTreeSet<String>, Error> {
+        let entries = self.entries().await?;
+        let replicas = self.replicas().await?;
+        let pods = self.pods().await?;
+        Ok(down
+            .iter()
+            .filter(|name| entries.contains_key(*name))
+            .filter(|name| ordinal(name).is_some_and(|o| o < replicas))
+            .filter(|name| {
+                let pod = pods.iter().find(|p| p.metadata.name.as_deref() == Some(name.as_str()));
+                !pod.is_some_and(stuck_terminating)
+            })
+            .cloned()
+            .collect())
     }
 
     async fn release_removed(&self, name: &str) -> Result<(), Error> {

@@ -74,6 +74,15 @@ pub trait MemberPort: Sync {
     fn stop(&self, name: &str) -> impl Future<Output = Result<(), Error>> + Send;
     /// Deletes a member's data.
     fn wipe(&self, name: &str) -> impl Future<Output = Result<(), Error>> + Send;
+    /// Of `down` (members not running), those the platform is already bringing back by itself,
+    /// so that no step is taken for them (on Kubernetes: a pod the StatefulSet rolled or the
+    /// kubelet restarts). Local processes are started by the operator alone: none.
+    fn restarting(
+        &self,
+        _down: &BTreeSet<String>,
+    ) -> impl Future<Output = Result<BTreeSet<String>, Error>> + Send {
+        async { Ok(BTreeSet::new()) }
+    }
     /// Clears what keeps the ordinal of a member that etcd no longer has from running again (on
     /// Kubernetes: its old pod stuck Terminating on a node that does not answer). Only for a
     /// removed member's name, whose old process can no longer rejoin.

@@ -42,6 +42,9 @@ pub struct Observed {
     pub running: BTreeSet<String>,
     /// Names whose data directory holds member data.
     pub with_data: BTreeSet<String>,
+    /// Names the platform is already starting again on its own (on Kubernetes, a rolled or
+    /// crashed pod the StatefulSet and kubelet bring back): nothing for the operator to do.
+    pub restarting: BTreeSet<String>,
     pub leader: Option<u64>,
     /// The cluster was bootstrapped before: a recorded cluster ID, or member data the adapter
     /// saw itself (never merely a volume that exists).
@@ -159,14 +162,20 @@ pub fn next_step(wanted: &[Wanted], observed: &Observed) -> Step {
         return Step::Remove { id: failed.id, name: failed.name.clone() };
     }
 
-    // Members that should run but do not, and still have their data: start them again.
-    let down: Vec<String> = members
-        .iter()
-        .filter(|m| !m.is_learner && !m.running && m.has_data)
-        .map(|m| m.name.clone())
-        .collect();
-    if !down.is_empty() {
-        return Step::Restart { names: down, initial: current };
+    // Members that should run but do not, and still have their data: start them again, unless
+    // the platform already is.
+    let down: Vec<&Seen> =
+        members.iter().filter(|m| !m.is_learner && !m.running && m.has_data).collect();
+    let (coming_back, to_start): (Vec<&Seen>, Vec<&Seen>) =
+        down.into_iter().partition(|m| observed.restarting.contains(&m.name));
+    if !to_start.is_empty() {
+        return Step::Restart {
+            names: to_start.iter().map(|m| m.name.clone()).collect(),
+            initial: current,
+        };
+    }
+    if let Some(member) = coming_back.first() {
+        return wait(format!("{} is restarting", member.name));
     }
 
     // Processes that are no longer members (removed, or a learner removed before it started).
@@ -181,6 +190,9 @@ pub fn next_step(wanted: &[Wanted], observed: &Observed) -> Step {
             return Step::Remove { id: learner.id, name: learner.name.clone() };
         }
         if !learner.running {
+            if observed.restarting.contains(&learner.name) {
+                return wait(format!("learner {} is restarting", learner.name));
+            }
             if learner.has_data {
                 // Started before, with data of its own: etcd remembers it; just run it.
                 return Step::Restart { names: vec![learner.name.clone()], initial: current };
@@ -287,6 +299,7 @@ mod tests {
             members: Some(members),
             leader: Some(100 + leader),
             bootstrapped: true,
+            restarting: BTreeSet::new(),
         }
     }
 
@@ -383,6 +396,7 @@ mod tests {
             with_data: ["c-0", "c-1", "c-2"].map(String::from).into(),
             leader: None,
             bootstrapped: true,
+            restarting: BTreeSet::new(),
         };
         assert_eq!(next_step(&[], &stopped), Step::Done);
         assert!(
@@ -398,6 +412,22 @@ mod tests {
         assert!(
             matches!(next_step(&wanted(3), &observed(members, 0)), Step::Restart { names, .. } if names == ["c-1"])
         );
+    }
+
+    #[test]
+    fn a_member_the_platform_is_bringing_back_is_waited_for_not_restarted() {
+        let mut members = vec![voter(0), voter(1), voter(2)];
+        members[1].running = false;
+        members[1].healthy = false;
+        let mut seen = observed(members, 0);
+        seen.restarting.insert("c-1".into());
+        assert_eq!(next_step(&wanted(3), &seen), wait("c-1 is restarting"));
+        // A learner likewise.
+        let mut members = vec![voter(0), voter(1), voter(2)];
+        members[2] = Seen { is_learner: true, running: false, healthy: false, ..voter(2) };
+        let mut seen = observed(members, 0);
+        seen.restarting.insert("c-2".into());
+        assert_eq!(next_step(&wanted(3), &seen), wait("learner c-2 is restarting"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! The status is computed before the step is performed and written by the caller first, so the
 //! record a restart from zero needs exists before any member stops.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -116,7 +117,7 @@ pub async fn observe(
                 observation.statuses = statuses.into_iter().flatten().collect();
                 observation.planner.leader =
                     observation.statuses.iter().map(|(_, s)| s.leader).find(|l| *l != 0);
-                let seen = named
+                let seen: Vec<Seen> = named
                     .into_iter()
                     .map(|(name, m)| Seen {
                         id: m.id,
@@ -129,6 +130,11 @@ pub async fn observe(
                         failing: false,
                     })
                     .collect();
+                let down: BTreeSet<String> =
+                    seen.iter().filter(|m: &&Seen| !m.running).map(|m| m.name.clone()).collect();
+                if !down.is_empty() {
+                    observation.planner.restarting = port.restarting(&down).await?;
+                }
                 observation.planner.members = Some(seen);
             }
             Err(err) => observation.unreachable = Some(err.to_string()),

@@ -35,6 +35,7 @@ while :; do
   ready=$(field demo '{.status.readyReplicas}')
   (( ready < lowest )) && lowest=$ready
   (( ready >= 2 )) || fail "only $ready members ready during the CA rotation"
+  [ "$(field demo '{.status.phase}')" != Recovering ] || fail "phase Recovering during a planned roll"
   ca=$(pem demo-ca tls.crt)
   peer=$(pem demo-peer-tls tls.crt)
   if [ -z "$moved" ] && [ "$ca" != "$old_ca" ] && signed_by "$peer" "$ca"; then
@@ -57,6 +58,7 @@ log "CA rotated in $((SECONDS - start))s; at least $lowest members ready through
 for secret in demo-peer-tls demo-server-tls demo-client-tls demo-user-client-tls; do
   signed_by "$(pem $secret tls.crt)" "$ca" || fail "$secret is not signed by the new CA"
 done
+no_restart_events "during the CA rotation's rolls"
 writer_check demo
 # The retired CA is trusted no more: its client certificate is refused.
 if ETCDCTL_API=3 etcdctl --endpoints https://demo-client.default.svc:2379 --dial-timeout=2s --command-timeout=3s \

@@ -138,3 +138,11 @@ replaced() {
 
 # The operator replica that holds the leader Lease.
 leader_pod() { kubectl -n "$SYSTEM" get lease -o jsonpath='{.items[0].spec.holderIdentity}'; }
+
+# no_restart_events WHEN: planned pod restarts (a rolling update, a learner starting) are the
+# StatefulSet's; the operator reports no RestartMembers step for them.
+no_restart_events() {
+  local restarts
+  restarts=$(kubectl get events.events.k8s.io -o jsonpath='{range .items[?(@.reason=="RestartMembers")]}{.note}{"\n"}{end}')
+  [ -z "$restarts" ] || fail "RestartMembers Events $1: $restarts"
+}

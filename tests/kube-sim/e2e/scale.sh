@@ -43,6 +43,7 @@ for size in 3 5 3 1; do
   [ "$(kubectl get statefulset demo -o jsonpath='{.spec.replicas}')" = $size ] || fail "the StatefulSet does not have $size replicas"
 done
 [ "$(field demo '{.status.members[0].name}')" = demo-0 ] || fail "scale-down did not keep demo-0"
+no_restart_events "while scaling"
 writer_check demo
 [ "$(field demo '{.status.clusterID}')" = "$id" ] || fail "the cluster ID changed"
 
