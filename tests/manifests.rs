@@ -131,6 +131,18 @@ fn rbac_is_least_privilege() {
         webhook_patch["resourceNames"][0], "etcd-operator",
         "patch is limited to our own configurations"
     );
+    // Every rule on webhook configurations is limited to ours, watches included.
+    let rules = cluster_role["rules"].as_sequence().unwrap();
+    for rule in rules.iter().filter(|r| r["apiGroups"][0] == "admissionregistration.k8s.io") {
+        assert_eq!(rule["resourceNames"][0], "etcd-operator", "{rule:?}");
+    }
+    // Secrets are never deleted or patched by the operator (owner references remove them).
+    for rule in rules.iter().filter(|r| {
+        r["resources"].as_sequence().unwrap().iter().any(|v| v == "secrets")
+    }) {
+        let verbs = rule["verbs"].as_sequence().unwrap();
+        assert!(!verbs.iter().any(|v| v == "delete" || v == "patch"), "{rule:?}");
+    }
     // Whether every call the controllers make is granted is not a hand-kept list: the
     // end-to-end scenarios run the operator on kube-sim, whose RBAC refuses what these rules do
     // not grant, and fail on any refusal (tests/kube-sim/tests/e2e.rs).

@@ -265,13 +265,19 @@ impl ApiServer {
             (&Method::DELETE, None) => "deletecollection",
             _ => return error(&ApiError::new(405, "MethodNotAllowed", "method not allowed")),
         };
+        // A list or watch selecting one name (fieldSelector=metadata.name=X) is authorized as a
+        // request for that name, so resourceNames rules can grant it (requestinfo.go).
+        let selected = query
+            .get("fieldSelector")
+            .and_then(|f| f.strip_prefix("metadata.name="))
+            .filter(|name| !name.is_empty() && !name.contains([',', '=', '!']));
         let attrs = Attributes {
             verb,
             group: &group,
             resource: &target.kind.plural,
             subresource: target.subresource.as_deref(),
             namespace: target.namespace.as_deref(),
-            name: target.name.as_deref(),
+            name: target.name.as_deref().or(selected.filter(|_| matches!(verb, "list" | "watch"))),
         };
         if !rbac::allowed(&self.store, &user, &attrs) {
             let message = rbac::forbidden_message(&user, &attrs);
