@@ -352,7 +352,10 @@ fn write_kubeconfig(path: &Path, ca_pem: &str, token: &str) -> Result<(), String
 }
 
 /// Keeps the cluster's /etc/hosts (every pod's and COMMAND's) equal to the DNS records, written
-/// in place so bind mounts of it see each change.
+/// in place so bind mounts of it see each change. Cluster DNS never goes blank, so neither may
+/// this file: the new records are written over the old ones in one write, padded with newlines
+/// to the old length, and only then is the file cut to size (truncating first would leave an
+/// empty file for every lookup that comes in between: "Temporary failure in name resolution").
 async fn dns(store: Arc<store::Store>, hosts: PathBuf) {
     let mut last = String::new();
     loop {
@@ -361,11 +364,13 @@ async fn dns(store: Arc<store::Store>, hosts: PathBuf) {
             text.push_str(&format!("{ip} {name}\n"));
         }
         if text != last {
-            use std::io::Write;
-            if let Ok(mut file) =
-                std::fs::OpenOptions::new().write(true).truncate(true).open(&hosts)
-            {
-                let _ = file.write_all(text.as_bytes());
+            use std::os::unix::fs::FileExt;
+            if let Ok(file) = std::fs::OpenOptions::new().write(true).open(&hosts) {
+                let mut padded = text.clone().into_bytes();
+                padded.resize(text.len().max(last.len()), b'\n');
+                if file.write_all_at(&padded, 0).is_ok() {
+                    let _ = file.set_len(text.len() as u64);
+                }
             }
             last = text;
         }
