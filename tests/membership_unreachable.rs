@@ -95,7 +95,9 @@ async fn unanswering_members_are_reported_and_nothing_destructive_happens() {
         let took = started.elapsed();
         assert!(took < Duration::from_secs(20), "pass {pass} hung for {took:?}");
         assert!(matches!(step, Step::Wait { .. }), "pass {pass}: {step:?} while etcd is silent");
-        assert_eq!(next.phase, Some(ClusterPhase::Failed), "{next:#?}");
+        // Degraded while it may be a blip; Failed once quorum has been lost for long (the
+        // threshold itself is a unit test of the status rule).
+        assert_eq!(next.phase, Some(ClusterPhase::Degraded), "{next:#?}");
         let available = next.conditions.iter().find(|c| c.type_ == "Available").unwrap();
         assert_eq!(available.status, "False");
         assert_eq!(available.reason, "NoQuorum");

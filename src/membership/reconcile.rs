@@ -197,8 +197,14 @@ pub fn status(
         Step::Bootstrap { .. } => ClusterPhase::Creating,
         Step::Restart { .. } => ClusterPhase::Recovering,
         Step::Done if ready == target.size => ClusterPhase::Running,
+        // No member answers: Degraded at once, Failed only once that has lasted (a member
+        // restarting, a DNS or network blip is not a lost cluster).
         _ if observation.unreachable.is_some() && observation.planner.bootstrapped => {
-            ClusterPhase::Failed
+            if quorum_lost_for(previous) >= QUORUM_LOSS_AFTER {
+                ClusterPhase::Failed
+            } else {
+                ClusterPhase::Degraded
+            }
         }
         Step::Wait { .. } if cluster_id.is_none() => ClusterPhase::Creating,
         // Waiting on a learner to start or catch up is a scale-up in progress.
@@ -393,6 +399,22 @@ pub async fn plan(
     Ok((step, status, voters))
 }
 
+/// How long no member may answer before the cluster is reported Failed.
+pub const QUORUM_LOSS_AFTER: Duration = Duration::from_secs(300);
+
+/// How long the cluster has been without quorum, by the previous status's Available condition
+/// (zero when it had quorum).
+fn quorum_lost_for(previous: &EtcdClusterStatus) -> Duration {
+    let since = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Available" && c.status == "False")
+        .map(|c| c.last_transition_time.0);
+    since
+        .and_then(|since| u64::try_from(Timestamp::now().as_second() - since.as_second()).ok())
+        .map_or(Duration::ZERO, Duration::from_secs)
+}
+
 /// Since when `name` has been silent, as the previous status recorded it.
 fn unhealthy_since(previous: &EtcdClusterStatus, name: &str) -> Option<Time> {
     previous.members.iter().find(|m| m.name == name).and_then(|m| m.unhealthy_since.clone())
@@ -476,19 +498,38 @@ mod tests {
     }
 
     #[test]
-    fn members_running_but_unreachable_is_failed_with_the_reason() {
+    fn members_running_but_unreachable_is_degraded_then_failed_once_it_lasts() {
         let mut observation = Observation::default();
         observation.planner.bootstrapped = true;
         observation.planner.running = ["c-0".to_owned()].into();
         observation.unreachable = Some("cannot connect to etcd at https://c-0: deadline".into());
         let step = Step::Wait { reason: "members are running but none answers yet".into() };
-        let status = status(&target(3), &observation, &step, &EtcdClusterStatus::default());
-        assert_eq!(status.phase, Some(ClusterPhase::Failed));
-        let available = condition(&status, "Available");
+        let first = status(&target(3), &observation, &step, &EtcdClusterStatus::default());
+        assert_eq!(first.phase, Some(ClusterPhase::Degraded), "a blip is not a lost cluster");
+        let available = condition(&first, "Available");
         assert_eq!((available.status.as_str(), available.reason.as_str()), ("False", "NoQuorum"));
         assert!(available.message.contains("deadline"));
-        assert_eq!(condition(&status, "Degraded").status, "True");
-        assert_eq!(status.observed_generation, Some(4));
+        assert_eq!(condition(&first, "Degraded").status, "True");
+        assert_eq!(first.observed_generation, Some(4));
+
+        // Still no answer, with quorum lost since longer ago than the threshold: Failed.
+        let mut previous = first;
+        let lost = Timestamp::now().as_second() - QUORUM_LOSS_AFTER.as_secs() as i64 - 1;
+        for c in previous.conditions.iter_mut().filter(|c| c.type_ == "Available") {
+            c.last_transition_time = Time(Timestamp::from_second(lost).unwrap());
+        }
+        let later = status(&target(3), &observation, &step, &previous);
+        assert_eq!(later.phase, Some(ClusterPhase::Failed));
+        assert_eq!(
+            condition(&later, "Available").last_transition_time,
+            previous
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Available")
+                .unwrap()
+                .last_transition_time,
+            "the time quorum was lost is kept"
+        );
     }
 
     #[test]
