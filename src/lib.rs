@@ -9,6 +9,7 @@ pub mod error;
 pub mod etcd;
 pub mod k8s;
 pub mod membership;
+pub mod retry;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

@@ -10,7 +10,9 @@ use etcd_certs::resolver::{ReloadableCert, certified_key};
 use super::leader::Leadership;
 use crate::cli::RunArgs;
 use crate::error::{Error, Result};
+use crate::retry::{self, with_backoff};
 use crate::server::{Metrics, Readiness, router, serve};
+use crate::tls;
 use crate::tls::kube_secrets::{WebhookMaterial, WebhookTls};
 
 /// How often every replica re-reads the webhook Secret (and the leader checks for renewal).
@@ -28,7 +30,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
         service: args.service_name.clone(),
         configuration: args.webhook_configuration.clone(),
     };
-    let material = webhook.ensure(time::OffsetDateTime::now_utc()).await?;
+    // Every start-up call waits out an unavailable API server instead of exiting: a restart
+    // would only add the kubelet's CrashLoopBackOff to the wait.
+    let material = with_backoff("read the webhook certificate", tls::Error::is_transient, || {
+        webhook.ensure(time::OffsetDateTime::now_utc())
+    })
+    .await?;
     let resolver = Arc::new(ReloadableCert::new(
         certified_key(&material.serving).map_err(crate::tls::Error::from)?,
     ));
@@ -52,33 +59,44 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
     let identity =
         args.identity.clone().unwrap_or_else(|| format!("etcd-operator-{}", std::process::id()));
-    let leadership = tokio::select! {
+    let mut leadership = tokio::select! {
         leadership = Leadership::acquire(client.clone(), &args.namespace, &identity) => leadership?,
         served = &mut server => return finished(served),
     };
     leading.store(true, Ordering::SeqCst);
     tracing::info!(%identity, "leading");
     let identity = Some(identity);
-    webhook
-        .inject_ca_bundle(&webhook.ensure(time::OffsetDateTime::now_utc()).await?.ca_bundle())
-        .await?;
+    with_backoff("inject the webhook caBundle", tls::Error::is_transient, || async {
+        let bundle = webhook.ensure(time::OffsetDateTime::now_utc()).await?.ca_bundle();
+        webhook.inject_ca_bundle(&bundle).await
+    })
+    .await?;
     let operator_image = match args.operator_image.clone() {
         Some(image) => image,
-        None => own_image(&client, &args.namespace, args.identity.as_deref()).await?,
+        None => {
+            let transient =
+                |err: &Error| matches!(err, Error::Kube { source, .. } if retry::transient(source));
+            with_backoff("read the operator's own pod", transient, || {
+                own_image(&client, &args.namespace, args.identity.as_deref())
+            })
+            .await?
+        }
     };
     tracing::info!(%operator_image, "etcd pods run this image as member-init");
     let mut context = super::Context::new(client.clone(), operator_image, identity);
     context.ca_bundle_propagation = Duration::from_secs(args.ca_bundle_propagation_seconds);
     let context = Arc::new(context);
     context.backups.register(&mut metrics.registry.lock().unwrap_or_else(|p| p.into_inner()));
-    tokio::select! {
+    let outcome = tokio::select! {
         () = leadership.lost() => Err(Error::LostLeadership),
         () = keep_ca_bundle(webhook.clone()) => Ok(()),
         () = cluster_controller(client.clone(), context.clone()) => Ok(()),
         () = backup_controller(client.clone(), context.clone()) => Ok(()),
         () = restore_controller(client, context) => Ok(()),
         served = &mut server => finished(served),
-    }
+    };
+    leadership.release().await;
+    outcome
 }
 
 /// The image of this replica's `operator` container (or its only container), from its pod.

