@@ -137,9 +137,10 @@ fn rbac_is_least_privilege() {
         assert_eq!(rule["resourceNames"][0], "etcd-operator", "{rule:?}");
     }
     // Secrets are never deleted or patched by the operator (owner references remove them).
-    for rule in rules.iter().filter(|r| {
-        r["resources"].as_sequence().unwrap().iter().any(|v| v == "secrets")
-    }) {
+    for rule in rules
+        .iter()
+        .filter(|r| r["resources"].as_sequence().unwrap().iter().any(|v| v == "secrets"))
+    {
         let verbs = rule["verbs"].as_sequence().unwrap();
         assert!(!verbs.iter().any(|v| v == "delete" || v == "patch"), "{rule:?}");
     }
