@@ -10,10 +10,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use etcd_operator::etcd::ClusterState;
 use etcd_operator::etcd::{self, ClientTls};
+use etcd_operator::local::process::ProcessMembers;
+use etcd_operator::membership::MemberPort;
 use etcd_operator::membership::planner::Wanted;
-use etcd_operator::membership::process::ProcessMembers;
-use etcd_operator::membership::{ClusterState, MemberPort};
 
 const BIN: &str = env!("CARGO_BIN_EXE_etcd-operator");
 const RUNS: usize = 3;

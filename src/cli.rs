@@ -26,7 +26,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// In a cluster: the controllers and the HTTPS server (webhooks, metrics, probes).
-    Run(RunArgs),
+    Run(crate::controller::run::RunArgs),
     /// Print the CRD YAML of EtcdCluster, EtcdBackup and EtcdRestore (what crds/ holds).
     Crd,
     /// Serve the admission endpoints alone, no cluster needed.
@@ -42,38 +42,6 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Init container of each etcd pod: writes the member's etcd configuration.
     MemberInit(MemberInitArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// Address of the HTTPS server (webhooks, /metrics, /healthz, /readyz).
-    #[arg(long, default_value = "0.0.0.0:8443", env = "LISTEN")]
-    pub listen: SocketAddr,
-    /// Namespace the operator runs in (its Secrets, Lease and Service live there).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "etcd-operator-system")]
-    pub namespace: String,
-    /// Name of the Service in front of the webhook server: the serving certificate's DNS name.
-    #[arg(long, env = "WEBHOOK_SERVICE", default_value = "etcd-operator-webhook")]
-    pub service_name: String,
-    /// Secret that holds the webhook CA and serving certificate.
-    #[arg(long, env = "WEBHOOK_SECRET", default_value = "etcd-operator-webhook-tls")]
-    pub webhook_secret: String,
-    /// Validating and mutating webhook configurations whose caBundle the operator keeps current.
-    #[arg(long, env = "WEBHOOK_CONFIGURATION", default_value = "etcd-operator")]
-    pub webhook_configuration: String,
-    /// Identity of this replica in leader election (the pod name).
-    #[arg(long, env = "POD_NAME")]
-    pub identity: Option<String>,
-    /// The image each etcd pod runs as its member-init container. Default: the image of this
-    /// replica's own `operator` container, read from its pod (POD_NAME), so that the image a
-    /// kustomization or a registry mirror rewrote is the one members run too.
-    #[arg(long, env = "OPERATOR_IMAGE")]
-    pub operator_image: Option<String>,
-    /// How long a changed CA bundle takes to reach every pod that mounts it: the kubelet's Secret
-    /// sync (its --sync-frequency plus the Secret cache's TTL). A cluster CA rollover waits this
-    /// long after the bundle changes before certificates move to the new CA.
-    #[arg(long, env = "CA_BUNDLE_PROPAGATION_SECONDS", default_value_t = 180)]
-    pub ca_bundle_propagation_seconds: u64,
 }
 
 #[derive(Debug, Args)]
@@ -236,7 +204,7 @@ pub struct MemberInitArgs {
     #[arg(long)]
     pub restore: Option<String>,
     /// etcd's data directory (where a restore writes).
-    #[arg(long, default_value = crate::k8s::names::DATA_DIR)]
+    #[arg(long, default_value = crate::names::DATA_DIR)]
     pub data_dir: PathBuf,
 }
 
@@ -247,16 +215,16 @@ pub async fn dispatch(command: Command) -> Result<()> {
             print!("{}", etcd_crds::crds_yaml()?);
             Ok(())
         }
-        Command::Run(args) => crate::controller::run::run(args).await,
+        Command::Run(args) => Ok(crate::controller::run::run(args).await?),
         Command::Webhook(args) => serve_webhook(&args).await,
         Command::Certs(CertsCommand::Issue(args)) => issue_certs(&args),
         Command::Local(LocalArgs { command: Some(LocalCommand::Down { state_dir }), .. }) => {
-            Ok(crate::membership::local::down(&state_dir)?)
+            Ok(crate::local::down(&state_dir)?)
         }
         Command::Local(LocalArgs {
             up: LocalUpArgs { file: Some(file), state_dir: Some(dir), restore_from },
             ..
-        }) => crate::membership::local::up(&file, &dir, restore_from.as_deref()).await,
+        }) => crate::local::up(&file, &dir, restore_from.as_deref()).await,
         Command::Local(_) => Err(Error::Usage("local needs -f CLUSTER.yaml and --state-dir DIR")),
         Command::Backup(args) => backup(&args).await,
         Command::Restore(args) => restore(args).await,
@@ -282,7 +250,7 @@ async fn backup(args: &BackupArgs) -> Result<()> {
         crate::backup::save::save(&args.endpoints, tls.as_ref(), &to, compression, key.as_ref())
             .await?;
     let json = serde_json::to_string_pretty(&record)
-        .map_err(|e| Error::Task(format!("cannot print the backup record: {e}")))?;
+        .map_err(|e| Error::Output(format!("cannot print the backup record: {e}")))?;
     println!("{json}");
     Ok(())
 }
@@ -301,17 +269,6 @@ async fn restore(args: RestoreArgs) -> Result<()> {
     crate::backup::restore::restore(&from, args.sha256.as_deref(), &member, key.as_ref()).await?;
     eprintln!("restored {} into {}", from.url, member.data_dir.display());
     Ok(())
-}
-
-/// Reads an EtcdCluster manifest (YAML or JSON), with errors that name the file and the problem.
-pub fn load_cluster(path: &std::path::Path) -> Result<etcd_crds::EtcdCluster> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| Error::ReadFile { path: path.to_owned(), source })?;
-    serde_yaml::from_str(&text).map_err(|source| Error::ParseYaml {
-        path: path.to_owned(),
-        kind: "EtcdCluster",
-        source,
-    })
 }
 
 /// `certs issue`: a cluster's PKI written as the PEM files the operator would store.

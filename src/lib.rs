@@ -8,9 +8,12 @@ pub mod controller;
 pub mod error;
 pub mod etcd;
 pub mod k8s;
+pub mod local;
 pub mod membership;
+pub mod names;
 pub mod retry;
 pub mod server;
+pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
 

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use etcd_operator::{cli, error, telemetry};
+use etcd_operator::{cli, telemetry};
 
 fn main() -> ExitCode {
     // object_store's and other crates' features may pull a second rustls provider; pick ring once,
@@ -21,7 +21,7 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::dispatch(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", error::chain(&err));
+            eprintln!("error: {}", telemetry::chain(&err));
             ExitCode::FAILURE
         }
     }

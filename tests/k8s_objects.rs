@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use etcd_crds::EtcdCluster;
+use etcd_operator::etcd::ClusterState;
 use etcd_operator::k8s::bootstrap::BootstrapEntry;
 use etcd_operator::k8s::objects::{
     all, client_service, headless_service, pod_disruption_budget, statefulset,
 };
-use etcd_operator::membership::ClusterState;
 use etcd_operator::membership::planner::Wanted;
 use serde_json::json;
 

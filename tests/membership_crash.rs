@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use etcd_crds::MemberRole;
-use etcd_operator::membership::local::{EXIT_AFTER_CODE, EXIT_AFTER_ENV};
+use etcd_operator::local::{EXIT_AFTER_CODE, EXIT_AFTER_ENV};
 use support::local::{Local, Writer, assert_all_present};
 
 const TIMEOUT: Duration = Duration::from_secs(90);

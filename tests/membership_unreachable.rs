@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use etcd_crds::{ClusterPhase, EtcdClusterStatus};
 use etcd_operator::etcd::ClientTls;
+use etcd_operator::local::process::ProcessMembers;
 use etcd_operator::membership::planner::Step;
-use etcd_operator::membership::process::ProcessMembers;
 use etcd_operator::membership::reconcile::{Target, act, plan};
 
 const CLUSTER: &str = "frozen";

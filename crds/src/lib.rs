@@ -8,6 +8,7 @@
 
 pub mod backup;
 pub mod cluster;
+pub mod conditions;
 pub mod defaults;
 pub mod restore;
 pub mod storage;

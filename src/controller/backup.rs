@@ -23,13 +23,14 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::{Context, condition, set_condition};
+use super::Context;
 use crate::backup::Location;
 use crate::backup::encrypt::Key;
 use crate::backup::job::Job;
 use crate::backup::schedule::Schedule;
 use crate::etcd::ClientTls;
 use crate::tls::kube_secrets::cluster_secret_names;
+use etcd_crds::conditions::{condition, set_condition};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -90,10 +91,10 @@ pub async fn reconcile_at(
 
     let started = std::time::Instant::now();
     let outcome = match job(backup, ctx, &namespace).await {
-        Ok(job) => job
-            .run(due)
-            .await
-            .map_err(|err| Failure { reason: "BackupFailed", message: crate::error::chain(&err) }),
+        Ok(job) => job.run(due).await.map_err(|err| Failure {
+            reason: "BackupFailed",
+            message: crate::telemetry::chain(&err),
+        }),
         Err(failure) => Err(failure),
     };
     let labels = BackupLabels { namespace: namespace.clone(), name: name.clone() };

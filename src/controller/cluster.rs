@@ -20,13 +20,14 @@ use serde::de::DeserializeOwned;
 use super::Context;
 use crate::etcd::ClientTls;
 use crate::k8s::members::KubeMembers;
-use crate::k8s::names::{self, FIELD_MANAGER};
 use crate::k8s::{objects, upgrade};
 use crate::membership::planner::Step;
 use crate::membership::reconcile::{Target, act, plan};
+use crate::names::{self, FIELD_MANAGER};
 use crate::tls::kube_secrets::{
     MembersTrust, PkiOutcome, TrustRollout, bundle_fingerprint, ensure_cluster_pki,
 };
+use etcd_crds::conditions::{condition, set_condition};
 
 /// Guards deletion until the operator has cleaned up (volumes under reclaimPolicy Delete).
 pub const FINALIZER: &str = "etcd.etcd.io/cleanup";
@@ -167,17 +168,17 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     let previous = cluster.status.clone().unwrap_or_default();
     let (step, mut status, voters) = plan(&port, &target, tls.as_ref(), &previous).await?;
     if cluster.spec.security.tls.enabled && !cluster.spec.security.tls.auto_tls {
-        let valid = super::condition(
+        let valid = condition(
             TLS_CONDITION,
             true,
             "SecretsValid",
             "the peer, server and client Secrets are valid".into(),
             cluster.metadata.generation,
         );
-        super::set_condition(&mut status.conditions, valid);
+        set_condition(&mut status.conditions, valid);
     }
     if let Some(volumes) = volumes {
-        super::set_condition(&mut status.conditions, volumes);
+        set_condition(&mut status.conditions, volumes);
     }
     status.selector = Some(names::selector_string(&name));
     if status != previous {
@@ -271,7 +272,7 @@ async fn expand_claims(
                     other => other.to_string(),
                 };
                 let message = format!("claim {name} cannot grow to {}: {refused}", wanted.0);
-                return Ok(Some(super::condition(
+                return Ok(Some(condition(
                     VOLUMES_CONDITION,
                     false,
                     "ExpansionRefused",
@@ -287,16 +288,10 @@ async fn expand_claims(
     }
     Ok(Some(if pending.is_empty() {
         let message = format!("{} claims have {}", claims.items.len(), wanted.0);
-        super::condition(VOLUMES_CONDITION, true, "Expanded", message, cluster.metadata.generation)
+        condition(VOLUMES_CONDITION, true, "Expanded", message, cluster.metadata.generation)
     } else {
         let message = format!("growing to {}: {}", wanted.0, pending.join(", "));
-        super::condition(
-            VOLUMES_CONDITION,
-            false,
-            "Expanding",
-            message,
-            cluster.metadata.generation,
-        )
+        condition(VOLUMES_CONDITION, false, "Expanding", message, cluster.metadata.generation)
     }))
 }
 
@@ -364,14 +359,14 @@ async fn refuse_user_tls(
     let name = cluster.name_any();
     let previous = cluster.status.clone().unwrap_or_default();
     let mut status = previous.clone();
-    let refused = super::condition(
+    let refused = condition(
         TLS_CONDITION,
         false,
         invalid.reason,
         invalid.message.clone(),
         cluster.metadata.generation,
     );
-    super::set_condition(&mut status.conditions, refused);
+    set_condition(&mut status.conditions, refused);
     if status != previous {
         write_status(ctx, namespace, &name, &status).await?;
         ctx.event(cluster, EventType::Warning, invalid.reason, invalid.message).await;

@@ -22,9 +22,10 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
-use super::{Context, condition, set_condition};
+use super::Context;
 use crate::backup::Location;
-use crate::k8s::names;
+use crate::names;
+use etcd_crds::conditions::{condition, set_condition};
 
 /// Label on a cluster created by a restore, naming the EtcdRestore.
 pub const RESTORED_BY: &str = "etcd.etcd.io/restored-by";

@@ -1,6 +1,7 @@
 //! `etcd-operator run`: the one HTTPS service (webhooks, probes, metrics) on every replica, the
 //! webhook certificate kept current on every replica, and leader-only work behind a Lease.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -8,8 +9,6 @@ use std::time::Duration;
 use etcd_certs::resolver::{ReloadableCert, certified_key};
 
 use super::leader::Leadership;
-use crate::cli::RunArgs;
-use crate::error::{Error, Result};
 use crate::retry::{self, with_backoff};
 use crate::server::{Metrics, Readiness, router, serve};
 use crate::tls;
@@ -18,6 +17,60 @@ use crate::tls::kube_secrets::{WebhookMaterial, WebhookTls};
 /// How often every replica re-reads the webhook Secret (and the leader checks for renewal).
 const CERTIFICATE_CHECK: Duration = Duration::from_secs(60);
 const READINESS_COMPONENT: &str = "webhook-certificate";
+
+/// Why `run` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot {what}: {source}")]
+    Kube { what: &'static str, source: kube::Error },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::Error),
+    #[error(transparent)]
+    Server(#[from] crate::server::Error),
+    #[error(transparent)]
+    Leader(#[from] super::leader::Error),
+    #[error("lost the leader Lease; exiting so that a restarted replica rejoins the election")]
+    LostLeadership,
+    #[error("{0}")]
+    Usage(&'static str),
+    #[error("a task failed: {0}")]
+    Task(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `etcd-operator run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Address of the HTTPS server (webhooks, /metrics, /healthz, /readyz).
+    #[arg(long, default_value = "0.0.0.0:8443", env = "LISTEN")]
+    pub listen: SocketAddr,
+    /// Namespace the operator runs in (its Secrets, Lease and Service live there).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "etcd-operator-system")]
+    pub namespace: String,
+    /// Name of the Service in front of the webhook server: the serving certificate's DNS name.
+    #[arg(long, env = "WEBHOOK_SERVICE", default_value = "etcd-operator-webhook")]
+    pub service_name: String,
+    /// Secret that holds the webhook CA and serving certificate.
+    #[arg(long, env = "WEBHOOK_SECRET", default_value = "etcd-operator-webhook-tls")]
+    pub webhook_secret: String,
+    /// Validating and mutating webhook configurations whose caBundle the operator keeps current.
+    #[arg(long, env = "WEBHOOK_CONFIGURATION", default_value = "etcd-operator")]
+    pub webhook_configuration: String,
+    /// Identity of this replica in leader election (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// The image each etcd pod runs as its member-init container. Default: the image of this
+    /// replica's own `operator` container, read from its pod (POD_NAME), so that the image a
+    /// kustomization or a registry mirror rewrote is the one members run too.
+    #[arg(long, env = "OPERATOR_IMAGE")]
+    pub operator_image: Option<String>,
+    /// How long a changed CA bundle takes to reach every pod that mounts it: the kubelet's Secret
+    /// sync (its --sync-frequency plus the Secret cache's TTL). A cluster CA rollover waits this
+    /// long after the bundle changes before certificates move to the new CA.
+    #[arg(long, env = "CA_BUNDLE_PROPAGATION_SECONDS", default_value_t = 180)]
+    pub ca_bundle_propagation_seconds: u64,
+}
 
 pub async fn run(args: RunArgs) -> Result<()> {
     let client = kube::Client::try_default()
@@ -45,7 +98,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         .map_err(|source| crate::server::Error::Bind { addr: args.listen.to_string(), source })?;
     let metrics = Arc::new(Metrics::default());
     let app = router(metrics.clone(), readiness.clone());
-    let mut server = tokio::spawn(serve(listener, resolver.clone(), app, shutdown_signal()));
+    let mut server =
+        tokio::spawn(serve(listener, resolver.clone(), app, crate::shutdown::signal()));
     tracing::info!(listen = %args.listen, "serving admission webhooks, /metrics, /healthz, /readyz");
 
     let leading = Arc::new(AtomicBool::new(false));
@@ -126,7 +180,7 @@ async fn cluster_controller(client: kube::Client, context: Arc<super::Context>) 
     use kube::runtime::{Controller, watcher};
     let api = kube::Api::<etcd_crds::EtcdCluster>::all(client.clone());
     // Only what the operator made: not every Secret and ConfigMap of the cluster.
-    let ours = || watcher::Config::default().labels(&crate::k8s::names::managed_by_selector());
+    let ours = || watcher::Config::default().labels(&crate::names::managed_by_selector());
     Controller::new(api, watcher::Config::default())
         .owns(kube::Api::<StatefulSet>::all(client.clone()), ours())
         .owns(kube::Api::<Service>::all(client.clone()), ours())
@@ -298,17 +352,5 @@ async fn follow_certificate(
                 readiness.set(READINESS_COMPONENT, Some(err.to_string()));
             }
         }
-    }
-}
-
-/// Ctrl-C or SIGTERM (what Kubernetes and `local down` send).
-pub async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::membership::ClusterState;
+use crate::etcd::ClusterState;
 use crate::membership::planner::Wanted;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -12,7 +12,7 @@ use crate::membership::planner::Wanted;
 pub struct BootstrapEntry {
     pub name: String,
     pub initial_cluster: Vec<Peer>,
-    pub state: InitialState,
+    pub state: ClusterState,
     pub token: String,
 }
 
@@ -24,12 +24,6 @@ pub struct Peer {
     pub peer_url: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum InitialState {
-    New,
-    Existing,
-}
-
 impl BootstrapEntry {
     pub fn new(name: &str, initial: &[Wanted], state: ClusterState, token: &str) -> Self {
         Self {
@@ -38,10 +32,7 @@ impl BootstrapEntry {
                 .iter()
                 .map(|w| Peer { name: w.name.clone(), peer_url: w.peer_url.clone() })
                 .collect(),
-            state: match state {
-                ClusterState::New => InitialState::New,
-                ClusterState::Existing => InitialState::Existing,
-            },
+            state,
             token: token.to_owned(),
         }
     }

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use etcd_crds::{EtcdOptions, SnapshotLocation};
 
-use super::bootstrap::{BootstrapEntry, InitialState};
+use super::bootstrap::BootstrapEntry;
 use super::etcd_config::{Placement, render};
+use crate::etcd::ClusterState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -79,7 +80,7 @@ async fn restore_data(
     source: &SnapshotLocation,
     data_dir: &Path,
 ) -> Result<(), Error> {
-    if entry.state != InitialState::New || data_dir.join("member").exists() {
+    if entry.state != ClusterState::New || data_dir.join("member").exists() {
         return Ok(());
     }
     let restore_error =
@@ -131,7 +132,6 @@ fn write(path: &Path, text: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::membership::ClusterState;
     use crate::membership::planner::Wanted;
 
     fn request(dir: &Path, timeout: Duration) -> Request {

@@ -14,10 +14,11 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use super::bootstrap::BootstrapEntry;
-use super::names::{self, FIELD_MANAGER};
 use super::objects::bootstrap_configmap;
+use crate::etcd::ClusterState;
 use crate::membership::planner::Wanted;
-use crate::membership::{ClusterState, Error, MemberPort, MemberUrls};
+use crate::membership::{Error, MemberPort, MemberUrls};
+use crate::names::{self, FIELD_MANAGER};
 
 pub struct KubeMembers {
     pub client: Client,

@@ -5,6 +5,5 @@ pub mod bootstrap;
 pub mod etcd_config;
 pub mod member_init;
 pub mod members;
-pub mod names;
 pub mod objects;
 pub mod upgrade;

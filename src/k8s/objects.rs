@@ -20,14 +20,14 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 
 use super::bootstrap::BootstrapEntry;
-use super::names::{self, *};
+use crate::names::{self, *};
 
 /// Metadata of an object of `cluster`: name, namespace, labels and the controller reference.
 fn meta(cluster: &EtcdCluster, name: String) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace: Some(namespace(cluster)),
-        labels: Some(labels(&super::names::name(cluster))),
+        labels: Some(labels(&crate::names::name(cluster))),
         owner_references: cluster
             .controller_owner_ref(&())
             .map(|owner: OwnerReference| vec![owner]),
@@ -47,7 +47,7 @@ fn port(name: &str, port: i32) -> ServicePort {
 /// The headless Service that gives each member its peer DNS name. Addresses are published before
 /// pods are ready: members must find each other to become ready at all.
 pub fn headless_service(cluster: &EtcdCluster) -> Service {
-    let name = super::names::name(cluster);
+    let name = crate::names::name(cluster);
     Service {
         metadata: meta(cluster, etcd_certs::cluster::peer_service(&name)),
         spec: Some(ServiceSpec {
@@ -63,7 +63,7 @@ pub fn headless_service(cluster: &EtcdCluster) -> Service {
 
 /// The Service clients use: ready members only.
 pub fn client_service(cluster: &EtcdCluster) -> Service {
-    let name = super::names::name(cluster);
+    let name = crate::names::name(cluster);
     Service {
         metadata: meta(cluster, etcd_certs::cluster::client_service(&name)),
         spec: Some(ServiceSpec {
@@ -78,7 +78,7 @@ pub fn client_service(cluster: &EtcdCluster) -> Service {
 /// At most one member down through voluntary disruption (drains): with an odd size that always
 /// leaves a quorum, and it is what the operator itself does when it rolls members.
 pub fn pod_disruption_budget(cluster: &EtcdCluster) -> PodDisruptionBudget {
-    let name = super::names::name(cluster);
+    let name = crate::names::name(cluster);
     PodDisruptionBudget {
         metadata: meta(cluster, name.clone()),
         spec: Some(PodDisruptionBudgetSpec {
@@ -102,7 +102,7 @@ pub fn bootstrap_configmap(cluster: &EtcdCluster, entries: &[BootstrapEntry]) ->
         })
         .collect();
     ConfigMap {
-        metadata: meta(cluster, names::bootstrap_configmap(&super::names::name(cluster))),
+        metadata: meta(cluster, names::bootstrap_configmap(&crate::names::name(cluster))),
         data: Some(data),
         ..ConfigMap::default()
     }
@@ -153,7 +153,7 @@ pub fn statefulset(
     partition: i32,
     trust: Option<&str>,
 ) -> StatefulSet {
-    let name = super::names::name(cluster);
+    let name = crate::names::name(cluster);
     let spec = &cluster.spec;
     let tls = spec.security.tls.enabled;
     let overrides = &spec.pod_template;

@@ -1,9 +1,7 @@
 //! Membership: the planner (pure), the member port it acts through, the observe → plan → act
 //! reconcile, and the process adapter that runs members as local etcd processes.
 
-pub mod local;
 pub mod planner;
-pub mod process;
 pub mod reconcile;
 
 use std::collections::BTreeSet;
@@ -11,6 +9,8 @@ use std::future::Future;
 use std::path::PathBuf;
 
 use planner::Wanted;
+
+use crate::etcd::ClusterState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -22,24 +22,6 @@ pub enum Error {
     Spawn { name: String, source: std::io::Error },
     #[error(transparent)]
     Etcd(#[from] crate::etcd::Error),
-    #[error(transparent)]
-    Tls(#[from] crate::tls::Error),
-}
-
-/// How a member joins: a new cluster (static bootstrap) or one that exists.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClusterState {
-    New,
-    Existing,
-}
-
-impl ClusterState {
-    pub fn as_flag(self) -> &'static str {
-        match self {
-            ClusterState::New => "new",
-            ClusterState::Existing => "existing",
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -14,9 +14,10 @@ use etcd_crds::{ClusterPhase, EtcdClusterStatus, MemberRole, MemberStatus, Stopp
 use futures::future::join_all;
 
 use super::planner::{Observed, Seen, Step, Wanted, next_step};
-use super::{ClusterState, Error, MemberPort};
-use crate::controller::{condition, set_condition};
+use super::{Error, MemberPort};
+use crate::etcd::ClusterState;
 use crate::etcd::{self, ClientTls, EndpointStatus, hex_id};
+use etcd_crds::conditions::{condition, set_condition};
 
 /// What to converge to.
 #[derive(Clone, Debug)]

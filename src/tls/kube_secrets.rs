@@ -612,7 +612,7 @@ fn cluster_secret(
             namespace: Some(namespace.to_owned()),
             owner_references: Some(vec![owner.clone()]),
             labels: Some(
-                [crate::k8s::names::MANAGED_BY]
+                [crate::names::MANAGED_BY]
                     .into_iter()
                     .map(|(k, v)| (k.to_owned(), v.to_owned()))
                     .collect(),

@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use etcd_crds::{EtcdCluster, EtcdClusterStatus};
 
-use super::Error;
-use super::planner::Step;
-use super::process::ProcessMembers;
-use super::reconcile::{Target, act, plan};
+pub mod process;
+
 use crate::etcd::ClientTls;
+use crate::membership::Error;
+use crate::membership::planner::Step;
+use crate::membership::reconcile::{Target, act, plan};
+use process::ProcessMembers;
 
 /// Test hook: exit right after performing a step of this kind (`add-learner`, `promote`, ...),
 /// as a crash between two calls would.
@@ -24,7 +26,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 }
 
 /// The cluster's PKI in `DIR/pki`, issued on first use for loopback names.
-fn ensure_pki(members: &ProcessMembers, cluster: &EtcdCluster) -> Result<ClientTls, Error> {
+fn ensure_pki(members: &ProcessMembers, cluster: &EtcdCluster) -> crate::error::Result<ClientTls> {
     let dir = members.pki_dir();
     if !dir.join("ca.crt").exists() {
         let request = etcd_certs::ClusterPkiRequest {
@@ -37,11 +39,8 @@ fn ensure_pki(members: &ProcessMembers, cluster: &EtcdCluster) -> Result<ClientT
             .map_err(crate::tls::Error::from)?;
         crate::tls::files::write_pem_files(&dir, &pki.files())?;
     }
-    Ok(ClientTls::from_files(
-        &dir.join("ca.crt"),
-        &dir.join("client.crt"),
-        &dir.join("client.key"),
-    )?)
+    Ok(ClientTls::from_files(&dir.join("ca.crt"), &dir.join("client.crt"), &dir.join("client.key"))
+        .map_err(Error::from)?)
 }
 
 /// A token unique to this cluster, kept in the state dir.
@@ -121,7 +120,7 @@ fn target(cluster: &etcd_crds::EtcdCluster, name: &str, token: &str) -> Target {
 /// Reconciles `file` into processes under `dir` until Ctrl-C; a new cluster starts from the
 /// backup at `restore_from` when one is given.
 pub async fn up(file: &Path, dir: &Path, restore_from: Option<&str>) -> crate::error::Result<()> {
-    let mut cluster = crate::cli::load_cluster(file)?;
+    let mut cluster = load_cluster(file)?;
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let name = cluster.metadata.name.clone().unwrap_or_else(|| "etcd".into());
     let tls_spec = &cluster.spec.security.tls;
@@ -146,7 +145,7 @@ pub async fn up(file: &Path, dir: &Path, restore_from: Option<&str>) -> crate::e
         restore_members(&members, &target, from).await?;
     }
     loop {
-        match crate::cli::load_cluster(file) {
+        match load_cluster(file) {
             Ok(edited) => cluster = edited,
             Err(err) => tracing::warn!(%err, "keeping the last valid spec"),
         }
@@ -172,7 +171,7 @@ pub async fn up(file: &Path, dir: &Path, restore_from: Option<&str>) -> crate::e
             }
         };
         tokio::select! {
-            () = crate::controller::run::shutdown_signal() => {
+            () = crate::shutdown::signal() => {
                 tracing::info!("stopping the operator; members keep running (`etcd-operator local down` stops them)");
                 return Ok(());
             }
@@ -213,11 +212,11 @@ pub fn down(dir: &Path) -> Result<(), Error> {
     let operator = std::fs::read_to_string(dir.join("operator.pid"))
         .ok()
         .and_then(|p| p.trim().parse::<i32>().ok());
-    if let Some(pid) = operator.filter(|pid| super::process::is_live(*pid, "etcd-operator")) {
+    if let Some(pid) = operator.filter(|pid| process::is_live(*pid, "etcd-operator")) {
         // SAFETY: kill(2) on a pid recorded by `local` and checked to be an etcd-operator process.
         unsafe { libc::kill(pid, libc::SIGTERM) };
         for _ in 0..100 {
-            if !super::process::is_live(pid, "etcd-operator") {
+            if !process::is_live(pid, "etcd-operator") {
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -228,4 +227,15 @@ pub fn down(dir: &Path) -> Result<(), Error> {
         members.stop_now(&name)?;
     }
     Ok(())
+}
+
+/// Reads an EtcdCluster manifest (YAML or JSON), with errors that name the file and the problem.
+pub fn load_cluster(path: &std::path::Path) -> crate::error::Result<etcd_crds::EtcdCluster> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| crate::error::Error::ReadFile { path: path.to_owned(), source })?;
+    serde_yaml::from_str(&text).map_err(|source| crate::error::Error::ParseYaml {
+        path: path.to_owned(),
+        kind: "EtcdCluster",
+        source,
+    })
 }

@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use etcd_crds::EtcdOptions;
 use serde::{Deserialize, Serialize};
 
-use super::planner::Wanted;
-use super::{ClusterState, Error, MemberPort, MemberUrls};
-use crate::k8s::etcd_config::{MemberConfig, TlsFiles};
+use crate::etcd::ClusterState;
+use crate::etcd::config::{MemberConfig, TlsFiles};
+use crate::membership::planner::Wanted;
+use crate::membership::{Error, MemberPort, MemberUrls};
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 struct Ports {
@@ -230,7 +231,7 @@ impl ProcessMembers {
             advertise_peer: urls.peer,
             advertise_client: urls.client,
             initial_cluster: initial.join(","),
-            state: state.as_flag(),
+            state,
             token: token.to_owned(),
             tls: self.tls.then(|| (files("server"), files("peer"))),
         };
