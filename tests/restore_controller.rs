@@ -230,3 +230,37 @@ async fn type_replace_keeps_the_spec_deletes_cluster_and_volumes_then_recreates_
     assert_eq!(created["spec"]["restore"]["key"], "main.db.zst");
     assert_eq!(status_of(&seen)["conditions"][0]["reason"], "ClusterCreated");
 }
+
+#[tokio::test]
+async fn an_api_server_hiccup_is_retried_never_a_failed_restore() {
+    let object = restore(
+        json!({"clusterName": "main", "type": "New", "source": direct_location()}),
+        json!({"phase": "Restoring"}),
+    );
+    let (client, recorded) = serve(vec![
+        Exchange::new(
+            Method::GET,
+            format!("{CRD}/etcdclusters/main"),
+            status_body(
+                503,
+                "ServiceUnavailable",
+                "the server is currently unable to handle the request",
+            ),
+        )
+        .status(StatusCode::SERVICE_UNAVAILABLE),
+        patch_status(),
+    ]);
+    let ctx = Arc::new(Context::new(client, "op:1".into(), None));
+    let action = reconcile(Arc::new(object), ctx).await.unwrap();
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(10)),
+        "tried again"
+    );
+    let seen = recorded.await.unwrap();
+    assert_eq!(seen.len(), 2, "no Warning Event for a hiccup");
+    let status = &seen[1].body["status"];
+    assert_eq!(status["phase"], "Restoring", "the phase stays: {status}");
+    assert_eq!(status["conditions"][0]["reason"], "ClusterUnavailable");
+    assert!(status["conditions"][0]["message"].as_str().unwrap().contains("trying again"));
+}

@@ -43,11 +43,29 @@ fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     move |source| Error::Kube { what, source }
 }
 
-/// A restore that cannot go on; becomes the Ready condition and phase Failed.
+/// Why a restore cannot go on now: the Ready condition's reason and message. A final refusal
+/// (a missing backup, a cluster that exists) becomes phase Failed; a temporary one (the API
+/// server unavailable) leaves the phase as it is and the step is tried again.
 struct Refusal {
     reason: &'static str,
     message: String,
+    temporary: bool,
 }
+
+impl Refusal {
+    fn new(reason: &'static str, message: String) -> Self {
+        Self { reason, message, temporary: false }
+    }
+
+    /// A failed API call: temporary when waiting may mend it (see [`crate::retry::transient`]).
+    fn api(reason: &'static str, what: String, err: kube::Error) -> Self {
+        let temporary = crate::retry::transient(&err);
+        Self { reason, message: format!("{what}: {err}"), temporary }
+    }
+}
+
+/// How long a restore waits before trying again after a temporary refusal.
+const RETRY_AFTER: Duration = Duration::from_secs(10);
 
 pub fn error_policy(restore: Arc<EtcdRestore>, err: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(restore = %restore.name_any(), %err, "reconcile failed");
@@ -65,6 +83,18 @@ pub async fn reconcile(restore: Arc<EtcdRestore>, ctx: Arc<Context>) -> Result<A
     let result = step(&restore, &ctx, &namespace, &mut status).await;
     let action = match result {
         Ok(action) => action,
+        Err(refusal) if refusal.temporary => {
+            tracing::warn!(restore = %restore.name_any(), reason = refusal.reason, message = %refusal.message, "restore waits; trying again");
+            let waiting = condition(
+                "Ready",
+                false,
+                refusal.reason,
+                format!("{} (trying again)", refusal.message),
+                restore.metadata.generation,
+            );
+            set_condition(&mut status.conditions, waiting);
+            Action::requeue(RETRY_AFTER)
+        }
         Err(refusal) => {
             status.phase = Some(RestorePhase::Failed);
             let failed = condition(
@@ -99,9 +129,12 @@ async fn step(
 ) -> Result<Action, Refusal> {
     let spec = &restore.spec;
     let clusters: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), namespace);
-    let existing = clusters.get_opt(&spec.cluster_name).await.map_err(|err| Refusal {
-        reason: "ClusterUnavailable",
-        message: format!("cannot read EtcdCluster {}: {err}", spec.cluster_name),
+    let existing = clusters.get_opt(&spec.cluster_name).await.map_err(|err| {
+        Refusal::api(
+            "ClusterUnavailable",
+            format!("cannot read EtcdCluster {}", spec.cluster_name),
+            err,
+        )
     })?;
     let ours =
         existing.as_ref().is_some_and(|c| c.labels().get(RESTORED_BY) == Some(&restore.name_any()));
@@ -112,19 +145,19 @@ async fn step(
     let source = resolve_source(restore, ctx, namespace, status).await?;
     let cluster_spec = match (spec.restore_type, existing) {
         (RestoreType::New, Some(_)) => {
-            return Err(Refusal {
-                reason: "ClusterExists",
-                message: format!(
+            return Err(Refusal::new(
+                "ClusterExists",
+                format!(
                     "EtcdCluster {} already exists; a restore of type New creates a cluster (use type Replace to replace it)",
                     spec.cluster_name
                 ),
-            });
+            ));
         }
         (RestoreType::New, None) => match spec.cluster_spec.clone() {
             Some(cluster_spec) => cluster_spec,
             // Every field has a serde default: the defaults the CRD schema declares.
             None => serde_json::from_value(serde_json::json!({}))
-                .map_err(|err| Refusal { reason: "InvalidSpec", message: err.to_string() })?,
+                .map_err(|err| Refusal::new("InvalidSpec", err.to_string()))?,
         },
         (RestoreType::Replace, Some(old)) => {
             // Keep the spec before anything is deleted: the restore needs it to bring the
@@ -170,13 +203,13 @@ async fn step(
                 saved
             }
             None => {
-                return Err(Refusal {
-                    reason: "ClusterNotFound",
-                    message: format!(
+                return Err(Refusal::new(
+                    "ClusterNotFound",
+                    format!(
                         "EtcdCluster {} does not exist: nothing to replace (use type New)",
                         spec.cluster_name
                     ),
-                });
+                ));
             }
         },
     };
@@ -190,9 +223,12 @@ async fn step(
         spec: EtcdClusterSpec { restore: Some(source.clone()), ..cluster_spec },
         status: None,
     };
-    clusters.create(&PostParams::default(), &cluster).await.map_err(|err| Refusal {
-        reason: "CreateFailed",
-        message: format!("cannot create EtcdCluster {}: {err}", spec.cluster_name),
+    clusters.create(&PostParams::default(), &cluster).await.map_err(|err| {
+        Refusal::api(
+            "CreateFailed",
+            format!("cannot create EtcdCluster {}", spec.cluster_name),
+            err,
+        )
     })?;
     status.start_time.get_or_insert(Time(Timestamp::now()));
     let note = format!(
@@ -253,21 +289,20 @@ async fn resolve_source(
         return Ok(location.clone());
     }
     let Some(reference) = &source.backup_ref else {
-        return Err(Refusal {
-            reason: "NoSource",
-            message: "spec.source names neither a backup nor a location".into(),
-        });
+        return Err(Refusal::new(
+            "NoSource",
+            "spec.source names neither a backup nor a location".into(),
+        ));
     };
     let backups: Api<EtcdBackup> = Api::namespaced(ctx.client.clone(), namespace);
-    let backup = backups.get_opt(&reference.name).await.map_err(|err| Refusal {
-        reason: "BackupUnavailable",
-        message: format!("cannot read EtcdBackup {}: {err}", reference.name),
+    let backup = backups.get_opt(&reference.name).await.map_err(|err| {
+        Refusal::api("BackupUnavailable", format!("cannot read EtcdBackup {}", reference.name), err)
     })?;
     let Some(backup) = backup else {
-        return Err(Refusal {
-            reason: "BackupNotFound",
-            message: format!("EtcdBackup {} does not exist in {namespace}", reference.name),
-        });
+        return Err(Refusal::new(
+            "BackupNotFound",
+            format!("EtcdBackup {} does not exist in {namespace}", reference.name),
+        ));
     };
     let records = backup.status.map(|s| s.backups).unwrap_or_default();
     let record = match &reference.record {
@@ -275,26 +310,26 @@ async fn resolve_source(
         None => records.into_iter().next(),
     };
     let Some(record) = record else {
-        return Err(Refusal {
-            reason: "NoBackupRecord",
-            message: format!(
+        return Err(Refusal::new(
+            "NoBackupRecord",
+            format!(
                 "EtcdBackup {} has no stored backup {}",
                 reference.name,
                 reference.record.as_deref().unwrap_or("yet")
             ),
-        });
+        ));
     };
     let root = Location::for_destination(&backup.spec.destination, &Default::default())
-        .map_err(|err| Refusal { reason: "InvalidDestination", message: err.to_string() })?;
+        .map_err(|err| Refusal::new("InvalidDestination", err.to_string()))?;
     let key = record.location.strip_prefix(&root.url).map(|k| k.trim_start_matches('/').to_owned());
     let Some(key) = key else {
-        return Err(Refusal {
-            reason: "InvalidDestination",
-            message: format!(
+        return Err(Refusal::new(
+            "InvalidDestination",
+            format!(
                 "record {} is not under the backup's destination {}",
                 record.location, root.url
             ),
-        });
+        ));
     };
     let location = SnapshotLocation {
         destination: backup.spec.destination.clone(),
@@ -318,10 +353,9 @@ async fn delete_cluster(clusters: &Api<EtcdCluster>, name: &str) -> Result<(), R
     match clusters.delete(name, &DeleteParams::foreground()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(err) => Err(Refusal {
-            reason: "DeleteFailed",
-            message: format!("cannot delete EtcdCluster {name}: {err}"),
-        }),
+        Err(err) => {
+            Err(Refusal::api("DeleteFailed", format!("cannot delete EtcdCluster {name}"), err))
+        }
     }
 }
 
@@ -333,11 +367,9 @@ async fn delete_volumes(ctx: &Context, namespace: &str, cluster: &str) -> Result
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
-    let claims =
-        api.list(&ListParams::default().labels(&selector)).await.map_err(|err| Refusal {
-            reason: "VolumesUnavailable",
-            message: format!("cannot list the volumes of {cluster}: {err}"),
-        })?;
+    let claims = api.list(&ListParams::default().labels(&selector)).await.map_err(|err| {
+        Refusal::api("VolumesUnavailable", format!("cannot list the volumes of {cluster}"), err)
+    })?;
     if claims.items.is_empty() {
         return Ok(false);
     }
@@ -347,10 +379,11 @@ async fn delete_volumes(ctx: &Context, namespace: &str, cluster: &str) -> Result
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(err) => {
-                return Err(Refusal {
-                    reason: "DeleteFailed",
-                    message: format!("cannot delete PersistentVolumeClaim {name}: {err}"),
-                });
+                return Err(Refusal::api(
+                    "DeleteFailed",
+                    format!("cannot delete PersistentVolumeClaim {name}"),
+                    err,
+                ));
             }
         }
     }
