@@ -5,7 +5,9 @@
 //! `cargo bench --bench backup` (DB_MB=… to change the size, default 120); the last line is the
 //! throughput ratio operator / etcdctl, uncompressed to a local file like etcdctl.
 
-#[path = "../tests/support/etcd.rs"]
+// The integration tests' etcd harness, of which this bench uses a part.
+#[allow(dead_code)]
+#[path = "../tests/it/support/etcd.rs"]
 mod etcd;
 
 use std::path::Path;

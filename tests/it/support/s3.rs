@@ -1,8 +1,6 @@
 //! A real S3-compatible server for tests: `moto_server` (from PyPI) on a loopback port, with a
 //! bucket, and the environment object_store reads to reach it. The process dies with the guard.
 
-#![allow(dead_code)] // each test binary uses a different part of the harness
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};

@@ -2,12 +2,10 @@
 //! real `etcd-operator local`: scaling 1 → 3 → 5 → 3 → 1 and 3 → 0 → 3 with a writer running,
 //! every acknowledged write read back, quorum never lost.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::local::{Local, Writer, assert_all_present};
 use etcd_operator::etcd;
-use support::local::{Local, Writer, assert_all_present};
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(90);
 

@@ -2,13 +2,11 @@
 //! is added, after it is started, after the promote, after a removal), is started again, and the
 //! cluster converges with no stray learner and no lost write.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::local::{Local, Writer, assert_all_present};
 use etcd_crds::MemberRole;
 use etcd_operator::local::{EXIT_AFTER_CODE, EXIT_AFTER_ENV};
-use support::local::{Local, Writer, assert_all_present};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 

@@ -5,8 +5,6 @@
 //! Requests go through kube's real request path (URL building, serialisation, error mapping);
 //! only the HTTP exchange is scripted.
 
-#![allow(dead_code)] // each test binary uses a different part of the harness
-
 use http::{Method, Request, Response, StatusCode};
 use kube::client::Body;
 use serde_json::Value;

@@ -2,22 +2,20 @@
 //! keys, a real S3-compatible server (moto_server) and a local directory. Every key comes back;
 //! a corrupted object, or a store that goes away mid-upload, never passes for a backup.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
+use crate::support::etcd::{
+    Cluster, Member, fill, free_port, initial_cluster, issue_pki, loopback_members, start_restored,
+    start_tls_cluster,
+};
+use crate::support::s3::{CuttingProxy, Moto, options_for};
 use etcd_client::{Client, ConnectOptions, GetOptions};
 use etcd_crds::{BackupRecord, Compression};
 use etcd_operator::backup::restore::{MemberSpec, restore};
 use etcd_operator::backup::{Location, retention, save::save};
 use etcd_operator::etcd::ClientTls;
-use support::etcd::{
-    Cluster, Member, fill, free_port, initial_cluster, issue_pki, loopback_members, start_restored,
-    start_tls_cluster,
-};
-use support::s3::{CuttingProxy, Moto, options_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_etcd-operator");
 

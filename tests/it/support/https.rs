@@ -1,8 +1,6 @@
 //! A real HTTPS client for tests: rustls trusting only the given CA, HTTP/1.1 with keep-alive over
 //! one connection, and the certificate the server presented.
 
-#![allow(dead_code)] // each test binary uses a different part of the harness
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 

@@ -1,13 +1,11 @@
 //! `etcd-operator local --restore-from`: a new local cluster of 3 TLS members starts from a
 //! backup of another one, with every acknowledged write of the source, under a new cluster ID.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::local::{Local, Writer, assert_all_present};
 use etcd_crds::Compression;
 use etcd_operator::backup::{Location, save::save};
-use support::local::{Local, Writer, assert_all_present};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_local_cluster_starts_from_a_backup_with_every_write() {

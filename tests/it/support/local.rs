@@ -2,9 +2,7 @@
 //! file, wait for status.json, restart or kill the operator, talk to members with the client
 //! certificate the operator issued.
 
-#![allow(dead_code)] // each test binary uses a different part of the harness
-
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -221,8 +219,4 @@ pub async fn assert_all_present(endpoints: &[String], tls: &ClientTls, keys: &[S
         keys.len(),
         &missing[..missing.len().min(5)]
     );
-}
-
-pub fn state_path(dir: &Path) -> PathBuf {
-    dir.join("state")
 }

@@ -2,16 +2,14 @@
 //! client that trusts only the issued CA, and AdmissionReview bodies shaped as kube-apiserver
 //! sends them.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::support::https::HttpsClient;
 use base64::Engine;
 use etcd_certs::resolver::{ReloadableCert, certified_key};
 use etcd_operator::server::{Metrics, Readiness, router, serve};
 use serde_json::{Value, json};
-use support::https::HttpsClient;
 
 struct Server {
     addr: SocketAddr,

@@ -3,16 +3,14 @@
 //! Replace keeps the old spec, deletes the cluster and its volumes, and brings it back under the
 //! same name, one resumable step per reconcile.
 
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::apiserver::{Exchange, Recorded, serve, status_body};
 use etcd_crds::EtcdRestore;
 use etcd_operator::controller::Context;
 use etcd_operator::controller::restore::{RESTORED_BY, reconcile};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::apiserver::{Exchange, Recorded, serve, status_body};
 
 const CRD: &str = "/apis/etcd.etcd.io/v1alpha1/namespaces/prod";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/prod/events";

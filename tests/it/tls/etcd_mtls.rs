@@ -2,8 +2,6 @@
 //! and client URLs: the issued client certificate reads and writes; no certificate, or one from
 //! another CA, is refused.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
@@ -45,9 +43,9 @@ async fn issued_pki_runs_a_mutual_tls_cluster_and_refuses_strangers() {
     let work = tempfile::tempdir().unwrap();
     let pki = work.path().join("pki");
     let other = work.path().join("other");
-    support::etcd::issue_pki(&pki, "demo");
-    support::etcd::issue_pki(&other, "stranger");
-    let cluster = support::etcd::start_tls_cluster(3, &pki, work.path());
+    crate::support::etcd::issue_pki(&pki, "demo");
+    crate::support::etcd::issue_pki(&other, "stranger");
+    let cluster = crate::support::etcd::start_tls_cluster(3, &pki, work.path());
     let urls = cluster.client_urls();
     let ca = Certificate::from_pem(read(&pki, "ca.crt"));
 

@@ -1,15 +1,13 @@
 //! The webhook Secret and caBundle through kube::Client against a scripted API server: exact
 //! requests, the create-if-absent conflict path, and PEM in the caBundle patch.
 
-mod support;
-
+use crate::support::apiserver::{Exchange, serve, status_body};
 use base64::Engine;
 use etcd_operator::tls::kube_secrets::{
     MembersTrust, PkiOutcome, TrustRollout, WebhookTls, bundle_fingerprint, ensure_cluster_pki,
 };
 use http::{Method, StatusCode};
 use serde_json::json;
-use support::apiserver::{Exchange, serve, status_body};
 
 fn tls(client: kube::Client) -> WebhookTls {
     WebhookTls {

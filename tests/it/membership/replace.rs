@@ -3,12 +3,10 @@
 //! while the other two keep quorum, its data wiped, and it joins again as a new learner that is
 //! promoted. A writer runs throughout and every acknowledged write is read back.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::local::{Local, Writer, assert_all_present};
 use etcd_crds::MemberRole;
-use support::local::{Local, Writer, assert_all_present};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 

@@ -2,16 +2,14 @@
 //! certs-dir issuance are run with every log at debug level, and the captured text is searched
 //! for key material (PEM, and the base64 the Secret carries). Errors and Debug output too.
 
-mod support;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use crate::support::apiserver::{Exchange, serve, status_body};
 use base64::Engine;
 use etcd_operator::tls::kube_secrets::WebhookTls;
 use http::{Method, StatusCode};
 use serde_json::json;
-use support::apiserver::{Exchange, serve, status_body};
 use tracing_subscriber::fmt::MakeWriter;
 
 #[derive(Clone, Default)]

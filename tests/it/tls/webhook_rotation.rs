@@ -1,14 +1,12 @@
 //! A rotated webhook certificate is served from the next connection on, without restarting the
 //! listener, and a client that trusts only the CA accepts both.
 
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::https::HttpsClient;
 use etcd_certs::resolver::{ReloadableCert, certified_key};
 use etcd_certs::webhook::issue_serving;
 use etcd_operator::server::{Metrics, Readiness, router, serve};
-use support::https::HttpsClient;
 
 #[tokio::test]
 async fn rotation_takes_effect_on_the_next_connection() {

@@ -2,17 +2,15 @@
 //! requests of the first reconcile of a new 3-member cluster (TLS Secrets, server-side apply of
 //! its objects, status, Events, bootstrap entries and StatefulSet scale), and the finalizer.
 
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::apiserver::{Exchange, Recorded, serve, status_body};
 use base64::Engine;
 use etcd_crds::EtcdCluster;
 use etcd_operator::controller::Context;
 use etcd_operator::controller::cluster::{FINALIZER, reconcile};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::apiserver::{Exchange, Recorded, serve, status_body};
 
 const NS: &str = "/api/v1/namespaces/prod";
 

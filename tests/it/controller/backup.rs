@@ -3,8 +3,8 @@
 //! destination: the exact requests, the status it writes, the Events, and the schedule driven by
 //! the test's clock.
 
-mod support;
-
+use crate::support::apiserver::{Exchange, serve, status_body};
+use crate::support::etcd::{issue_pki, start_tls_cluster};
 use base64::Engine;
 use etcd_crds::EtcdBackup;
 use etcd_operator::controller::Context;
@@ -12,8 +12,6 @@ use etcd_operator::controller::backup::reconcile_at;
 use http::{Method, StatusCode};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
-use support::apiserver::{Exchange, serve, status_body};
-use support::etcd::{issue_pki, start_tls_cluster};
 
 const CRD: &str = "/apis/etcd.etcd.io/v1alpha1/namespaces/prod";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/prod/events";

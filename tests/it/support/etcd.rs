@@ -2,8 +2,6 @@
 //! from a directory laid out as `etcd-operator certs issue` writes it. Processes die with the
 //! guard.
 
-#![allow(dead_code)] // each test binary uses a different part of the harness
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,37 @@
+//! The integration tests: one binary (one link), with modules by area. Each test runs against
+//! real parts (etcd processes, the HTTPS server, an S3 server, kubectl, the rendered manifests)
+//! or, for controllers, a scripted API server that checks every request.
+
+mod support;
+
+mod architecture;
+mod cli;
+mod controller {
+    mod backup;
+    mod cluster;
+    mod restore;
+}
+mod membership {
+    mod crash;
+    mod local_restore;
+    mod replace;
+    mod scaling;
+    mod unreachable;
+}
+mod tls {
+    mod etcd_mtls;
+    mod no_key_leak;
+    mod secrets;
+    mod webhook_rotation;
+}
+mod webhook {
+    mod https;
+}
+mod backup {
+    mod restore;
+}
+mod kube {
+    mod dockerfile;
+    mod manifests;
+    mod objects;
+}
