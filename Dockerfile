@@ -8,7 +8,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends protobuf-compil
 WORKDIR /src
 # The whole workspace in one step: a dependency layer built from the Cargo.toml files alone breaks
 # whenever a manifest names a file (a bench, a workspace member) that the layer leaves out, and a
-# test builds from exactly this context (tests/dockerfile.rs).
+# test builds from exactly this context (tests/it/kube/dockerfile.rs).
 COPY . .
 RUN cargo build --release --locked --bin etcd-operator \
  && install -D target/release/etcd-operator /out/etcd-operator
