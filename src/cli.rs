@@ -276,7 +276,7 @@ fn issue_certs(args: &CertsIssueArgs) -> Result<()> {
     let request = etcd_certs::ClusterPkiRequest {
         cluster: args.cluster.clone(),
         namespace: args.namespace.clone(),
-        max_members: 9,
+        max_members: etcd_crds::MAX_MEMBERS,
         extra_sans: args.extra_sans.clone(),
     };
     let pki = etcd_certs::issue_cluster_pki(&request, time::OffsetDateTime::now_utc())

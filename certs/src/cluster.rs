@@ -45,6 +45,12 @@ pub fn member_name(cluster: &str, ordinal: u32) -> String {
     format!("{cluster}-{ordinal}")
 }
 
+/// A member's ordinal: the number after the last `-` of its name (`demo-12` → 12), as
+/// [`member_name`] writes it.
+pub fn member_ordinal(member: &str) -> Option<u32> {
+    member.rsplit_once('-')?.1.parse().ok()
+}
+
 impl ClusterPkiRequest {
     /// Names in the peer certificate: the headless Service itself, and each member through it.
     pub fn peer_names(&self) -> Vec<String> {

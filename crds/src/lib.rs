@@ -37,6 +37,12 @@ pub const GROUP: &str = "etcd.etcd.io";
 /// The one served and stored version.
 pub const API_VERSION: &str = "v1alpha1";
 
+/// The sizes an EtcdCluster may have (odd, so that each member adds fault tolerance); the CRD
+/// schema's enum says the same.
+pub const SIZES: [i32; 6] = [0, 1, 3, 5, 7, 9];
+/// The largest cluster: certificates name this many members, so growing needs no new ones.
+pub const MAX_MEMBERS: u32 = 9;
+
 /// Annotation of an EtcdCluster asking for a new CA: setting it to a new value (any token, e.g.
 /// the date) starts a CA rollover, carried out without downtime like an expiring CA's.
 pub const ROTATE_CA_ANNOTATION: &str = "etcd.etcd.io/rotate-ca";
@@ -94,4 +100,18 @@ pub fn crds_yaml() -> Result<String, Error> {
         out.push_str(&serde_yaml::to_string(&crd)?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_and_the_constants_agree_on_sizes() {
+        let crd = serde_json::to_value(EtcdCluster::crd()).unwrap();
+        let size = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            ["size"];
+        assert_eq!(size["enum"], serde_json::json!(SIZES), "{size}");
+        assert_eq!(SIZES.iter().max().map(|m| *m as u32), Some(MAX_MEMBERS));
+    }
 }

@@ -97,7 +97,7 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         let request = etcd_certs::ClusterPkiRequest {
             cluster: name.clone(),
             namespace: namespace.clone(),
-            max_members: 9,
+            max_members: etcd_crds::MAX_MEMBERS,
             extra_sans: Vec::new(),
         };
         let owner = cluster.controller_owner_ref(&()).ok_or(Error::NoNamespace)?;

@@ -362,11 +362,7 @@ async fn delete_cluster(clusters: &Api<EtcdCluster>, name: &str) -> Result<(), R
 /// Deletes the volumes of a cluster that is gone; true while some remain.
 async fn delete_volumes(ctx: &Context, namespace: &str, cluster: &str) -> Result<bool, Refusal> {
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
-    let selector = names::selector(cluster)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let selector = names::selector_string(cluster);
     let claims = api.list(&ListParams::default().labels(&selector)).await.map_err(|err| {
         Refusal::api("VolumesUnavailable", format!("cannot list the volumes of {cluster}"), err)
     })?;

@@ -5,6 +5,20 @@ use etcd_crds::EtcdOptions;
 use serde::{Deserialize, Serialize};
 use serde_yaml::{Mapping, Value};
 
+/// A member by its name and peer URL: one entry of `--initial-cluster`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Peer {
+    pub name: String,
+    #[serde(rename = "peerURL")]
+    pub peer_url: String,
+}
+
+/// `--initial-cluster`: `a=https://…,b=https://…`.
+pub fn initial_cluster(peers: &[Peer]) -> String {
+    peers.iter().map(|p| format!("{}={}", p.name, p.peer_url)).collect::<Vec<_>>().join(",")
+}
+
 /// How a member joins: a new cluster (static bootstrap) or one that exists
 /// (`initial-cluster-state`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

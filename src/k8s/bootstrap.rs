@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::etcd::ClusterState;
-use crate::membership::planner::Wanted;
+use crate::etcd::config::{Peer, initial_cluster};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -16,22 +16,11 @@ pub struct BootstrapEntry {
     pub token: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Peer {
-    pub name: String,
-    #[serde(rename = "peerURL")]
-    pub peer_url: String,
-}
-
 impl BootstrapEntry {
-    pub fn new(name: &str, initial: &[Wanted], state: ClusterState, token: &str) -> Self {
+    pub fn new(name: &str, initial: &[Peer], state: ClusterState, token: &str) -> Self {
         Self {
             name: name.to_owned(),
-            initial_cluster: initial
-                .iter()
-                .map(|w| Peer { name: w.name.clone(), peer_url: w.peer_url.clone() })
-                .collect(),
+            initial_cluster: initial.to_vec(),
             state,
             token: token.to_owned(),
         }
@@ -39,11 +28,7 @@ impl BootstrapEntry {
 
     /// `--initial-cluster`: `a=https://…,b=https://…`.
     pub fn initial_cluster_flag(&self) -> String {
-        self.initial_cluster
-            .iter()
-            .map(|p| format!("{}={}", p.name, p.peer_url))
-            .collect::<Vec<_>>()
-            .join(",")
+        initial_cluster(&self.initial_cluster)
     }
 
     /// The ConfigMap key of a member's entry.

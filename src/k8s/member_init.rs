@@ -97,12 +97,7 @@ async fn restore_data(
         .ok_or_else(|| Error::NoOwnPeer { member: entry.name.clone() })?;
     let member = crate::backup::restore::MemberSpec {
         name: entry.name.clone(),
-        initial_cluster: entry
-            .initial_cluster
-            .iter()
-            .map(|peer| format!("{}={}", peer.name, peer.peer_url))
-            .collect::<Vec<_>>()
-            .join(","),
+        initial_cluster: entry.initial_cluster_flag(),
         peer_url,
         cluster_token: entry.token.clone(),
         data_dir: data_dir.to_owned(),

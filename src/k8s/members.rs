@@ -30,7 +30,7 @@ fn kube_err(what: String) -> impl FnOnce(kube::Error) -> Error {
 }
 
 fn ordinal(member: &str) -> Option<i32> {
-    crate::membership::planner::ordinal(member).and_then(|o| i32::try_from(o).ok())
+    etcd_certs::cluster::member_ordinal(member).and_then(|o| i32::try_from(o).ok())
 }
 
 impl KubeMembers {

@@ -16,7 +16,10 @@ pub fn partition(
     current: Option<i32>,
 ) -> i32 {
     let Some(current) = current else { return 0 };
-    let ordinal = |name: &str| name.strip_prefix(cluster)?.strip_prefix('-')?.parse::<i32>().ok();
+    let ordinal = |name: &str| {
+        let ordinal = etcd_certs::cluster::member_ordinal(name.strip_prefix(cluster)?)?;
+        i32::try_from(ordinal).ok()
+    };
     let behind: Vec<i32> = status
         .members
         .iter()

@@ -32,7 +32,7 @@ fn ensure_pki(members: &ProcessMembers, cluster: &EtcdCluster) -> crate::error::
         let request = etcd_certs::ClusterPkiRequest {
             cluster: cluster.metadata.name.clone().unwrap_or_default(),
             namespace: cluster.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
-            max_members: 9,
+            max_members: etcd_crds::MAX_MEMBERS,
             extra_sans: vec!["127.0.0.1".into(), "localhost".into()],
         };
         let pki = etcd_certs::issue_cluster_pki(&request, time::OffsetDateTime::now_utc())
@@ -88,8 +88,7 @@ async fn restore_members(
     let location = crate::backup::Location::parse(from, &Default::default())?;
     let key = crate::backup::encrypt::Key::from_env()?;
     let wanted = crate::membership::reconcile::wanted(members, target)?;
-    let initial_cluster =
-        wanted.iter().map(|w| format!("{}={}", w.name, w.peer_url)).collect::<Vec<_>>().join(",");
+    let initial_cluster = crate::etcd::config::initial_cluster(&wanted);
     for member in &wanted {
         let spec = crate::backup::restore::MemberSpec {
             name: member.name.clone(),

@@ -212,8 +212,6 @@ impl ProcessMembers {
             .open(&log_path)
             .map_err(Self::io(&log_path))?;
         let log_err = log.try_clone().map_err(Self::io(&log_path))?;
-        let initial: Vec<String> =
-            initial.iter().map(|w| format!("{}={}", w.name, w.peer_url)).collect();
         let pki = self.pki_dir();
         let file = |f: &str| pki.join(f).display().to_string();
         let files = |part: &str| TlsFiles {
@@ -230,7 +228,7 @@ impl ProcessMembers {
             listen_metrics: None,
             advertise_peer: urls.peer,
             advertise_client: urls.client,
-            initial_cluster: initial.join(","),
+            initial_cluster: crate::etcd::config::initial_cluster(initial),
             state,
             token: token.to_owned(),
             tls: self.tls.then(|| (files("server"), files("peer"))),

@@ -8,11 +8,7 @@
 use std::collections::BTreeSet;
 
 /// A member the spec asks for: ordinal `i` of a cluster is `NAME-i` with a fixed peer URL.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Wanted {
-    pub name: String,
-    pub peer_url: String,
-}
+pub type Wanted = crate::etcd::config::Peer;
 
 /// One member in etcd's member list, with what the operator sees of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,11 +116,6 @@ impl Step {
 }
 
 /// Votes needed for a majority of `voters`.
-/// A member's ordinal: the number after the last `-` of its name (`demo-12` → 12).
-pub fn ordinal(member: &str) -> Option<u32> {
-    member.rsplit_once('-')?.1.parse().ok()
-}
-
 pub fn quorum(voters: usize) -> usize {
     voters / 2 + 1
 }
@@ -226,7 +217,11 @@ pub fn next_step(wanted: &[Wanted], observed: &Observed) -> Step {
 
     // Shrink: the highest ordinal first (a StatefulSet only removes pods from the top);
     // leadership moves off it before it goes.
-    if let Some(extra) = voters.iter().filter(|m| !is_wanted(m)).max_by_key(|m| ordinal(&m.name)) {
+    if let Some(extra) = voters
+        .iter()
+        .filter(|m| !is_wanted(m))
+        .max_by_key(|m| etcd_certs::cluster::member_ordinal(&m.name))
+    {
         if voters.len() == 1 || healthy_voters.saturating_sub(1) < quorum(voters.len() - 1) {
             return wait("a removal now could lose quorum");
         }

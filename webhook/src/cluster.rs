@@ -8,7 +8,7 @@ use etcd_crds::{
 use crate::quantity;
 use crate::verdict::Verdict;
 
-const SIZES: [i32; 6] = [0, 1, 3, 5, 7, 9];
+use etcd_crds::SIZES;
 
 /// Validates a spec on CREATE (`old` is `None`) or UPDATE.
 pub fn validate(spec: &EtcdClusterSpec, old: Option<&EtcdClusterSpec>) -> Verdict {
