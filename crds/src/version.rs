@@ -17,6 +17,17 @@ pub struct EtcdVersion {
 }
 
 impl EtcdVersion {
+    /// The oldest release of the previous minor from which etcd's upgrade guide allows moving to
+    /// minor `minor`, where it names one: 3.5 → 3.6 needs 3.5.26 or later ("Upgrade etcd from
+    /// v3.5 to v3.6", etcd.io: 3.5.24 to 3.5.26 fix upgrade blockers; the page once said 3.5.20,
+    /// so this is the one place to follow it).
+    pub fn minimum_before_minor(minor: u32) -> Option<EtcdVersion> {
+        match minor {
+            6 => Some(EtcdVersion { major: 3, minor: 5, patch: 26 }),
+            _ => None,
+        }
+    }
+
     /// Strips a leading `v` and surrounding whitespace, as the mutating webhook normalises.
     pub fn normalise(text: &str) -> &str {
         let trimmed = text.trim();

@@ -224,6 +224,16 @@ fn update(
                     previous.minor + 1
                 ),
             );
+        } else if let Some(minimum) = EtcdVersion::minimum_before_minor(new.minor)
+            .filter(|minimum| new.minor > previous.minor && previous < *minimum)
+        {
+            verdict.deny(
+                &path("version"),
+                format!(
+                    "etcd's upgrade guide requires {minimum} or later before {}.{} ({previous} → {new}); go to {minimum} first",
+                    new.major, new.minor
+                ),
+            );
         }
         if new != previous && spec.size != old.size {
             verdict.deny(prefix, "change version and size in separate updates, so that each rolls out and is checked on its own");
@@ -307,6 +317,24 @@ mod tests {
         assert!(down.message().contains("downgrades are not supported"), "{down:?}");
         let both = validate(&spec(json!({"version": "3.5.21", "size": 5})), Some(&old));
         assert!(both.message().contains("separate updates"), "{both:?}");
+    }
+
+    #[test]
+    fn a_minor_upgrade_waits_for_the_patch_etcd_requires_first() {
+        let early = spec(json!({"version": "3.5.21"}));
+        let refused = validate(&spec(json!({"version": "3.6.4"})), Some(&early));
+        assert!(
+            refused.message().contains("3.5.26 or later before 3.6")
+                && refused.message().contains("go to 3.5.26 first"),
+            "{refused:?}"
+        );
+        // The way through: the patch first, then the minor.
+        assert!(validate(&spec(json!({"version": "3.5.26"})), Some(&early)).is_allowed());
+        let ready = spec(json!({"version": "3.5.26"}));
+        assert!(validate(&spec(json!({"version": "3.6.4"})), Some(&ready)).is_allowed());
+        // 3.4 → 3.5 names no minimum.
+        let old = spec(json!({"version": "3.4.23"}));
+        assert!(validate(&spec(json!({"version": "3.5.0"})), Some(&old)).is_allowed());
     }
 
     #[test]
