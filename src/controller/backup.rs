@@ -29,7 +29,7 @@ use crate::backup::encrypt::Key;
 use crate::backup::job::Job;
 use crate::backup::schedule::Schedule;
 use crate::etcd::ClientTls;
-use crate::tls::kube_secrets::cluster_secret_names;
+use crate::tls::cluster_secrets::cluster_secret_names;
 use etcd_crds::conditions::{condition, set_condition};
 
 #[derive(Debug, thiserror::Error)]

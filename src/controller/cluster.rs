@@ -22,9 +22,9 @@ use crate::etcd::ClientTls;
 use crate::k8s::members::KubeMembers;
 use crate::k8s::{objects, upgrade};
 use crate::membership::planner::Step;
-use crate::membership::reconcile::{Target, act, plan};
+use crate::membership::reconcile::{Plan, Target, act, plan};
 use crate::names::{self, FIELD_MANAGER};
-use crate::tls::kube_secrets::{
+use crate::tls::cluster_secrets::{
     MembersTrust, PkiOutcome, TrustRollout, bundle_fingerprint, ensure_cluster_pki,
 };
 use etcd_crds::conditions::{condition, set_condition};
@@ -166,7 +166,7 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         version: Some(cluster.spec.version.clone()),
     };
     let previous = cluster.status.clone().unwrap_or_default();
-    let (step, mut status, voters) = plan(&port, &target, tls.as_ref(), &previous).await?;
+    let Plan { step, mut status, voters } = plan(&port, &target, tls.as_ref(), &previous).await?;
     if cluster.spec.security.tls.enabled && !cluster.spec.security.tls.auto_tls {
         let valid = condition(
             TLS_CONDITION,

@@ -12,7 +12,7 @@ use super::leader::Leadership;
 use crate::retry::{self, with_backoff};
 use crate::server::{Metrics, Readiness, router, serve};
 use crate::tls;
-use crate::tls::kube_secrets::{WebhookMaterial, WebhookTls};
+use crate::tls::webhook_secret::{WebhookMaterial, WebhookTls};
 
 /// How often every replica re-reads the webhook Secret (and the leader checks for renewal).
 const CERTIFICATE_CHECK: Duration = Duration::from_secs(60);

@@ -12,7 +12,7 @@ pub mod process;
 use crate::etcd::ClientTls;
 use crate::membership::Error;
 use crate::membership::planner::Step;
-use crate::membership::reconcile::{Target, act, plan};
+use crate::membership::reconcile::{Plan, Target, act, plan};
 use process::ProcessMembers;
 
 /// Test hook: exit right after performing a step of this kind (`add-learner`, `promote`, ...),
@@ -187,7 +187,7 @@ async fn reconcile_step(
     status: &mut EtcdClusterStatus,
     dir: &Path,
 ) -> Result<Step, Error> {
-    let (step, next, voters) = plan(members, target, tls, status).await?;
+    let Plan { step, status: next, voters } = plan(members, target, tls, status).await?;
     if next != *status {
         write_status(dir, &next)?;
         *status = next;

@@ -3,6 +3,7 @@
 
 pub mod planner;
 pub mod reconcile;
+pub mod status;
 
 use std::collections::BTreeSet;
 use std::future::Future;

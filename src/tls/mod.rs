@@ -1,9 +1,11 @@
 //! The operator's TLS at run time: PEM files on disk (`certs issue`, `webhook --cert-dir`,
 //! `local`), the webhook Secret and caBundle injection, and each cluster's PKI Secrets.
 
+pub mod bundle;
 pub mod cert_dir;
+pub mod cluster_secrets;
 pub mod files;
-pub mod kube_secrets;
+pub mod webhook_secret;
 
 use std::path::PathBuf;
 
@@ -29,4 +31,13 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Kube { source, .. } if crate::retry::transient(source))
     }
+}
+
+fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Kube { what, source }
+}
+
+fn is_conflict(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(status) if status.code == 409)
 }

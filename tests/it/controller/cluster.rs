@@ -204,7 +204,7 @@ async fn new_cluster_gets_secrets_objects_status_events_and_a_static_bootstrap()
     let bundle = decode_field(peer, "ca.crt");
     assert_eq!(
         seen[14].body["spec"]["template"]["metadata"]["annotations"]["etcd.etcd.io/trust-bundle"],
-        etcd_operator::tls::kube_secrets::bundle_fingerprint(&bundle)
+        etcd_operator::tls::cluster_secrets::bundle_fingerprint(&bundle)
     );
 
     // Status applied before acting: phase Creating, conditions, selector, generation.

@@ -9,7 +9,7 @@ use etcd_crds::{ClusterPhase, EtcdClusterStatus};
 use etcd_operator::etcd::ClientTls;
 use etcd_operator::local::process::ProcessMembers;
 use etcd_operator::membership::planner::Step;
-use etcd_operator::membership::reconcile::{Target, act, plan};
+use etcd_operator::membership::reconcile::{Plan, Target, act, plan};
 
 const CLUSTER: &str = "frozen";
 
@@ -47,7 +47,8 @@ async fn converge(
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         assert!(Instant::now() < deadline, "no convergence: {status:#?}");
-        let (step, next, voters) = plan(members, &target(3), Some(tls), status).await.unwrap();
+        let Plan { step, status: next, voters } =
+            plan(members, &target(3), Some(tls), status).await.unwrap();
         *status = next;
         if step == Step::Done && status.phase == Some(ClusterPhase::Running) {
             return status.clone();
@@ -91,7 +92,8 @@ async fn unanswering_members_are_reported_and_nothing_destructive_happens() {
     // Several passes: each is bounded by the client's deadlines, and each must only wait.
     for pass in 0..2 {
         let started = Instant::now();
-        let (step, next, _) = plan(&members.0, &target(3), Some(&tls), &status).await.unwrap();
+        let Plan { step, status: next, .. } =
+            plan(&members.0, &target(3), Some(&tls), &status).await.unwrap();
         let took = started.elapsed();
         assert!(took < Duration::from_secs(20), "pass {pass} hung for {took:?}");
         assert!(matches!(step, Step::Wait { .. }), "pass {pass}: {step:?} while etcd is silent");

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::support::apiserver::{Exchange, serve, status_body};
 use base64::Engine;
-use etcd_operator::tls::kube_secrets::WebhookTls;
+use etcd_operator::tls::webhook_secret::WebhookTls;
 use http::{Method, StatusCode};
 use serde_json::json;
 use tracing_subscriber::fmt::MakeWriter;

@@ -3,9 +3,10 @@
 
 use crate::support::apiserver::{Exchange, serve, status_body};
 use base64::Engine;
-use etcd_operator::tls::kube_secrets::{
-    MembersTrust, PkiOutcome, TrustRollout, WebhookTls, bundle_fingerprint, ensure_cluster_pki,
+use etcd_operator::tls::cluster_secrets::{
+    MembersTrust, PkiOutcome, TrustRollout, bundle_fingerprint, ensure_cluster_pki,
 };
+use etcd_operator::tls::webhook_secret::WebhookTls;
 use http::{Method, StatusCode};
 use serde_json::json;
 
@@ -300,7 +301,7 @@ async fn ensure_round(
     writes: usize,
     rollout: &TrustRollout,
     now: time::OffsetDateTime,
-) -> (etcd_operator::tls::kube_secrets::EnsuredPki, Vec<(String, serde_json::Value)>) {
+) -> (etcd_operator::tls::cluster_secrets::EnsuredPki, Vec<(String, serde_json::Value)>) {
     let path = |name: &str| format!("/api/v1/namespaces/prod/secrets/{name}");
     let mut script: Vec<Exchange> = CLUSTER_SECRETS
         .iter()
@@ -507,7 +508,7 @@ async fn the_webhook_ca_rolls_over_with_both_cas_in_the_bundle_while_it_matters(
         secret: &mut serde_json::Value,
         at: time::OffsetDateTime,
         writes: bool,
-    ) -> Option<etcd_operator::tls::kube_secrets::WebhookMaterial> {
+    ) -> Option<etcd_operator::tls::webhook_secret::WebhookMaterial> {
         let mut script = vec![Exchange::new(Method::GET, SECRET_PATH, secret.clone())];
         if writes {
             script.push(Exchange::new(Method::PUT, SECRET_PATH, secret.clone()));

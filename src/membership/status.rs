@@ -1,0 +1,302 @@
+//! The status object an EtcdCluster carries, computed from one observation and the step about to
+//! be taken: members with their roles, health and versions, the phase, and the conditions.
+
+use std::time::Duration;
+
+use etcd_crds::conditions::{condition, set_condition};
+use etcd_crds::{ClusterPhase, EtcdClusterStatus, MemberRole, MemberStatus, StoppedCluster};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use super::planner::Step;
+use super::reconcile::{Observation, Target};
+use crate::etcd::hex_id;
+
+/// How long no member may answer before the cluster is reported Failed.
+pub const QUORUM_LOSS_AFTER: Duration = Duration::from_secs(300);
+
+/// The status for this observation and the step about to be taken.
+pub fn status(
+    target: &Target,
+    observation: &Observation,
+    step: &Step,
+    previous: &EtcdClusterStatus,
+) -> EtcdClusterStatus {
+    let members: Vec<MemberStatus> = observation
+        .planner
+        .members
+        .iter()
+        .flatten()
+        .map(|m| {
+            let status = observation.statuses.iter().find(|(n, _)| *n == m.name).map(|(_, s)| s);
+            MemberStatus {
+                name: m.name.clone(),
+                id: Some(hex_id(m.id)),
+                peer_url: Some(m.peer_url.clone()),
+                client_url: None,
+                ready: m.healthy && !m.is_learner,
+                role: Some(if m.is_learner { MemberRole::Learner } else { MemberRole::Voter }),
+                leader: observation.planner.leader == Some(m.id),
+                version: status.map(|s| s.version.clone()),
+                unhealthy_since: (!m.healthy).then(|| {
+                    unhealthy_since(previous, &m.name).unwrap_or_else(|| Time(Timestamp::now()))
+                }),
+            }
+        })
+        .collect();
+    let ready = members.iter().filter(|m| m.ready).count();
+    let voters = members.iter().filter(|m| m.role == Some(MemberRole::Voter)).count();
+    let quorum_ok = voters > 0 && ready >= super::planner::quorum(voters);
+    let cluster_id = observation.cluster_id.map(hex_id).or_else(|| previous.cluster_id.clone());
+    let phase = match step {
+        _ if target.size == 0 && observation.planner.running.is_empty() => ClusterPhase::Stopped,
+        Step::Bootstrap { .. } => ClusterPhase::Creating,
+        Step::Restart { .. } => ClusterPhase::Recovering,
+        Step::Done if ready == target.size => ClusterPhase::Running,
+        // No member answers: Degraded at once, Failed only once that has lasted (a member
+        // restarting, a DNS or network blip is not a lost cluster).
+        _ if observation.unreachable.is_some() && observation.planner.bootstrapped => {
+            if quorum_lost_for(previous) >= QUORUM_LOSS_AFTER {
+                ClusterPhase::Failed
+            } else {
+                ClusterPhase::Degraded
+            }
+        }
+        Step::Wait { .. } if cluster_id.is_none() => ClusterPhase::Creating,
+        // Waiting on a learner to start or catch up is a scale-up in progress.
+        Step::Wait { .. } if members.iter().any(|m| m.role == Some(MemberRole::Learner)) => {
+            ClusterPhase::Scaling
+        }
+        Step::Wait { .. } | Step::Done => ClusterPhase::Degraded,
+        _ => ClusterPhase::Scaling,
+    };
+    // A member that answers with another version than the spec's: a rolling upgrade is under way.
+    let behind = |m: &MemberStatus| matches!((&target.version, &m.version), (Some(wanted), Some(runs)) if wanted != runs);
+    let phase = match phase {
+        ClusterPhase::Running | ClusterPhase::Degraded if members.iter().any(behind) => {
+            ClusterPhase::Upgrading
+        }
+        phase => phase,
+    };
+    let mut conditions = previous.conditions.clone();
+    let generation = target.generation;
+    let summary = format!("{ready}/{} members ready", target.size);
+    set_condition(
+        &mut conditions,
+        condition(
+            "Ready",
+            phase == ClusterPhase::Running,
+            if phase == ClusterPhase::Running { "AllMembersReady" } else { "NotAllMembersReady" },
+            summary.clone(),
+            generation,
+        ),
+    );
+    set_condition(
+        &mut conditions,
+        condition(
+            "Available",
+            quorum_ok,
+            if quorum_ok { "QuorumHealthy" } else { "NoQuorum" },
+            observation.unreachable.clone().unwrap_or(summary),
+            generation,
+        ),
+    );
+    let progressing = !matches!(step, Step::Done | Step::Wait { .. });
+    let step_message = match step {
+        Step::Wait { reason } => reason.clone(),
+        other => other.kind().to_owned(),
+    };
+    set_condition(
+        &mut conditions,
+        condition(
+            "Progressing",
+            progressing,
+            if progressing { "MembershipChange" } else { "Idle" },
+            step_message.clone(),
+            generation,
+        ),
+    );
+    let degraded = matches!(phase, ClusterPhase::Degraded | ClusterPhase::Failed);
+    set_condition(
+        &mut conditions,
+        condition(
+            "Degraded",
+            degraded,
+            if degraded { "MembersUnhealthy" } else { "AsExpected" },
+            step_message,
+            generation,
+        ),
+    );
+    let stopped = match step {
+        Step::StopAll { .. } => Some(StoppedCluster {
+            cluster_id: cluster_id.clone().unwrap_or_default(),
+            members: members.clone(),
+            stopped_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            )),
+        }),
+        _ if target.size == 0 => previous.stopped.clone(),
+        _ => None,
+    };
+    EtcdClusterStatus {
+        phase: Some(phase),
+        conditions,
+        replicas: members.len() as i32,
+        ready_replicas: ready as i32,
+        leader_id: observation.planner.leader.map(hex_id),
+        cluster_id,
+        client_endpoints: Vec::new(),
+        current_version: observation.statuses.first().map(|(_, s)| s.version.clone()),
+        observed_generation: generation,
+        stopped,
+        selector: None,
+        members,
+    }
+}
+
+/// How long the cluster has been without quorum, by the previous status's Available condition
+/// (zero when it had quorum).
+fn quorum_lost_for(previous: &EtcdClusterStatus) -> Duration {
+    let since = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Available" && c.status == "False")
+        .map(|c| c.last_transition_time.0);
+    since
+        .and_then(|since| u64::try_from(Timestamp::now().as_second() - since.as_second()).ok())
+        .map_or(Duration::ZERO, Duration::from_secs)
+}
+
+/// Since when `name` has been silent, as the previous status recorded it.
+pub(super) fn unhealthy_since(previous: &EtcdClusterStatus, name: &str) -> Option<Time> {
+    previous.members.iter().find(|m| m.name == name).and_then(|m| m.unhealthy_since.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::etcd::EndpointStatus;
+    use crate::membership::planner::{Seen, Wanted, next_step};
+
+    fn target(size: usize) -> Target {
+        Target {
+            cluster: "c".into(),
+            size,
+            generation: Some(4),
+            token: "t".into(),
+            replace_after: None,
+            version: None,
+        }
+    }
+
+    fn condition<'a>(
+        status: &'a EtcdClusterStatus,
+        type_: &str,
+    ) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn a_member_on_another_version_than_the_spec_is_an_upgrade_in_progress() {
+        let seen = |id: u64| Seen {
+            id,
+            name: format!("c-{id}"),
+            peer_url: format!("https://p{id}"),
+            is_learner: false,
+            running: true,
+            healthy: true,
+            has_data: true,
+            failing: false,
+        };
+        let mut observation = Observation::default();
+        observation.planner.members = Some((0..3).map(seen).collect());
+        let version = |v: &str| EndpointStatus {
+            member_id: 0,
+            leader: 0,
+            cluster_id: 1,
+            version: v.into(),
+            is_learner: false,
+            raft_index: 1,
+        };
+        observation.statuses = vec![
+            ("c-0".into(), version("3.5.9")),
+            ("c-1".into(), version("3.5.9")),
+            ("c-2".into(), version("3.6.1")),
+        ];
+        let target = Target { version: Some("3.6.1".into()), ..target(3) };
+        assert_eq!(status_of(&target, &observation).phase, Some(ClusterPhase::Upgrading));
+        observation.statuses.iter_mut().for_each(|(_, s)| s.version = "3.6.1".into());
+        assert_eq!(status_of(&target, &observation).phase, Some(ClusterPhase::Running));
+    }
+
+    fn status_of(target: &Target, observation: &Observation) -> EtcdClusterStatus {
+        status(target, observation, &Step::Done, &EtcdClusterStatus::default())
+    }
+
+    #[test]
+    fn members_running_but_unreachable_is_degraded_then_failed_once_it_lasts() {
+        let mut observation = Observation::default();
+        observation.planner.bootstrapped = true;
+        observation.planner.running = ["c-0".to_owned()].into();
+        observation.unreachable = Some("cannot connect to etcd at https://c-0: deadline".into());
+        let step = Step::Wait { reason: "members are running but none answers yet".into() };
+        let first = status(&target(3), &observation, &step, &EtcdClusterStatus::default());
+        assert_eq!(first.phase, Some(ClusterPhase::Degraded), "a blip is not a lost cluster");
+        let available = condition(&first, "Available");
+        assert_eq!((available.status.as_str(), available.reason.as_str()), ("False", "NoQuorum"));
+        assert!(available.message.contains("deadline"));
+        assert_eq!(condition(&first, "Degraded").status, "True");
+        assert_eq!(first.observed_generation, Some(4));
+
+        // Still no answer, with quorum lost since longer ago than the threshold: Failed.
+        let mut previous = first;
+        let lost = Timestamp::now().as_second() - QUORUM_LOSS_AFTER.as_secs() as i64 - 1;
+        for c in previous.conditions.iter_mut().filter(|c| c.type_ == "Available") {
+            c.last_transition_time = Time(Timestamp::from_second(lost).unwrap());
+        }
+        let later = status(&target(3), &observation, &step, &previous);
+        assert_eq!(later.phase, Some(ClusterPhase::Failed));
+        assert_eq!(
+            condition(&later, "Available").last_transition_time,
+            previous
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Available")
+                .unwrap()
+                .last_transition_time,
+            "the time quorum was lost is kept"
+        );
+    }
+
+    #[test]
+    fn a_learner_that_never_starts_is_waited_for_without_a_destructive_step() {
+        let seen = |id, learner: bool, running: bool| Seen {
+            id,
+            name: format!("c-{id}"),
+            peer_url: format!("https://p{id}"),
+            is_learner: learner,
+            running,
+            healthy: running,
+            has_data: running,
+            failing: false,
+        };
+        let mut observation = Observation::default();
+        observation.planner.members = Some(vec![seen(0, false, true), seen(1, true, true)]);
+        observation.planner.members.as_mut().unwrap()[1].healthy = false;
+        observation.planner.leader = Some(0);
+        observation.cluster_id = Some(7);
+        let wanted: Vec<Wanted> = (0..3)
+            .map(|i| Wanted { name: format!("c-{i}"), peer_url: format!("https://p{i}") })
+            .collect();
+        let step = next_step(&wanted, &observation.planner);
+        assert_eq!(step, Step::Wait { reason: "learner c-1 is starting".into() });
+        let status = status(&target(3), &observation, &step, &EtcdClusterStatus::default());
+        assert_eq!(status.phase, Some(ClusterPhase::Scaling));
+        assert_eq!(condition(&status, "Progressing").message, "learner c-1 is starting");
+        assert_eq!(
+            condition(&status, "Available").status,
+            "True",
+            "the voter keeps the quorum of one"
+        );
+    }
+}

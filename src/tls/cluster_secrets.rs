@@ -1,0 +1,357 @@
+//! A cluster's PKI in Secrets owned by its EtcdCluster: created when absent, leaves re-issued
+//! when due, and the CA rolled over through a trust bundle, one step per reconcile.
+
+use std::collections::BTreeMap;
+
+use etcd_certs::rollover::{self, RolloverStep, Trust};
+use etcd_certs::secret::{CA_CERT, TLS_CERT, TLS_KEY, TLS_SECRET_TYPE, pem_field, tls_secret_data};
+use etcd_certs::{CertKeyPair, ClusterPki, ClusterPkiRequest, Lifetimes};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Client;
+use kube::api::{Api, PostParams};
+use time::OffsetDateTime;
+
+use super::Error;
+use super::bundle::{PREVIOUS_CA, annotation};
+use super::bundle::{bundle_settled, bundle_stamp};
+use super::{is_conflict, kube_err};
+
+/// Names of a cluster's PKI Secrets.
+pub fn cluster_secret_names(cluster: &str) -> [(PkiPart, String); 5] {
+    [
+        (PkiPart::Ca, format!("{cluster}-ca")),
+        (PkiPart::Peer, format!("{cluster}-peer-tls")),
+        (PkiPart::Server, format!("{cluster}-server-tls")),
+        (PkiPart::Client, format!("{cluster}-client-tls")),
+        (PkiPart::UserClient, format!("{cluster}-user-client-tls")),
+    ]
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PkiPart {
+    Ca,
+    Peer,
+    Server,
+    Client,
+    UserClient,
+}
+
+fn part_of(pki: &ClusterPki, part: PkiPart) -> &CertKeyPair {
+    match part {
+        PkiPart::Ca => &pki.ca,
+        PkiPart::Peer => &pki.peer,
+        PkiPart::Server => &pki.server,
+        PkiPart::Client => &pki.client,
+        PkiPart::UserClient => &pki.user_client,
+    }
+}
+
+/// A cluster's PKI as it stands after [`ensure_cluster_pki`].
+#[derive(Clone, Debug)]
+pub struct EnsuredPki {
+    /// The signing CA and the leaves in the Secrets.
+    pub pki: ClusterPki,
+    /// Every CA to trust: the signing CA, and during a rollover the previous one.
+    pub trust_bundle: String,
+    pub outcome: PkiOutcome,
+}
+
+/// What ensuring a cluster's PKI did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PkiOutcome {
+    Unchanged,
+    Created,
+    /// Leaves re-issued; the reason of the first that was due.
+    Rotated(String),
+}
+
+/// What a cluster's CA rollover waits on, seen from outside the Secrets.
+#[derive(Clone, Debug)]
+pub struct TrustRollout {
+    /// A token a person set to ask for a new CA (`etcd_crds::ROTATE_CA_ANNOTATION`); a rollover
+    /// starts when it differs from the token the CA Secret says was handled last.
+    pub rotate_ca: Option<String>,
+    /// Which trust bundle the members were started with: etcd reads its trusted CA files only
+    /// at start, so leaves move to a new CA only after every member restarted with the bundle.
+    pub members: MembersTrust,
+    /// How long a changed bundle takes to reach every other mounted copy (clients' pods).
+    pub propagation: time::Duration,
+}
+
+/// The trust bundle the running members loaded, by [`bundle_fingerprint`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembersTrust {
+    /// No member pods exist yet.
+    NoMembers,
+    /// Every member pod was started with the bundle of this fingerprint, and is ready.
+    StartedWith(String),
+    /// Members are being restarted (or not all ready).
+    Restarting,
+}
+
+/// A short, stable name for a trust bundle: the pod template carries it, so a changed bundle
+/// rolls the members (one at a time, by the StatefulSet's rolling update).
+pub fn bundle_fingerprint(bundle: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bundle.as_bytes());
+    digest.as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Creates a cluster's PKI Secrets when absent and re-issues leaves that are due (or whose names
+/// changed), keeping the CA; rolls the CA over when it nears expiry or `rollout` asks. Secrets
+/// are owned by the EtcdCluster so they go with it.
+pub async fn ensure_cluster_pki(
+    client: &Client,
+    namespace: &str,
+    request: &ClusterPkiRequest,
+    owner: &OwnerReference,
+    rollout: &TrustRollout,
+    now: OffsetDateTime,
+) -> Result<EnsuredPki, Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let names = cluster_secret_names(&request.cluster);
+    let mut existing = BTreeMap::new();
+    for (part, name) in &names {
+        if let Some(secret) =
+            api.get_opt(name).await.map_err(kube_err(format!("get Secret {name}")))?
+        {
+            existing.insert(name.clone(), (*part, secret));
+        }
+    }
+    let ca_name = &names[0].1;
+    let Some((_, ca_secret)) = existing.get(ca_name) else {
+        let pki = etcd_certs::issue_cluster_pki(request, now)?;
+        for (part, name) in &names {
+            let mut secret = cluster_secret(
+                name,
+                namespace,
+                part_of(&pki, *part),
+                &pki.ca.cert_pem,
+                owner,
+                None,
+            );
+            match api.create(&PostParams::default(), &secret).await {
+                Ok(_) => {}
+                // A Secret left from an interrupted earlier attempt: replaced below on the next pass.
+                Err(err) if is_conflict(&err) => {
+                    let current =
+                        api.get(name).await.map_err(kube_err(format!("get Secret {name}")))?;
+                    secret.metadata.resource_version = current.metadata.resource_version;
+                    api.replace(name, &PostParams::default(), &secret)
+                        .await
+                        .map_err(kube_err(format!("replace Secret {name}")))?;
+                }
+                Err(err) => return Err(kube_err(format!("create Secret {name}"))(err)),
+            }
+        }
+        let trust_bundle = pki.ca.cert_pem.clone();
+        return Ok(EnsuredPki { pki, trust_bundle, outcome: PkiOutcome::Created });
+    };
+    let lifetimes = Lifetimes::default();
+    let trust = Trust {
+        current: CertKeyPair {
+            cert_pem: pem_field(ca_secret, TLS_CERT)?,
+            key_pem: pem_field(ca_secret, TLS_KEY)?,
+        },
+        previous_ca_pem: pem_field(ca_secret, PREVIOUS_CA).ok(),
+    };
+    let stored_leaf = |name: &str| {
+        let secret = &existing.get(name)?.1;
+        Some((
+            CertKeyPair {
+                cert_pem: pem_field(secret, TLS_CERT).ok()?,
+                key_pem: pem_field(secret, TLS_KEY).ok()?,
+            },
+            pem_field(secret, CA_CERT).ok()?,
+        ))
+    };
+    let leaves: Vec<(CertKeyPair, String)> =
+        names.iter().skip(1).filter_map(|(_, name)| stored_leaf(name)).collect();
+    let members_trust = match &rollout.members {
+        MembersTrust::NoMembers => true,
+        MembersTrust::StartedWith(fingerprint) => {
+            *fingerprint == bundle_fingerprint(&trust.bundle())
+        }
+        MembersTrust::Restarting => false,
+    };
+    let distributed = leaves.len() == names.len() - 1
+        && leaves.iter().all(|(_, bundle)| *bundle == trust.bundle())
+        && members_trust
+        && bundle_settled(ca_secret, now, rollout.propagation);
+    let handled = annotation(ca_secret, etcd_crds::ROTATE_CA_ANNOTATION);
+    let requested = rollout.rotate_ca.as_deref().filter(|token| handled != Some(*token));
+    let leaf_pems: Vec<&str> = leaves.iter().map(|(pair, _)| pair.cert_pem.as_str()).collect();
+    let step = rollover::next_step(
+        &trust,
+        &leaf_pems,
+        distributed,
+        requested.is_some(),
+        ca_name,
+        now,
+        &lifetimes,
+    )?;
+    let mut outcome = PkiOutcome::Unchanged;
+    let trust = match &step {
+        RolloverStep::IntroduceCa(_) | RolloverStep::RetirePreviousCa => {
+            let trust = rollover::apply(trust, &step);
+            let handled = requested.or(handled);
+            let secret = ca_secret_with(ca_name, namespace, &trust, owner, ca_secret, handled, now);
+            api.replace(ca_name, &PostParams::default(), &secret)
+                .await
+                .map_err(kube_err(format!("replace Secret {ca_name}")))?;
+            let what = if requested.is_some() {
+                "a new CA, as requested, is trusted beside the old one"
+            } else if matches!(step, RolloverStep::IntroduceCa(_)) {
+                "a new CA is trusted beside the old one"
+            } else {
+                "the previous CA is no longer trusted"
+            };
+            tracing::info!(secret = %ca_name, "CA rollover: {what}");
+            outcome = PkiOutcome::Rotated(format!("{ca_name}: {what}"));
+            trust
+        }
+        _ => trust,
+    };
+    let bundle = trust.bundle();
+    // Leaves move to a new CA only once every consumer trusts it (the bundle has settled).
+    let signer_check = matches!(step, RolloverStep::ReissueLeaves | RolloverStep::Steady)
+        .then_some(trust.current.cert_pem.as_str());
+    let fresh =
+        etcd_certs::reissue_cluster_leaves(request, trust.current.clone(), now, &lifetimes)?;
+    let wanted = |part| match part {
+        PkiPart::Peer => Some(request.peer_names()),
+        PkiPart::Server => Some(request.server_names()),
+        _ => Some(Vec::new()),
+    };
+    let mut pki = fresh.clone();
+    for (part, name) in names.iter().skip(1) {
+        let current = existing.get(name).map(|(_, s)| s);
+        let stored = stored_leaf(name);
+        let reason = match &stored {
+            None => Some("missing".to_owned()),
+            Some((pair, _)) => etcd_certs::needs_renewal(
+                &pair.cert_pem,
+                wanted(*part).as_deref(),
+                signer_check,
+                now,
+                &lifetimes,
+            )
+            .map(|r| r.map(|r| r.to_string()))
+            .unwrap_or_else(|err| Some(err.to_string())),
+        };
+        let (pair, why) = match (stored, reason) {
+            (Some((pair, stored_bundle)), None) => {
+                set_part(&mut pki, *part, pair.clone());
+                if stored_bundle == bundle {
+                    continue;
+                }
+                (pair, "the trusted CA bundle changed".to_owned())
+            }
+            (_, reason) => (part_of(&fresh, *part).clone(), reason.unwrap_or_default()),
+        };
+        tracing::info!(secret = %name, reason = %why, "updating a cluster certificate Secret");
+        let secret = cluster_secret(
+            name,
+            namespace,
+            &pair,
+            &bundle,
+            owner,
+            current.and_then(|s| s.metadata.resource_version.clone()),
+        );
+        if current.is_some() {
+            api.replace(name, &PostParams::default(), &secret)
+                .await
+                .map_err(kube_err(format!("replace Secret {name}")))?;
+        } else {
+            api.create(&PostParams::default(), &secret)
+                .await
+                .map_err(kube_err(format!("create Secret {name}")))?;
+        }
+        if outcome == PkiOutcome::Unchanged {
+            outcome = PkiOutcome::Rotated(format!("{name}: {why}"));
+        }
+    }
+    // Leaves moved to the new CA mid-rollover: the old CA stays trusted until the new leaves
+    // have reached every pod too, so the stamp restarts the wait.
+    if trust.previous_ca_pem.is_some()
+        && step == RolloverStep::ReissueLeaves
+        && outcome != PkiOutcome::Unchanged
+    {
+        let handled = annotation(ca_secret, etcd_crds::ROTATE_CA_ANNOTATION);
+        let secret = ca_secret_with(ca_name, namespace, &trust, owner, ca_secret, handled, now);
+        api.replace(ca_name, &PostParams::default(), &secret)
+            .await
+            .map_err(kube_err(format!("replace Secret {ca_name}")))?;
+    }
+    pki.ca = trust.current;
+    Ok(EnsuredPki { pki, trust_bundle: bundle, outcome })
+}
+
+/// The CA Secret for a trust state: the signing CA as the pair, the previous CA beside it while
+/// it is still trusted, when the bundle changed and the last rotation request acted on.
+fn ca_secret_with(
+    name: &str,
+    namespace: &str,
+    trust: &Trust,
+    owner: &OwnerReference,
+    stored: &Secret,
+    rotation_handled: Option<&str>,
+    now: OffsetDateTime,
+) -> Secret {
+    let mut secret = cluster_secret(
+        name,
+        namespace,
+        &trust.current,
+        &trust.bundle(),
+        owner,
+        stored.metadata.resource_version.clone(),
+    );
+    if let (Some(previous), Some(data)) = (&trust.previous_ca_pem, secret.data.as_mut()) {
+        data.insert(PREVIOUS_CA.to_owned(), ByteString(previous.clone().into_bytes()));
+    }
+    let mut annotations = bundle_stamp(now);
+    if let Some(token) = rotation_handled {
+        annotations.insert(etcd_crds::ROTATE_CA_ANNOTATION.to_owned(), token.to_owned());
+    }
+    secret.metadata.annotations = Some(annotations);
+    secret
+}
+
+fn set_part(pki: &mut ClusterPki, part: PkiPart, pair: CertKeyPair) {
+    match part {
+        PkiPart::Ca => pki.ca = pair,
+        PkiPart::Peer => pki.peer = pair,
+        PkiPart::Server => pki.server = pair,
+        PkiPart::Client => pki.client = pair,
+        PkiPart::UserClient => pki.user_client = pair,
+    }
+}
+
+fn cluster_secret(
+    name: &str,
+    namespace: &str,
+    pair: &CertKeyPair,
+    ca_bundle: &str,
+    owner: &OwnerReference,
+    resource_version: Option<String>,
+) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            owner_references: Some(vec![owner.clone()]),
+            labels: Some(
+                [crate::names::MANAGED_BY]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+            ),
+            resource_version,
+            ..ObjectMeta::default()
+        },
+        type_: Some(TLS_SECRET_TYPE.to_owned()),
+        data: Some(tls_secret_data(pair, ca_bundle)),
+        ..Secret::default()
+    }
+}
