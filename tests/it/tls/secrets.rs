@@ -61,13 +61,7 @@ async fn absent_secret_is_created_with_ca_and_serving_certificate() {
 async fn losing_the_create_race_serves_the_winners_certificate() {
     let winner =
         etcd_certs::issue_webhook_pki(&["w".into()], time::OffsetDateTime::now_utc()).unwrap();
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let winner_secret = json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "etcd-operator-webhook-tls", "namespace": "etcd-operator-system", "resourceVersion": "7"},
-        "type": "kubernetes.io/tls",
-        "data": {"tls.crt": b64(&winner.serving.cert_pem), "tls.key": b64(&winner.serving.key_pem), "ca.crt": b64(&winner.ca.cert_pem), "ca.key": b64(&winner.ca.key_pem)}
-    });
+    let winner_secret = webhook_secret_json(&winner.serving, &winner.ca, "7");
     let (client, recorded) = serve(vec![
         Exchange::new(Method::GET, SECRET_PATH, status_body(404, "NotFound", "not found"))
             .status(StatusCode::NOT_FOUND),
@@ -127,13 +121,7 @@ async fn rotation_replaces_only_a_due_certificate_with_a_resource_version_guard(
     let names = etcd_certs::webhook::service_names("etcd-operator-webhook", "etcd-operator-system");
     let issued_at = time::OffsetDateTime::now_utc() - time::Duration::days(300);
     let old = etcd_certs::issue_webhook_pki(&names, issued_at).unwrap();
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let secret = json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "etcd-operator-webhook-tls", "namespace": "etcd-operator-system", "resourceVersion": "9"},
-        "type": "kubernetes.io/tls",
-        "data": {"tls.crt": b64(&old.serving.cert_pem), "tls.key": b64(&old.serving.key_pem), "ca.crt": b64(&old.ca.cert_pem), "ca.key": b64(&old.ca.key_pem)}
-    });
+    let secret = webhook_secret_json(&old.serving, &old.ca, "9");
     let (client, recorded) = serve(vec![
         Exchange::new(Method::GET, SECRET_PATH, secret.clone()),
         Exchange::new(Method::PUT, SECRET_PATH, secret),
@@ -171,6 +159,21 @@ fn owner() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
         controller: Some(true),
         block_owner_deletion: Some(true),
     }
+}
+
+/// The webhook Secret as the API server would return it.
+fn webhook_secret_json(
+    serving: &etcd_certs::CertKeyPair,
+    ca: &etcd_certs::CertKeyPair,
+    resource_version: &str,
+) -> serde_json::Value {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "etcd-operator-webhook-tls", "namespace": "etcd-operator-system", "resourceVersion": resource_version},
+        "type": "kubernetes.io/tls",
+        "data": {"tls.crt": b64(&serving.cert_pem), "tls.key": b64(&serving.key_pem), "ca.crt": b64(&ca.cert_pem), "ca.key": b64(&ca.key_pem)}
+    })
 }
 
 fn cluster_secret_json(
@@ -496,13 +499,7 @@ async fn the_webhook_ca_rolls_over_with_both_cas_in_the_bundle_while_it_matters(
     let lifetimes = etcd_certs::Lifetimes::default();
     let old = etcd_certs::issue_webhook_pki(&names, now - time::Duration::days(2740)).unwrap();
     let serving = etcd_certs::webhook::issue_serving(&old.ca, &names, now, &lifetimes).unwrap();
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let mut secret = json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "etcd-operator-webhook-tls", "namespace": "etcd-operator-system", "resourceVersion": "9"},
-        "type": "kubernetes.io/tls",
-        "data": {"tls.crt": b64(&serving.cert_pem), "tls.key": b64(&serving.key_pem), "ca.crt": b64(&old.ca.cert_pem), "ca.key": b64(&old.ca.key_pem)}
-    });
+    let mut secret = webhook_secret_json(&serving, &old.ca, "9");
     // One leader pass: GET, then PUT when something changes; the written Secret is the next state.
     async fn pass(
         secret: &mut serde_json::Value,
