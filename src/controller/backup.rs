@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -23,7 +23,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::Context;
+use super::{Context, Error, namespace_of};
 use crate::backup::Location;
 use crate::backup::encrypt::Key;
 use crate::backup::job::Job;
@@ -31,14 +31,6 @@ use crate::backup::schedule::Schedule;
 use crate::etcd::ClientTls;
 use crate::tls::cluster_secrets::cluster_secret_names;
 use etcd_crds::conditions::{condition, set_condition};
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{what}: {source}")]
-    Kube { what: String, source: kube::Error },
-    #[error("EtcdBackup has no namespace")]
-    NoNamespace,
-}
 
 /// Why a run could not start or did not succeed; becomes the Ready condition's reason.
 #[derive(Debug)]
@@ -51,18 +43,13 @@ pub async fn reconcile(backup: Arc<EtcdBackup>, ctx: Arc<Context>) -> Result<Act
     reconcile_at(&backup, &ctx, Timestamp::now()).await
 }
 
-pub fn error_policy(backup: Arc<EtcdBackup>, err: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(backup = %backup.name_any(), %err, "reconcile failed");
-    Action::requeue(Duration::from_secs(10))
-}
-
 /// One reconcile as of `now`: runs the backup that is due, if any, and says when to look again.
 pub async fn reconcile_at(
     backup: &EtcdBackup,
     ctx: &Context,
     now: Timestamp,
 ) -> Result<Action, Error> {
-    let namespace = backup.namespace().ok_or(Error::NoNamespace)?;
+    let namespace = namespace_of(backup)?;
     let name = backup.name_any();
     let previous = backup.status.clone().unwrap_or_default();
     let mut status = previous.clone();
@@ -334,12 +321,7 @@ async fn write_status(
     if status == previous {
         return Ok(());
     }
-    let api: Api<EtcdBackup> = Api::namespaced(ctx.client.clone(), namespace);
-    let patch = serde_json::json!({"status": status});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(
-        |source| Error::Kube { what: format!("patch status of EtcdBackup {name}"), source },
-    )?;
-    Ok(())
+    super::write_status::<EtcdBackup, _>(ctx, namespace, name, status).await
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_crds::{EtcdCluster, EtcdClusterStatus, ReclaimPolicy};
+use etcd_crds::{EtcdCluster, ReclaimPolicy};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -17,7 +17,7 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::Context;
+use super::{Context, Error, kube_err, namespace_of, write_status};
 use crate::etcd::ClientTls;
 use crate::k8s::members::KubeMembers;
 use crate::k8s::{objects, upgrade};
@@ -32,27 +32,8 @@ use etcd_crds::conditions::{condition, set_condition};
 /// Guards deletion until the operator has cleaned up (volumes under reclaimPolicy Delete).
 pub const FINALIZER: &str = "etcd.etcd.io/cleanup";
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{what}: {source}")]
-    Kube { what: String, source: kube::Error },
-    #[error(transparent)]
-    Tls(#[from] crate::tls::Error),
-    #[error(transparent)]
-    Membership(#[from] crate::membership::Error),
-    #[error("finalizer: {0}")]
-    Finalizer(String),
-    #[error("EtcdCluster has no namespace")]
-    NoNamespace,
-}
-
-fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
-    let what = what.into();
-    move |source| Error::Kube { what, source }
-}
-
 pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let namespace = cluster.namespace().ok_or(Error::NoNamespace)?;
+    let namespace = namespace_of(&*cluster)?;
     let api: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), &namespace);
     finalizer(&api, FINALIZER, cluster, |event| async {
         match event {
@@ -61,14 +42,7 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
         }
     })
     .await
-    .map_err(|err| Error::Finalizer(err.to_string()))
-}
-
-/// Retries a failed reconcile after a pause; the error is in the logs and, where it concerns the
-/// cluster, in its conditions.
-pub fn error_policy(cluster: Arc<EtcdCluster>, err: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(cluster = %cluster.name_any(), %err, "reconcile failed");
-    Action::requeue(Duration::from_secs(10))
+    .map_err(|err| Error::Finalizer(Box::new(err)))
 }
 
 async fn apply_object<K>(ctx: &Context, namespace: &str, object: &K) -> Result<(), Error>
@@ -100,7 +74,10 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
             max_members: etcd_crds::MAX_MEMBERS,
             extra_sans: Vec::new(),
         };
-        let owner = cluster.controller_owner_ref(&()).ok_or(Error::NoNamespace)?;
+        let owner = cluster.controller_owner_ref(&()).ok_or_else(|| Error::NoOwnerReference {
+            kind: EtcdCluster::kind(&()).into_owned(),
+            name: name.clone(),
+        })?;
         let rollout = TrustRollout {
             rotate_ca: cluster.annotations().get(etcd_crds::ROTATE_CA_ANNOTATION).cloned(),
             members: members_trust(current_sts.as_ref()),
@@ -182,7 +159,7 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     }
     status.selector = Some(names::selector_string(&name));
     if status != previous {
-        write_status(ctx, &namespace, &name, &status).await?;
+        write_status::<EtcdCluster, _>(ctx, &namespace, &name, &status).await?;
     }
     if previous.phase != status.phase {
         let note = format!("{:?} → {:?}", previous.phase, status.phase);
@@ -368,7 +345,7 @@ async fn refuse_user_tls(
     );
     set_condition(&mut status.conditions, refused);
     if status != previous {
-        write_status(ctx, namespace, &name, &status).await?;
+        write_status::<EtcdCluster, _>(ctx, namespace, &name, &status).await?;
         ctx.event(cluster, EventType::Warning, invalid.reason, invalid.message).await;
     }
     Ok(Action::requeue(Duration::from_secs(30)))
@@ -389,26 +366,6 @@ fn step_reason(step: &Step) -> &'static str {
         Step::Wait { .. } => "Waiting",
         Step::Done => "Converged",
     }
-}
-
-async fn write_status(
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-    status: &EtcdClusterStatus,
-) -> Result<(), Error> {
-    // Server-side apply of the whole status: a field this manager applied before and leaves out
-    // now (no members after a stop, no leader) is removed, which a merge patch cannot say.
-    let api: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), namespace);
-    let patch = serde_json::json!({
-        "apiVersion": EtcdCluster::api_version(&()),
-        "kind": EtcdCluster::kind(&()),
-        "status": status,
-    });
-    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(kube_err(format!("patch status of EtcdCluster {name}")))?;
-    Ok(())
 }
 
 /// Owned objects go with the EtcdCluster (owner references); volumes only if the policy says so.

@@ -9,7 +9,12 @@ pub mod leader;
 pub mod restore;
 pub mod run;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use serde::Serialize;
 
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
@@ -62,4 +67,79 @@ impl Context {
             tracing::warn!(%err, reason, "cannot publish event");
         }
     }
+}
+
+/// Why a reconcile of any of the three kinds failed; the controller retries it (error_policy).
+/// Failures that waiting cannot mend are not errors: each controller reports them in status
+/// (phase Failed, a condition) and stops.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what}: {source}")]
+    Kube { what: String, source: kube::Error },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::Error),
+    #[error(transparent)]
+    Membership(#[from] crate::membership::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("{kind} {name} has no namespace")]
+    NoNamespace { kind: String, name: String },
+    #[error("{kind} {name} has no UID yet, so nothing can be owned by it")]
+    NoOwnerReference { kind: String, name: String },
+}
+
+/// An API error, saying which call failed.
+pub fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Kube { what, source }
+}
+
+/// The namespace of a namespaced object (an object without one cannot be reconciled).
+pub fn namespace_of<K: Resource<DynamicType = ()>>(object: &K) -> Result<String, Error> {
+    object.meta().namespace.clone().ok_or_else(|| Error::NoNamespace {
+        kind: K::kind(&()).into_owned(),
+        name: object.meta().name.clone().unwrap_or_default(),
+    })
+}
+
+/// How long a failed reconcile waits before it is tried again.
+const RETRY_AFTER_ERROR: Duration = Duration::from_secs(10);
+
+/// The error policy of every controller: log what failed, and try again after a pause.
+pub fn error_policy<K: Resource<DynamicType = ()>>(
+    object: Arc<K>,
+    err: &Error,
+    _ctx: Arc<Context>,
+) -> Action {
+    let name = object.meta().name.clone().unwrap_or_default();
+    tracing::warn!(kind = %K::kind(&()), %name, %err, "reconcile failed; trying again");
+    Action::requeue(RETRY_AFTER_ERROR)
+}
+
+/// Writes the whole status of `name` by server-side apply: a field this manager applied before
+/// and leaves out now is removed (a merge patch cannot say that).
+pub async fn write_status<K, S>(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    status: &S,
+) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    S: Serialize,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    let params = PatchParams::apply(crate::names::FIELD_MANAGER).force();
+    api.patch_status(name, &params, &Patch::Apply(&patch))
+        .await
+        .map_err(kube_err(format!("write the status of {} {name}", K::kind(&()))))?;
+    Ok(())
 }

@@ -18,30 +18,17 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
-use super::Context;
+use super::{Context, Error, namespace_of, write_status};
 use crate::backup::Location;
 use crate::names;
 use etcd_crds::conditions::{condition, set_condition};
 
 /// Label on a cluster created by a restore, naming the EtcdRestore.
 pub const RESTORED_BY: &str = "etcd.etcd.io/restored-by";
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{what}: {source}")]
-    Kube { what: String, source: kube::Error },
-    #[error("EtcdRestore has no namespace")]
-    NoNamespace,
-}
-
-fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
-    let what = what.into();
-    move |source| Error::Kube { what, source }
-}
 
 /// Why a restore cannot go on now: the Ready condition's reason and message. A final refusal
 /// (a missing backup, a cluster that exists) becomes phase Failed; a temporary one (the API
@@ -67,13 +54,8 @@ impl Refusal {
 /// How long a restore waits before trying again after a temporary refusal.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 
-pub fn error_policy(restore: Arc<EtcdRestore>, err: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(restore = %restore.name_any(), %err, "reconcile failed");
-    Action::requeue(Duration::from_secs(10))
-}
-
 pub async fn reconcile(restore: Arc<EtcdRestore>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let namespace = restore.namespace().ok_or(Error::NoNamespace)?;
+    let namespace = namespace_of(&*restore)?;
     let previous = restore.status.clone().unwrap_or_default();
     if matches!(previous.phase, Some(RestorePhase::Succeeded | RestorePhase::Failed)) {
         return Ok(Action::await_change());
@@ -110,12 +92,7 @@ pub async fn reconcile(restore: Arc<EtcdRestore>, ctx: Arc<Context>) -> Result<A
         }
     };
     if status != previous {
-        let api: Api<EtcdRestore> = Api::namespaced(ctx.client.clone(), &namespace);
-        let patch = serde_json::json!({"status": status});
-        let name = restore.name_any();
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(kube_err(format!("patch status of EtcdRestore {name}")))?;
+        write_status::<EtcdRestore, _>(&ctx, &namespace, &restore.name_any(), &status).await?;
     }
     Ok(action)
 }

@@ -187,7 +187,7 @@ async fn cluster_controller(client: kube::Client, context: Arc<super::Context>) 
         .owns(kube::Api::<ConfigMap>::all(client.clone()), ours())
         .owns(kube::Api::<Secret>::all(client), ours())
         .shutdown_on_signal()
-        .run(super::cluster::reconcile, super::cluster::error_policy, context)
+        .run(super::cluster::reconcile, super::error_policy, context)
         .for_each(log_failure("reconcile error"))
         .await;
 }
@@ -209,7 +209,7 @@ async fn backup_controller(client: kube::Client, context: Arc<super::Context>) {
         .predicate_filter(predicates::generation, Default::default());
     Controller::for_stream(changes, reader)
         .shutdown_on_signal()
-        .run(super::backup::reconcile, super::backup::error_policy, context)
+        .run(super::backup::reconcile, super::error_policy, context)
         .for_each(log_failure("backup reconcile error"))
         .await;
 }
@@ -233,7 +233,7 @@ async fn restore_controller(client: kube::Client, context: Arc<super::Context>) 
     Controller::new(api, watcher::Config::default())
         .watches(clusters, watcher::Config::default(), restores_of)
         .shutdown_on_signal()
-        .run(super::restore::reconcile, super::restore::error_policy, context)
+        .run(super::restore::reconcile, super::error_policy, context)
         .for_each(log_failure("restore reconcile error"))
         .await;
 }
