@@ -9,6 +9,7 @@ use etcd_crds::{EtcdCluster, ReclaimPolicy};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -61,54 +62,81 @@ where
     Ok(())
 }
 
+/// One reconcile of a live cluster, in three steps: its TLS, its Kubernetes objects, then one
+/// membership step.
 async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     let name = cluster.name_any();
     let namespace = names::namespace(cluster);
     let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
     let current_sts =
         sts_api.get_opt(&name).await.map_err(kube_err(format!("get StatefulSet {name}")))?;
-    let tls = if cluster.spec.security.tls.enabled && cluster.spec.security.tls.auto_tls {
-        let request = etcd_certs::ClusterPkiRequest {
-            cluster: name.clone(),
-            namespace: namespace.clone(),
-            max_members: etcd_crds::MAX_MEMBERS,
-            extra_sans: Vec::new(),
-        };
-        let owner = cluster.controller_owner_ref(&()).ok_or_else(|| Error::NoOwnerReference {
-            kind: EtcdCluster::kind(&()).into_owned(),
-            name: name.clone(),
-        })?;
-        let rollout = TrustRollout {
-            rotate_ca: cluster.annotations().get(etcd_crds::ROTATE_CA_ANNOTATION).cloned(),
-            members: members_trust(current_sts.as_ref()),
-            propagation: time::Duration::try_from(ctx.ca_bundle_propagation)
-                .unwrap_or(time::Duration::MAX),
-        };
-        let now = time::OffsetDateTime::now_utc();
-        let ensured =
-            ensure_cluster_pki(&ctx.client, &namespace, &request, &owner, &rollout, now).await?;
-        if let PkiOutcome::Rotated(what) = &ensured.outcome {
-            ctx.event(cluster, EventType::Normal, "CertificatesRotated", what.clone()).await;
-        }
-        // The operator trusts the whole bundle: during a CA rollover members' certificates may
-        // come from either CA.
-        Some(ClientTls {
-            ca_pem: ensured.trust_bundle,
-            cert_pem: ensured.pki.client.cert_pem,
-            key_pem: ensured.pki.client.key_pem,
-        })
-    } else if cluster.spec.security.tls.enabled {
-        match user_tls(cluster, ctx, &namespace).await? {
-            Ok(tls) => Some(tls),
-            Err(invalid) => return refuse_user_tls(cluster, ctx, &namespace, invalid).await,
-        }
-    } else {
-        None
+    let tls = match ensure_tls(cluster, ctx, &namespace, current_sts.as_ref()).await? {
+        Ok(tls) => tls,
+        Err(invalid) => return refuse_user_tls(cluster, ctx, &namespace, invalid).await,
     };
+    let volumes = apply_objects(cluster, ctx, &namespace, current_sts, tls.as_ref()).await?;
+    membership_step(cluster, ctx, &namespace, tls.as_ref(), volumes).await
+}
 
-    apply_object::<Service>(ctx, &namespace, &objects::headless_service(cluster)).await?;
-    apply_object::<Service>(ctx, &namespace, &objects::client_service(cluster)).await?;
-    apply_object::<PodDisruptionBudget>(ctx, &namespace, &objects::pod_disruption_budget(cluster))
+/// The TLS the operator talks to members with: the cluster's own PKI (created, renewed and
+/// rolled over here), the user's Secrets (or why they cannot be used), or none.
+async fn ensure_tls(
+    cluster: &EtcdCluster,
+    ctx: &Context,
+    namespace: &str,
+    current_sts: Option<&StatefulSet>,
+) -> Result<Result<Option<ClientTls>, etcd_certs::ValidationError>, Error> {
+    let tls = &cluster.spec.security.tls;
+    if !tls.enabled {
+        return Ok(Ok(None));
+    }
+    if !tls.auto_tls {
+        return Ok(user_tls(cluster, ctx, namespace).await?.map(Some));
+    }
+    let name = cluster.name_any();
+    let request = etcd_certs::ClusterPkiRequest {
+        cluster: name.clone(),
+        namespace: namespace.to_owned(),
+        max_members: etcd_crds::MAX_MEMBERS,
+        extra_sans: Vec::new(),
+    };
+    let owner = cluster.controller_owner_ref(&()).ok_or_else(|| Error::NoOwnerReference {
+        kind: EtcdCluster::kind(&()).into_owned(),
+        name: name.clone(),
+    })?;
+    let rollout = TrustRollout {
+        rotate_ca: cluster.annotations().get(etcd_crds::ROTATE_CA_ANNOTATION).cloned(),
+        members: members_trust(current_sts),
+        propagation: time::Duration::try_from(ctx.ca_bundle_propagation)
+            .unwrap_or(time::Duration::MAX),
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let ensured =
+        ensure_cluster_pki(&ctx.client, namespace, &request, &owner, &rollout, now).await?;
+    if let PkiOutcome::Rotated(what) = &ensured.outcome {
+        ctx.event(cluster, EventType::Normal, "CertificatesRotated", what.clone()).await;
+    }
+    // The operator trusts the whole bundle: during a CA rollover members' certificates may
+    // come from either CA.
+    Ok(Ok(Some(ClientTls {
+        ca_pem: ensured.trust_bundle,
+        cert_pem: ensured.pki.client.cert_pem,
+        key_pem: ensured.pki.client.key_pem,
+    })))
+}
+
+/// The cluster's Services, disruption budget and StatefulSet (server-side apply), and its
+/// claims grown to the spec's size; returns the VolumeExpansion condition.
+async fn apply_objects(
+    cluster: &EtcdCluster,
+    ctx: &Context,
+    namespace: &str,
+    current_sts: Option<StatefulSet>,
+    tls: Option<&ClientTls>,
+) -> Result<Option<Condition>, Error> {
+    apply_object::<Service>(ctx, namespace, &objects::headless_service(cluster)).await?;
+    apply_object::<Service>(ctx, namespace, &objects::client_service(cluster)).await?;
+    apply_object::<PodDisruptionBudget>(ctx, namespace, &objects::pod_disruption_budget(cluster))
         .await?;
     let current = current_sts.and_then(|s| s.spec);
     let replicas = current.as_ref().and_then(|s| s.replicas).unwrap_or(0);
@@ -120,9 +148,14 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
             .unwrap_or(0)
     });
     let previous_status = cluster.status.clone().unwrap_or_default();
-    let partition =
-        upgrade::partition(&name, &cluster.spec.version, replicas, &previous_status, partition);
-    let trust = tls.as_ref().map(|tls| bundle_fingerprint(&tls.ca_pem));
+    let partition = upgrade::partition(
+        &cluster.name_any(),
+        &cluster.spec.version,
+        replicas,
+        &previous_status,
+        partition,
+    );
+    let trust = tls.map(|tls| bundle_fingerprint(&tls.ca_pem));
     let mut statefulset =
         objects::statefulset(cluster, replicas, &ctx.operator_image, partition, trust.as_deref());
     if let (Some(current), Some(spec)) = (&current, statefulset.spec.as_mut()) {
@@ -130,9 +163,20 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         // claims themselves (expand_claims), and the StatefulSet keeps the templates it has.
         spec.volume_claim_templates = current.volume_claim_templates.clone();
     }
-    apply_object(ctx, &namespace, &statefulset).await?;
-    let volumes = expand_claims(cluster, ctx, &namespace).await?;
+    apply_object(ctx, namespace, &statefulset).await?;
+    expand_claims(cluster, ctx, namespace).await
+}
 
+/// Observe, plan one membership step, write status (before the step, so that what a restart
+/// from zero needs is recorded first), publish Events, perform the step.
+async fn membership_step(
+    cluster: &EtcdCluster,
+    ctx: &Context,
+    namespace: &str,
+    tls: Option<&ClientTls>,
+    volumes: Option<Condition>,
+) -> Result<Action, Error> {
+    let name = cluster.name_any();
     let port = KubeMembers { client: ctx.client.clone(), cluster: cluster.clone() };
     let target = Target {
         cluster: name.clone(),
@@ -143,7 +187,7 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
         version: Some(cluster.spec.version.clone()),
     };
     let previous = cluster.status.clone().unwrap_or_default();
-    let Plan { step, mut status, voters } = plan(&port, &target, tls.as_ref(), &previous).await?;
+    let Plan { step, mut status, voters } = plan(&port, &target, tls, &previous).await?;
     if cluster.spec.security.tls.enabled && !cluster.spec.security.tls.auto_tls {
         let valid = condition(
             TLS_CONDITION,
@@ -159,7 +203,7 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     }
     status.selector = Some(names::selector_string(&name));
     if status != previous {
-        write_status::<EtcdCluster, _>(ctx, &namespace, &name, &status).await?;
+        write_status::<EtcdCluster, _>(ctx, namespace, &name, &status).await?;
     }
     if previous.phase != status.phase {
         let note = format!("{:?} → {:?}", previous.phase, status.phase);
@@ -168,7 +212,7 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     if !matches!(step, Step::Done | Step::Wait { .. }) {
         ctx.event(cluster, EventType::Normal, step_reason(&step), format!("{step:?}")).await;
     }
-    act(&port, &step, &target, tls.as_ref(), &voters).await?;
+    act(&port, &step, &target, tls, &voters).await?;
     Ok(match step {
         Step::Done => Action::requeue(ctx.health_interval),
         Step::Wait { .. } => Action::requeue(Duration::from_secs(5)),
@@ -212,7 +256,7 @@ async fn expand_claims(
     cluster: &EtcdCluster,
     ctx: &Context,
     namespace: &str,
-) -> Result<Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>, Error> {
+) -> Result<Option<Condition>, Error> {
     if cluster.spec.storage.ephemeral {
         return Ok(None);
     }
