@@ -13,10 +13,15 @@ pub enum LogFormat {
 }
 
 /// Installs the global subscriber; logs go to stderr so that stdout stays for command output
-/// (`etcd-operator crd > crds.yaml`).
+/// (`etcd-operator crd > crds.yaml`), in colour only when stderr is a terminal (a file, a pipe
+/// or a log collector gets plain text).
 pub fn init(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     // A second init (tests) keeps the first subscriber; nothing to report.
     let _ = match format {
         LogFormat::Pretty => builder.compact().try_init(),

@@ -81,6 +81,10 @@ async fn scale_1_3_5_3_1_keeps_every_acknowledged_write() {
     assert!(keys.len() > 100, "the writer made progress");
     assert!(answered > 10, "the probe saw the cluster");
     assert_all_present(&[endpoint], &tls, &keys).await;
+    // Logs written to a file are for people and tools, not a terminal: no colour codes.
+    let log = local.operator_log();
+    assert!(log.contains("INFO"), "the operator logged: {log}");
+    assert!(!log.contains('\u{1b}'), "ANSI escape codes in a log file:\n{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

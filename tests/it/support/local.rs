@@ -91,6 +91,11 @@ impl Local {
         }
     }
 
+    /// What the operator wrote to stderr (a file here, as under a service manager).
+    pub fn operator_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("operator.log")).unwrap_or_default()
+    }
+
     pub fn kill_operator(&mut self) {
         if let Some(mut child) = self.operator.take() {
             let _ = child.kill();
@@ -129,8 +134,7 @@ impl Local {
                 return status;
             }
             if Instant::now() > deadline {
-                let log = std::fs::read_to_string(self.dir.path().join("operator.log"))
-                    .unwrap_or_default();
+                let log = self.operator_log();
                 let tail: Vec<&str> = log.lines().rev().take(30).collect();
                 panic!(
                     "not Running with {size} members in {timeout:?}: {status:#?}\noperator log (newest first):\n{}",
