@@ -210,7 +210,7 @@ async fn membership_step(
         ctx.event(cluster, EventType::Normal, "PhaseChanged", note).await;
     }
     if !matches!(step, Step::Done | Step::Wait { .. }) {
-        ctx.event(cluster, EventType::Normal, step_reason(&step), format!("{step:?}")).await;
+        ctx.event(cluster, EventType::Normal, step_reason(&step), step.to_string()).await;
     }
     act(&port, &step, &target, tls, &voters).await?;
     Ok(match step {

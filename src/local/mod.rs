@@ -193,7 +193,7 @@ async fn reconcile_step(
         *status = next;
     }
     if !matches!(step, Step::Done | Step::Wait { .. }) {
-        tracing::info!(step = step.kind(), detail = ?step, "membership step");
+        tracing::info!(step = step.kind(), "{step}");
     }
     act(members, &step, target, tls, &voters).await?;
     Ok(step)

@@ -115,6 +115,36 @@ impl Step {
     }
 }
 
+/// The step in words, for logs and Events: "adding demo-3 as a learner".
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = |members: &[Wanted]| {
+            members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+        };
+        match self {
+            Step::Bootstrap { members } => {
+                write!(f, "bootstrapping a new cluster of {}", names(members))
+            }
+            Step::Restart { names, .. } => write!(f, "restarting {} on its data", names.join(", ")),
+            Step::AddLearner { member } => write!(f, "adding {} as a learner", member.name),
+            Step::StartLearner { member, .. } => write!(f, "starting learner {}", member.name),
+            Step::Promote { name, .. } => write!(f, "promoting {name} to a voting member"),
+            Step::MoveLeader { from, to } => {
+                write!(f, "moving leadership from {from:x} to {to:x} before it leaves")
+            }
+            Step::Remove { name, .. } => write!(f, "removing {name} from the cluster"),
+            Step::Retire { name } => {
+                write!(f, "stopping {name}, no longer a member, and wiping its data")
+            }
+            Step::StopAll { names } => {
+                write!(f, "stopping every member ({}), keeping their data", names.join(", "))
+            }
+            Step::Wait { reason } => write!(f, "waiting: {reason}"),
+            Step::Done => write!(f, "nothing to do"),
+        }
+    }
+}
+
 /// Votes needed for a majority of `voters`.
 pub fn quorum(voters: usize) -> usize {
     voters / 2 + 1
@@ -406,6 +436,24 @@ mod tests {
         members[1].healthy = false;
         assert!(
             matches!(next_step(&wanted(3), &observed(members, 0)), Step::Restart { names, .. } if names == ["c-1"])
+        );
+    }
+
+    #[test]
+    fn steps_read_as_words() {
+        let member = wanted(4).remove(3);
+        assert_eq!(Step::AddLearner { member }.to_string(), "adding c-3 as a learner");
+        assert_eq!(
+            Step::Promote { id: 103, name: "c-3".into() }.to_string(),
+            "promoting c-3 to a voting member"
+        );
+        assert_eq!(
+            Step::Remove { id: 104, name: "c-4".into() }.to_string(),
+            "removing c-4 from the cluster"
+        );
+        assert_eq!(
+            Step::Bootstrap { members: wanted(3) }.to_string(),
+            "bootstrapping a new cluster of c-0, c-1, c-2"
         );
     }
 
