@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use etcd_crds::conditions::{condition, set_condition};
 use etcd_crds::{BackupPhase, EtcdBackup, EtcdBackupStatus, EtcdCluster};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -30,7 +31,6 @@ use crate::backup::job::Job;
 use crate::backup::schedule::Schedule;
 use crate::etcd::ClientTls;
 use crate::tls::cluster_secrets::cluster_secret_names;
-use etcd_crds::conditions::{condition, set_condition};
 
 /// Why a run could not start or did not succeed; becomes the Ready condition's reason.
 #[derive(Debug)]

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use etcd_crds::conditions::{condition, set_condition};
 use etcd_crds::{EtcdCluster, ReclaimPolicy};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
@@ -28,7 +29,6 @@ use crate::names::{self, FIELD_MANAGER};
 use crate::tls::cluster_secrets::{
     MembersTrust, PkiOutcome, TrustRollout, bundle_fingerprint, ensure_cluster_pki,
 };
-use etcd_crds::conditions::{condition, set_condition};
 
 /// Guards deletion until the operator has cleaned up (volumes under reclaimPolicy Delete).
 pub const FINALIZER: &str = "etcd.etcd.io/cleanup";

@@ -14,10 +14,9 @@ use std::time::Duration;
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use serde::Serialize;
-
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
+use serde::Serialize;
 
 /// Name the operator reports Events and field ownership under.
 pub const CONTROLLER_NAME: &str = "etcd-operator";

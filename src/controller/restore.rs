@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use etcd_crds::conditions::{condition, set_condition};
 use etcd_crds::{
     ClusterPhase, EtcdBackup, EtcdCluster, EtcdClusterSpec, EtcdRestore, EtcdRestoreStatus,
     RestorePhase, RestoreType, SnapshotLocation,
@@ -25,7 +26,6 @@ use kube::runtime::events::EventType;
 use super::{Context, Error, namespace_of, write_status};
 use crate::backup::Location;
 use crate::names;
-use etcd_crds::conditions::{condition, set_condition};
 
 /// Label on a cluster created by a restore, naming the EtcdRestore.
 pub const RESTORED_BY: &str = "etcd.etcd.io/restored-by";
