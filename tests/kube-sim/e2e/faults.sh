@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Faults a production cluster meets, under a writer: a pod deleted, a member's data lost, a
-# node lost (frozen, its pod stuck Terminating), the operator killed mid scale-up, and a stop
+# member's data corrupt, a node lost (frozen, its pod stuck Terminating), the operator killed mid scale-up, and a stop
 # to zero and back with the same cluster ID.
 source "$(dirname "$0")/lib.sh"
 install_operator
@@ -18,6 +18,14 @@ old=$(member_id demo demo-2)
 fault "wipe?claim=default/data-demo-2"
 fault "kill?pod=default/demo-2&container=etcd"
 wait_for "demo-2, whose data was lost, replaced" 240 replaced demo demo-2 "$old" 3
+
+# A member whose data is corrupt crash-loops on it: replaced, its pod deleted so that the claim
+# (held by PVC protection while a pod uses it) and the corrupt data go with it.
+old=$(member_id demo demo-0)
+fault "corrupt?claim=default/data-demo-0"
+# etcd reads garbage and exits at once, or on this restart.
+fault "kill?pod=default/demo-0&container=etcd" 2>/dev/null || true
+wait_for "demo-0, whose data is corrupt, replaced" 240 replaced demo demo-0 "$old" 3
 
 old=$(member_id demo demo-1)
 fault "freeze?pod=default/demo-1"

@@ -6,6 +6,7 @@
 //!   acts on nothing, and after the node monitor grace period (40 s) the node and its pods are
 //!   marked not ready; `unfreeze?pod=NS/NAME` brings it back;
 //! - `wipe?claim=NS/NAME`: the claim's volume loses its data;
+//! - `corrupt?claim=NS/NAME`: every file on the claim's volume is overwritten with garbage;
 //! - `restart-apiserver`: open watches drop and requests fail for 1.5 s;
 //! - `fail?permille=N`: that share of service-account requests fail with 500.
 
@@ -46,7 +47,36 @@ fn signal_pod(pids: &Pids, pod: &str, signal: i32) {
     }
 }
 
+/// Overwrites every file under `dir` with garbage of the same length, as a failing disk would
+/// leave it; returns how many files.
+fn corrupt_files(dir: &std::path::Path) -> Result<usize, String> {
+    let mut count = 0;
+    for entry in std::fs::read_dir(dir).map_err(|e| e.to_string())?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            count += corrupt_files(&path)?;
+        } else if let Ok(meta) = std::fs::metadata(&path) {
+            let garbage = vec![0xA5u8; usize::try_from(meta.len()).unwrap_or(0)];
+            std::fs::write(&path, garbage).map_err(|e| format!("{}: {e}", path.display()))?;
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
 impl Control {
+    /// The directory backing the volume bound to `claim` (NAMESPACE/NAME).
+    fn volume_dir(&self, claim: &str) -> Result<PathBuf, String> {
+        let (ns, name) = claim.split_once('/').ok_or("claim=NAMESPACE/NAME")?;
+        let object = self
+            .server
+            .store
+            .get("/persistentvolumeclaims", ns, name)
+            .ok_or_else(|| format!("claim {claim} not found"))?;
+        let volume = object["spec"]["volumeName"].as_str().ok_or("the claim is not bound")?;
+        Ok(self.state.join("pv").join(volume))
+    }
+
     fn pods_on(&self, node: &str) -> Vec<String> {
         self.server
             .store
@@ -123,15 +153,7 @@ impl Control {
             }
             "wipe" => {
                 let claim = arg("claim")?;
-                let (ns, name) = claim.split_once('/').ok_or("claim=NAMESPACE/NAME")?;
-                let object = self
-                    .server
-                    .store
-                    .get("/persistentvolumeclaims", ns, name)
-                    .ok_or_else(|| format!("claim {claim} not found"))?;
-                let volume =
-                    object["spec"]["volumeName"].as_str().ok_or("the claim is not bound")?;
-                let dir = self.state.join("pv").join(volume);
+                let dir = self.volume_dir(&claim)?;
                 for entry in std::fs::read_dir(&dir).map_err(|e| e.to_string())?.flatten() {
                     let path = entry.path();
                     let _ = if path.is_dir() {
@@ -141,6 +163,11 @@ impl Control {
                     };
                 }
                 Ok(json!({"wiped": claim}))
+            }
+            "corrupt" => {
+                let claim = arg("claim")?;
+                let corrupted = corrupt_files(&self.volume_dir(&claim)?)?;
+                Ok(json!({"corrupted": claim, "files": corrupted}))
             }
             "restart-apiserver" => {
                 self.server.faults.epoch.fetch_add(1, Ordering::SeqCst);
