@@ -65,14 +65,15 @@ fn corrupt_files(dir: &std::path::Path) -> Result<usize, String> {
 }
 
 impl Control {
+    /// The object `NAMESPACE/NAME` of a fault's argument, e.g. `pod=default/demo-1`.
+    fn object(&self, resource: &str, what: &str, key: &str) -> Result<Value, String> {
+        let (ns, name) = key.split_once('/').ok_or_else(|| format!("{what}=NAMESPACE/NAME"))?;
+        self.server.store.get(resource, ns, name).ok_or_else(|| format!("{what} {key} not found"))
+    }
+
     /// The directory backing the volume bound to `claim` (NAMESPACE/NAME).
     fn volume_dir(&self, claim: &str) -> Result<PathBuf, String> {
-        let (ns, name) = claim.split_once('/').ok_or("claim=NAMESPACE/NAME")?;
-        let object = self
-            .server
-            .store
-            .get("/persistentvolumeclaims", ns, name)
-            .ok_or_else(|| format!("claim {claim} not found"))?;
+        let object = self.object("/persistentvolumeclaims", "claim", claim)?;
         let volume = object["spec"]["volumeName"].as_str().ok_or("the claim is not bound")?;
         Ok(self.state.join("pv").join(volume))
     }
@@ -88,12 +89,7 @@ impl Control {
     }
 
     fn node_of(&self, pod: &str) -> Result<String, String> {
-        let (ns, name) = pod.split_once('/').ok_or("pod=NAMESPACE/NAME")?;
-        let object = self
-            .server
-            .store
-            .get("/pods", ns, name)
-            .ok_or_else(|| format!("pod {pod} not found"))?;
+        let object = self.object("/pods", "pod", pod)?;
         object["spec"]["nodeName"]
             .as_str()
             .map(str::to_owned)
