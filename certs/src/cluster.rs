@@ -30,6 +30,36 @@ pub struct ClusterPki {
     pub user_client: CertKeyPair,
 }
 
+/// One certificate of a cluster's PKI; each is kept in a Secret of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PkiPart {
+    Ca,
+    Peer,
+    Server,
+    /// The operator's own client certificate.
+    Client,
+    /// A client certificate for people and applications.
+    UserClient,
+}
+
+impl PkiPart {
+    pub const ALL: [PkiPart; 5] =
+        [Self::Ca, Self::Peer, Self::Server, Self::Client, Self::UserClient];
+    /// Every part but the CA: the certificates the CA signs.
+    pub const LEAVES: [PkiPart; 4] = [Self::Peer, Self::Server, Self::Client, Self::UserClient];
+
+    /// The Secret that holds this part for `cluster`.
+    pub fn secret_name(self, cluster: &str) -> String {
+        match self {
+            Self::Ca => format!("{cluster}-ca"),
+            Self::Peer => format!("{cluster}-peer-tls"),
+            Self::Server => format!("{cluster}-server-tls"),
+            Self::Client => format!("{cluster}-client-tls"),
+            Self::UserClient => format!("{cluster}-user-client-tls"),
+        }
+    }
+}
+
 /// The headless Service that gives members their peer DNS names.
 pub fn peer_service(cluster: &str) -> String {
     cluster.to_owned()
@@ -82,12 +112,41 @@ impl ClusterPkiRequest {
         names
     }
 
+    /// The names `part` must cover exactly; client certificates and the CA carry none.
+    pub fn names_of(&self, part: PkiPart) -> Vec<String> {
+        match part {
+            PkiPart::Peer => self.peer_names(),
+            PkiPart::Server => self.server_names(),
+            PkiPart::Ca | PkiPart::Client | PkiPart::UserClient => Vec::new(),
+        }
+    }
+
     fn ca_name(&self) -> String {
         format!("etcd-ca {}/{}", self.namespace, self.cluster)
     }
 }
 
 impl ClusterPki {
+    pub fn part(&self, part: PkiPart) -> &CertKeyPair {
+        match part {
+            PkiPart::Ca => &self.ca,
+            PkiPart::Peer => &self.peer,
+            PkiPart::Server => &self.server,
+            PkiPart::Client => &self.client,
+            PkiPart::UserClient => &self.user_client,
+        }
+    }
+
+    pub fn set_part(&mut self, part: PkiPart, pair: CertKeyPair) {
+        match part {
+            PkiPart::Ca => self.ca = pair,
+            PkiPart::Peer => self.peer = pair,
+            PkiPart::Server => self.server = pair,
+            PkiPart::Client => self.client = pair,
+            PkiPart::UserClient => self.user_client = pair,
+        }
+    }
+
     /// The files `certs issue` writes and `local` uses, by name.
     pub fn files(&self) -> Vec<(&'static str, String)> {
         vec![

@@ -12,7 +12,9 @@ pub mod secret;
 pub mod validate;
 pub mod webhook;
 
-pub use cluster::{ClusterPki, ClusterPkiRequest, issue_cluster_pki, reissue_cluster_leaves};
+pub use cluster::{
+    ClusterPki, ClusterPkiRequest, PkiPart, issue_cluster_pki, reissue_cluster_leaves,
+};
 pub use issue::{CertKeyPair, Lifetimes};
 pub use renewal::{RenewalReason, needs_renewal};
 pub use validate::{ValidationError, validate_tls_secret};

@@ -6,8 +6,11 @@
 //!
 //! At no point does a certificate in use stop being trusted by the other side.
 
+use std::collections::BTreeMap;
+
 use time::OffsetDateTime;
 
+use crate::cluster::{ClusterPkiRequest, PkiPart};
 use crate::inspect::{certificates, is_signed_by};
 use crate::issue::issue_ca;
 use crate::renewal::needs_renewal;
@@ -101,6 +104,49 @@ pub fn apply(trust: Trust, step: &RolloverStep) -> Trust {
         RolloverStep::RetirePreviousCa => Trust { previous_ca_pem: None, ..trust },
         RolloverStep::Steady | RolloverStep::AwaitBundle | RolloverStep::ReissueLeaves => trust,
     }
+}
+
+/// A leaf as stored: the pair and the CA bundle kept beside it for its consumers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredLeaf {
+    pub pair: CertKeyPair,
+    pub bundle: String,
+}
+
+/// What to do with one leaf's Secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeafAction {
+    Keep,
+    /// The certificate stays, but the bundle beside it is not the one to trust now.
+    Rebundle,
+    /// Issue it again, for the reason given (absent, due, names or signer changed, unreadable).
+    Reissue(String),
+}
+
+/// For each leaf of a cluster, in [`PkiPart::LEAVES`] order: keep it, rewrite it with `bundle`,
+/// or issue it again. `signer` is the CA every leaf must come from, when leaves are moving to
+/// it; `None` while a new CA's bundle is still spreading, so no leaf moves early.
+pub fn leaf_actions(
+    request: &ClusterPkiRequest,
+    stored: &BTreeMap<PkiPart, StoredLeaf>,
+    bundle: &str,
+    signer: Option<&str>,
+    now: OffsetDateTime,
+    lifetimes: &Lifetimes,
+) -> Vec<(PkiPart, LeafAction)> {
+    let action = |part: PkiPart| {
+        let Some(leaf) = stored.get(&part) else {
+            return LeafAction::Reissue("missing".to_owned());
+        };
+        let names = request.names_of(part);
+        match needs_renewal(&leaf.pair.cert_pem, Some(&names), signer, now, lifetimes) {
+            Ok(Some(reason)) => LeafAction::Reissue(reason.to_string()),
+            Err(unreadable) => LeafAction::Reissue(unreadable.to_string()),
+            Ok(None) if leaf.bundle != bundle => LeafAction::Rebundle,
+            Ok(None) => LeafAction::Keep,
+        }
+    };
+    PkiPart::LEAVES.into_iter().map(|part| (part, action(part))).collect()
 }
 
 #[cfg(test)]
@@ -197,5 +243,47 @@ mod tests {
         let step =
             next_step(&trust, &[&peer.cert_pem], false, true, "ca", start, &lifetimes).unwrap();
         assert_eq!(step, RolloverStep::AwaitBundle);
+    }
+
+    #[test]
+    fn leaf_actions_reissue_what_is_absent_or_wrong_and_rebundle_what_is_only_stale() {
+        let lifetimes = Lifetimes::default();
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let request = ClusterPkiRequest {
+            cluster: "demo".into(),
+            namespace: "ns".into(),
+            max_members: 3,
+            extra_sans: Vec::new(),
+        };
+        let old_ca = issue_ca("old", now, &lifetimes).unwrap();
+        let pki = crate::issue_cluster_pki(&request, now).unwrap();
+        let bundle = pki.ca.cert_pem.clone();
+        let mut stored: BTreeMap<PkiPart, StoredLeaf> = [PkiPart::Peer, PkiPart::Server]
+            .into_iter()
+            .map(|part| (part, StoredLeaf { pair: pki.part(part).clone(), bundle: bundle.clone() }))
+            .collect();
+        // The operator's client certificate is from the old CA; the user's is absent.
+        let from_old = leaf(&old_ca, now);
+        stored.insert(PkiPart::Client, StoredLeaf { pair: from_old, bundle: "stale".into() });
+
+        let actions = leaf_actions(&request, &stored, &bundle, None, now, &lifetimes);
+        assert_eq!(actions[0], (PkiPart::Peer, LeafAction::Keep));
+        assert_eq!(actions[1], (PkiPart::Server, LeafAction::Keep));
+        // No signer yet (a new CA's bundle is spreading): a leaf that is otherwise fine stays,
+        // but its names are still checked (this one carries a SAN a client certificate must not).
+        assert!(
+            matches!(&actions[2], (PkiPart::Client, LeafAction::Reissue(why)) if why.contains("names"))
+        );
+        assert_eq!(actions[3], (PkiPart::UserClient, LeafAction::Reissue("missing".into())));
+
+        let signer = Some(pki.ca.cert_pem.as_str());
+        stored.get_mut(&PkiPart::Server).unwrap().bundle = "stale".into();
+        let actions = leaf_actions(&request, &stored, &bundle, signer, now, &lifetimes);
+        assert_eq!(actions[1], (PkiPart::Server, LeafAction::Rebundle));
+        assert_eq!(
+            actions[2],
+            (PkiPart::Client, LeafAction::Reissue("issued by another CA".into()))
+        );
+        assert_eq!(actions.len(), 4);
     }
 }

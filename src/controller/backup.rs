@@ -30,7 +30,6 @@ use crate::backup::encrypt::Key;
 use crate::backup::job::Job;
 use crate::backup::schedule::Schedule;
 use crate::etcd::ClientTls;
-use crate::tls::cluster_secrets::cluster_secret_names;
 
 /// Why a run could not start or did not succeed; becomes the Ready condition's reason.
 #[derive(Debug)]
@@ -272,7 +271,7 @@ async fn client_tls(
     }
     let name = match (&tls.client_secret_ref, tls.auto_tls) {
         (Some(reference), false) => reference.name.clone(),
-        _ => cluster_secret_names(&cluster.name_any())[3].1.clone(),
+        _ => etcd_certs::PkiPart::Client.secret_name(&cluster.name_any()),
     };
     let secret = get_secret(ctx, namespace, &name).await?;
     let (pair, ca_pem) = etcd_certs::secret::decode_tls_secret(&secret)

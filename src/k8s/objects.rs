@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use etcd_certs::PkiPart;
 use etcd_crds::EtcdCluster;
 use k8s_openapi::api::apps::v1::{
     RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
@@ -163,8 +164,8 @@ pub fn statefulset(
     if let Some(fingerprint) = trust {
         pod_annotations.insert(names::TRUST_BUNDLE_ANNOTATION.to_owned(), fingerprint.to_owned());
     }
-    let secret = |part: &str, user: &Option<etcd_crds::SecretReference>| {
-        user.as_ref().map(|s| s.name.clone()).unwrap_or_else(|| format!("{name}-{part}-tls"))
+    let secret = |part: PkiPart, user: &Option<etcd_crds::SecretReference>| {
+        user.as_ref().map(|s| s.name.clone()).unwrap_or_else(|| part.secret_name(&name))
     };
     let mut volumes = vec![
         Volume {
@@ -183,10 +184,13 @@ pub fn statefulset(
     ];
     let mut etcd_mounts = vec![mount("config", CONFIG_DIR, true), mount("data", DATA_MOUNT, false)];
     if tls {
-        volumes.push(secret_volume("peer-tls", secret("peer", &spec.security.tls.peer_secret_ref)));
+        volumes.push(secret_volume(
+            "peer-tls",
+            secret(PkiPart::Peer, &spec.security.tls.peer_secret_ref),
+        ));
         volumes.push(secret_volume(
             "server-tls",
-            secret("server", &spec.security.tls.server_secret_ref),
+            secret(PkiPart::Server, &spec.security.tls.server_secret_ref),
         ));
         etcd_mounts.push(mount("peer-tls", PEER_TLS_DIR, true));
         etcd_mounts.push(mount("server-tls", SERVER_TLS_DIR, true));

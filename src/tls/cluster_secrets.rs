@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use etcd_certs::rollover::{self, RolloverStep, Trust};
+use etcd_certs::rollover::{self, LeafAction, RolloverStep, StoredLeaf, Trust};
 use etcd_certs::secret::{CA_CERT, TLS_CERT, TLS_KEY, TLS_SECRET_TYPE, pem_field, tls_secret_data};
-use etcd_certs::{CertKeyPair, ClusterPki, ClusterPkiRequest, Lifetimes};
+use etcd_certs::{CertKeyPair, ClusterPki, ClusterPkiRequest, Lifetimes, PkiPart};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -17,36 +17,6 @@ use super::Error;
 use super::bundle::{PREVIOUS_CA, annotation};
 use super::bundle::{bundle_settled, bundle_stamp};
 use super::{is_conflict, kube_err};
-
-/// Names of a cluster's PKI Secrets.
-pub fn cluster_secret_names(cluster: &str) -> [(PkiPart, String); 5] {
-    [
-        (PkiPart::Ca, format!("{cluster}-ca")),
-        (PkiPart::Peer, format!("{cluster}-peer-tls")),
-        (PkiPart::Server, format!("{cluster}-server-tls")),
-        (PkiPart::Client, format!("{cluster}-client-tls")),
-        (PkiPart::UserClient, format!("{cluster}-user-client-tls")),
-    ]
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PkiPart {
-    Ca,
-    Peer,
-    Server,
-    Client,
-    UserClient,
-}
-
-fn part_of(pki: &ClusterPki, part: PkiPart) -> &CertKeyPair {
-    match part {
-        PkiPart::Ca => &pki.ca,
-        PkiPart::Peer => &pki.peer,
-        PkiPart::Server => &pki.server,
-        PkiPart::Client => &pki.client,
-        PkiPart::UserClient => &pki.user_client,
-    }
-}
 
 /// A cluster's PKI as it stands after [`ensure_cluster_pki`].
 #[derive(Clone, Debug)]
@@ -110,35 +80,30 @@ pub async fn ensure_cluster_pki(
     now: OffsetDateTime,
 ) -> Result<EnsuredPki, Error> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let names = cluster_secret_names(&request.cluster);
     let mut existing = BTreeMap::new();
-    for (part, name) in &names {
+    for part in PkiPart::ALL {
+        let name = part.secret_name(&request.cluster);
         if let Some(secret) =
-            api.get_opt(name).await.map_err(kube_err(format!("get Secret {name}")))?
+            api.get_opt(&name).await.map_err(kube_err(format!("get Secret {name}")))?
         {
-            existing.insert(name.clone(), (*part, secret));
+            existing.insert(part, secret);
         }
     }
-    let ca_name = &names[0].1;
-    let Some((_, ca_secret)) = existing.get(ca_name) else {
+    let ca_name = &PkiPart::Ca.secret_name(&request.cluster);
+    let Some(ca_secret) = existing.get(&PkiPart::Ca) else {
         let pki = etcd_certs::issue_cluster_pki(request, now)?;
-        for (part, name) in &names {
-            let mut secret = cluster_secret(
-                name,
-                namespace,
-                part_of(&pki, *part),
-                &pki.ca.cert_pem,
-                owner,
-                None,
-            );
+        for part in PkiPart::ALL {
+            let name = part.secret_name(&request.cluster);
+            let mut secret =
+                cluster_secret(&name, namespace, pki.part(part), &pki.ca.cert_pem, owner, None);
             match api.create(&PostParams::default(), &secret).await {
                 Ok(_) => {}
                 // A Secret left from an interrupted earlier attempt: replaced below on the next pass.
                 Err(err) if is_conflict(&err) => {
                     let current =
-                        api.get(name).await.map_err(kube_err(format!("get Secret {name}")))?;
+                        api.get(&name).await.map_err(kube_err(format!("get Secret {name}")))?;
                     secret.metadata.resource_version = current.metadata.resource_version;
-                    api.replace(name, &PostParams::default(), &secret)
+                    api.replace(&name, &PostParams::default(), &secret)
                         .await
                         .map_err(kube_err(format!("replace Secret {name}")))?;
                 }
@@ -156,18 +121,17 @@ pub async fn ensure_cluster_pki(
         },
         previous_ca_pem: pem_field(ca_secret, PREVIOUS_CA).ok(),
     };
-    let stored_leaf = |name: &str| {
-        let secret = &existing.get(name)?.1;
-        Some((
-            CertKeyPair {
+    let stored: BTreeMap<PkiPart, StoredLeaf> = PkiPart::LEAVES
+        .into_iter()
+        .filter_map(|part| {
+            let secret = existing.get(&part)?;
+            let pair = CertKeyPair {
                 cert_pem: pem_field(secret, TLS_CERT).ok()?,
                 key_pem: pem_field(secret, TLS_KEY).ok()?,
-            },
-            pem_field(secret, CA_CERT).ok()?,
-        ))
-    };
-    let leaves: Vec<(CertKeyPair, String)> =
-        names.iter().skip(1).filter_map(|(_, name)| stored_leaf(name)).collect();
+            };
+            Some((part, StoredLeaf { pair, bundle: pem_field(secret, CA_CERT).ok()? }))
+        })
+        .collect();
     let members_trust = match &rollout.members {
         MembersTrust::NoMembers => true,
         MembersTrust::StartedWith(fingerprint) => {
@@ -175,13 +139,13 @@ pub async fn ensure_cluster_pki(
         }
         MembersTrust::Restarting => false,
     };
-    let distributed = leaves.len() == names.len() - 1
-        && leaves.iter().all(|(_, bundle)| *bundle == trust.bundle())
+    let distributed = stored.len() == PkiPart::LEAVES.len()
+        && stored.values().all(|leaf| leaf.bundle == trust.bundle())
         && members_trust
         && bundle_settled(ca_secret, now, rollout.propagation);
     let handled = annotation(ca_secret, etcd_crds::ROTATE_CA_ANNOTATION);
     let requested = rollout.rotate_ca.as_deref().filter(|token| handled != Some(*token));
-    let leaf_pems: Vec<&str> = leaves.iter().map(|(pair, _)| pair.cert_pem.as_str()).collect();
+    let leaf_pems: Vec<&str> = stored.values().map(|leaf| leaf.pair.cert_pem.as_str()).collect();
     let step = rollover::next_step(
         &trust,
         &leaf_pems,
@@ -219,40 +183,28 @@ pub async fn ensure_cluster_pki(
         .then_some(trust.current.cert_pem.as_str());
     let fresh =
         etcd_certs::reissue_cluster_leaves(request, trust.current.clone(), now, &lifetimes)?;
-    let wanted = |part| match part {
-        PkiPart::Peer => Some(request.peer_names()),
-        PkiPart::Server => Some(request.server_names()),
-        _ => Some(Vec::new()),
-    };
     let mut pki = fresh.clone();
-    for (part, name) in names.iter().skip(1) {
-        let current = existing.get(name).map(|(_, s)| s);
-        let stored = stored_leaf(name);
-        let reason = match &stored {
-            None => Some("missing".to_owned()),
-            Some((pair, _)) => etcd_certs::needs_renewal(
-                &pair.cert_pem,
-                wanted(*part).as_deref(),
-                signer_check,
-                now,
-                &lifetimes,
-            )
-            .map(|r| r.map(|r| r.to_string()))
-            .unwrap_or_else(|err| Some(err.to_string())),
-        };
-        let (pair, why) = match (stored, reason) {
-            (Some((pair, stored_bundle)), None) => {
-                set_part(&mut pki, *part, pair.clone());
-                if stored_bundle == bundle {
-                    continue;
-                }
-                (pair, "the trusted CA bundle changed".to_owned())
+    let actions = rollover::leaf_actions(request, &stored, &bundle, signer_check, now, &lifetimes);
+    for (part, action) in actions {
+        let name = part.secret_name(&request.cluster);
+        let (pair, why) = match (action, stored.get(&part)) {
+            (LeafAction::Keep, Some(leaf)) => {
+                pki.set_part(part, leaf.pair.clone());
+                continue;
             }
-            (_, reason) => (part_of(&fresh, *part).clone(), reason.unwrap_or_default()),
+            (LeafAction::Rebundle, Some(leaf)) => {
+                pki.set_part(part, leaf.pair.clone());
+                (leaf.pair.clone(), "the trusted CA bundle changed".to_owned())
+            }
+            (LeafAction::Reissue(why), _) => (fresh.part(part).clone(), why),
+            (LeafAction::Keep | LeafAction::Rebundle, None) => {
+                (fresh.part(part).clone(), "missing".to_owned())
+            }
         };
+        let current = existing.get(&part);
         tracing::info!(secret = %name, reason = %why, "updating a cluster certificate Secret");
         let secret = cluster_secret(
-            name,
+            &name,
             namespace,
             &pair,
             &bundle,
@@ -260,7 +212,7 @@ pub async fn ensure_cluster_pki(
             current.and_then(|s| s.metadata.resource_version.clone()),
         );
         if current.is_some() {
-            api.replace(name, &PostParams::default(), &secret)
+            api.replace(&name, &PostParams::default(), &secret)
                 .await
                 .map_err(kube_err(format!("replace Secret {name}")))?;
         } else {
@@ -316,16 +268,6 @@ fn ca_secret_with(
     }
     secret.metadata.annotations = Some(annotations);
     secret
-}
-
-fn set_part(pki: &mut ClusterPki, part: PkiPart, pair: CertKeyPair) {
-    match part {
-        PkiPart::Ca => pki.ca = pair,
-        PkiPart::Peer => pki.peer = pair,
-        PkiPart::Server => pki.server = pair,
-        PkiPart::Client => pki.client = pair,
-        PkiPart::UserClient => pki.user_client = pair,
-    }
 }
 
 fn cluster_secret(
