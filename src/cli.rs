@@ -1,4 +1,4 @@
-//! The command line: one binary, several roles (DESIGN.md, "The command line").
+//! The command line: one binary, several roles (the README's "Command line" lists them).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -24,19 +24,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::{Context, Error, namespace_of};
+use super::{Context, Error, Problem, RETRY_AFTER_PROBLEM, namespace_of};
 use crate::backup::Location;
 use crate::backup::encrypt::Key;
 use crate::backup::job::Job;
 use crate::backup::schedule::Schedule;
 use crate::etcd::ClientTls;
-
-/// Why a run could not start or did not succeed; becomes the Ready condition's reason.
-#[derive(Debug)]
-struct Failure {
-    reason: &'static str,
-    message: String,
-}
 
 pub async fn reconcile(backup: Arc<EtcdBackup>, ctx: Arc<Context>) -> Result<Action, Error> {
     reconcile_at(&backup, &ctx, Timestamp::now()).await
@@ -56,9 +49,9 @@ pub async fn reconcile_at(
 
     let (due, action) = match when(backup, &previous, now) {
         Ok(when) => when,
-        Err(failure) => {
+        Err(problem) => {
             status.phase = Some(BackupPhase::Failed);
-            record_failure(&mut status, &failure, backup.metadata.generation);
+            set_condition(&mut status.conditions, problem.condition(backup.metadata.generation));
             write_status(ctx, &namespace, &name, &previous, &status).await?;
             return Ok(Action::await_change());
         }
@@ -77,11 +70,12 @@ pub async fn reconcile_at(
 
     let started = std::time::Instant::now();
     let outcome = match job(backup, ctx, &namespace).await {
-        Ok(job) => job.run(due).await.map_err(|err| Failure {
-            reason: "BackupFailed",
-            message: crate::telemetry::chain(&err),
-        }),
-        Err(failure) => Err(failure),
+        // A failed run counts as one, whatever the cause: the next is tried with backoff.
+        Ok(job) => job
+            .run(due)
+            .await
+            .map_err(|err| Problem::lasting("BackupFailed", crate::telemetry::chain(&err))),
+        Err(problem) => Err(problem),
     };
     let labels = BackupLabels { namespace: namespace.clone(), name: name.clone() };
     match outcome {
@@ -119,13 +113,21 @@ pub async fn reconcile_at(
                 None => Action::await_change(),
             })
         }
-        Err(failure) => {
+        // No run happened (the API server or the cluster is not there yet): the phase and the
+        // failure count stay, and the run is tried again soon.
+        Err(problem) if problem.temporary => {
+            tracing::warn!(backup = %name, reason = problem.reason, message = %problem.message, "backup waits; trying again");
+            set_condition(&mut status.conditions, problem.condition(backup.metadata.generation));
+            write_status(ctx, &namespace, &name, &previous, &status).await?;
+            Ok(Action::requeue(RETRY_AFTER_PROBLEM))
+        }
+        Err(problem) => {
             ctx.backups.runs.get_or_create(&RunLabels::new(&labels, "failed")).inc();
             status.consecutive_failures = status.consecutive_failures.saturating_add(1);
             status.phase = Some(BackupPhase::Failed);
-            record_failure(&mut status, &failure, backup.metadata.generation);
+            set_condition(&mut status.conditions, problem.condition(backup.metadata.generation));
             write_status(ctx, &namespace, &name, &previous, &status).await?;
-            ctx.event(backup, EventType::Warning, failure.reason, failure.message.clone()).await;
+            ctx.event(backup, EventType::Warning, problem.reason, problem.message).await;
             Ok(Action::requeue(retry_delay(status.consecutive_failures)))
         }
     }
@@ -136,7 +138,7 @@ fn when(
     backup: &EtcdBackup,
     status: &EtcdBackupStatus,
     now: Timestamp,
-) -> Result<(Option<Timestamp>, Action), Failure> {
+) -> Result<(Option<Timestamp>, Action), Problem> {
     if backup.spec.suspend {
         return Ok((None, Action::await_change()));
     }
@@ -146,7 +148,7 @@ fn when(
         return Ok((due, Action::await_change()));
     };
     let schedule = Schedule::parse(expression, backup.spec.time_zone.as_deref())
-        .map_err(|err| Failure { reason: "InvalidSchedule", message: err.to_string() })?;
+        .map_err(|err| Problem::lasting("InvalidSchedule", err.to_string()))?;
     let after = status
         .last_schedule_time
         .as_ref()
@@ -177,45 +179,40 @@ fn retry_delay(failures: i32) -> Duration {
     Duration::from_secs(10 * 2u64.pow(exponent)).min(Duration::from_secs(600))
 }
 
-fn record_failure(status: &mut EtcdBackupStatus, failure: &Failure, generation: Option<i64>) {
-    let ready = condition("Ready", false, failure.reason, failure.message.clone(), generation);
-    set_condition(&mut status.conditions, ready);
-}
-
 /// Everything a run needs: the cluster's endpoints and client certificate, the destination with
 /// its credentials. One prefix per EtcdBackup (`PREFIX/NAMESPACE/NAME/`), so retention never
 /// touches another backup's objects.
 /// A volume destination is a directory of the operator's own pod, whose root filesystem is
 /// read-only: it works only where a volume is mounted at that path.
-fn writable_dir(path: &str) -> Result<(), Failure> {
+fn writable_dir(path: &str) -> Result<(), Problem> {
     let probe = std::fs::create_dir_all(path).and_then(|()| tempfile::tempfile_in(path));
-    probe.map(drop).map_err(|err| Failure {
-        reason: "VolumeNotWritable",
-        message: format!(
+    probe.map(drop).map_err(|err| Problem::lasting(
+        "VolumeNotWritable",
+        format!(
             "spec.destination.volume.path {path} is not a writable directory in the operator's pod ({err}): mount a volume there (a PersistentVolumeClaim in the etcd-operator Deployment) or back up to s3, gcs or azure"
         ),
-    })
+    ))
 }
 
-async fn job(backup: &EtcdBackup, ctx: &Context, namespace: &str) -> Result<Job, Failure> {
+async fn job(backup: &EtcdBackup, ctx: &Context, namespace: &str) -> Result<Job, Problem> {
     let spec = &backup.spec;
     let clusters: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), namespace);
-    let cluster = clusters.get_opt(&spec.cluster_ref.name).await.map_err(|err| Failure {
-        reason: "ClusterUnavailable",
-        message: format!("cannot read EtcdCluster {}: {err}", spec.cluster_ref.name),
+    let cluster = clusters.get_opt(&spec.cluster_ref.name).await.map_err(|err| {
+        let what = format!("cannot read EtcdCluster {}", spec.cluster_ref.name);
+        Problem::api("ClusterUnavailable", what, err)
     })?;
     let Some(cluster) = cluster else {
-        return Err(Failure {
-            reason: "ClusterNotFound",
-            message: format!("EtcdCluster {} does not exist in {namespace}", spec.cluster_ref.name),
-        });
+        return Err(Problem::lasting(
+            "ClusterNotFound",
+            format!("EtcdCluster {} does not exist in {namespace}", spec.cluster_ref.name),
+        ));
     };
     let endpoints = cluster.status.as_ref().map(|s| s.client_endpoints.clone()).unwrap_or_default();
     if endpoints.is_empty() {
-        return Err(Failure {
-            reason: "ClusterNotReady",
-            message: format!("EtcdCluster {} has no client endpoints yet", spec.cluster_ref.name),
-        });
+        return Err(Problem::temporary(
+            "ClusterNotReady",
+            format!("EtcdCluster {} has no client endpoints yet", spec.cluster_ref.name),
+        ));
     }
     let tls = client_tls(ctx, namespace, &cluster).await?;
     let credentials = match &spec.credentials_secret_ref {
@@ -226,7 +223,7 @@ async fn job(backup: &EtcdBackup, ctx: &Context, namespace: &str) -> Result<Job,
         writable_dir(&volume.path)?;
     }
     let prefix = Location::for_destination(&spec.destination, &credentials)
-        .map_err(|err| Failure { reason: "InvalidDestination", message: err.to_string() })?
+        .map_err(|err| Problem::lasting("InvalidDestination", err.to_string()))?
         .child(&format!("{namespace}/{}", backup.name_any()));
     let key = match &spec.encryption {
         Some(encryption) => {
@@ -234,16 +231,16 @@ async fn job(backup: &EtcdBackup, ctx: &Context, namespace: &str) -> Result<Job,
             let secret = get_secret(ctx, namespace, &reference.name).await?;
             let value = secret.data.and_then(|mut data| data.remove(&reference.key));
             let Some(ByteString(bytes)) = value else {
-                return Err(Failure {
-                    reason: "EncryptionKeyMissing",
-                    message: format!("Secret {} has no key {}", reference.name, reference.key),
-                });
+                return Err(Problem::lasting(
+                    "EncryptionKeyMissing",
+                    format!("Secret {} has no key {}", reference.name, reference.key),
+                ));
             };
             let origin = format!("Secret {} key {}", reference.name, reference.key);
-            Some(Key::parse(&bytes, &origin).map_err(|err| Failure {
-                reason: "EncryptionKeyInvalid",
-                message: err.to_string(),
-            })?)
+            Some(
+                Key::parse(&bytes, &origin)
+                    .map_err(|err| Problem::lasting("EncryptionKeyInvalid", err.to_string()))?,
+            )
         }
         None => None,
     };
@@ -264,7 +261,7 @@ async fn client_tls(
     ctx: &Context,
     namespace: &str,
     cluster: &EtcdCluster,
-) -> Result<Option<ClientTls>, Failure> {
+) -> Result<Option<ClientTls>, Problem> {
     let tls = &cluster.spec.security.tls;
     if !tls.enabled {
         return Ok(None);
@@ -275,22 +272,21 @@ async fn client_tls(
     };
     let secret = get_secret(ctx, namespace, &name).await?;
     let (pair, ca_pem) = etcd_certs::secret::decode_tls_secret(&secret)
-        .map_err(|err| Failure { reason: "ClientSecretInvalid", message: err.to_string() })?;
+        .map_err(|err| Problem::lasting("ClientSecretInvalid", err.to_string()))?;
     Ok(Some(ClientTls { ca_pem, cert_pem: pair.cert_pem, key_pem: pair.key_pem }))
 }
 
-async fn get_secret(ctx: &Context, namespace: &str, name: &str) -> Result<Secret, Failure> {
+async fn get_secret(ctx: &Context, namespace: &str, name: &str) -> Result<Secret, Problem> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     match api.get_opt(name).await {
         Ok(Some(secret)) => Ok(secret),
-        Ok(None) => Err(Failure {
-            reason: "SecretNotFound",
-            message: format!("Secret {name} does not exist in {namespace}"),
-        }),
-        Err(err) => Err(Failure {
-            reason: "SecretUnavailable",
-            message: format!("cannot read Secret {name}: {err}"),
-        }),
+        Ok(None) => Err(Problem::lasting(
+            "SecretNotFound",
+            format!("Secret {name} does not exist in {namespace}"),
+        )),
+        Err(err) => {
+            Err(Problem::api("SecretUnavailable", format!("cannot read Secret {name}"), err))
+        }
     }
 }
 
@@ -299,12 +295,11 @@ async fn secret_strings(
     ctx: &Context,
     namespace: &str,
     name: &str,
-) -> Result<BTreeMap<String, String>, Failure> {
+) -> Result<BTreeMap<String, String>, Problem> {
     let secret = get_secret(ctx, namespace, name).await?;
     let decode = |(key, ByteString(bytes)): (String, ByteString)| {
-        String::from_utf8(bytes).map(|value| (key.clone(), value)).map_err(|_| Failure {
-            reason: "SecretInvalid",
-            message: format!("Secret {name} key {key} is not UTF-8 text"),
+        String::from_utf8(bytes).map(|value| (key.clone(), value)).map_err(|_| {
+            Problem::lasting("SecretInvalid", format!("Secret {name} key {key} is not UTF-8 text"))
         })
     };
     secret.data.unwrap_or_default().into_iter().map(decode).collect()

@@ -12,6 +12,7 @@ pub mod run;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -85,6 +86,48 @@ pub enum Error {
     NoNamespace { kind: String, name: String },
     #[error("{kind} {name} has no UID yet, so nothing can be owned by it")]
     NoOwnerReference { kind: String, name: String },
+}
+
+/// Why a backup or restore cannot go on now, as its Ready condition's reason and message. A
+/// final problem (a missing backup, an invalid schedule) is reported in status and waits for a
+/// change; a temporary one (the API server unavailable) leaves the phase as it is and the step
+/// is tried again after [`RETRY_AFTER_PROBLEM`].
+#[derive(Debug)]
+pub struct Problem {
+    pub reason: &'static str,
+    pub message: String,
+    pub temporary: bool,
+}
+
+/// How long a temporary problem waits before the step is tried again.
+pub const RETRY_AFTER_PROBLEM: Duration = Duration::from_secs(10);
+
+impl Problem {
+    /// A problem that waiting will not mend.
+    pub fn lasting(reason: &'static str, message: String) -> Self {
+        Self { reason, message, temporary: false }
+    }
+
+    /// A problem that waiting may mend, such as a cluster not ready yet.
+    pub fn temporary(reason: &'static str, message: String) -> Self {
+        Self { reason, message, temporary: true }
+    }
+
+    /// A failed API call: temporary when waiting may mend it (see [`crate::retry::transient`]).
+    pub fn api(reason: &'static str, what: String, err: kube::Error) -> Self {
+        let temporary = crate::retry::transient(&err);
+        Self { reason, message: format!("{what}: {err}"), temporary }
+    }
+
+    /// The Ready=False condition that reports it.
+    pub fn condition(&self, generation: Option<i64>) -> Condition {
+        let message = if self.temporary {
+            format!("{} (trying again)", self.message)
+        } else {
+            self.message.clone()
+        };
+        etcd_crds::conditions::condition("Ready", false, self.reason, message, generation)
+    }
 }
 
 /// An API error, saying which call failed.

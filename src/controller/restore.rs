@@ -23,36 +23,12 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
-use super::{Context, Error, namespace_of, write_status};
+use super::{Context, Error, Problem, RETRY_AFTER_PROBLEM, namespace_of, write_status};
 use crate::backup::Location;
 use crate::names;
 
 /// Label on a cluster created by a restore, naming the EtcdRestore.
 pub const RESTORED_BY: &str = "etcd.etcd.io/restored-by";
-
-/// Why a restore cannot go on now: the Ready condition's reason and message. A final refusal
-/// (a missing backup, a cluster that exists) becomes phase Failed; a temporary one (the API
-/// server unavailable) leaves the phase as it is and the step is tried again.
-struct Refusal {
-    reason: &'static str,
-    message: String,
-    temporary: bool,
-}
-
-impl Refusal {
-    fn new(reason: &'static str, message: String) -> Self {
-        Self { reason, message, temporary: false }
-    }
-
-    /// A failed API call: temporary when waiting may mend it (see [`crate::retry::transient`]).
-    fn api(reason: &'static str, what: String, err: kube::Error) -> Self {
-        let temporary = crate::retry::transient(&err);
-        Self { reason, message: format!("{what}: {err}"), temporary }
-    }
-}
-
-/// How long a restore waits before trying again after a temporary refusal.
-const RETRY_AFTER: Duration = Duration::from_secs(10);
 
 pub async fn reconcile(restore: Arc<EtcdRestore>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = namespace_of(&*restore)?;
@@ -65,29 +41,15 @@ pub async fn reconcile(restore: Arc<EtcdRestore>, ctx: Arc<Context>) -> Result<A
     let result = step(&restore, &ctx, &namespace, &mut status).await;
     let action = match result {
         Ok(action) => action,
-        Err(refusal) if refusal.temporary => {
-            tracing::warn!(restore = %restore.name_any(), reason = refusal.reason, message = %refusal.message, "restore waits; trying again");
-            let waiting = condition(
-                "Ready",
-                false,
-                refusal.reason,
-                format!("{} (trying again)", refusal.message),
-                restore.metadata.generation,
-            );
-            set_condition(&mut status.conditions, waiting);
-            Action::requeue(RETRY_AFTER)
+        Err(problem) if problem.temporary => {
+            tracing::warn!(restore = %restore.name_any(), reason = problem.reason, message = %problem.message, "restore waits; trying again");
+            set_condition(&mut status.conditions, problem.condition(restore.metadata.generation));
+            Action::requeue(RETRY_AFTER_PROBLEM)
         }
-        Err(refusal) => {
+        Err(problem) => {
             status.phase = Some(RestorePhase::Failed);
-            let failed = condition(
-                "Ready",
-                false,
-                refusal.reason,
-                refusal.message.clone(),
-                restore.metadata.generation,
-            );
-            set_condition(&mut status.conditions, failed);
-            ctx.event(&*restore, EventType::Warning, refusal.reason, refusal.message).await;
+            set_condition(&mut status.conditions, problem.condition(restore.metadata.generation));
+            ctx.event(&*restore, EventType::Warning, problem.reason, problem.message).await;
             Action::await_change()
         }
     };
@@ -103,11 +65,11 @@ async fn step(
     ctx: &Context,
     namespace: &str,
     status: &mut EtcdRestoreStatus,
-) -> Result<Action, Refusal> {
+) -> Result<Action, Problem> {
     let spec = &restore.spec;
     let clusters: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), namespace);
     let existing = clusters.get_opt(&spec.cluster_name).await.map_err(|err| {
-        Refusal::api(
+        Problem::api(
             "ClusterUnavailable",
             format!("cannot read EtcdCluster {}", spec.cluster_name),
             err,
@@ -122,7 +84,7 @@ async fn step(
     let source = resolve_source(restore, ctx, namespace, status).await?;
     let cluster_spec = match (spec.restore_type, existing) {
         (RestoreType::New, Some(_)) => {
-            return Err(Refusal::new(
+            return Err(Problem::lasting(
                 "ClusterExists",
                 format!(
                     "EtcdCluster {} already exists; a restore of type New creates a cluster (use type Replace to replace it)",
@@ -134,7 +96,7 @@ async fn step(
             Some(cluster_spec) => cluster_spec,
             // Every field has a serde default: the defaults the CRD schema declares.
             None => serde_json::from_value(serde_json::json!({}))
-                .map_err(|err| Refusal::new("InvalidSpec", err.to_string()))?,
+                .map_err(|err| Problem::lasting("InvalidSpec", err.to_string()))?,
         },
         (RestoreType::Replace, Some(old)) => {
             // Keep the spec before anything is deleted: the restore needs it to bring the
@@ -180,7 +142,7 @@ async fn step(
                 saved
             }
             None => {
-                return Err(Refusal::new(
+                return Err(Problem::lasting(
                     "ClusterNotFound",
                     format!(
                         "EtcdCluster {} does not exist: nothing to replace (use type New)",
@@ -201,7 +163,7 @@ async fn step(
         status: None,
     };
     clusters.create(&PostParams::default(), &cluster).await.map_err(|err| {
-        Refusal::api(
+        Problem::api(
             "CreateFailed",
             format!("cannot create EtcdCluster {}", spec.cluster_name),
             err,
@@ -260,23 +222,23 @@ async fn resolve_source(
     ctx: &Context,
     namespace: &str,
     status: &mut EtcdRestoreStatus,
-) -> Result<SnapshotLocation, Refusal> {
+) -> Result<SnapshotLocation, Problem> {
     let source = &restore.spec.source;
     if let Some(location) = &source.location {
         return Ok(location.clone());
     }
     let Some(reference) = &source.backup_ref else {
-        return Err(Refusal::new(
+        return Err(Problem::lasting(
             "NoSource",
             "spec.source names neither a backup nor a location".into(),
         ));
     };
     let backups: Api<EtcdBackup> = Api::namespaced(ctx.client.clone(), namespace);
     let backup = backups.get_opt(&reference.name).await.map_err(|err| {
-        Refusal::api("BackupUnavailable", format!("cannot read EtcdBackup {}", reference.name), err)
+        Problem::api("BackupUnavailable", format!("cannot read EtcdBackup {}", reference.name), err)
     })?;
     let Some(backup) = backup else {
-        return Err(Refusal::new(
+        return Err(Problem::lasting(
             "BackupNotFound",
             format!("EtcdBackup {} does not exist in {namespace}", reference.name),
         ));
@@ -287,7 +249,7 @@ async fn resolve_source(
         None => records.into_iter().next(),
     };
     let Some(record) = record else {
-        return Err(Refusal::new(
+        return Err(Problem::lasting(
             "NoBackupRecord",
             format!(
                 "EtcdBackup {} has no stored backup {}",
@@ -297,10 +259,10 @@ async fn resolve_source(
         ));
     };
     let root = Location::for_destination(&backup.spec.destination, &Default::default())
-        .map_err(|err| Refusal::new("InvalidDestination", err.to_string()))?;
+        .map_err(|err| Problem::lasting("InvalidDestination", err.to_string()))?;
     let key = record.location.strip_prefix(&root.url).map(|k| k.trim_start_matches('/').to_owned());
     let Some(key) = key else {
-        return Err(Refusal::new(
+        return Err(Problem::lasting(
             "InvalidDestination",
             format!(
                 "record {} is not under the backup's destination {}",
@@ -326,22 +288,22 @@ fn describe(location: &SnapshotLocation) -> String {
         .unwrap_or_else(|_| format!("{:?}", location.destination.backends()))
 }
 
-async fn delete_cluster(clusters: &Api<EtcdCluster>, name: &str) -> Result<(), Refusal> {
+async fn delete_cluster(clusters: &Api<EtcdCluster>, name: &str) -> Result<(), Problem> {
     match clusters.delete(name, &DeleteParams::foreground()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(err) => {
-            Err(Refusal::api("DeleteFailed", format!("cannot delete EtcdCluster {name}"), err))
+            Err(Problem::api("DeleteFailed", format!("cannot delete EtcdCluster {name}"), err))
         }
     }
 }
 
 /// Deletes the volumes of a cluster that is gone; true while some remain.
-async fn delete_volumes(ctx: &Context, namespace: &str, cluster: &str) -> Result<bool, Refusal> {
+async fn delete_volumes(ctx: &Context, namespace: &str, cluster: &str) -> Result<bool, Problem> {
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
     let selector = names::selector_string(cluster);
     let claims = api.list(&ListParams::default().labels(&selector)).await.map_err(|err| {
-        Refusal::api("VolumesUnavailable", format!("cannot list the volumes of {cluster}"), err)
+        Problem::api("VolumesUnavailable", format!("cannot list the volumes of {cluster}"), err)
     })?;
     if claims.items.is_empty() {
         return Ok(false);
@@ -352,7 +314,7 @@ async fn delete_volumes(ctx: &Context, namespace: &str, cluster: &str) -> Result
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(err) => {
-                return Err(Refusal::api(
+                return Err(Problem::api(
                     "DeleteFailed",
                     format!("cannot delete PersistentVolumeClaim {name}"),
                     err,

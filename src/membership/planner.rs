@@ -1,9 +1,9 @@
 //! The planner: from what is desired and what is observed, the ONE next membership step.
 //!
-//! Pure and total. The rules (DESIGN.md, "Membership rules"): bootstrap statically; grow by a
-//! learner that is started and then promoted, one member at a time; shrink one member at a time,
-//! leader last, never below quorum; stop and restart from zero on the same data; never add a
-//! voting member; never two learners.
+//! Pure and total. The rules (summed up in the README's architecture section): bootstrap
+//! statically; grow by a learner that is started and then promoted, one member at a time;
+//! shrink one member at a time, leader last, never below quorum; stop and restart from zero on
+//! the same data; never add a voting member; never two learners.
 
 use std::collections::BTreeSet;
 

@@ -136,6 +136,42 @@ async fn a_missing_cluster_is_a_condition_an_event_and_a_retry_not_an_error() {
 }
 
 #[tokio::test]
+async fn an_api_server_hiccup_is_retried_and_never_counted_as_a_failed_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let object = backup(
+        volume_spec(dir.path(), Some("0 * * * *")),
+        json!({"phase": "Scheduled", "consecutiveFailures": 1}),
+    );
+    let (client, recorded) = serve(vec![
+        Exchange::new(
+            Method::GET,
+            format!("{CRD}/etcdclusters/main"),
+            status_body(
+                503,
+                "ServiceUnavailable",
+                "the server is currently unable to handle the request",
+            ),
+        )
+        .status(StatusCode::SERVICE_UNAVAILABLE),
+        status_patch(&object),
+    ]);
+    let ctx = Context::new(client, "op:1".into(), None);
+    let now: Timestamp = "2026-11-24T01:00:30Z".parse().unwrap();
+    let action = reconcile_at(&object, &ctx, now).await.unwrap();
+    let seen = recorded.await.unwrap();
+    assert_eq!(seen.len(), 2, "no Warning Event for a hiccup");
+    let status = &seen[1].body["status"];
+    assert_eq!(status["phase"], "Scheduled", "the phase stays: {status}");
+    assert_eq!(status["consecutiveFailures"], 1, "no run happened: {status}");
+    assert_eq!(status["conditions"][0]["reason"], "ClusterUnavailable");
+    assert!(status["conditions"][0]["message"].as_str().unwrap().contains("trying again"));
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(10))
+    );
+}
+
+#[tokio::test]
 async fn a_schedule_not_yet_due_only_says_when_it_will_run() {
     let dir = tempfile::tempdir().unwrap();
     let object = backup(volume_spec(dir.path(), Some("0 * * * *")), json!({}));
