@@ -20,6 +20,20 @@ pub const CONFIG_FILE: &str = "/var/run/etcd/etcd.conf.yaml";
 pub const DATA_MOUNT: &str = "/var/lib/etcd";
 pub const DATA_DIR: &str = "/var/lib/etcd/data";
 
+/// The volume holding a member's data: the StatefulSet's claim template, or an emptyDir.
+pub const DATA_VOLUME: &str = "data";
+
+/// The claim the StatefulSet controller makes for `member` from the [`DATA_VOLUME`] template
+/// (`<template>-<pod>`).
+pub fn data_claim(member: &str) -> String {
+    format!("{DATA_VOLUME}-{member}")
+}
+
+/// The member a data claim belongs to, as [`data_claim`] names it.
+pub fn member_of_claim(claim: &str) -> Option<&str> {
+    claim.strip_prefix(DATA_VOLUME)?.strip_prefix('-')
+}
+
 pub fn name(cluster: &EtcdCluster) -> String {
     cluster.metadata.name.clone().unwrap_or_default()
 }

@@ -204,7 +204,7 @@ impl MemberPort for KubeMembers {
             .items
             .into_iter()
             .filter(|c| c.metadata.deletion_timestamp.is_none())
-            .filter_map(|c| c.metadata.name?.strip_prefix("data-").map(str::to_owned))
+            .filter_map(|c| names::member_of_claim(&c.metadata.name?).map(str::to_owned))
             .collect())
     }
 
@@ -278,7 +278,7 @@ impl MemberPort for KubeMembers {
         }
         let api: Api<PersistentVolumeClaim> =
             Api::namespaced(self.client.clone(), &self.namespace());
-        let claim = format!("data-{name}");
+        let claim = names::data_claim(name);
         match api.delete(&claim, &DeleteParams::default()).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),

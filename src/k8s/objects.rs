@@ -182,7 +182,8 @@ pub fn statefulset(
             ..Volume::default()
         },
     ];
-    let mut etcd_mounts = vec![mount("config", CONFIG_DIR, true), mount("data", DATA_MOUNT, false)];
+    let mut etcd_mounts =
+        vec![mount("config", CONFIG_DIR, true), mount(DATA_VOLUME, DATA_MOUNT, false)];
     if tls {
         volumes.push(secret_volume(
             "peer-tls",
@@ -197,7 +198,7 @@ pub fn statefulset(
     }
     let claims = if spec.storage.ephemeral {
         volumes.push(Volume {
-            name: "data".into(),
+            name: DATA_VOLUME.into(),
             empty_dir: Some(EmptyDirVolumeSource::default()),
             ..Volume::default()
         });
@@ -205,7 +206,7 @@ pub fn statefulset(
     } else {
         Some(vec![PersistentVolumeClaim {
             metadata: ObjectMeta {
-                name: Some("data".into()),
+                name: Some(DATA_VOLUME.into()),
                 labels: Some(selector(&name)),
                 ..ObjectMeta::default()
             },
@@ -251,7 +252,7 @@ pub fn statefulset(
         // backend's environment variables.
         init_args.push(format!("--restore={}", serde_json::to_string(restore).unwrap_or_default()));
         init_args.push(format!("--data-dir={DATA_DIR}"));
-        init_mounts.push(mount("data", DATA_MOUNT, false));
+        init_mounts.push(mount(DATA_VOLUME, DATA_MOUNT, false));
         if let Some(encryption) = &restore.encryption {
             let reference = &encryption.key_secret_ref;
             init_env.push(EnvVar {
