@@ -97,6 +97,14 @@ pub struct LocalUpArgs {
     /// manifest's checksum is verified first. Ignored when the members already have data.
     #[arg(long, value_name = "LOCATION")]
     pub restore_from: Option<String>,
+    /// `VERSION=DIR`: members of that etcd version run the etcd in DIR (etcdctl and etcdutl
+    /// beside it restore backups). Repeatable. `etcd` on PATH serves the version it reports.
+    #[arg(long = "etcd", value_name = "VERSION=DIR", value_parser = parse_etcd_flag)]
+    pub etcd: Vec<(String, PathBuf)>,
+}
+
+fn parse_etcd_flag(text: &str) -> std::result::Result<(String, PathBuf), String> {
+    crate::etcd::install::parse_flag(text).map_err(|err| err.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -222,9 +230,13 @@ pub async fn dispatch(command: Command) -> Result<()> {
             Ok(crate::local::down(&state_dir)?)
         }
         Command::Local(LocalArgs {
-            up: LocalUpArgs { file: Some(file), state_dir: Some(dir), restore_from },
+            up: LocalUpArgs { file: Some(file), state_dir: Some(dir), restore_from, etcd },
             ..
-        }) => crate::local::up(&file, &dir, restore_from.as_deref()).await,
+        }) => {
+            let installs = crate::etcd::install::Installations::discover(&etcd)
+                .map_err(|err| Error::BadArgument { flag: "--etcd", reason: err.to_string() })?;
+            crate::local::up(&file, &dir, restore_from.as_deref(), installs).await
+        }
         Command::Local(_) => Err(Error::Usage("local needs -f CLUSTER.yaml and --state-dir DIR")),
         Command::Backup(args) => backup(&args).await,
         Command::Restore(args) => restore(args).await,
@@ -264,6 +276,7 @@ async fn restore(args: RestoreArgs) -> Result<()> {
         peer_url: args.initial_advertise_peer_urls,
         cluster_token: args.initial_cluster_token,
         data_dir: args.data_dir,
+        tools: None,
     };
     let key = args.encryption_key_file.as_deref().map(Key::from_file).transpose()?;
     crate::backup::restore::restore(&from, args.sha256.as_deref(), &member, key.as_ref()).await?;

@@ -21,6 +21,9 @@ pub struct MemberSpec {
     pub peer_url: String,
     pub cluster_token: String,
     pub data_dir: PathBuf,
+    /// The directory of the etcd whose tools restore it (that of the version the cluster will
+    /// run); `None`: the tools on PATH.
+    pub tools: Option<PathBuf>,
 }
 
 /// Fetches the snapshot at `from`, verifies it against `sha256` or its manifest, and restores
@@ -55,8 +58,8 @@ pub async fn restore(
 
 /// Runs etcd's restore tool on a verified snapshot file, writing `into`.
 async fn restore_data_dir(snapshot: &Path, member: &MemberSpec, into: &Path) -> Result<(), Error> {
-    let (tool, program) = restore_tool();
-    let output = tokio::process::Command::new(program)
+    let (tool, program) = restore_tool(member.tools.as_deref());
+    let output = tokio::process::Command::new(&program)
         .env("ETCDCTL_API", "3")
         .arg("snapshot")
         .arg("restore")
@@ -68,7 +71,11 @@ async fn restore_data_dir(snapshot: &Path, member: &MemberSpec, into: &Path) -> 
         .arg(format!("--data-dir={}", into.display()))
         .output()
         .await
-        .map_err(|source| Error::Io { what: "cannot run", path: program.to_owned(), source })?;
+        .map_err(|source| Error::Io {
+            what: "cannot run",
+            path: program.display().to_string(),
+            source,
+        })?;
     if output.status.success() {
         return Ok(());
     }
@@ -79,11 +86,17 @@ async fn restore_data_dir(snapshot: &Path, member: &MemberSpec, into: &Path) -> 
     })
 }
 
-/// `etcdutl` when it is installed (etcd 3.5+ deprecates restore in etcdctl), else `etcdctl`.
-fn restore_tool() -> (&'static str, &'static str) {
-    let on_path = |name: &str| {
-        std::env::var_os("PATH")
-            .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
+/// `etcdutl` where it is installed (etcd 3.5+ deprecates restore in etcdctl), else `etcdctl`:
+/// in `dir` when given, else on PATH.
+fn restore_tool(dir: Option<&Path>) -> (&'static str, PathBuf) {
+    let found = |name: &str| match dir {
+        Some(dir) => dir.join(name).is_file().then(|| dir.join(name)),
+        None => std::env::var_os("PATH")
+            .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(name).is_file()))
+            .then(|| PathBuf::from(name)),
     };
-    if on_path("etcdutl") { ("etcdutl", "etcdutl") } else { ("etcdctl", "etcdctl") }
+    match found("etcdutl") {
+        Some(path) => ("etcdutl", path),
+        None => ("etcdctl", found("etcdctl").unwrap_or_else(|| PathBuf::from("etcdctl"))),
+    }
 }

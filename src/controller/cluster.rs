@@ -185,6 +185,7 @@ async fn membership_step(
         token: cluster.uid().unwrap_or_else(|| name.clone()),
         replace_after: Target::replace_after_seconds(cluster.spec.replace_unhealthy_after_seconds),
         version: Some(cluster.spec.version.clone()),
+        rolls_versions: false,
     };
     let previous = cluster.status.clone().unwrap_or_default();
     let Plan { step, mut status, voters } = plan(&port, &target, tls, &previous).await?;
@@ -406,6 +407,7 @@ fn step_reason(step: &Step) -> &'static str {
         Step::MoveLeader { .. } => "MoveLeader",
         Step::Remove { .. } => "RemoveMember",
         Step::Retire { .. } => "RetireMember",
+        Step::Upgrade { .. } => "UpgradeMember",
         Step::StopAll { .. } => "StopCluster",
         Step::Wait { .. } => "Waiting",
         Step::Done => "Converged",

@@ -11,6 +11,7 @@ use std::time::Duration;
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, MemberAddOptions, TlsOptions};
 
 pub mod config;
+pub mod install;
 pub use config::ClusterState;
 
 /// How long one call may take.

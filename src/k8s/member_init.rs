@@ -101,6 +101,7 @@ async fn restore_data(
         peer_url,
         cluster_token: entry.token.clone(),
         data_dir: data_dir.to_owned(),
+        tools: None,
     };
     if data_dir.exists() {
         // An empty directory left by an interrupted attempt or created by the volume: the

@@ -5,11 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use etcd_crds::conditions::{condition, set_condition};
 use etcd_crds::{EtcdCluster, EtcdClusterStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 pub mod process;
 
 use crate::etcd::ClientTls;
+use crate::etcd::install::Installations;
 use crate::membership::Error;
 use crate::membership::planner::Step;
 use crate::membership::reconcile::{Plan, Target, act, plan};
@@ -79,6 +82,7 @@ fn write_status(dir: &Path, status: &EtcdClusterStatus) -> Result<(), Error> {
 async fn restore_members(
     members: &ProcessMembers,
     target: &Target,
+    installs: &Installations,
     from: &str,
 ) -> crate::error::Result<()> {
     if !crate::membership::MemberPort::with_data(members).await?.is_empty() {
@@ -96,6 +100,7 @@ async fn restore_members(
             peer_url: member.peer_url.clone(),
             cluster_token: target.token.clone(),
             data_dir: members.data_dir(&member.name),
+            tools: target.version.as_deref().and_then(|v| installs.dir(v)).map(Path::to_owned),
         };
         crate::backup::restore::restore(&location, None, &spec, key.as_ref()).await?;
         tracing::info!(member = %member.name, from = %location.url, "restored from backup");
@@ -103,22 +108,49 @@ async fn restore_members(
     Ok(())
 }
 
-/// What the planner aims at for the cluster in the file. The version is not chosen here: `local`
-/// runs the etcd that is installed.
-fn target(cluster: &etcd_crds::EtcdCluster, name: &str, token: &str) -> Target {
+/// What the planner aims at for the cluster in the file. Members roll onto the spec's version
+/// when it is installed; when it is not, nothing rolls (see [`version_condition`]).
+fn target(cluster: &EtcdCluster, name: &str, token: &str, installs: &Installations) -> Target {
+    let version = Some(cluster.spec.version.clone()).filter(|v| installs.has(v));
     Target {
         cluster: name.to_owned(),
         size: usize::try_from(cluster.spec.size).unwrap_or(0),
         generation: cluster.metadata.generation,
         token: token.to_owned(),
         replace_after: Target::replace_after_seconds(cluster.spec.replace_unhealthy_after_seconds),
-        version: None,
+        version,
+        rolls_versions: true,
     }
 }
 
-/// Reconciles `file` into processes under `dir` until Ctrl-C; a new cluster starts from the
-/// backup at `restore_from` when one is given.
-pub async fn up(file: &Path, dir: &Path, restore_from: Option<&str>) -> crate::error::Result<()> {
+/// Condition type saying whether the spec's etcd version can run here.
+pub const VERSION_CONDITION: &str = "VersionInstalled";
+
+/// Whether the spec's version is installed, as a condition: a version no installation provides
+/// stops nothing, it is reported (members keep the version they run; new ones cannot start).
+fn version_condition(cluster: &EtcdCluster, installs: &Installations) -> Condition {
+    let version = &cluster.spec.version;
+    let (ok, reason, message) = if installs.has(version) {
+        (true, "Installed", format!("etcd {version} is installed"))
+    } else {
+        let message = format!(
+            "spec.version {version}: no etcd of that version is installed here (installed: {}); give one with --etcd {version}=DIR",
+            installs.describe()
+        );
+        (false, "VersionNotInstalled", message)
+    };
+    condition(VERSION_CONDITION, ok, reason, message, cluster.metadata.generation)
+}
+
+/// Reconciles `file` into processes under `dir` until Ctrl-C, running each member on the etcd
+/// of its version from `installs`; a new cluster starts from the backup at `restore_from` when
+/// one is given.
+pub async fn up(
+    file: &Path,
+    dir: &Path,
+    restore_from: Option<&str>,
+    installs: Installations,
+) -> crate::error::Result<()> {
     let mut cluster = load_cluster(file)?;
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let name = cluster.metadata.name.clone().unwrap_or_else(|| "etcd".into());
@@ -130,8 +162,9 @@ pub async fn up(file: &Path, dir: &Path, restore_from: Option<&str>) -> crate::e
         }
         .into());
     }
-    let members =
-        ProcessMembers::new(dir, tls_spec.enabled).with_options(cluster.spec.options.clone());
+    let members = ProcessMembers::new(dir, tls_spec.enabled)
+        .with_options(cluster.spec.options.clone())
+        .with_installations(installs.clone());
     let tls = if tls_spec.enabled { Some(ensure_pki(&members, &cluster)?) } else { None };
     let token = token(dir, &name)?;
     let exit_after = std::env::var(EXIT_AFTER_ENV).ok();
@@ -140,16 +173,25 @@ pub async fn up(file: &Path, dir: &Path, restore_from: Option<&str>) -> crate::e
     let mut status = read_status(dir);
     tracing::info!(cluster = %name, dir = %dir.display(), "reconciling local cluster");
     if let Some(from) = restore_from {
-        let target = target(&cluster, &name, &token);
-        restore_members(&members, &target, from).await?;
+        let target = target(&cluster, &name, &token, &installs);
+        members.set_version(target.version.clone());
+        restore_members(&members, &target, &installs, from).await?;
     }
+    let mut reported_missing = None;
     loop {
         match load_cluster(file) {
             Ok(edited) => cluster = edited,
             Err(err) => tracing::warn!(%err, "keeping the last valid spec"),
         }
-        let target = target(&cluster, &name, &token);
-        let pause = match reconcile_step(&members, &target, tls.as_ref(), &mut status, dir).await {
+        let target = target(&cluster, &name, &token, &installs);
+        let installed = version_condition(&cluster, &installs);
+        if installed.status == "False" && reported_missing.as_ref() != Some(&installed.message) {
+            tracing::error!("{}", installed.message);
+            reported_missing = Some(installed.message.clone());
+        }
+        members.set_version(target.version.clone());
+        let step = reconcile_step(&members, &target, tls.as_ref(), &mut status, dir, installed);
+        let pause = match step.await {
             Ok(step) => {
                 if exit_after.as_deref() == Some(step.kind()) {
                     tracing::warn!(
@@ -186,8 +228,10 @@ async fn reconcile_step(
     tls: Option<&ClientTls>,
     status: &mut EtcdClusterStatus,
     dir: &Path,
+    installed: Condition,
 ) -> Result<Step, Error> {
-    let Plan { step, status: next, voters } = plan(members, target, tls, status).await?;
+    let Plan { step, status: mut next, voters } = plan(members, target, tls, status).await?;
+    set_condition(&mut next.conditions, installed);
     if next != *status {
         write_status(dir, &next)?;
         *status = next;

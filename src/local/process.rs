@@ -3,7 +3,8 @@
 //!
 //! Layout of the state directory:
 //! `pki/` (the cluster's PEM files), `ports.json` (each member's client and peer port),
-//! `members/NAME/{data/, etcd.conf.yaml, etcd.log, pid}`, `status.json`.
+//! `members/NAME/{data/, etcd.conf.yaml, etcd.log, pid, version}`, `status.json`. `version` is
+//! the etcd version the member runs: a restart keeps it, only an upgrade changes it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::CommandExt;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::etcd::ClusterState;
 use crate::etcd::config::{MemberConfig, TlsFiles};
+use crate::etcd::install::Installations;
 use crate::membership::planner::Wanted;
 use crate::membership::{Error, MemberPort, MemberUrls};
 
@@ -34,6 +36,9 @@ pub struct ProcessMembers {
     /// that still looks alive.
     children: Mutex<BTreeMap<String, Child>>,
     options: EtcdOptions,
+    installs: Installations,
+    /// The version new members start on: the spec's, when it is installed.
+    version: Mutex<Option<String>>,
 }
 
 impl ProcessMembers {
@@ -43,7 +48,48 @@ impl ProcessMembers {
             tls,
             options: EtcdOptions::default(),
             children: Mutex::new(BTreeMap::new()),
+            installs: Installations::default(),
+            version: Mutex::new(None),
         }
+    }
+
+    /// Members run the etcd of their version from these installations (without: `etcd` on
+    /// PATH, whatever its version).
+    pub fn with_installations(mut self, installs: Installations) -> Self {
+        self.installs = installs;
+        self
+    }
+
+    /// The version new members start on from now on.
+    pub fn set_version(&self, version: Option<String>) {
+        *self.version.lock().unwrap_or_else(|p| p.into_inner()) = version;
+    }
+
+    /// The version `name` runs or will run: the one it last started on while it has data,
+    /// else the version new members start on.
+    pub fn version_of(&self, name: &str) -> Option<String> {
+        let recorded = std::fs::read_to_string(self.version_file(name)).ok();
+        let recorded = recorded.filter(|_| self.data_dir(name).join("member").exists());
+        recorded
+            .map(|v| v.trim().to_owned())
+            .or_else(|| self.version.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    fn version_file(&self, name: &str) -> PathBuf {
+        self.member_dir(name).join("version")
+    }
+
+    /// The etcd program for `version` (`None`: `etcd` on PATH).
+    fn etcd_program(&self, name: &str, version: Option<&str>) -> Result<PathBuf, Error> {
+        let Some(version) = version else { return Ok(PathBuf::from("etcd")) };
+        self.installs.tool(version, "etcd").ok_or_else(|| Error::Version {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            reason: format!(
+                "no etcd of that version is installed here (installed: {}); give one with --etcd {version}=DIR",
+                self.installs.describe()
+            ),
+        })
     }
 
     /// Members started from now on run with this tuning (`spec.options`).
@@ -176,6 +222,21 @@ impl MemberPort for ProcessMembers {
         self.stop_now(name)
     }
 
+    async fn upgrade(
+        &self,
+        name: &str,
+        version: &str,
+        initial: &[Wanted],
+        token: &str,
+    ) -> Result<(), Error> {
+        self.etcd_program(name, Some(version))?;
+        // Recorded first: a crash after the stop restarts the member on the new version.
+        let path = self.version_file(name);
+        std::fs::write(&path, version).map_err(Self::io(&path))?;
+        self.stop_now(name)?;
+        self.start_now(name, initial, ClusterState::Existing, token)
+    }
+
     async fn wipe(&self, name: &str) -> Result<(), Error> {
         let data = self.data_dir(name);
         match std::fs::remove_dir_all(&data) {
@@ -204,6 +265,8 @@ impl ProcessMembers {
     ) -> Result<(), Error> {
         let dir = self.member_dir(name);
         std::fs::create_dir_all(&dir).map_err(Self::io(&dir))?;
+        let version = self.version_of(name);
+        let program = self.etcd_program(name, version.as_deref())?;
         let urls = self.urls(name)?;
         let log_path = dir.join("etcd.log");
         let log = std::fs::OpenOptions::new()
@@ -236,7 +299,7 @@ impl ProcessMembers {
         let config_path = dir.join("etcd.conf.yaml");
         std::fs::write(&config_path, config.render(&self.options))
             .map_err(Self::io(&config_path))?;
-        let mut command = Command::new("etcd");
+        let mut command = Command::new(&program);
         command
             .arg(format!("--config-file={}", config_path.display()))
             .stdin(Stdio::null())
@@ -248,6 +311,10 @@ impl ProcessMembers {
             command.spawn().map_err(|source| Error::Spawn { name: name.to_owned(), source })?;
         let pid_path = self.pid_file(name);
         std::fs::write(&pid_path, child.id().to_string()).map_err(Self::io(&pid_path))?;
+        if let Some(version) = &version {
+            let path = self.version_file(name);
+            std::fs::write(&path, version).map_err(Self::io(&path))?;
+        }
         self.children.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), child);
         Ok(())
     }

@@ -4,6 +4,7 @@
 pub mod planner;
 pub mod reconcile;
 pub mod status;
+pub mod upgrade;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -23,6 +24,8 @@ pub enum Error {
     Spawn { name: String, source: std::io::Error },
     #[error(transparent)]
     Etcd(#[from] crate::etcd::Error),
+    #[error("cannot run {name} on etcd {version}: {reason}")]
+    Version { name: String, version: String, reason: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +68,22 @@ pub trait MemberPort: Sync {
         _down: &BTreeSet<String>,
     ) -> impl Future<Output = Result<BTreeSet<String>, Error>> + Send {
         async { Ok(BTreeSet::new()) }
+    }
+    /// Restarts a member on etcd `version`, keeping its data. Only adapters whose caller sets
+    /// [`reconcile::Target::rolls_versions`] are asked (on Kubernetes the StatefulSet rolls).
+    fn upgrade(
+        &self,
+        name: &str,
+        version: &str,
+        _initial: &[Wanted],
+        _token: &str,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        let err = Error::Version {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            reason: "this platform restarts members onto a new version itself".to_owned(),
+        };
+        async { Err(err) }
     }
     /// Clears what keeps the ordinal of a member that etcd no longer has from running again (on
     /// Kubernetes: its old pod stuck Terminating on a node that does not answer). Only for a

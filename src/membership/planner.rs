@@ -86,6 +86,13 @@ pub enum Step {
     Retire {
         name: String,
     },
+    /// Restart a member on another etcd version, keeping its data (where the operator rolls
+    /// versions itself; see [`super::upgrade`]).
+    Upgrade {
+        name: String,
+        version: String,
+        initial: Vec<Wanted>,
+    },
     /// Scale to zero: record the membership, then stop every member, keeping data.
     StopAll {
         names: Vec<String>,
@@ -108,6 +115,7 @@ impl Step {
             Step::MoveLeader { .. } => "move-leader",
             Step::Remove { .. } => "remove",
             Step::Retire { .. } => "retire",
+            Step::Upgrade { .. } => "upgrade",
             Step::StopAll { .. } => "stop-all",
             Step::Wait { .. } => "wait",
             Step::Done => "done",
@@ -130,11 +138,14 @@ impl std::fmt::Display for Step {
             Step::StartLearner { member, .. } => write!(f, "starting learner {}", member.name),
             Step::Promote { name, .. } => write!(f, "promoting {name} to a voting member"),
             Step::MoveLeader { from, to } => {
-                write!(f, "moving leadership from {from:x} to {to:x} before it leaves")
+                write!(f, "moving leadership from {from:x} to {to:x} before {from:x} stops")
             }
             Step::Remove { name, .. } => write!(f, "removing {name} from the cluster"),
             Step::Retire { name } => {
                 write!(f, "stopping {name}, no longer a member, and wiping its data")
+            }
+            Step::Upgrade { name, version, .. } => {
+                write!(f, "restarting {name} on etcd {version}, keeping its data")
             }
             Step::StopAll { names } => {
                 write!(f, "stopping every member ({}), keeping their data", names.join(", "))

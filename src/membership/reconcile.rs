@@ -15,6 +15,7 @@ use futures::future::join_all;
 
 use super::planner::{Observed, Seen, Step, Wanted, next_step};
 use super::status::{status, unhealthy_since};
+use super::upgrade;
 use super::{Error, MemberPort};
 use crate::etcd::ClusterState;
 use crate::etcd::{self, ClientTls, EndpointStatus, hex_id};
@@ -29,9 +30,11 @@ pub struct Target {
     pub token: String,
     /// A voter silent for this long is replaced; `None` never replaces.
     pub replace_after: Option<Duration>,
-    /// The etcd version members should run; `None` where the operator does not choose it (`local`
-    /// runs the etcd that is installed).
+    /// The etcd version members should run; `None` where the operator does not choose it.
     pub version: Option<String>,
+    /// The operator restarts members onto `version` itself, one at a time (`local`); on
+    /// Kubernetes the StatefulSet's rolling update does.
+    pub rolls_versions: bool,
 }
 
 impl Target {
@@ -223,6 +226,9 @@ pub async fn act(
             port.stop(name).await?;
             port.wipe(name).await?;
         }
+        Step::Upgrade { name, version, initial } => {
+            port.upgrade(name, version, initial, &target.token).await?;
+        }
         Step::StopAll { names } => {
             // Highest ordinal first: a StatefulSet only shrinks from the top.
             for name in names.iter().rev() {
@@ -255,7 +261,17 @@ pub async fn plan(
     let wanted = wanted(port, target)?;
     let mut observation = observe(port, &wanted, tls, previous).await?;
     mark_failing(&mut observation, target, previous, Timestamp::now());
-    let step = next_step(&wanted, &observation.planner);
+    let mut step = next_step(&wanted, &observation.planner);
+    if let (Step::Done, true, Some(version), Some(members)) =
+        (&step, target.rolls_versions, &target.version, &observation.planner.members)
+    {
+        let current: Vec<Wanted> = members
+            .iter()
+            .map(|m| Wanted { name: m.name.clone(), peer_url: m.peer_url.clone() })
+            .collect();
+        let (statuses, leader) = (&observation.statuses, observation.planner.leader);
+        step = upgrade::next(version, members, statuses, leader, &current).unwrap_or(Step::Done);
+    }
     let mut status = status(target, &observation, &step, previous);
     status.client_endpoints = wanted
         .iter()

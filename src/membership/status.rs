@@ -70,13 +70,17 @@ pub fn status(
         Step::Wait { .. } | Step::Done => ClusterPhase::Degraded,
         _ => ClusterPhase::Scaling,
     };
-    // A member that answers with another version than the spec's: a rolling upgrade is under way.
+    // A member that answers with another version than the spec's: a rolling upgrade is under way,
+    // and stays so while the member last restarted for it comes back (its version unknown).
     let behind = |m: &MemberStatus| matches!((&target.version, &m.version), (Some(wanted), Some(runs)) if wanted != runs);
-    let phase = match phase {
-        ClusterPhase::Running | ClusterPhase::Degraded if members.iter().any(behind) => {
-            ClusterPhase::Upgrading
-        }
-        phase => phase,
+    let rolling = members.iter().any(behind)
+        || (previous.phase == Some(ClusterPhase::Upgrading)
+            && members.iter().any(|m| m.version.is_none()));
+    let phase = match (phase, step) {
+        (_, Step::Upgrade { .. }) => ClusterPhase::Upgrading,
+        (ClusterPhase::Running | ClusterPhase::Degraded, _) if rolling => ClusterPhase::Upgrading,
+        (ClusterPhase::Scaling, Step::MoveLeader { .. }) if rolling => ClusterPhase::Upgrading,
+        (phase, _) => phase,
     };
     let mut conditions = previous.conditions.clone();
     let generation = target.generation;
@@ -146,12 +150,20 @@ pub fn status(
         leader_id: observation.planner.leader.map(hex_id),
         cluster_id,
         client_endpoints: Vec::new(),
-        current_version: observation.statuses.first().map(|(_, s)| s.version.clone()),
+        current_version: agreed_version(observation, members.len())
+            .or_else(|| previous.current_version.clone()),
         observed_generation: generation,
         stopped,
         selector: None,
         members,
     }
+}
+
+/// The version every member runs, when all `members` answered and agree.
+fn agreed_version(observation: &Observation, members: usize) -> Option<String> {
+    let mut versions = observation.statuses.iter().map(|(_, s)| &s.version);
+    let first = versions.next()?;
+    (observation.statuses.len() == members && versions.all(|v| v == first)).then(|| first.clone())
 }
 
 /// How long the cluster has been without quorum, by the previous status's Available condition
@@ -186,6 +198,7 @@ mod tests {
             token: "t".into(),
             replace_after: None,
             version: None,
+            rolls_versions: false,
         }
     }
 

@@ -17,6 +17,7 @@ mod membership {
     mod replace;
     mod scaling;
     mod unreachable;
+    mod upgrade;
 }
 mod tls {
     mod etcd_mtls;

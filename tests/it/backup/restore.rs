@@ -86,6 +86,7 @@ async fn restore_cluster(from: &Location, size: usize, dir: &Path) -> Cluster {
             peer_url: member.peer_url.clone(),
             cluster_token: "restored".to_owned(),
             data_dir: member.data_dir.clone(),
+            tools: None,
         };
         restore(from, None, &spec, None).await.unwrap();
     }
@@ -172,6 +173,7 @@ async fn a_local_backup_restores_and_one_changed_byte_is_refused() {
         peer_url: "http://127.0.0.1:1".into(),
         cluster_token: "t".into(),
         data_dir: data_dir.clone(),
+        tools: None,
     };
     let err = restore(&to, None, &member, None).await.unwrap_err().to_string();
     assert!(err.contains("checksum mismatch"), "{err}");

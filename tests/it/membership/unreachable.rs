@@ -21,6 +21,7 @@ fn target(size: usize) -> Target {
         token: "frozen-token".into(),
         replace_after: None,
         version: None,
+        rolls_versions: false,
     }
 }
 

