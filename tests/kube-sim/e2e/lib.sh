@@ -19,6 +19,10 @@ dump() {
     log "logs of $pod"
     kubectl -n "$SYSTEM" logs "$pod" 2>&1 | grep -v 'press ctrl' | tail -25 | cut -c1-600 || true
   done
+  for pod in $(kubectl get pods -l app.kubernetes.io/name=etcd -o name 2>/dev/null); do
+    log "etcd logs of $pod"
+    kubectl logs "$pod" -c etcd 2>&1 | grep -v '"level":"debug"' | tail -12 | cut -c1-400 || true
+  done
 }
 
 fail() { log "FAILED: $*"; dump; exit 1; }

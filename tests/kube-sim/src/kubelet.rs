@@ -621,16 +621,22 @@ impl Kubelet {
                     });
                     let has_readiness = container.get("readinessProbe").is_some();
                     set(&|c| c.ready = !has_readiness);
-                    let probes = tokio::spawn(probe_loop(
+                    // The probes live exactly as long as this container: dropped with it when the
+                    // pod stops (this task is aborted), as the kubelet stops a removed pod's probe
+                    // workers. A spawned task would outlive it and kill a pid the system reuses.
+                    let probes = probe_loop(
+                        ctx.key.clone(),
                         ctx.ip.clone(),
                         container.clone(),
                         pid,
                         state.clone(),
                         index,
-                    ));
-                    let code = child
-                        .wait()
-                        .await
+                    );
+                    let exited = tokio::select! {
+                        exited = child.wait() => exited,
+                        () = probes => child.wait().await,
+                    };
+                    let code = exited
                         .ok()
                         .and_then(|s| {
                             s.code().or_else(|| {
@@ -639,7 +645,6 @@ impl Kubelet {
                             })
                         })
                         .unwrap_or(137);
-                    probes.abort();
                     ctx.forget(&container);
                     if ctx.stopping.load(Ordering::SeqCst) {
                         return;
@@ -994,6 +999,7 @@ fn project(store: &Store, pod: &Value, volume: &Value, dir: &Path) -> Result<(),
 
 /// Readiness and liveness probes of one running container.
 async fn probe_loop(
+    pod: String,
     ip: String,
     container: Value,
     pid: Option<i32>,
@@ -1032,7 +1038,7 @@ async fn probe_loop(
             } else if *count >= threshold
                 && let Some(pid) = pid
             {
-                tracing::info!(container = %container["name"], "liveness probe failed; killing the container");
+                tracing::info!(%pod, %ip, ?pid, container = %container["name"], failures = *count, "liveness probe failed; killing the container");
                 // SAFETY: a child process we started.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
                 return;
