@@ -148,13 +148,17 @@ async fn apply_objects(
             .unwrap_or(0)
     });
     let previous_status = cluster.status.clone().unwrap_or_default();
-    let partition = upgrade::partition(
+    let roll = upgrade::roll(
         &cluster.name_any(),
         &cluster.spec.version,
         replicas,
         &previous_status,
         partition,
     );
+    if let Some(hand_over) = &roll.hand_over {
+        hand_over_leadership(cluster, ctx, tls, hand_over).await;
+    }
+    let partition = roll.partition;
     let trust = tls.map(|tls| bundle_fingerprint(&tls.ca_pem));
     let mut statefulset =
         objects::statefulset(cluster, replicas, &ctx.operator_image, partition, trust.as_deref());
@@ -165,6 +169,25 @@ async fn apply_objects(
     }
     apply_object(ctx, namespace, &statefulset).await?;
     expand_claims(cluster, ctx, namespace).await
+}
+
+/// Moves leadership off a member whose pod the roll restarts next. "Not yet" answers (a leader
+/// change under way) are left to the next reconcile, which decides again from a new status.
+async fn hand_over_leadership(
+    cluster: &EtcdCluster,
+    ctx: &Context,
+    tls: Option<&ClientTls>,
+    hand_over: &upgrade::HandOver,
+) {
+    let message =
+        format!("moving leadership to {} before the roll restarts the leader", hand_over.to);
+    tracing::info!(cluster = %cluster.name_any(), "{message}");
+    ctx.event(cluster, EventType::Normal, "MoveLeader", message).await;
+    // Whatever the answer, the partition holds in this pass; the next decides again from a new
+    // status (a leader that changed meanwhile refuses with "not leader").
+    if let Err(err) = crate::etcd::move_leader(&hand_over.leader_url, tls, hand_over.to_id).await {
+        tracing::warn!(cluster = %cluster.name_any(), %err, "leadership hand-over not done yet");
+    }
 }
 
 /// Observe, plan one membership step, write status (before the step, so that what a restart
