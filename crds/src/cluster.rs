@@ -95,6 +95,46 @@ pub struct EtcdClusterSpec {
     /// member added later joins with the cluster's data instead. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<crate::restore::SnapshotLocation>,
+
+    /// What happens when a quorum of members is lost.
+    #[serde(default)]
+    pub recovery: RecoverySpec,
+}
+
+/// Recovery from quorum loss: after `quorumLossAfterSeconds` without a quorum the cluster is
+/// Failed, with the members lost, those that survive with data, and what recovery would do.
+/// Recovery keeps the surviving member with the newest data, restarts it alone with
+/// `--force-new-cluster` (same data, same keys, same cluster ID), wipes the others and grows
+/// back learner-first. It runs only once every lost member's process is gone.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoverySpec {
+    #[serde(default)]
+    pub policy: RecoveryPolicy,
+    /// How long fewer than a quorum of voters may answer before the cluster is Failed.
+    #[serde(default = "defaults::quorum_loss_after_seconds")]
+    #[schemars(range(min = 1))]
+    pub quorum_loss_after_seconds: i64,
+}
+
+impl Default for RecoverySpec {
+    fn default() -> Self {
+        Self {
+            policy: RecoveryPolicy::default(),
+            quorum_loss_after_seconds: defaults::quorum_loss_after_seconds(),
+        }
+    }
+}
+
+/// Who decides that a Failed cluster is recovered.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum RecoveryPolicy {
+    /// A person approves, by setting the annotation `etcd.etcd.io/approve-recovery` to the
+    /// cluster ID in status (so an approval never applies to a later failure).
+    #[default]
+    Manual,
+    /// The operator recovers as soon as it is safe.
+    Automatic,
 }
 
 /// Persistent or ephemeral member storage.

@@ -58,6 +58,11 @@ pub fn retention() -> i32 {
 
 /// Five minutes: longer than a node drain or an image pull, short enough that a broken member
 /// does not leave the cluster one failure away from losing quorum for long.
+/// Five minutes: a restart, a DNS or network blip is not a lost cluster.
+pub fn quorum_loss_after_seconds() -> i64 {
+    300
+}
+
 pub fn replace_unhealthy_after_seconds() -> i64 {
     300
 }

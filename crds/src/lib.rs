@@ -17,8 +17,8 @@ pub mod version;
 pub use backup::{BackupPhase, ClusterReference, EtcdBackup, EtcdBackupSpec, EtcdBackupStatus};
 pub use cluster::{
     AutoCompactionMode, ClusterPhase, EtcdCluster, EtcdClusterSpec, EtcdClusterStatus, EtcdOptions,
-    MemberRole, MemberStatus, PodTemplateOverrides, ReclaimPolicy, SecretReference, SecuritySpec,
-    StoppedCluster, StorageSpec, TlsSpec,
+    MemberRole, MemberStatus, PodTemplateOverrides, ReclaimPolicy, RecoveryPolicy, RecoverySpec,
+    SecretReference, SecuritySpec, StoppedCluster, StorageSpec, TlsSpec,
 };
 pub use restore::{
     BackupReference, EtcdRestore, EtcdRestoreSpec, EtcdRestoreStatus, RestorePhase, RestoreSource,
@@ -46,6 +46,10 @@ pub const MAX_MEMBERS: u32 = 9;
 /// Annotation of an EtcdCluster asking for a new CA: setting it to a new value (any token, e.g.
 /// the date) starts a CA rollover, carried out without downtime like an expiring CA's.
 pub const ROTATE_CA_ANNOTATION: &str = "etcd.etcd.io/rotate-ca";
+
+/// Annotation of an EtcdCluster approving recovery from quorum loss (`spec.recovery.policy:
+/// Manual`): its value must be the cluster ID that status reports for the failure.
+pub const APPROVE_RECOVERY_ANNOTATION: &str = "etcd.etcd.io/approve-recovery";
 
 /// etcd flags the operator sets itself; `spec.options.extraArgs` may not name them.
 pub const RESERVED_FLAGS: &[&str] = &[

@@ -25,6 +25,7 @@ use crate::k8s::members::KubeMembers;
 use crate::k8s::{objects, upgrade};
 use crate::membership::planner::Step;
 use crate::membership::reconcile::{Plan, Target, act, plan};
+use crate::membership::recovery;
 use crate::names::{self, FIELD_MANAGER};
 use crate::tls::cluster_secrets::{
     MembersTrust, PkiOutcome, TrustRollout, bundle_fingerprint, ensure_cluster_pki,
@@ -209,6 +210,7 @@ async fn membership_step(
         replace_after: Target::replace_after_seconds(cluster.spec.replace_unhealthy_after_seconds),
         version: Some(cluster.spec.version.clone()),
         rolls_versions: false,
+        recovery: recovery::Policy::of(cluster, false),
     };
     let previous = cluster.status.clone().unwrap_or_default();
     let Plan { step, mut status, voters } = plan(&port, &target, tls, &previous).await?;
@@ -431,6 +433,7 @@ fn step_reason(step: &Step) -> &'static str {
         Step::Remove { .. } => "RemoveMember",
         Step::Retire { .. } => "RetireMember",
         Step::Upgrade { .. } => "UpgradeMember",
+        Step::ForceNewCluster { .. } => "ForceNewCluster",
         Step::StopAll { .. } => "StopCluster",
         Step::Wait { .. } => "Waiting",
         Step::Done => "Converged",

@@ -25,13 +25,16 @@ pub fn initial_cluster(peers: &[Peer]) -> String {
 pub enum ClusterState {
     New,
     Existing,
+    /// Restart on its own data as a cluster of one (`--force-new-cluster`): recovery from
+    /// quorum loss. Same data, same keys, same cluster ID; every other member is forgotten.
+    ForceNew,
 }
 
 impl ClusterState {
     pub fn as_flag(self) -> &'static str {
         match self {
             ClusterState::New => "new",
-            ClusterState::Existing => "existing",
+            ClusterState::Existing | ClusterState::ForceNew => "existing",
         }
     }
 }
@@ -101,6 +104,9 @@ impl MemberConfig {
         set("initial-cluster", self.initial_cluster.clone().into());
         set("initial-cluster-state", self.state.as_flag().into());
         set("initial-cluster-token", self.token.clone().into());
+        if self.state == ClusterState::ForceNew {
+            set("force-new-cluster", true.into());
+        }
         set("quota-backend-bytes", options.quota_backend_bytes.into());
         set("auto-compaction-mode", options.auto_compaction_mode.as_flag().into());
         set("auto-compaction-retention", options.auto_compaction_retention.clone().into());

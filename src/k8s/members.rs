@@ -215,6 +215,11 @@ impl MemberPort for KubeMembers {
         state: ClusterState,
         token: &str,
     ) -> Result<(), Error> {
+        if state == ClusterState::ForceNew {
+            // A bootstrap entry is read on every start of the pod: one that forces a new cluster
+            // would do it again each time. Recovery is reported, not carried out, here.
+            return Err(Error::NotHere { name: name.to_owned(), what: "--force-new-cluster" });
+        }
         let mut entries = self.entries().await?;
         entries.insert(name.to_owned(), BootstrapEntry::new(name, initial, state, token));
         self.apply_entries(&entries).await?;

@@ -16,6 +16,7 @@ use crate::etcd::install::Installations;
 use crate::membership::Error;
 use crate::membership::planner::Step;
 use crate::membership::reconcile::{Plan, Target, act, plan};
+use crate::membership::recovery;
 use process::ProcessMembers;
 
 /// Test hook: exit right after performing a step of this kind (`add-learner`, `promote`, ...),
@@ -120,6 +121,7 @@ fn target(cluster: &EtcdCluster, name: &str, token: &str, installs: &Installatio
         replace_after: Target::replace_after_seconds(cluster.spec.replace_unhealthy_after_seconds),
         version,
         rolls_versions: true,
+        recovery: recovery::Policy::of(cluster, true),
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod planner;
 pub mod reconcile;
+pub mod recovery;
 pub mod status;
 pub mod upgrade;
 
@@ -26,6 +27,8 @@ pub enum Error {
     Etcd(#[from] crate::etcd::Error),
     #[error("cannot run {name} on etcd {version}: {reason}")]
     Version { name: String, version: String, reason: String },
+    #[error("{what} of {name} is not carried out on this platform")]
+    NotHere { name: String, what: &'static str },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,15 +77,11 @@ pub trait MemberPort: Sync {
     fn upgrade(
         &self,
         name: &str,
-        version: &str,
+        _version: &str,
         _initial: &[Wanted],
         _token: &str,
     ) -> impl Future<Output = Result<(), Error>> + Send {
-        let err = Error::Version {
-            name: name.to_owned(),
-            version: version.to_owned(),
-            reason: "this platform restarts members onto a new version itself".to_owned(),
-        };
+        let err = Error::NotHere { name: name.to_owned(), what: "a restart onto a new version" };
         async { Err(err) }
     }
     /// Clears what keeps the ordinal of a member that etcd no longer has from running again (on

@@ -93,6 +93,12 @@ pub enum Step {
         version: String,
         initial: Vec<Wanted>,
     },
+    /// Recover from quorum loss (see [`super::recovery`]): stop and wipe every member in
+    /// `discard`, then restart `keep` alone on its data with `--force-new-cluster`.
+    ForceNewCluster {
+        keep: String,
+        discard: Vec<String>,
+    },
     /// Scale to zero: record the membership, then stop every member, keeping data.
     StopAll {
         names: Vec<String>,
@@ -116,6 +122,7 @@ impl Step {
             Step::Remove { .. } => "remove",
             Step::Retire { .. } => "retire",
             Step::Upgrade { .. } => "upgrade",
+            Step::ForceNewCluster { .. } => "force-new-cluster",
             Step::StopAll { .. } => "stop-all",
             Step::Wait { .. } => "wait",
             Step::Done => "done",
@@ -147,6 +154,11 @@ impl std::fmt::Display for Step {
             Step::Upgrade { name, version, .. } => {
                 write!(f, "restarting {name} on etcd {version}, keeping its data")
             }
+            Step::ForceNewCluster { keep, discard } => write!(
+                f,
+                "recovering from quorum loss: wiping {} and restarting {keep} alone on its data (--force-new-cluster)",
+                discard.join(", ")
+            ),
             Step::StopAll { names } => {
                 write!(f, "stopping every member ({}), keeping their data", names.join(", "))
             }

@@ -14,7 +14,8 @@ use etcd_crds::EtcdClusterStatus;
 use futures::future::join_all;
 
 use super::planner::{Observed, Seen, Step, Wanted, next_step};
-use super::status::{status, unhealthy_since};
+use super::recovery::{self, Decision, Lost};
+use super::status::{quorum_lost_for, quorum_lost_since, status, unhealthy_since};
 use super::upgrade;
 use super::{Error, MemberPort};
 use crate::etcd::ClusterState;
@@ -35,6 +36,8 @@ pub struct Target {
     /// The operator restarts members onto `version` itself, one at a time (`local`); on
     /// Kubernetes the StatefulSet's rolling update does.
     pub rolls_versions: bool,
+    /// What quorum loss may lead to.
+    pub recovery: recovery::Policy,
 }
 
 impl Target {
@@ -229,6 +232,16 @@ pub async fn act(
         Step::Upgrade { name, version, initial } => {
             port.upgrade(name, version, initial, &target.token).await?;
         }
+        Step::ForceNewCluster { keep, discard } => {
+            // Every other member first: none may come back with the old membership or data.
+            for name in discard {
+                port.stop(name).await?;
+                port.wipe(name).await?;
+            }
+            port.stop(keep).await?;
+            let alone = [Wanted { name: keep.clone(), peer_url: port.urls(keep)?.peer }];
+            port.start(keep, &alone, ClusterState::ForceNew, &target.token).await?;
+        }
         Step::StopAll { names } => {
             // Highest ordinal first: a StatefulSet only shrinks from the top.
             for name in names.iter().rev() {
@@ -272,7 +285,29 @@ pub async fn plan(
         let (statuses, leader) = (&observation.statuses, observation.planner.leader);
         step = upgrade::next(version, members, statuses, leader, &current).unwrap_or(Step::Done);
     }
+    let decision = match &observation.planner.members {
+        Some(members) => {
+            let cluster_id = observation.cluster_id.map(hex_id).unwrap_or_default();
+            let since = quorum_lost_since(previous).map_or(0, |t| t.as_second());
+            let lost = Lost {
+                members,
+                statuses: &observation.statuses,
+                running: &observation.planner.running,
+                size: target.size,
+                lost_for: quorum_lost_for(previous),
+                token: format!("{cluster_id}-{since}"),
+            };
+            recovery::decide(&target.recovery, &lost)
+        }
+        None => Decision::None,
+    };
+    match &decision {
+        Decision::Recover { step: recover, .. } => step = recover.clone(),
+        Decision::Failed { message } => step = Step::Wait { reason: message.clone() },
+        Decision::None => {}
+    }
     let mut status = status(target, &observation, &step, previous);
+    report_quorum_loss(&mut status, &decision, previous, target.generation);
     status.client_endpoints = wanted
         .iter()
         .filter(|w| status.members.iter().any(|m| m.name == w.name && m.ready))
@@ -285,6 +320,36 @@ pub async fn plan(
         status.members.iter().filter(|m| m.ready).filter_map(|m| m.client_url.clone()).collect();
     tracing::debug!(step = step.kind(), "planned");
     Ok(Plan { step, status, voters })
+}
+
+/// Condition type of quorum loss: what was lost, what survives, what recovery does.
+pub const QUORUM_LOST_CONDITION: &str = "QuorumLost";
+
+/// A lost quorum is phase Failed until recovery starts, with the whole story in a condition;
+/// the condition stays (False) once the quorum is back, saying so.
+fn report_quorum_loss(
+    status: &mut EtcdClusterStatus,
+    decision: &Decision,
+    previous: &EtcdClusterStatus,
+    generation: Option<i64>,
+) {
+    let (lost, reason, message) = match decision {
+        Decision::Failed { message } => {
+            status.phase = Some(etcd_crds::ClusterPhase::Failed);
+            (true, "QuorumLost", message.clone())
+        }
+        Decision::Recover { message, .. } => (true, "Recovering", message.clone()),
+        Decision::None => {
+            let reported = previous.conditions.iter().any(|c| c.type_ == QUORUM_LOST_CONDITION);
+            if !reported {
+                return;
+            }
+            (false, "QuorumHealthy", "a quorum of voters answers".to_owned())
+        }
+    };
+    let condition =
+        etcd_crds::conditions::condition(QUORUM_LOST_CONDITION, lost, reason, message, generation);
+    etcd_crds::conditions::set_condition(&mut status.conditions, condition);
 }
 
 /// Marks the voters that have been silent past the target's threshold, by the times the previous

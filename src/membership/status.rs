@@ -12,9 +12,6 @@ use super::planner::Step;
 use super::reconcile::{Observation, Target};
 use crate::etcd::hex_id;
 
-/// How long no member may answer before the cluster is reported Failed.
-pub const QUORUM_LOSS_AFTER: Duration = Duration::from_secs(300);
-
 /// The status for this observation and the step about to be taken.
 pub fn status(
     target: &Target,
@@ -51,12 +48,12 @@ pub fn status(
     let phase = match step {
         _ if target.size == 0 && observation.planner.running.is_empty() => ClusterPhase::Stopped,
         Step::Bootstrap { .. } => ClusterPhase::Creating,
-        Step::Restart { .. } => ClusterPhase::Recovering,
+        Step::Restart { .. } | Step::ForceNewCluster { .. } => ClusterPhase::Recovering,
         Step::Done if ready == target.size => ClusterPhase::Running,
         // No member answers: Degraded at once, Failed only once that has lasted (a member
         // restarting, a DNS or network blip is not a lost cluster).
         _ if observation.unreachable.is_some() && observation.planner.bootstrapped => {
-            if quorum_lost_for(previous) >= QUORUM_LOSS_AFTER {
+            if quorum_lost_for(previous) >= target.recovery.after {
                 ClusterPhase::Failed
             } else {
                 ClusterPhase::Degraded
@@ -168,15 +165,19 @@ fn agreed_version(observation: &Observation, members: usize) -> Option<String> {
 
 /// How long the cluster has been without quorum, by the previous status's Available condition
 /// (zero when it had quorum).
-fn quorum_lost_for(previous: &EtcdClusterStatus) -> Duration {
-    let since = previous
+pub(super) fn quorum_lost_for(previous: &EtcdClusterStatus) -> Duration {
+    quorum_lost_since(previous)
+        .and_then(|since| u64::try_from(Timestamp::now().as_second() - since.as_second()).ok())
+        .map_or(Duration::ZERO, Duration::from_secs)
+}
+
+/// When the cluster last lost its quorum, by the previous status's Available condition.
+pub(super) fn quorum_lost_since(previous: &EtcdClusterStatus) -> Option<Timestamp> {
+    previous
         .conditions
         .iter()
         .find(|c| c.type_ == "Available" && c.status == "False")
-        .map(|c| c.last_transition_time.0);
-    since
-        .and_then(|since| u64::try_from(Timestamp::now().as_second() - since.as_second()).ok())
-        .map_or(Duration::ZERO, Duration::from_secs)
+        .map(|c| c.last_transition_time.0)
 }
 
 /// Since when `name` has been silent, as the previous status recorded it.
@@ -189,6 +190,7 @@ mod tests {
     use super::*;
     use crate::etcd::EndpointStatus;
     use crate::membership::planner::{Seen, Wanted, next_step};
+    use crate::membership::recovery::Policy;
 
     fn target(size: usize) -> Target {
         Target {
@@ -199,6 +201,7 @@ mod tests {
             replace_after: None,
             version: None,
             rolls_versions: false,
+            recovery: Policy { after: Duration::from_secs(300), ..Policy::default() },
         }
     }
 
@@ -263,7 +266,8 @@ mod tests {
 
         // Still no answer, with quorum lost since longer ago than the threshold: Failed.
         let mut previous = first;
-        let lost = Timestamp::now().as_second() - QUORUM_LOSS_AFTER.as_secs() as i64 - 1;
+        let after = target(3).recovery.after.as_secs() as i64;
+        let lost = Timestamp::now().as_second() - after - 1;
         for c in previous.conditions.iter_mut().filter(|c| c.type_ == "Available") {
             c.last_transition_time = Time(Timestamp::from_second(lost).unwrap());
         }

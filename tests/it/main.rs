@@ -14,6 +14,7 @@ mod controller {
 mod membership {
     mod crash;
     mod local_restore;
+    mod recovery;
     mod replace;
     mod scaling;
     mod unreachable;

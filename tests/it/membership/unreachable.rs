@@ -10,6 +10,7 @@ use etcd_operator::etcd::ClientTls;
 use etcd_operator::local::process::ProcessMembers;
 use etcd_operator::membership::planner::Step;
 use etcd_operator::membership::reconcile::{Plan, Target, act, plan};
+use etcd_operator::membership::recovery::Policy;
 
 const CLUSTER: &str = "frozen";
 
@@ -22,6 +23,7 @@ fn target(size: usize) -> Target {
         replace_after: None,
         version: None,
         rolls_versions: false,
+        recovery: Policy { after: Duration::from_secs(300), ..Policy::default() },
     }
 }
 

@@ -1,0 +1,244 @@
+//! Quorum loss: when fewer than a quorum of voters has answered for long enough, the cluster is
+//! Failed, and the one way back that keeps its data is decided here. Pure.
+//!
+//! Recovery keeps the surviving member with the newest data (the highest raft index), restarts
+//! it alone with `--force-new-cluster` (same data, same keys, same cluster ID), wipes every
+//! other member so that none can come back with old data, and leaves growing back to the spec's
+//! size to the planner (learner-first, as any scale-up). It never runs while a lost member's
+//! process is still alive, and a person approves it unless the policy is Automatic.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use super::planner::{Seen, Step, quorum};
+use crate::etcd::EndpointStatus;
+
+/// What the spec and the platform allow.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    /// Recover without a person's approval.
+    pub automatic: bool,
+    /// How long the quorum must have been lost before the cluster is Failed.
+    pub after: Duration,
+    /// The approval a person gave (`etcd.etcd.io/approve-recovery`), if any.
+    pub approval: Option<String>,
+    /// The platform can restart a member with `--force-new-cluster` (`local`; not yet on
+    /// Kubernetes, where the cluster is reported Failed with the plan for a person to carry out).
+    pub can_force: bool,
+}
+
+impl Policy {
+    /// The policy of `cluster` (`spec.recovery` and its approval annotation), on a platform
+    /// that can (or cannot) force a new cluster.
+    pub fn of(cluster: &etcd_crds::EtcdCluster, can_force: bool) -> Self {
+        let recovery = &cluster.spec.recovery;
+        let annotations = cluster.metadata.annotations.as_ref();
+        Self {
+            automatic: recovery.policy == etcd_crds::RecoveryPolicy::Automatic,
+            after: Duration::from_secs(recovery.quorum_loss_after_seconds.max(1).unsigned_abs()),
+            approval: annotations
+                .and_then(|a| a.get(etcd_crds::APPROVE_RECOVERY_ANNOTATION))
+                .cloned(),
+            can_force,
+        }
+    }
+}
+
+/// What quorum loss calls for now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// A quorum answers, or it has not been lost for long: nothing to do here.
+    None,
+    /// Lost: reported, and waiting (for approval, for a lost process to go, or for a person).
+    Failed { message: String },
+    /// Recover now.
+    Recover { step: Step, message: String },
+}
+
+/// The one observation recovery decides from.
+pub struct Lost<'a> {
+    pub members: &'a [Seen],
+    pub statuses: &'a [(String, EndpointStatus)],
+    pub running: &'a BTreeSet<String>,
+    pub size: usize,
+    /// How long the quorum has been lost, and the approval token of this loss (the cluster ID
+    /// and when it began, so that an approval never applies to a later loss).
+    pub lost_for: Duration,
+    pub token: String,
+}
+
+pub fn decide(policy: &Policy, lost: &Lost<'_>) -> Decision {
+    // By ordinal, so that messages and the members discarded read the same on every pass.
+    let mut members: Vec<&Seen> = lost.members.iter().collect();
+    members.sort_by_key(|m| etcd_certs::cluster::member_ordinal(&m.name));
+    let voters: Vec<&Seen> = members.iter().copied().filter(|m| !m.is_learner).collect();
+    let answering = |m: &&Seen| m.healthy && lost.statuses.iter().any(|(n, _)| *n == m.name);
+    let survivors: Vec<&Seen> = voters.iter().copied().filter(answering).collect();
+    if voters.is_empty() || survivors.len() >= quorum(voters.len()) || lost.lost_for < policy.after
+    {
+        return Decision::None;
+    }
+    let index = |m: &Seen| {
+        lost.statuses.iter().find(|(n, _)| *n == m.name).map_or(0, |(_, s)| s.raft_index)
+    };
+    let gone: Vec<&str> =
+        voters.iter().filter(|m| !answering(m)).map(|m| m.name.as_str()).collect();
+    let mut message = format!(
+        "quorum lost for {}s: {} of {} voters answer; lost: {}",
+        lost.lost_for.as_secs(),
+        survivors.len(),
+        voters.len(),
+        gone.join(", ")
+    );
+    // The newest data wins; on a tie the lowest ordinal, so that every pass picks the same one.
+    let keep = survivors.iter().max_by_key(|m| {
+        (index(m), std::cmp::Reverse(etcd_certs::cluster::member_ordinal(&m.name)))
+    });
+    let Some(keep) = keep else {
+        message.push_str("; no member survives with data: restore the cluster from a backup");
+        return Decision::Failed { message };
+    };
+    let survive: Vec<String> =
+        survivors.iter().map(|m| format!("{} (raft index {})", m.name, index(m))).collect();
+    let discard: Vec<String> =
+        members.iter().filter(|m| m.name != keep.name).map(|m| m.name.clone()).collect();
+    message.push_str(&format!(
+        "; survive with data: {}. Recovery keeps {}, restarts it alone with --force-new-cluster (same data and keys), wipes {} and grows back to {} members",
+        survive.join(", "),
+        keep.name,
+        discard.join(", "),
+        lost.size
+    ));
+    let alive: Vec<&str> = gone.iter().copied().filter(|n| lost.running.contains(*n)).collect();
+    if !alive.is_empty() {
+        message.push_str(&format!(
+            ". Waiting: the process of {} still runs, and could come back with old data",
+            alive.join(", ")
+        ));
+        return Decision::Failed { message };
+    }
+    if !policy.can_force {
+        message.push_str(". This platform does not carry it out yet: see the README, \"Recovering from quorum loss\"");
+        return Decision::Failed { message };
+    }
+    if !policy.automatic && policy.approval.as_deref() != Some(lost.token.as_str()) {
+        message.push_str(&format!(
+            ". Approve with the annotation {}={}",
+            etcd_crds::APPROVE_RECOVERY_ANNOTATION,
+            lost.token
+        ));
+        return Decision::Failed { message };
+    }
+    let step = Step::ForceNewCluster { keep: keep.name.clone(), discard };
+    Decision::Recover { step, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(i: u64, healthy: bool) -> Seen {
+        Seen {
+            id: i,
+            name: format!("c-{i}"),
+            peer_url: format!("http://c-{i}:2380"),
+            running: healthy,
+            healthy,
+            has_data: healthy,
+            is_learner: false,
+            failing: false,
+        }
+    }
+
+    fn status(i: u64, raft_index: u64) -> (String, EndpointStatus) {
+        let s = EndpointStatus {
+            member_id: i,
+            leader: 0,
+            cluster_id: 1,
+            version: "3.5.1".into(),
+            is_learner: false,
+            raft_index,
+        };
+        (format!("c-{i}"), s)
+    }
+
+    fn policy(automatic: bool) -> Policy {
+        Policy { automatic, after: Duration::from_secs(60), approval: None, can_force: true }
+    }
+
+    #[test]
+    fn a_lost_quorum_is_failed_until_approved_then_the_newest_survivor_is_kept() {
+        let members =
+            vec![seen(0, true), seen(1, false), seen(2, true), seen(3, false), seen(4, false)];
+        let statuses = vec![status(0, 90), status(2, 120)];
+        let running = BTreeSet::new();
+        let lost = Lost {
+            members: &members,
+            statuses: &statuses,
+            running: &running,
+            size: 5,
+            lost_for: Duration::from_secs(61),
+            token: "abc-1700000000".into(),
+        };
+        let Decision::Failed { message } = decide(&policy(false), &lost) else { panic!() };
+        assert!(message.contains("lost: c-1, c-3, c-4"), "{message}");
+        assert!(
+            message.contains("c-2 (raft index 120)") && message.contains("keeps c-2"),
+            "{message}"
+        );
+        assert!(message.contains("approve-recovery=abc-1700000000"), "{message}");
+
+        let approved = Policy { approval: Some("abc-1700000000".into()), ..policy(false) };
+        let Decision::Recover { step, .. } = decide(&approved, &lost) else { panic!() };
+        let discard = ["c-0", "c-1", "c-3", "c-4"].map(String::from).to_vec();
+        assert_eq!(step, Step::ForceNewCluster { keep: "c-2".into(), discard });
+        // An approval of another loss does nothing.
+        let stale = Policy { approval: Some("abc-1600000000".into()), ..policy(false) };
+        assert!(matches!(decide(&stale, &lost), Decision::Failed { .. }));
+    }
+
+    #[test]
+    fn nothing_happens_with_a_quorum_before_the_delay_or_while_a_lost_process_runs() {
+        let members = vec![seen(0, true), seen(1, false), seen(2, false)];
+        let statuses = vec![status(0, 7)];
+        let running = BTreeSet::new();
+        let mut lost = Lost {
+            members: &members,
+            statuses: &statuses,
+            running: &running,
+            size: 3,
+            lost_for: Duration::from_secs(30),
+            token: "t".into(),
+        };
+        assert_eq!(decide(&policy(true), &lost), Decision::None, "not lost for long enough");
+        lost.lost_for = Duration::from_secs(600);
+        assert!(matches!(decide(&policy(true), &lost), Decision::Recover { .. }));
+        let still_running: BTreeSet<String> = ["c-2".to_owned()].into();
+        lost.running = &still_running;
+        let Decision::Failed { message } = decide(&policy(true), &lost) else { panic!() };
+        assert!(message.contains("the process of c-2 still runs"), "{message}");
+
+        let healthy = vec![seen(0, true), seen(1, true), seen(2, false)];
+        let statuses = vec![status(0, 7), status(1, 7)];
+        let ok = Lost { members: &healthy, statuses: &statuses, ..lost };
+        assert_eq!(decide(&policy(true), &ok), Decision::None, "2 of 3 is a quorum");
+    }
+
+    #[test]
+    fn without_a_platform_that_can_force_the_plan_is_reported() {
+        let members = vec![seen(0, true), seen(1, false), seen(2, false)];
+        let statuses = vec![status(0, 7)];
+        let running = BTreeSet::new();
+        let lost = Lost {
+            members: &members,
+            statuses: &statuses,
+            running: &running,
+            size: 3,
+            lost_for: Duration::from_secs(600),
+            token: "t".into(),
+        };
+        let cannot = Policy { can_force: false, ..policy(true) };
+        let Decision::Failed { message } = decide(&cannot, &lost) else { panic!() };
+        assert!(message.contains("keeps c-0") && message.contains("does not carry it out"));
+    }
+}

@@ -1,0 +1,99 @@
+//! Quorum loss in `local` on real etcd: two of three members lose their data and their process,
+//! under a writer. The cluster is Failed with the story in a condition; with `Manual` nothing
+//! changes until a person approves this very loss, with `Automatic` no person is needed; then
+//! the survivor is restarted alone with `--force-new-cluster`, the cluster grows back to three
+//! learner-first, keeps its cluster ID, and every acknowledged write is there.
+
+use std::time::{Duration, Instant};
+
+use crate::support::local::{Local, Writer, assert_all_present};
+use etcd_crds::{ClusterPhase, EtcdClusterStatus};
+use etcd_operator::local::process::is_live;
+
+fn quorum_lost(status: &EtcdClusterStatus) -> Option<String> {
+    let condition = status.conditions.iter().find(|c| c.type_ == "QuorumLost")?;
+    (condition.status == "True").then(|| condition.message.clone())
+}
+
+fn pid(local: &Local, name: &str) -> Option<i32> {
+    let path = local.state().join("members").join(name).join("pid");
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Writes the cluster file with a recovery policy and, when given, an approval.
+fn write_cluster(local: &Local, policy: &str, approval: Option<&str>) {
+    let annotations = approval
+        .map(|token| format!("  annotations:\n    etcd.etcd.io/approve-recovery: \"{token}\"\n"))
+        .unwrap_or_default();
+    let yaml = format!(
+        "apiVersion: etcd.etcd.io/v1alpha1\nkind: EtcdCluster\nmetadata:\n  name: it\n  namespace: default\n{annotations}spec:\n  size: 3\n  version: {}\n  recovery:\n    policy: {policy}\n    quorumLossAfterSeconds: 3\n",
+        local.version
+    );
+    std::fs::write(&local.file, yaml).unwrap();
+}
+
+async fn two_of_three_lost(policy: &str) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let local = Local::start(3);
+    write_cluster(&local, policy, None);
+    let before = local.wait_running(3, Duration::from_secs(60)).await;
+    let writer = Writer::start(before.client_endpoints.clone(), local.tls());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // it-1 and it-2 lose their data, then their process.
+    for name in ["it-1", "it-2"] {
+        let pid = pid(&local, name).unwrap();
+        std::fs::remove_dir_all(local.state().join("members").join(name).join("data")).unwrap();
+        // SAFETY: kill(2) on the pid of an etcd process this test's operator started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let survivor = pid(&local, "it-0").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let failed = loop {
+        let status = local.status();
+        if let Some(message) = quorum_lost(&status) {
+            if policy == "Manual" {
+                assert_eq!(status.phase, Some(ClusterPhase::Failed), "{message}");
+            }
+            break message;
+        }
+        assert!(Instant::now() < deadline, "no quorum loss reported: {status:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(failed.contains("lost: it-1, it-2"), "{failed}");
+    assert!(failed.contains("keeps it-0"), "{failed}");
+
+    if policy == "Manual" {
+        let token = failed.split("approve-recovery=").nth(1).unwrap().trim().to_owned();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let waiting = local.status();
+        assert_eq!(waiting.phase, Some(ClusterPhase::Failed), "nothing happens unapproved");
+        assert_eq!(pid(&local, "it-0"), Some(survivor), "the survivor was not touched");
+        for name in ["it-1", "it-2"] {
+            assert!(pid(&local, name).is_none_or(|p| !is_live(p, "etcd")), "{name} stays down");
+        }
+        // Approving another loss does nothing either.
+        write_cluster(&local, policy, Some("0-1"));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(local.status().phase, Some(ClusterPhase::Failed));
+        write_cluster(&local, policy, Some(&token));
+    }
+
+    let after = local.wait_running(3, Duration::from_secs(90)).await;
+    let (keys, _) = writer.finish().await;
+    assert_eq!(after.cluster_id, before.cluster_id, "recovered in place: same cluster ID");
+    assert!(quorum_lost(&after).is_none(), "{:#?}", after.conditions);
+    assert_all_present(&after.client_endpoints, &local.tls(), &keys).await;
+    let log = local.operator_log();
+    assert!(log.contains("--force-new-cluster"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_manual_recovery_a_lost_quorum_waits_for_approval_of_this_loss() {
+    two_of_three_lost("Manual").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_automatic_recovery_a_lost_quorum_comes_back_by_itself() {
+    two_of_three_lost("Automatic").await;
+}
