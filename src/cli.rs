@@ -114,6 +114,11 @@ pub enum LocalCommand {
         #[arg(long)]
         state_dir: PathBuf,
     },
+    /// Print the cluster, its members and conditions (what status.json says) as tables.
+    Status {
+        #[arg(long)]
+        state_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -228,6 +233,10 @@ pub async fn dispatch(command: Command) -> Result<()> {
         Command::Certs(CertsCommand::Issue(args)) => issue_certs(&args),
         Command::Local(LocalArgs { command: Some(LocalCommand::Down { state_dir }), .. }) => {
             Ok(crate::local::down(&state_dir)?)
+        }
+        Command::Local(LocalArgs { command: Some(LocalCommand::Status { state_dir }), .. }) => {
+            print!("{}", crate::local::report::render(&state_dir)?);
+            Ok(())
         }
         Command::Local(LocalArgs {
             up: LocalUpArgs { file: Some(file), state_dir: Some(dir), restore_from, etcd },

@@ -9,7 +9,9 @@ use etcd_crds::conditions::{condition, set_condition};
 use etcd_crds::{EtcdCluster, EtcdClusterStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
+pub mod admission;
 pub mod process;
+pub mod report;
 
 use crate::etcd::ClientTls;
 use crate::etcd::install::Installations;
@@ -17,6 +19,7 @@ use crate::membership::Error;
 use crate::membership::planner::Step;
 use crate::membership::reconcile::{Plan, Target, act, plan};
 use crate::membership::recovery;
+use admission::Admission;
 use process::ProcessMembers;
 
 /// Test hook: exit right after performing a step of this kind (`add-learner`, `promote`, ...),
@@ -153,8 +156,17 @@ pub async fn up(
     restore_from: Option<&str>,
     installs: Installations,
 ) -> crate::error::Result<()> {
-    let mut cluster = load_cluster(file)?;
     std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let mut admission = Admission::open(dir);
+    let admitted = admission.admit(load_cluster(file)?).cloned();
+    // A denied edit keeps the spec accepted before; with none, it is a denied create.
+    let mut cluster = match (admitted, admission.accepted()) {
+        (Ok(admitted), _) => admitted,
+        (Err(_), Some(accepted)) => accepted.clone(),
+        (Err(denial), None) => {
+            return Err(Error::State { path: file.to_owned(), reason: denial }.into());
+        }
+    };
     let name = cluster.metadata.name.clone().unwrap_or_else(|| "etcd".into());
     let tls_spec = &cluster.spec.security.tls;
     if tls_spec.enabled && !tls_spec.auto_tls {
@@ -182,7 +194,11 @@ pub async fn up(
     let mut reported_missing = None;
     loop {
         match load_cluster(file) {
-            Ok(edited) => cluster = edited,
+            Ok(edited) => {
+                if let Ok(admitted) = admission.admit(edited) {
+                    cluster = admitted.clone();
+                }
+            }
             Err(err) => tracing::warn!(%err, "keeping the last valid spec"),
         }
         let target = target(&cluster, &name, &token, &installs);
@@ -192,7 +208,8 @@ pub async fn up(
             reported_missing = Some(installed.message.clone());
         }
         members.set_version(target.version.clone());
-        let step = reconcile_step(&members, &target, tls.as_ref(), &mut status, dir, installed);
+        let conditions = [installed, admission.condition(cluster.metadata.generation)];
+        let step = reconcile_step(&members, &target, tls.as_ref(), &mut status, dir, conditions);
         let pause = match step.await {
             Ok(step) => {
                 if exit_after.as_deref() == Some(step.kind()) {
@@ -244,10 +261,12 @@ async fn reconcile_step(
     tls: Option<&ClientTls>,
     status: &mut EtcdClusterStatus,
     dir: &Path,
-    installed: Condition,
+    conditions: [Condition; 2],
 ) -> Result<Step, Error> {
     let Plan { step, status: mut next, voters } = plan(members, target, tls, status).await?;
-    set_condition(&mut next.conditions, installed);
+    for condition in conditions {
+        set_condition(&mut next.conditions, condition);
+    }
     if next != *status {
         write_status(dir, &next)?;
         *status = next;

@@ -13,6 +13,7 @@ mod controller {
 }
 mod membership {
     mod crash;
+    mod local_admission;
     mod local_restore;
     mod recovery;
     mod replace;

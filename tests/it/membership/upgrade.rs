@@ -79,7 +79,7 @@ async fn a_rolling_upgrade_moves_one_member_at_a_time_leader_last_and_survives_a
             .collect()
     };
     let pids_before = pids(&local);
-    local.version = "3.6.0".into();
+    local.version = "3.5.0".into();
     local.set_size(3);
     let deadline = Instant::now() + Duration::from_secs(20);
     let refused = loop {
@@ -92,7 +92,7 @@ async fn a_rolling_upgrade_moves_one_member_at_a_time_leader_last_and_survives_a
         assert!(Instant::now() < deadline, "no VersionInstalled=False condition: {status:#?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(refused.contains("3.6.0") && refused.contains("--etcd 3.6.0=DIR"), "{refused}");
+    assert!(refused.contains("3.5.0") && refused.contains("--etcd 3.5.0=DIR"), "{refused}");
     assert!(local.operator_log().contains("no etcd of that version is installed here"));
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(pids(&local), pids_before, "no member was stopped for a missing version");

@@ -21,7 +21,15 @@ dump() {
   done
   for pod in $(kubectl get pods -l app.kubernetes.io/name=etcd -o name 2>/dev/null); do
     log "etcd logs of $pod"
-    kubectl logs "$pod" -c etcd 2>&1 | grep -v '"level":"debug"' | tail -12 | cut -c1-400 || true
+    # One line per entry: time, message, peer and error (a TLS refusal says why here).
+    kubectl logs "$pod" -c etcd 2>&1 | grep -v '"level":"debug"' | tail -12 | python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        e = json.loads(line)
+    except ValueError:
+        print(line.rstrip()[:300]); continue
+    print(e.get("ts", "")[11:23], e.get("msg", ""), e.get("remote-addr", ""), e.get("error", ""))' || true
   done
 }
 
