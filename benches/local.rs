@@ -113,50 +113,61 @@ async fn all_answer(urls: &[String], tls: &ClientTls) -> bool {
     true
 }
 
+/// A cluster started by hand under `state`: its PKI issued, `wanted` members (`b-0..`) of which
+/// the first `size` are started with a static bootstrap, waited for until all answer.
+struct ByHand {
+    members: ProcessMembers,
+    wanted: Vec<Wanted>,
+    tls: ClientTls,
+    urls: Vec<String>,
+}
+
+impl ByHand {
+    async fn start(state: &Path, members: ProcessMembers, wanted: usize, size: usize) -> Self {
+        let pki = state.join("pki");
+        let issued = Command::new(BIN)
+            .args(["certs", "issue", "--cluster", "b", "--namespace", "default"])
+            .args(["--out", pki.to_str().unwrap(), "--extra-san", "127.0.0.1"])
+            .output()
+            .unwrap();
+        assert!(issued.status.success());
+        let wanted: Vec<Wanted> = (0..wanted)
+            .map(|i| Wanted {
+                name: format!("b-{i}"),
+                peer_url: members.urls(&format!("b-{i}")).unwrap().peer,
+            })
+            .collect();
+        for w in &wanted[..size] {
+            members.start_now(&w.name, &wanted[..size], ClusterState::New, "t").unwrap();
+        }
+        let tls = ClientTls::from_files(
+            &pki.join("ca.crt"),
+            &pki.join("client.crt"),
+            &pki.join("client.key"),
+        )
+        .unwrap();
+        let urls: Vec<String> =
+            wanted[..size].iter().map(|w| members.urls(&w.name).unwrap().client).collect();
+        while !all_answer(&urls, &tls).await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self { members, wanted, tls, urls }
+    }
+
+    fn stop(&self) {
+        for w in &self.wanted {
+            self.members.stop_now(&w.name).unwrap();
+        }
+    }
+}
+
 async fn by_hand() -> Duration {
     let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
     let start = Instant::now();
-    let pki = dir.path().join("state/pki");
-    let out = Command::new(BIN)
-        .args([
-            "certs",
-            "issue",
-            "--cluster",
-            "b",
-            "--namespace",
-            "default",
-            "--out",
-            pki.to_str().unwrap(),
-            "--extra-san",
-            "127.0.0.1",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let members = ProcessMembers::new(&dir.path().join("state"), true);
-    let wanted: Vec<Wanted> = (0..3)
-        .map(|i| Wanted {
-            name: format!("b-{i}"),
-            peer_url: members.urls(&format!("b-{i}")).unwrap().peer,
-        })
-        .collect();
-    for w in &wanted {
-        members.start_now(&w.name, &wanted, ClusterState::New, "t").unwrap();
-    }
-    let tls = ClientTls::from_files(
-        &pki.join("ca.crt"),
-        &pki.join("client.crt"),
-        &pki.join("client.key"),
-    )
-    .unwrap();
-    let urls: Vec<String> = wanted.iter().map(|w| members.urls(&w.name).unwrap().client).collect();
-    while !all_answer(&urls, &tls).await {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let cluster = ByHand::start(&state, ProcessMembers::new(&state, true), 3, 3).await;
     let took = start.elapsed();
-    for w in &wanted {
-        members.stop_now(&w.name).unwrap();
-    }
+    cluster.stop();
     took
 }
 
@@ -175,44 +186,9 @@ async fn scale_up() -> (Duration, Duration) {
     // Directly: a fresh 3-member cluster, then two rounds of add learner, start, promote.
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let pki = state.join("pki");
-    Command::new(BIN)
-        .args([
-            "certs",
-            "issue",
-            "--cluster",
-            "b",
-            "--namespace",
-            "default",
-            "--out",
-            pki.to_str().unwrap(),
-            "--extra-san",
-            "127.0.0.1",
-        ])
-        .output()
-        .unwrap();
-    let members = ProcessMembers::new(&state, true);
-    let wanted: Vec<Wanted> = (0..5)
-        .map(|i| Wanted {
-            name: format!("b-{i}"),
-            peer_url: members.urls(&format!("b-{i}")).unwrap().peer,
-        })
-        .collect();
-    for w in &wanted[..3] {
-        members.start_now(&w.name, &wanted[..3], ClusterState::New, "t").unwrap();
-    }
-    let tls = ClientTls::from_files(
-        &pki.join("ca.crt"),
-        &pki.join("client.crt"),
-        &pki.join("client.key"),
-    )
-    .unwrap();
-    let urls: Vec<String> =
-        wanted[..3].iter().map(|w| members.urls(&w.name).unwrap().client).collect();
-    while !all_answer(&urls, &tls).await {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut client = etcd::connect(&urls, Some(&tls)).await.unwrap();
+    let cluster = ByHand::start(&state, ProcessMembers::new(&state, true), 5, 3).await;
+    let ByHand { members, wanted, tls, urls } = &cluster;
+    let mut client = etcd::connect(urls, Some(tls)).await.unwrap();
     let start = Instant::now();
     for n in 3..5 {
         let id = loop {
@@ -227,9 +203,7 @@ async fn scale_up() -> (Duration, Duration) {
         }
     }
     let direct = start.elapsed();
-    for w in &wanted {
-        members.stop_now(&w.name).unwrap();
-    }
+    cluster.stop();
     (through_operator, direct)
 }
 
@@ -258,44 +232,19 @@ async fn upgrade() -> (Duration, Duration) {
 
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let pki = state.join("pki");
-    let issued = Command::new(BIN)
-        .args(["certs", "issue", "--cluster", "b", "--namespace", "default"])
-        .args(["--out", pki.to_str().unwrap(), "--extra-san", "127.0.0.1"])
-        .output()
-        .unwrap();
-    assert!(issued.status.success());
-    let flag = harness::distro_flag();
-    let given = etcd_operator::etcd::install::parse_flag(&flag).unwrap();
+    let given = etcd_operator::etcd::install::parse_flag(&harness::distro_flag()).unwrap();
     let members = ProcessMembers::new(&state, true)
         .with_installations(Installations::discover(&[given]).unwrap());
     members.set_version(Some(harness::PATH_VERSION.to_owned()));
-    let wanted: Vec<Wanted> = (0..3)
-        .map(|i| Wanted {
-            name: format!("b-{i}"),
-            peer_url: members.urls(&format!("b-{i}")).unwrap().peer,
-        })
-        .collect();
-    for w in &wanted {
-        members.start_now(&w.name, &wanted, ClusterState::New, "t").unwrap();
-    }
-    let tls = ClientTls::from_files(
-        &pki.join("ca.crt"),
-        &pki.join("client.crt"),
-        &pki.join("client.key"),
-    )
-    .unwrap();
-    let urls: Vec<String> = wanted.iter().map(|w| members.urls(&w.name).unwrap().client).collect();
-    while !all_answer(&urls, &tls).await {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let cluster = ByHand::start(&state, members, 3, 3).await;
+    let ByHand { members, wanted, tls, urls } = &cluster;
     let start = Instant::now();
-    for (w, url) in wanted.iter().zip(&urls).rev() {
-        members.upgrade(&w.name, harness::DISTRO_VERSION, &wanted, "t").await.unwrap();
+    for (w, url) in wanted.iter().zip(urls).rev() {
+        members.upgrade(&w.name, harness::DISTRO_VERSION, wanted, "t").await.unwrap();
         loop {
-            let answered = etcd::endpoint_status(url, Some(&tls)).await;
+            let answered = etcd::endpoint_status(url, Some(tls)).await;
             if answered.is_ok_and(|s| s.version == harness::DISTRO_VERSION)
-                && all_answer(&urls, &tls).await
+                && all_answer(urls, tls).await
             {
                 break;
             }
@@ -303,9 +252,7 @@ async fn upgrade() -> (Duration, Duration) {
         }
     }
     let by_hand = start.elapsed();
-    for w in &wanted {
-        members.stop_now(&w.name).unwrap();
-    }
+    cluster.stop();
     (through_operator, by_hand)
 }
 

@@ -3,7 +3,7 @@
 //! destination: the exact requests, the status it writes, the Events, and the schedule driven by
 //! the test's clock.
 
-use crate::support::apiserver::{Exchange, serve, status_body};
+use crate::support::apiserver::{Exchange, serve, status_body, unavailable};
 use crate::support::etcd::{issue_pki, start_tls_cluster};
 use base64::Engine;
 use etcd_crds::EtcdBackup;
@@ -142,19 +142,8 @@ async fn an_api_server_hiccup_is_retried_and_never_counted_as_a_failed_backup() 
         volume_spec(dir.path(), Some("0 * * * *")),
         json!({"phase": "Scheduled", "consecutiveFailures": 1}),
     );
-    let (client, recorded) = serve(vec![
-        Exchange::new(
-            Method::GET,
-            format!("{CRD}/etcdclusters/main"),
-            status_body(
-                503,
-                "ServiceUnavailable",
-                "the server is currently unable to handle the request",
-            ),
-        )
-        .status(StatusCode::SERVICE_UNAVAILABLE),
-        status_patch(&object),
-    ]);
+    let (client, recorded) =
+        serve(vec![unavailable(format!("{CRD}/etcdclusters/main")), status_patch(&object)]);
     let ctx = Context::new(client, "op:1".into(), None);
     let now: Timestamp = "2026-11-24T01:00:30Z".parse().unwrap();
     let action = reconcile_at(&object, &ctx, now).await.unwrap();

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::support::apiserver::{Exchange, Recorded, serve, status_body};
+use crate::support::apiserver::{Exchange, Recorded, serve, status_body, unavailable};
 use etcd_crds::EtcdRestore;
 use etcd_operator::controller::Context;
 use etcd_operator::controller::restore::{RESTORED_BY, reconcile};
@@ -235,19 +235,8 @@ async fn an_api_server_hiccup_is_retried_never_a_failed_restore() {
         json!({"clusterName": "main", "type": "New", "source": direct_location()}),
         json!({"phase": "Restoring"}),
     );
-    let (client, recorded) = serve(vec![
-        Exchange::new(
-            Method::GET,
-            format!("{CRD}/etcdclusters/main"),
-            status_body(
-                503,
-                "ServiceUnavailable",
-                "the server is currently unable to handle the request",
-            ),
-        )
-        .status(StatusCode::SERVICE_UNAVAILABLE),
-        patch_status(),
-    ]);
+    let (client, recorded) =
+        serve(vec![unavailable(format!("{CRD}/etcdclusters/main")), patch_status()]);
     let ctx = Arc::new(Context::new(client, "op:1".into(), None));
     let action = reconcile(Arc::new(object), ctx).await.unwrap();
     assert_eq!(

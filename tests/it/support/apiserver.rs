@@ -48,6 +48,20 @@ pub fn status_body(code: u16, reason: &str, message: &str) -> Value {
     })
 }
 
+/// A GET of `path` answered 503, as an API server that is restarting or overloaded answers.
+pub fn unavailable(path: String) -> Exchange {
+    Exchange::new(
+        http::Method::GET,
+        path,
+        status_body(
+            503,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+        ),
+    )
+    .status(http::StatusCode::SERVICE_UNAVAILABLE)
+}
+
 /// Serves `script` in order; the handle resolves to every request received. A request that does
 /// not match the next expected one fails the test with both printed.
 pub fn serve(script: Vec<Exchange>) -> (kube::Client, JoinHandle<Vec<Recorded>>) {
