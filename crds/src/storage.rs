@@ -140,4 +140,11 @@ pub struct BackupRecord {
     pub start_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+    /// When the stored object was read back, its checksum checked and the snapshot restored
+    /// into a scratch directory; absent: never verified. Retention counts verified backups only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_time: Option<Time>,
+    /// Keys in the snapshot's backend (every revision kept), as the verifying restore counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_count: Option<i64>,
 }

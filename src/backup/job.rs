@@ -6,7 +6,8 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::encrypt::Key;
 use super::retention::{Stored, prune};
-use super::save::save;
+use super::save::{now_in_seconds, save, write_manifest};
+use super::verify::verify;
 use super::{Error, Location};
 use crate::etcd::ClientTls;
 
@@ -33,12 +34,19 @@ pub struct RunOutcome {
 }
 
 impl Job {
-    /// Takes the snapshot for the run scheduled at `at`, then prunes to the retention.
+    /// Takes the snapshot for the run scheduled at `at`, proves it restores (read back from the
+    /// store, checksum, a scratch restore; the manifest then says so), then prunes to the
+    /// retention. A backup that fails verification fails the run and counts for nothing.
     pub async fn run(&self, at: Timestamp) -> Result<RunOutcome, Error> {
         let to = self.prefix.child(&object_name(&self.cluster, at, self.compression));
-        let record =
+        let mut record =
             save(&self.endpoints, self.tls.as_ref(), &to, self.compression, self.key.as_ref())
                 .await?;
+        let verified = verify(&record, &to, self.key.as_ref()).await?;
+        record.verified_time =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now_in_seconds()));
+        record.key_count = Some(verified.keys);
+        write_manifest(&to, &record).await?;
         let kept = prune(&self.prefix, self.retention.max(1)).await?;
         Ok(RunOutcome { record, kept })
     }

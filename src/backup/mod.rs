@@ -15,6 +15,7 @@ pub mod restore;
 pub mod retention;
 pub mod save;
 pub mod schedule;
+pub mod verify;
 
 pub use location::Location;
 
@@ -56,6 +57,8 @@ pub enum Error {
     Decrypt { path: String, reason: String },
     #[error("{location} is encrypted: the restore needs its key")]
     KeyNeeded { location: String },
+    #[error("backup {location} failed verification: {reason}")]
+    Unverified { location: String, reason: String },
     #[error("schedule {schedule:?} is not a cron expression: {reason}")]
     Schedule { schedule: String, reason: String },
 }

@@ -57,7 +57,11 @@ pub async fn restore(
 }
 
 /// Runs etcd's restore tool on a verified snapshot file, writing `into`.
-async fn restore_data_dir(snapshot: &Path, member: &MemberSpec, into: &Path) -> Result<(), Error> {
+pub(super) async fn restore_data_dir(
+    snapshot: &Path,
+    member: &MemberSpec,
+    into: &Path,
+) -> Result<(), Error> {
     let (tool, program) = restore_tool(member.tools.as_deref());
     let output = tokio::process::Command::new(&program)
         .env("ETCDCTL_API", "3")
@@ -88,7 +92,7 @@ async fn restore_data_dir(snapshot: &Path, member: &MemberSpec, into: &Path) -> 
 
 /// `etcdutl` where it is installed (etcd 3.5+ deprecates restore in etcdctl), else `etcdctl`:
 /// in `dir` when given, else on PATH.
-fn restore_tool(dir: Option<&Path>) -> (&'static str, PathBuf) {
+pub(super) fn restore_tool(dir: Option<&Path>) -> (&'static str, PathBuf) {
     let found = |name: &str| match dir {
         Some(dir) => dir.join(name).is_file().then(|| dir.join(name)),
         None => std::env::var_os("PATH")

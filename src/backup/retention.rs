@@ -1,4 +1,6 @@
-//! Retention: the backups under a prefix are the manifests there; the newest N are kept.
+//! Retention: the backups under a prefix are the manifests there; the newest N verified ones
+//! are kept, and an unverified one only while it is newer than the oldest of those (a person
+//! may want to look at it; it never counts towards N).
 //!
 //! The store, not the EtcdBackup's status, is the truth: a status lost with its object, or runs
 //! made by an earlier operator version, are still counted and pruned.
@@ -47,12 +49,11 @@ pub async fn list(prefix: &Location) -> Result<Vec<Stored>, Error> {
     Ok(stored)
 }
 
-/// Deletes all but the newest `keep` backups under `prefix`; returns what is kept, newest first.
-/// The manifest goes first: a crash between the two deletes leaves an unlisted object, never a
-/// listed backup without its data.
+/// Deletes what retention no longer keeps under `prefix` (see the module); returns what is kept,
+/// newest first. The manifest goes first: a crash between the two deletes leaves an unlisted
+/// object, never a listed backup without its data.
 pub async fn prune(prefix: &Location, keep: usize) -> Result<Vec<Stored>, Error> {
-    let mut stored = list(prefix).await?;
-    let expired = stored.split_off(keep.min(stored.len()));
+    let (stored, expired) = retained(list(prefix).await?, keep);
     for old in expired {
         for object in [old.snapshot.manifest(), old.snapshot.clone()] {
             match object.store.delete(&object.path).await {
@@ -67,7 +68,56 @@ pub async fn prune(prefix: &Location, keep: usize) -> Result<Vec<Stored>, Error>
     Ok(stored)
 }
 
+/// Splits `stored` (newest first) into what retention keeps and what it deletes.
+fn retained(stored: Vec<Stored>, keep: usize) -> (Vec<Stored>, Vec<Stored>) {
+    let mut verified = 0;
+    stored.into_iter().partition(|s| {
+        if verified >= keep {
+            return false;
+        }
+        verified += usize::from(s.record.verified_time.is_some());
+        true
+    })
+}
+
 fn relative_url(prefix: &Location, path: &str) -> String {
     let relative = path.strip_prefix(prefix.path.as_ref()).unwrap_or(path);
     prefix.child(relative.trim_start_matches('/')).url
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use etcd_crds::BackupRecord;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use object_store::memory::InMemory;
+
+    use super::*;
+
+    fn stored(name: &str, verified: bool) -> Stored {
+        let record = BackupRecord {
+            verified_time: verified.then(|| Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
+            ..BackupRecord::default()
+        };
+        let snapshot =
+            Location { store: Arc::new(InMemory::new()), url: name.into(), path: Path::from(name) };
+        Stored { snapshot, record }
+    }
+
+    #[test]
+    fn only_verified_backups_count_and_unverified_ones_go_once_older_than_the_kept() {
+        // Newest first: an unverified run, two verified, an unverified, a verified.
+        let all = vec![
+            stored("e", false),
+            stored("d", true),
+            stored("c", true),
+            stored("b", false),
+            stored("a", true),
+        ];
+        let (kept, expired) = retained(all, 2);
+        let urls = |v: &[Stored]| v.iter().map(|s| s.snapshot.url.clone()).collect::<Vec<_>>();
+        assert_eq!(urls(&kept), ["e", "d", "c"]);
+        assert_eq!(urls(&expired), ["b", "a"]);
+    }
 }

@@ -65,6 +65,8 @@ pub async fn save(
         encrypted: key.is_some(),
         start_time: Some(Time(started)),
         completion_time: Some(Time(now_in_seconds())),
+        verified_time: None,
+        key_count: None,
     };
     write_manifest(to, &record).await?;
     Ok(record)
@@ -72,7 +74,7 @@ pub async fn save(
 
 /// The time now at the precision a Kubernetes `Time` keeps, so that a record read back from its
 /// manifest or from status equals the one written.
-fn now_in_seconds() -> Timestamp {
+pub(super) fn now_in_seconds() -> Timestamp {
     Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
@@ -134,7 +136,7 @@ fn upload_error(to: &Location) -> impl Fn(std::io::Error) -> Error + '_ {
     |source| Error::Io { what: "cannot upload the snapshot to", path: to.url.clone(), source }
 }
 
-async fn write_manifest(to: &Location, record: &BackupRecord) -> Result<(), Error> {
+pub(super) async fn write_manifest(to: &Location, record: &BackupRecord) -> Result<(), Error> {
     let manifest = to.manifest();
     let body = serde_json::to_vec_pretty(record)
         .map_err(|source| Error::BadManifest { manifest: manifest.url.clone(), source })?;

@@ -71,10 +71,14 @@ pub async fn reconcile_at(
     let started = std::time::Instant::now();
     let outcome = match job(backup, ctx, &namespace).await {
         // A failed run counts as one, whatever the cause: the next is tried with backoff.
-        Ok(job) => job
-            .run(due)
-            .await
-            .map_err(|err| Problem::lasting("BackupFailed", crate::telemetry::chain(&err))),
+        Ok(job) => job.run(due).await.map_err(|err| {
+            let reason = match err {
+                crate::backup::Error::Unverified { .. }
+                | crate::backup::Error::ChecksumMismatch { .. } => "BackupUnverified",
+                _ => "BackupFailed",
+            };
+            Problem::lasting(reason, crate::telemetry::chain(&err))
+        }),
         Err(problem) => Err(problem),
     };
     let labels = BackupLabels { namespace: namespace.clone(), name: name.clone() };
@@ -122,7 +126,9 @@ pub async fn reconcile_at(
             Ok(Action::requeue(RETRY_AFTER_PROBLEM))
         }
         Err(problem) => {
-            ctx.backups.runs.get_or_create(&RunLabels::new(&labels, "failed")).inc();
+            // An unverified backup is its own result, for an alert of its own.
+            let result = if problem.reason == "BackupUnverified" { "unverified" } else { "failed" };
+            ctx.backups.runs.get_or_create(&RunLabels::new(&labels, result)).inc();
             status.consecutive_failures = status.consecutive_failures.saturating_add(1);
             status.phase = Some(BackupPhase::Failed);
             set_condition(&mut status.conditions, problem.condition(backup.metadata.generation));

@@ -276,6 +276,31 @@ async fn a_schedule_driven_by_a_test_clock_keeps_exactly_the_newest_n() {
     let objects: Vec<_> =
         job.prefix.store.list(Some(&job.prefix.path)).try_collect().await.unwrap();
     assert_eq!(objects.len(), 2 * RETENTION, "a snapshot and a manifest each: {objects:?}");
+    // Each kept backup was read back from the store and restored before it counted.
+    assert!(
+        kept.iter().all(|s| s.record.verified_time.is_some() && s.record.key_count >= Some(200))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stored_backup_is_proven_by_a_scratch_restore_and_a_corrupt_one_is_not() {
+    use etcd_operator::backup::verify::verify;
+    let source = Source::start(1, 300, 64).await;
+    let (work, pki, cluster) = (&source.work, &source.pki, &source.cluster);
+    let object = work.path().join("backups").join("snap.db.zst");
+    let to = Location::parse(object.to_str().unwrap(), &BTreeMap::new()).unwrap();
+    let record =
+        save(&cluster.client_urls(), Some(&tls(pki)), &to, Compression::Zstd, None).await.unwrap();
+    let verified = verify(&record, &to, None).await.unwrap();
+    assert!(verified.revision >= record.revision, "{verified:?} vs {record:?}");
+    assert!(verified.keys >= 300, "every key written is in the snapshot: {verified:?}");
+
+    let mut bytes = std::fs::read(&object).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&object, &bytes).unwrap();
+    let err = verify(&record, &to, None).await.unwrap_err().to_string();
+    assert!(err.contains("checksum mismatch"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

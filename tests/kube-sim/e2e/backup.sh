@@ -43,6 +43,9 @@ spec:
 YAML
 failures() { kubectl get etcdbackup demo-now -o jsonpath='{.status.consecutiveFailures}'; }
 wait_for "the backup succeeded" 120 bash -c '[ "$(kubectl get etcdbackup demo-now -o jsonpath="{.status.phase}")" = Succeeded ]'
+# The operator read it back from S3 and restored it in its scratch space before it counted.
+[ -n "$(kubectl get etcdbackup demo-now -o jsonpath='{.status.backups[0].verifiedTime}')" ] \
+  || fail "the backup was not verified: $(kubectl get etcdbackup demo-now -o jsonpath='{.status}')"
 
 # A volume destination where nothing is mounted: the operator's root filesystem is read-only.
 kubectl apply -f - >/dev/null <<YAML
