@@ -97,7 +97,7 @@ mod tests {
 
     fn stored(name: &str, verified: bool) -> Stored {
         let record = BackupRecord {
-            verified_time: verified.then(|| Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
+            verified_time: verified.then_some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
             ..BackupRecord::default()
         };
         let snapshot =
