@@ -62,17 +62,26 @@ pub(super) async fn restore_data_dir(
     member: &MemberSpec,
     into: &Path,
 ) -> Result<(), Error> {
-    let (tool, program) = restore_tool(member.tools.as_deref());
+    let args = [
+        "snapshot".to_owned(),
+        "restore".to_owned(),
+        snapshot.display().to_string(),
+        format!("--name={}", member.name),
+        format!("--initial-cluster={}", member.initial_cluster),
+        format!("--initial-cluster-token={}", member.cluster_token),
+        format!("--initial-advertise-peer-urls={}", member.peer_url),
+        format!("--data-dir={}", into.display()),
+    ];
+    snapshot_tool(member.tools.as_deref(), &args).await.map(drop)
+}
+
+/// Runs etcd's snapshot tool (see [`restore_tool`]) with `args`; its standard output, or why it
+/// failed with what it said.
+pub(super) async fn snapshot_tool(dir: Option<&Path>, args: &[String]) -> Result<Vec<u8>, Error> {
+    let (tool, program) = restore_tool(dir);
     let output = tokio::process::Command::new(&program)
         .env("ETCDCTL_API", "3")
-        .arg("snapshot")
-        .arg("restore")
-        .arg(snapshot)
-        .arg(format!("--name={}", member.name))
-        .arg(format!("--initial-cluster={}", member.initial_cluster))
-        .arg(format!("--initial-cluster-token={}", member.cluster_token))
-        .arg(format!("--initial-advertise-peer-urls={}", member.peer_url))
-        .arg(format!("--data-dir={}", into.display()))
+        .args(args)
         .output()
         .await
         .map_err(|source| Error::Io {
@@ -81,7 +90,7 @@ pub(super) async fn restore_data_dir(
             source,
         })?;
     if output.status.success() {
-        return Ok(());
+        return Ok(output.stdout);
     }
     Err(Error::RestoreTool {
         tool,
@@ -92,7 +101,7 @@ pub(super) async fn restore_data_dir(
 
 /// `etcdutl` where it is installed (etcd 3.5+ deprecates restore in etcdctl), else `etcdctl`:
 /// in `dir` when given, else on PATH.
-pub(super) fn restore_tool(dir: Option<&Path>) -> (&'static str, PathBuf) {
+fn restore_tool(dir: Option<&Path>) -> (&'static str, PathBuf) {
     let found = |name: &str| match dir {
         Some(dir) => dir.join(name).is_file().then(|| dir.join(name)),
         None => std::env::var_os("PATH")

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::encrypt::Key;
 use super::fetch::{Expected, fetch_verified};
-use super::restore::{MemberSpec, restore_data_dir, restore_tool};
+use super::restore::{MemberSpec, restore_data_dir, snapshot_tool};
 use super::{Error, Location};
 
 /// What a restore of the stored object showed.
@@ -67,28 +67,12 @@ pub async fn verify(
 }
 
 async fn snapshot_status(snapshot: &Path) -> Result<SnapshotStatus, Error> {
-    let (tool, program) = restore_tool(None);
-    let output = tokio::process::Command::new(&program)
-        .env("ETCDCTL_API", "3")
-        .args(["snapshot", "status", "-w", "json"])
-        .arg(snapshot)
-        .output()
-        .await
-        .map_err(|source| Error::Io {
-            what: "cannot run",
-            path: program.display().to_string(),
-            source,
-        })?;
-    if !output.status.success() {
-        return Err(Error::RestoreTool {
-            tool,
-            status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
-    }
-    serde_json::from_slice(&output.stdout).map_err(|err| Error::RestoreTool {
-        tool,
-        status: "unreadable snapshot status".into(),
+    let args = ["snapshot", "status", "-w", "json"].map(String::from);
+    let args = [&args[..], &[snapshot.display().to_string()]].concat();
+    let stdout = snapshot_tool(None, &args).await?;
+    serde_json::from_slice(&stdout).map_err(|err| Error::RestoreTool {
+        tool: "snapshot status",
+        status: "unreadable output".into(),
         stderr: err.to_string(),
     })
 }
