@@ -2,10 +2,13 @@
 //! under a writer. The cluster is Failed with the story in a condition; with `Manual` nothing
 //! changes until a person approves this very loss, with `Automatic` no person is needed; then
 //! the survivor is restarted alone with `--force-new-cluster`, the cluster grows back to three
-//! learner-first, keeps its cluster ID, and every acknowledged write is there.
+//! learner-first, keeps its cluster ID, and every acknowledged write is there. The lost member
+//! that comes back afterwards with its old data is refused by etcd and stops.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::support::etcd::free_port;
 use crate::support::local::{Local, Writer, assert_all_present};
 use etcd_crds::{ClusterPhase, EtcdClusterStatus};
 use etcd_operator::local::process::is_live;
@@ -40,10 +43,20 @@ async fn two_of_three_lost(policy: &str) {
     let writer = Writer::start(before.client_endpoints.clone(), local.tls());
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    // it-1 and it-2 lose their data, then their process.
+    // it-1 and it-2 lose their data, then their process. it-1's data is kept aside: it comes
+    // back later, as a disk that reappears would.
+    let old_it1 = local.dir.path().join("old-it-1");
+    std::fs::create_dir_all(&old_it1).unwrap();
+    let it1 = local.state().join("members").join("it-1");
+    std::fs::copy(it1.join("etcd.conf.yaml"), old_it1.join("etcd.conf.yaml")).unwrap();
     for name in ["it-1", "it-2"] {
         let pid = pid(&local, name).unwrap();
-        std::fs::remove_dir_all(local.state().join("members").join(name).join("data")).unwrap();
+        let data = local.state().join("members").join(name).join("data");
+        if name == "it-1" {
+            std::fs::rename(&data, old_it1.join("data")).unwrap();
+        } else {
+            std::fs::remove_dir_all(data).unwrap();
+        }
         // SAFETY: kill(2) on the pid of an etcd process this test's operator started.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
@@ -86,6 +99,50 @@ async fn two_of_three_lost(policy: &str) {
     assert_all_present(&after.client_endpoints, &local.tls(), &keys).await;
     let log = local.operator_log();
     assert!(log.contains("--force-new-cluster"), "{log}");
+    lost_member_comes_back(&local, &old_it1, &after).await;
+}
+
+/// The lost it-1 comes back with its old data (on ports of its own: the new it-1 has its
+/// ports). The recovered cluster forgot its member ID, so it is refused and stops; the cluster
+/// keeps its three members and its data.
+async fn lost_member_comes_back(local: &Local, old: &Path, recovered: &EtcdClusterStatus) {
+    let config = std::fs::read_to_string(old.join("etcd.conf.yaml")).unwrap();
+    let mut config: serde_yaml::Mapping = serde_yaml::from_str(&config).unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let set = |config: &mut serde_yaml::Mapping, key: &str, value: String| {
+        config.insert(key.into(), value.into());
+    };
+    set(&mut config, "data-dir", old.join("data").display().to_string());
+    set(&mut config, "listen-client-urls", format!("https://127.0.0.1:{client}"));
+    set(&mut config, "advertise-client-urls", format!("https://127.0.0.1:{client}"));
+    set(&mut config, "listen-peer-urls", format!("https://127.0.0.1:{peer}"));
+    std::fs::write(old.join("etcd.conf.yaml"), serde_yaml::to_string(&config).unwrap()).unwrap();
+    let log = std::fs::File::create(old.join("etcd.log")).unwrap();
+    let mut etcd = std::process::Command::new("etcd")
+        .arg(format!("--config-file={}", old.join("etcd.conf.yaml").display()))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exited = loop {
+        if let Some(status) = etcd.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = etcd.kill();
+            let log = std::fs::read_to_string(old.join("etcd.log")).unwrap_or_default();
+            panic!("the old it-1 was not refused in 30 s:\n{log}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let log = std::fs::read_to_string(old.join("etcd.log")).unwrap_or_default();
+    // etcd's own words, and it stops (with status 0: it was told, not crashed).
+    assert!(log.contains("the member has been permanently removed"), "{exited}: {log}");
+    let now = local.status();
+    assert_eq!(now.phase, Some(ClusterPhase::Running));
+    let ids = |s: &EtcdClusterStatus| s.members.iter().map(|m| m.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&now), ids(recovered), "the membership is what recovery made");
 }
 
 #[tokio::test(flavor = "multi_thread")]
