@@ -315,6 +315,22 @@ fn without_member_list(wanted: &[Wanted], observed: &Observed) -> Step {
     wait("members are running but none answers yet")
 }
 
+/// Test fixture of the membership modules: `c-<i>` (ID `100 + i`), a running, healthy voter
+/// with data.
+#[cfg(test)]
+pub(crate) fn voter(i: u64) -> Seen {
+    Seen {
+        id: 100 + i,
+        name: format!("c-{i}"),
+        peer_url: format!("https://p{i}"),
+        is_learner: false,
+        running: true,
+        healthy: true,
+        has_data: true,
+        failing: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -325,19 +341,6 @@ mod tests {
         (0..n)
             .map(|i| Wanted { name: format!("c-{i}"), peer_url: format!("https://p{i}") })
             .collect()
-    }
-
-    fn voter(i: u64) -> Seen {
-        Seen {
-            id: 100 + i,
-            name: format!("c-{i}"),
-            peer_url: format!("https://p{i}"),
-            is_learner: false,
-            running: true,
-            healthy: true,
-            has_data: true,
-            failing: false,
-        }
     }
 
     fn observed(members: Vec<Seen>, leader: u64) -> Observed {

@@ -138,16 +138,8 @@ mod tests {
     use super::*;
 
     fn seen(i: u64, healthy: bool) -> Seen {
-        Seen {
-            id: i,
-            name: format!("c-{i}"),
-            peer_url: format!("http://c-{i}:2380"),
-            running: healthy,
-            healthy,
-            has_data: healthy,
-            is_learner: false,
-            failing: false,
-        }
+        let voter = crate::membership::planner::voter(i);
+        Seen { id: i, running: healthy, healthy, has_data: healthy, ..voter }
     }
 
     fn status(i: u64, raft_index: u64) -> (String, EndpointStatus) {

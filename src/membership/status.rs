@@ -189,7 +189,7 @@ pub(super) fn unhealthy_since(previous: &EtcdClusterStatus, name: &str) -> Optio
 mod tests {
     use super::*;
     use crate::etcd::EndpointStatus;
-    use crate::membership::planner::{Seen, Wanted, next_step};
+    use crate::membership::planner::{Seen, Wanted, next_step, voter};
     use crate::membership::recovery::Policy;
 
     fn target(size: usize) -> Target {
@@ -214,16 +214,7 @@ mod tests {
 
     #[test]
     fn a_member_on_another_version_than_the_spec_is_an_upgrade_in_progress() {
-        let seen = |id: u64| Seen {
-            id,
-            name: format!("c-{id}"),
-            peer_url: format!("https://p{id}"),
-            is_learner: false,
-            running: true,
-            healthy: true,
-            has_data: true,
-            failing: false,
-        };
+        let seen = |id: u64| Seen { id, ..voter(id) };
         let mut observation = Observation::default();
         observation.planner.members = Some((0..3).map(seen).collect());
         let version = |v: &str| EndpointStatus {
@@ -289,13 +280,11 @@ mod tests {
     fn a_learner_that_never_starts_is_waited_for_without_a_destructive_step() {
         let seen = |id, learner: bool, running: bool| Seen {
             id,
-            name: format!("c-{id}"),
-            peer_url: format!("https://p{id}"),
             is_learner: learner,
             running,
             healthy: running,
             has_data: running,
-            failing: false,
+            ..voter(id)
         };
         let mut observation = Observation::default();
         observation.planner.members = Some(vec![seen(0, false, true), seen(1, true, true)]);

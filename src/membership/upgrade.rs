@@ -74,16 +74,7 @@ mod tests {
     use super::*;
 
     fn seen(i: u64) -> Seen {
-        Seen {
-            id: 10 + i,
-            name: format!("c-{i}"),
-            peer_url: format!("http://c-{i}:2380"),
-            running: true,
-            healthy: true,
-            has_data: true,
-            is_learner: false,
-            failing: false,
-        }
+        Seen { id: 10 + i, ..crate::membership::planner::voter(i) }
     }
 
     fn status(i: u64, version: &str, raft_index: u64) -> (String, EndpointStatus) {
