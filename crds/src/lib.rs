@@ -51,6 +51,10 @@ pub const ROTATE_CA_ANNOTATION: &str = "etcd.etcd.io/rotate-ca";
 /// Manual`): its value must be the cluster ID that status reports for the failure.
 pub const APPROVE_RECOVERY_ANNOTATION: &str = "etcd.etcd.io/approve-recovery";
 
+/// Annotation of an EtcdCluster letting its deletion go on without the final backup (any
+/// value; say why): for a cluster whose data is not wanted, or that cannot be backed up.
+pub const SKIP_FINAL_BACKUP_ANNOTATION: &str = "etcd.etcd.io/skip-final-backup";
+
 /// etcd flags the operator sets itself; `spec.options.extraArgs` may not name them.
 pub const RESERVED_FLAGS: &[&str] = &[
     "name",

@@ -38,7 +38,17 @@ impl Job {
     /// store, checksum, a scratch restore; the manifest then says so), then prunes to the
     /// retention. A backup that fails verification fails the run and counts for nothing.
     pub async fn run(&self, at: Timestamp) -> Result<RunOutcome, Error> {
-        let to = self.prefix.child(&object_name(&self.cluster, at, self.compression));
+        self.store_as(&object_name(&self.cluster, at, self.compression)).await
+    }
+
+    /// The last backup of a cluster being deleted: a run like any other (verified, retention
+    /// applied; being the newest, it is kept), under a name that says what it is.
+    pub async fn run_final(&self, at: Timestamp) -> Result<RunOutcome, Error> {
+        self.store_as(&object_name(&format!("{}-final", self.cluster), at, self.compression)).await
+    }
+
+    async fn store_as(&self, name: &str) -> Result<RunOutcome, Error> {
+        let to = self.prefix.child(name);
         let mut record =
             save(&self.endpoints, self.tls.as_ref(), &to, self.compression, self.key.as_ref())
                 .await?;

@@ -169,6 +169,47 @@ fn when(
     }
 }
 
+/// The final backup of `cluster`, being deleted, to the destination of `backup`: a verified run
+/// like a scheduled one, recorded as the EtcdBackup's newest (so an EtcdRestore of that backup
+/// restores it) with an Event on the EtcdBackup. Returns where it is.
+pub(super) async fn final_backup(
+    backup: &EtcdBackup,
+    cluster: &EtcdCluster,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<String, Problem> {
+    let namespace =
+        namespace_of(backup).map_err(|err| Problem::lasting("NoNamespace", err.to_string()))?;
+    let name = backup.name_any();
+    let job = job_for(backup, cluster, ctx, &namespace).await?;
+    let started = std::time::Instant::now();
+    let outcome = job
+        .run_final(now)
+        .await
+        .map_err(|err| Problem::temporary("FinalBackupFailed", crate::telemetry::chain(&err)))?;
+    let labels = BackupLabels { namespace: namespace.clone(), name: name.clone() };
+    ctx.backups.record_success(&labels, &outcome.record, started.elapsed(), now);
+    let previous = backup.status.clone().unwrap_or_default();
+    let status = EtcdBackupStatus {
+        backups: outcome.kept.into_iter().map(|stored| stored.record).collect(),
+        last_successful_time: Some(Time(now)),
+        ..previous.clone()
+    };
+    write_status(ctx, &namespace, &name, &previous, &status)
+        .await
+        .map_err(|err| Problem::temporary("StatusNotWritten", err.to_string()))?;
+    let note = format!(
+        "final backup of EtcdCluster {} before its deletion: {} ({} bytes, sha256 {}, revision {})",
+        cluster.name_any(),
+        outcome.record.location,
+        outcome.record.size,
+        outcome.record.sha256,
+        outcome.record.revision
+    );
+    ctx.event(backup, EventType::Normal, "FinalBackupSucceeded", note).await;
+    Ok(outcome.record.location)
+}
+
 fn next_run(backup: &EtcdBackup, now: Timestamp) -> Option<Timestamp> {
     let expression = backup.spec.schedule.as_ref()?;
     Schedule::parse(expression, backup.spec.time_zone.as_deref()).ok()?.next_after(now)
@@ -213,6 +254,17 @@ async fn job(backup: &EtcdBackup, ctx: &Context, namespace: &str) -> Result<Job,
             format!("EtcdCluster {} does not exist in {namespace}", spec.cluster_ref.name),
         ));
     };
+    job_for(backup, &cluster, ctx, namespace).await
+}
+
+/// The run of `backup` against `cluster`, already read.
+async fn job_for(
+    backup: &EtcdBackup,
+    cluster: &EtcdCluster,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Job, Problem> {
+    let spec = &backup.spec;
     let endpoints = cluster.status.as_ref().map(|s| s.client_endpoints.clone()).unwrap_or_default();
     if endpoints.is_empty() {
         return Err(Problem::temporary(
@@ -220,7 +272,7 @@ async fn job(backup: &EtcdBackup, ctx: &Context, namespace: &str) -> Result<Job,
             format!("EtcdCluster {} has no client endpoints yet", spec.cluster_ref.name),
         ));
     }
-    let tls = client_tls(ctx, namespace, &cluster).await?;
+    let tls = client_tls(ctx, namespace, cluster).await?;
     let credentials = match &spec.credentials_secret_ref {
         Some(reference) => secret_strings(ctx, namespace, &reference.name).await?,
         None => BTreeMap::new(),

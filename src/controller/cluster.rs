@@ -1,17 +1,17 @@
 //! The EtcdCluster controller: TLS Secrets, the cluster's objects (server-side apply), then one
 //! membership step through the Kubernetes member port, with status written before the step and
-//! an Event for every membership action. A finalizer guards cleanup.
+//! an Event for every membership action. A finalizer guards cleanup ([`super::deletion`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use etcd_crds::EtcdCluster;
 use etcd_crds::conditions::{condition, set_condition};
-use etcd_crds::{EtcdCluster, ReclaimPolicy};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -40,7 +40,7 @@ pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<A
     finalizer(&api, FINALIZER, cluster, |event| async {
         match event {
             Finalizer::Apply(cluster) => apply(&cluster, &ctx).await,
-            Finalizer::Cleanup(cluster) => cleanup(&cluster, &ctx).await,
+            Finalizer::Cleanup(cluster) => super::deletion::cleanup(&cluster, &ctx).await,
         }
     })
     .await
@@ -438,19 +438,4 @@ fn step_reason(step: &Step) -> &'static str {
         Step::Wait { .. } => "Waiting",
         Step::Done => "Converged",
     }
-}
-
-/// Owned objects go with the EtcdCluster (owner references); volumes only if the policy says so.
-async fn cleanup(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
-    if cluster.spec.storage.reclaim_policy == ReclaimPolicy::Delete {
-        let namespace = names::namespace(cluster);
-        let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
-        let selector = names::selector_string(&cluster.name_any());
-        api.delete_collection(&DeleteParams::default(), &ListParams::default().labels(&selector))
-            .await
-            .map_err(kube_err("delete the cluster's PersistentVolumeClaims"))?;
-        ctx.event(cluster, EventType::Normal, "VolumesDeleted", "reclaimPolicy Delete".into())
-            .await;
-    }
-    Ok(Action::await_change())
 }

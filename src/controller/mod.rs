@@ -5,6 +5,7 @@
 
 pub mod backup;
 pub mod cluster;
+pub mod deletion;
 pub mod leader;
 pub mod restore;
 pub mod run;
@@ -84,6 +85,8 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("{kind} {name} has no namespace")]
     NoNamespace { kind: String, name: String },
+    #[error("EtcdCluster {cluster} is not deleted yet: {message}")]
+    DeletionWaits { cluster: String, message: String },
     #[error("{kind} {name} has no UID yet, so nothing can be owned by it")]
     NoOwnerReference { kind: String, name: String },
 }

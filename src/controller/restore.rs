@@ -13,13 +13,13 @@ use std::time::Duration;
 use etcd_crds::conditions::{condition, set_condition};
 use etcd_crds::{
     ClusterPhase, EtcdBackup, EtcdCluster, EtcdClusterSpec, EtcdRestore, EtcdRestoreStatus,
-    RestorePhase, RestoreType, SnapshotLocation,
+    RestorePhase, RestoreType, SKIP_FINAL_BACKUP_ANNOTATION, SnapshotLocation,
 };
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
@@ -111,6 +111,7 @@ async fn step(
                 );
                 return Ok(Action::requeue(Duration::from_secs(1)));
             }
+            skip_final_backup(&clusters, &old, restore).await?;
             delete_cluster(&clusters, &spec.cluster_name).await?;
             ctx.event(
                 restore,
@@ -244,7 +245,10 @@ async fn resolve_source(
         ));
     };
     let records = backup.status.map(|s| s.backups).unwrap_or_default();
-    let record = match &reference.record {
+    // The newest record is chosen once: a backup that runs while the restore goes on (a
+    // scheduled one, or the replaced cluster's final backup) must not change what is restored.
+    let pinned = status.restored.as_ref().map(|r| &r.location);
+    let record = match reference.record.as_ref().or(pinned) {
         Some(wanted) => records.into_iter().find(|r| &r.location == wanted),
         None => records.into_iter().next(),
     };
@@ -286,6 +290,30 @@ fn describe(location: &SnapshotLocation) -> String {
     Location::for_destination(&location.destination, &Default::default())
         .map(|l| l.url)
         .unwrap_or_else(|_| format!("{:?}", location.destination.backends()))
+}
+
+/// A replaced cluster is deleted without a final backup: its data is being thrown away on
+/// purpose, it is often broken (the reason to restore), and its pods go first (foreground
+/// deletion), so the backup would only hold the deletion up.
+async fn skip_final_backup(
+    clusters: &Api<EtcdCluster>,
+    cluster: &EtcdCluster,
+    restore: &EtcdRestore,
+) -> Result<(), Problem> {
+    if cluster.annotations().contains_key(SKIP_FINAL_BACKUP_ANNOTATION) {
+        return Ok(());
+    }
+    let why = format!("replaced by EtcdRestore {}", restore.name_any());
+    let patch =
+        serde_json::json!({"metadata": {"annotations": {SKIP_FINAL_BACKUP_ANNOTATION: why}}});
+    clusters
+        .patch(&cluster.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|err| {
+            let what = format!("cannot annotate EtcdCluster {}", cluster.name_any());
+            Problem::api("AnnotateFailed", what, err)
+        })?;
+    Ok(())
 }
 
 async fn delete_cluster(clusters: &Api<EtcdCluster>, name: &str) -> Result<(), Problem> {

@@ -9,6 +9,7 @@ mod cli;
 mod controller {
     mod backup;
     mod cluster;
+    mod deletion;
     mod restore;
 }
 mod membership {

@@ -239,57 +239,6 @@ async fn new_cluster_gets_secrets_objects_status_events_and_a_static_bootstrap()
 }
 
 #[tokio::test]
-async fn deletion_with_reclaim_policy_delete_removes_claims_then_the_finalizer() {
-    let mut deleting = serde_json::to_value(cluster(json!([FINALIZER]))).unwrap();
-    deleting["metadata"]["deletionTimestamp"] = json!("2026-11-22T00:00:00Z");
-    deleting["spec"]["storage"] = json!({"reclaimPolicy": "Delete"});
-    let gone = serde_json::to_value(cluster(json!([]))).unwrap();
-    let (client, recorded) = serve(vec![
-        Exchange::new(
-            Method::DELETE,
-            format!("{NS}/persistentvolumeclaims"),
-            list("PersistentVolumeClaimList"),
-        ),
-        Exchange::new(Method::POST, "/apis/events.k8s.io/v1/namespaces/prod/events", event()),
-        Exchange::new(
-            Method::PATCH,
-            "/apis/etcd.etcd.io/v1alpha1/namespaces/prod/etcdclusters/demo",
-            gone,
-        ),
-    ]);
-    let ctx = Arc::new(Context::new(client, "op:1".into(), None));
-    reconcile(Arc::new(serde_json::from_value(deleting).unwrap()), ctx).await.unwrap();
-    let seen = recorded.await.unwrap();
-    assert!(
-        seen[0].query.contains("labelSelector=app.kubernetes.io%2Finstance%3Ddemo"),
-        "{}",
-        seen[0].query
-    );
-    assert_eq!(seen[1].body["reason"], "VolumesDeleted");
-    let patch = seen[2].body.to_string();
-    assert!(patch.contains("remove") && patch.contains("/metadata/finalizers"), "{patch}");
-}
-
-#[tokio::test]
-async fn deletion_with_the_default_policy_keeps_the_claims() {
-    let mut deleting = serde_json::to_value(cluster(json!([FINALIZER]))).unwrap();
-    deleting["metadata"]["deletionTimestamp"] = json!("2026-11-22T00:00:00Z");
-    let gone = serde_json::to_value(cluster(json!([]))).unwrap();
-    let (client, recorded) = serve(vec![Exchange::new(
-        Method::PATCH,
-        "/apis/etcd.etcd.io/v1alpha1/namespaces/prod/etcdclusters/demo",
-        gone,
-    )]);
-    let ctx = Arc::new(Context::new(client, "op:1".into(), None));
-    reconcile(Arc::new(serde_json::from_value(deleting).unwrap()), ctx).await.unwrap();
-    assert_eq!(
-        recorded.await.unwrap().len(),
-        1,
-        "only the finalizer is removed; no claim is touched"
-    );
-}
-
-#[tokio::test]
 async fn a_missing_user_secret_is_a_condition_and_no_membership_step() {
     let pki = etcd_certs::issue_cluster_pki(
         &etcd_certs::ClusterPkiRequest {

@@ -180,12 +180,16 @@ async fn type_replace_keeps_the_spec_deletes_cluster_and_volumes_then_recreates_
         &restore(spec.clone(), status.clone()),
         vec![
             Exchange::new(Method::GET, format!("{CRD}/etcdclusters/main"), theirs()),
+            Exchange::new(Method::PATCH, format!("{CRD}/etcdclusters/main"), theirs()),
             Exchange::new(Method::DELETE, format!("{CRD}/etcdclusters/main"), theirs()),
             Exchange::new(Method::POST, EVENTS, event()),
             patch_status(),
         ],
     )
     .await;
+    // Its data is thrown away on purpose: no final backup holds the deletion up.
+    let annotations = &seen[1].body["metadata"]["annotations"];
+    assert_eq!(annotations["etcd.etcd.io/skip-final-backup"], "replaced by EtcdRestore r");
     let status = status_of(&seen);
     assert_eq!(status["conditions"][0]["reason"], "DeletingCluster");
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A one-shot backup to a real S3 server (moto), then an EtcdRestore of type New: the restored
 # cluster (its members restored by member-init with the operator image's etcdutl, 3.5.1, from a
-# 3.4.23 snapshot) holds every write acknowledged before the backup.
+# 3.4.23 snapshot) holds every write acknowledged before the backup. Then demo is deleted: the
+# deletion waits while its final backup cannot be stored, and once it is, that backup restores.
 source "$(dirname "$0")/lib.sh"
 MOTO=${MOTO_SERVER:-$ROOT/.venv/bin/moto_server}
 "$MOTO" -H 0.0.0.0 -p 5000 >"$WORK/moto.log" 2>&1 &
@@ -83,4 +84,45 @@ YAML
 wait_running demo-restored 3 300
 wait_for "the restore Succeeded" 60 bash -c '[ "$(kubectl get etcdrestore demo-restored -o jsonpath="{.status.phase}")" = Succeeded ]'
 writer_check demo-restored
+
+# Deleting demo takes one last backup first. Without the backup's credentials it cannot: the
+# deletion waits, its pods still run, and the cluster says why and how to go on without it.
+writer_start demo
+sleep 3
+writer_check demo
+kubectl get secret backup-credentials -o yaml >"$WORK/credentials.yaml"
+kubectl delete secret backup-credentials >/dev/null
+kubectl delete etcdcluster demo --wait=false >/dev/null
+final_backup() { field demo '{.status.conditions[?(@.type=="FinalBackup")]}'; }
+held() { final_backup | grep -q '"FinalBackupFailed"' && final_backup | grep -q 'skip-final-backup='; }
+wait_for "the deletion held, saying why and how to skip the final backup" 90 held
+sleep 5
+kubectl get etcdcluster demo >/dev/null 2>&1 || fail "demo was deleted without its final backup"
+[ "$(kubectl get pods -l app.kubernetes.io/instance=demo --no-headers | wc -l)" = 3 ] \
+  || fail "demo's pods went before its final backup: $(kubectl get pods)"
+# The credentials back: the next try stores the backup, then the cluster goes.
+grep -v -e resourceVersion -e uid: -e creationTimestamp "$WORK/credentials.yaml" | kubectl apply -f - >/dev/null
+gone() { ! kubectl get etcdcluster demo >/dev/null 2>&1; }
+wait_for "demo deleted once its final backup was stored" 120 gone
+final=$(kubectl get etcdbackup demo-now -o jsonpath='{.status.backups[0].location}')
+case $final in *"/demo-final-"*) ;; *) fail "the newest backup of demo-now is $final, not a final backup" ;; esac
+log "final backup: $final"
+# It restores with every write acknowledged before the deletion.
+kubectl apply -f - >/dev/null <<YAML
+apiVersion: etcd.etcd.io/v1alpha1
+kind: EtcdRestore
+metadata:
+  name: demo-final
+spec:
+  clusterName: demo-final
+  type: New
+  source:
+    backupRef:
+      name: demo-now
+  clusterSpec:
+    size: 1
+    version: "3.4.23"
+YAML
+wait_running demo-final 1 300
+writer_check demo-final
 log "PASS"

@@ -1,0 +1,133 @@
+//! What deleting an EtcdCluster does before its finalizer goes: one last verified backup to a
+//! destination the cluster is already backed up to (an EtcdBackup that targets it), then its
+//! volumes when `reclaimPolicy` is Delete. Nothing is deleted before that backup is stored:
+//! until it is, the deletion waits and the `FinalBackup` condition and a Warning Event say why
+//! and how to go on without it (the `etcd.etcd.io/skip-final-backup` annotation).
+//!
+//! The condition is also the record that the backup was taken: a pass after a crash finds it
+//! true and does not take a second one.
+
+use etcd_crds::conditions::{condition, set_condition};
+use etcd_crds::{EtcdBackup, EtcdCluster, ReclaimPolicy, SKIP_FINAL_BACKUP_ANNOTATION};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+
+use super::{Context, Error, Problem, kube_err, write_status};
+use crate::names;
+
+/// Condition type of an EtcdCluster being deleted: whether its final backup is stored (or not
+/// wanted), and where.
+pub const FINAL_BACKUP_CONDITION: &str = "FinalBackup";
+
+/// The finalizer's cleanup; an error keeps the finalizer, and the cleanup is tried again.
+pub async fn cleanup(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
+    ensure_final_backup(cluster, ctx).await?;
+    if cluster.spec.storage.reclaim_policy == ReclaimPolicy::Delete {
+        let namespace = names::namespace(cluster);
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
+        let selector = names::selector_string(&cluster.name_any());
+        api.delete_collection(&DeleteParams::default(), &ListParams::default().labels(&selector))
+            .await
+            .map_err(kube_err("delete the cluster's PersistentVolumeClaims"))?;
+        ctx.event(cluster, EventType::Normal, "VolumesDeleted", "reclaimPolicy Delete".into())
+            .await;
+    }
+    Ok(Action::await_change())
+}
+
+async fn ensure_final_backup(cluster: &EtcdCluster, ctx: &Context) -> Result<(), Error> {
+    let previous = cluster.status.clone().unwrap_or_default();
+    let done =
+        previous.conditions.iter().any(|c| c.type_ == FINAL_BACKUP_CONDITION && c.status == "True");
+    if done {
+        return Ok(());
+    }
+    let name = cluster.name_any();
+    let namespace = names::namespace(cluster);
+    let generation = cluster.metadata.generation;
+    let mut status = previous.clone();
+    match final_backup(cluster, ctx, &namespace).await {
+        Ok((reason, message)) => {
+            let stored =
+                condition(FINAL_BACKUP_CONDITION, true, reason, message.clone(), generation);
+            set_condition(&mut status.conditions, stored);
+            write_status::<EtcdCluster, _>(ctx, &namespace, &name, &status).await?;
+            ctx.event(cluster, EventType::Normal, reason, message).await;
+            Ok(())
+        }
+        Err(problem) => {
+            let message = format!(
+                "{}; the cluster is deleted once a final backup is stored, or without one after `kubectl annotate etcdcluster {name} {SKIP_FINAL_BACKUP_ANNOTATION}=<why>`",
+                problem.message
+            );
+            let waiting = condition(
+                FINAL_BACKUP_CONDITION,
+                false,
+                problem.reason,
+                message.clone(),
+                generation,
+            );
+            set_condition(&mut status.conditions, waiting);
+            // Said once per change of reason or message, not on every retry.
+            if status != previous {
+                write_status::<EtcdCluster, _>(ctx, &namespace, &name, &status).await?;
+                ctx.event(cluster, EventType::Warning, problem.reason, message.clone()).await;
+            }
+            Err(Error::DeletionWaits { cluster: name, message })
+        }
+    }
+}
+
+/// Takes the final backup (to the first destination, by EtcdBackup name, that stores it), or
+/// says why none is needed: the condition's reason and message.
+async fn final_backup(
+    cluster: &EtcdCluster,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<(&'static str, String), Problem> {
+    if let Some(why) = cluster.annotations().get(SKIP_FINAL_BACKUP_ANNOTATION) {
+        return Ok((
+            "FinalBackupSkipped",
+            format!("deleted without a final backup: {SKIP_FINAL_BACKUP_ANNOTATION}={why}"),
+        ));
+    }
+    let name = cluster.name_any();
+    let api: Api<EtcdBackup> = Api::namespaced(ctx.client.clone(), namespace);
+    let backups = api.list(&ListParams::default()).await.map_err(|err| {
+        Problem::api("BackupsUnavailable", "cannot list the EtcdBackups".into(), err)
+    })?;
+    let mut targets: Vec<&EtcdBackup> =
+        backups.items.iter().filter(|b| b.spec.cluster_ref.name == name).collect();
+    targets.sort_by_key(|b| b.name_any());
+    if targets.is_empty() {
+        return Ok((
+            "NoFinalBackup",
+            "no EtcdBackup targets this cluster: deleted without a final backup".into(),
+        ));
+    }
+    let mut failures = Vec::new();
+    for backup in targets {
+        match super::backup::final_backup(backup, cluster, ctx, Timestamp::now()).await {
+            Ok(location) => {
+                return Ok((
+                    "FinalBackupStored",
+                    format!("final backup stored at {location} (EtcdBackup {})", backup.name_any()),
+                ));
+            }
+            Err(problem) => {
+                failures.push(format!("EtcdBackup {}: {}", backup.name_any(), problem.message))
+            }
+        }
+    }
+    Err(Problem::temporary(
+        "FinalBackupFailed",
+        format!(
+            "no final backup could be stored, so nothing is deleted yet ({})",
+            failures.join("; ")
+        ),
+    ))
+}
