@@ -3,7 +3,7 @@
 //! expansion and protection, the scheduler, the StatefulSet and Deployment controllers, and
 //! Service endpoints.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -189,17 +189,25 @@ fn claims(store: &Store) {
     }
 }
 
-/// The scheduler: a pending pod goes to the ready node with the fewest pods.
+/// The scheduler: a pending pod goes to the ready node with the fewest pods. Like
+/// kube-scheduler, which assumes each pod on its node in its cache before it schedules the
+/// next, a pod placed in this pass counts for the next one (the StatefulSet's pods created
+/// together are spread, not stacked on one node).
 fn schedule(store: &Store, nodes: &[String], frozen: &dyn Fn(&str) -> bool) {
     let pods = store.list("/pods", None);
+    let mut load: HashMap<String, usize> = HashMap::new();
+    for node in pods.iter().filter_map(|p| p["spec"]["nodeName"].as_str()) {
+        *load.entry(node.to_owned()).or_default() += 1;
+    }
     for pod in pods
         .iter()
         .filter(|p| p["spec"]["nodeName"].is_null() && p["metadata"]["deletionTimestamp"].is_null())
     {
-        let load = |node: &str| pods.iter().filter(|p| p["spec"]["nodeName"] == node).count();
-        let Some(node) = nodes.iter().filter(|n| !frozen(n)).min_by_key(|n| load(n)) else {
+        let on = |node: &str| load.get(node).copied().unwrap_or(0);
+        let Some(node) = nodes.iter().filter(|n| !frozen(n)).min_by_key(|n| on(n)).cloned() else {
             continue;
         };
+        *load.entry(node.clone()).or_default() += 1;
         let (namespace, name) = (store::namespace_of(pod), store::name_of(pod));
         modify(store, "/pods", &namespace, &name, |p| {
             if p["spec"]["nodeName"].is_null() {

@@ -37,8 +37,10 @@ pub struct Control {
 /// kube-controller-manager's node-monitor-grace-period.
 const NODE_MONITOR_GRACE: Duration = Duration::from_secs(40);
 
-fn signal_pod(pids: &Pids, pod: &str, signal: i32) {
-    let prefix = format!("{pod}/");
+/// Signals every container process on `node`, of pods deleted meanwhile too (a frozen node's
+/// kubelet has not heard of their deletion, and their processes still exist there).
+fn signal_node(pids: &Pids, node: &str, signal: i32) {
+    let prefix = format!("{node}/");
     for (key, pid) in pids.lock().unwrap_or_else(|p| p.into_inner()).iter() {
         if key.starts_with(&prefix) {
             // SAFETY: a container process this kubelet started.
@@ -104,7 +106,8 @@ impl Control {
         let arg = |k: &str| query.get(k).cloned().ok_or_else(|| format!("{action} needs {k}="));
         match action {
             "kill" => {
-                let key = format!("{}/{}", arg("pod")?, arg("container")?);
+                let pod = self.object("/pods", "pod", &arg("pod")?)?;
+                let key = crate::kubelet::process_key(&pod, &arg("container")?);
                 let pid = self
                     .pids
                     .lock()
@@ -119,9 +122,7 @@ impl Control {
             "freeze" => {
                 let node = self.node_of(&arg("pod")?)?;
                 self.kubelet.frozen.lock().unwrap_or_else(|p| p.into_inner()).insert(node.clone());
-                for pod in self.pods_on(&node) {
-                    signal_pod(&self.pids, &pod, libc::SIGSTOP);
-                }
+                signal_node(&self.pids, &node, libc::SIGSTOP);
                 let control = self.clone();
                 let lost = node.clone();
                 tokio::spawn(async move {
@@ -138,9 +139,7 @@ impl Control {
                     None => self.node_of(&arg("pod")?)?,
                 };
                 self.kubelet.frozen.lock().unwrap_or_else(|p| p.into_inner()).remove(&node);
-                for pod in self.pods_on(&node) {
-                    signal_pod(&self.pids, &pod, libc::SIGCONT);
-                }
+                signal_node(&self.pids, &node, libc::SIGCONT);
                 modify(&self.server.store, "/nodes", "", &node, |n| {
                     n["status"]["conditions"] =
                         json!([{"type": "Ready", "status": "True", "reason": "KubeletReady"}])

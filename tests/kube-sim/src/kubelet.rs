@@ -149,9 +149,21 @@ pub struct Kubelet {
     pods: Mutex<HashMap<String, (String, watch::Sender<Stop>)>>,
 }
 
-/// Process ids of running containers by `namespace/pod/container`, for stopping pods and for
-/// faults (kill, freeze).
+/// Process ids of running containers by [`process_key`], for stopping pods and for faults
+/// (kill, freeze).
 pub type Pids = Arc<Mutex<HashMap<String, i32>>>;
+
+/// `node/uid/container`: one incarnation of a pod name (a StatefulSet's pod recreated while its
+/// predecessor's processes still run on a lost node) never stands for another, and a node's
+/// processes are found by prefix.
+pub fn process_key(pod: &Value, container: &str) -> String {
+    format!("{}/{container}", pod_key(pod))
+}
+
+fn pod_key(pod: &Value) -> String {
+    let node = pod["spec"]["nodeName"].as_str().unwrap_or_default();
+    format!("{node}/{}", pod["metadata"]["uid"].as_str().unwrap_or_default())
+}
 
 fn pids_of(pids: &Pids, prefix: &str) -> Vec<i32> {
     pids.lock()
@@ -309,7 +321,8 @@ impl Kubelet {
                 pod_dir: pod_dir.clone(),
                 binds,
                 pids: pids.clone(),
-                key: format!("{namespace}/{name}"),
+                key: pod_key(&pod),
+                name: format!("{namespace}/{name}"),
                 stopping: stopping.clone(),
             };
             let inits = pod["spec"]["initContainers"].as_array().cloned().unwrap_or_default();
@@ -336,7 +349,7 @@ impl Kubelet {
         // Containers are not restarted from here on; the processes get SIGTERM and, after the
         // grace period, SIGKILL.
         stopping.store(true, Ordering::SeqCst);
-        let my_pids = pids_of(&pids, &format!("{namespace}/{name}/"));
+        let my_pids = pids_of(&pids, &format!("{}/", pod_key(&pod)));
         if let Stop::Graceful(grace) = stopped {
             for pid in &my_pids {
                 // SAFETY: signalling a child process we started.
@@ -347,7 +360,7 @@ impl Kubelet {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        for pid in pids_of(&pids, &format!("{namespace}/{name}/")) {
+        for pid in pids_of(&pids, &format!("{}/", pod_key(&pod))) {
             // SAFETY: as above.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
@@ -625,7 +638,7 @@ impl Kubelet {
                     // pod stops (this task is aborted), as the kubelet stops a removed pod's probe
                     // workers. A spawned task would outlive it and kill a pid the system reuses.
                     let probes = probe_loop(
-                        ctx.key.clone(),
+                        ctx.name.clone(),
                         ctx.ip.clone(),
                         container.clone(),
                         pid,
@@ -656,7 +669,7 @@ impl Kubelet {
                         c.pid = None;
                         c.last_state = terminated.clone();
                         c.restart_count += 1;
-                        c.state = json!({"waiting": {"reason": "CrashLoopBackOff", "message": format!("back-off {}s restarting failed container={} pod={}", delay.as_secs(), c.name, ctx.key)}});
+                        c.state = json!({"waiting": {"reason": "CrashLoopBackOff", "message": format!("back-off {}s restarting failed container={} pod={}", delay.as_secs(), c.name, ctx.name)}});
                     });
                     tokio::time::sleep(delay).await;
                 }
@@ -868,7 +881,10 @@ struct PodContext {
     pod_dir: PathBuf,
     binds: BTreeMap<String, PathBuf>,
     pids: Pids,
+    /// This incarnation's prefix in [`Pids`].
     key: String,
+    /// `namespace/name`, for messages.
+    name: String,
     stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
