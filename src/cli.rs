@@ -216,7 +216,7 @@ pub struct MemberInitArgs {
     /// spec.restore of the EtcdCluster, as JSON: a new member restores its data from it.
     #[arg(long)]
     pub restore: Option<String>,
-    /// etcd's data directory (where a restore writes).
+    /// etcd's data directory (where a restore writes; recovery keeps a marker beside it).
     #[arg(long, default_value = crate::names::DATA_DIR)]
     pub data_dir: PathBuf,
 }
@@ -336,11 +336,10 @@ async fn member_init(args: MemberInitArgs) -> Result<()> {
     let options = serde_json::from_str(&args.options)
         .map_err(|err| Error::BadArgument { flag: "--options", reason: err.to_string() })?;
     let restore = match &args.restore {
-        Some(json) => Some((
+        Some(json) => Some(
             serde_json::from_str(json)
                 .map_err(|err| Error::BadArgument { flag: "--restore", reason: err.to_string() })?,
-            args.data_dir.clone(),
-        )),
+        ),
         None => None,
     };
     let request = Request {
@@ -355,6 +354,7 @@ async fn member_init(args: MemberInitArgs) -> Result<()> {
         options,
         timeout: std::time::Duration::from_secs(args.timeout_seconds),
         poll: std::time::Duration::from_secs(2),
+        data_dir: args.data_dir,
         restore,
     };
     let entry = run(&request).await?;

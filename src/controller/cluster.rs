@@ -210,7 +210,7 @@ async fn membership_step(
         replace_after: Target::replace_after_seconds(cluster.spec.replace_unhealthy_after_seconds),
         version: Some(cluster.spec.version.clone()),
         rolls_versions: false,
-        recovery: recovery::Policy::of(cluster, false),
+        recovery: recovery::Policy::of(cluster),
     };
     let previous = cluster.status.clone().unwrap_or_default();
     let Plan { step, mut status, voters } = plan(&port, &target, tls, &previous).await?;

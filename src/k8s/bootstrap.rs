@@ -14,6 +14,10 @@ pub struct BootstrapEntry {
     pub initial_cluster: Vec<Peer>,
     pub state: ClusterState,
     pub token: String,
+    /// With state ForceNew: this recovery's attempt. member-init forces a new cluster once per
+    /// attempt (a marker on the data volume), because the entry is read on every pod start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<String>,
 }
 
 impl BootstrapEntry {
@@ -23,6 +27,7 @@ impl BootstrapEntry {
             initial_cluster: initial.to_vec(),
             state,
             token: token.to_owned(),
+            attempt: None,
         }
     }
 

@@ -39,8 +39,10 @@ pub struct Request {
     pub options: EtcdOptions,
     pub timeout: Duration,
     pub poll: Duration,
-    /// The snapshot a new cluster's members start from, and etcd's data directory.
-    pub restore: Option<(SnapshotLocation, PathBuf)>,
+    /// etcd's data directory, on the member's volume.
+    pub data_dir: PathBuf,
+    /// The snapshot a new cluster's members start from.
+    pub restore: Option<SnapshotLocation>,
 }
 
 /// Waits for the entry (the mounted ConfigMap is refreshed by the kubelet), then writes the config.
@@ -57,7 +59,7 @@ pub async fn run(request: &Request) -> Result<BootstrapEntry, Error> {
             Err(_) => return Err(Error::NoEntry { path, waited: started.elapsed() }),
         }
     };
-    let entry: BootstrapEntry = serde_json::from_str(&text)
+    let mut entry: BootstrapEntry = serde_json::from_str(&text)
         .map_err(|err| Error::BadEntry { path: path.clone(), reason: err.to_string() })?;
     if entry.name != request.pod_name {
         return Err(Error::WrongMember {
@@ -66,11 +68,30 @@ pub async fn run(request: &Request) -> Result<BootstrapEntry, Error> {
             expected: request.pod_name.clone(),
         });
     }
-    if let Some((source, data_dir)) = &request.restore {
-        restore_data(&entry, source, data_dir).await?;
+    if let Some(source) = &request.restore {
+        restore_data(&entry, source, &request.data_dir).await?;
+    }
+    if entry.state == ClusterState::ForceNew {
+        entry.state = force_once(&entry, &request.data_dir)?;
     }
     write(&request.config_out, &render(&entry, &request.placement, &request.options))?;
     Ok(entry)
+}
+
+/// Recovery restarts this member alone with `--force-new-cluster`, once per attempt: the marker
+/// beside the data directory (on the same volume) records that this attempt's start happened,
+/// so a later start of the pod (the entry still says ForceNew) starts normally instead of
+/// forgetting the members that joined since.
+fn force_once(entry: &BootstrapEntry, data_dir: &Path) -> Result<ClusterState, Error> {
+    let attempt = entry.attempt.as_deref().unwrap_or("0");
+    let marker = data_dir.with_file_name(format!(".force-new-cluster-{attempt}"));
+    if marker.exists() {
+        tracing::info!(member = %entry.name, attempt, "this recovery attempt already forced a new cluster; starting normally");
+        return Ok(ClusterState::Existing);
+    }
+    write(&marker, attempt)?;
+    tracing::warn!(member = %entry.name, attempt, "starting alone with --force-new-cluster to recover from quorum loss");
+    Ok(ClusterState::ForceNew)
 }
 
 /// A member bootstrapping a new cluster restores its data from the snapshot (verified first);
@@ -139,6 +160,7 @@ mod tests {
             options: EtcdOptions::default(),
             timeout,
             poll: Duration::from_millis(20),
+            data_dir: dir.join("volume/data"),
             restore: None,
         }
     }
@@ -176,6 +198,34 @@ mod tests {
             "{err}"
         );
         assert!(!dir.path().join("run/etcd.conf.yaml").exists());
+    }
+
+    #[tokio::test]
+    async fn a_forcing_entry_forces_once_per_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let req = request(dir.path(), Duration::from_secs(1));
+        std::fs::create_dir_all(&req.bootstrap_dir).unwrap();
+        let write_entry = |attempt: &str| {
+            let initial = [Wanted { name: "demo-2".into(), peer_url: "https://p2".into() }];
+            let mut entry = BootstrapEntry::new("demo-2", &initial, ClusterState::ForceNew, "t");
+            entry.attempt = Some(attempt.into());
+            std::fs::write(
+                req.bootstrap_dir.join("demo-2.json"),
+                serde_json::to_string(&entry).unwrap(),
+            )
+            .unwrap();
+        };
+        let forced = || {
+            std::fs::read_to_string(&req.config_out).unwrap().contains("force-new-cluster: true")
+        };
+        write_entry("1700000000001");
+        run(&req).await.unwrap();
+        assert!(forced(), "the first start of an attempt forces");
+        run(&req).await.unwrap();
+        assert!(!forced(), "a later start of the pod does not force again");
+        write_entry("1700000000002");
+        run(&req).await.unwrap();
+        assert!(forced(), "a new attempt forces again");
     }
 
     #[tokio::test]

@@ -138,6 +138,20 @@ impl KubeMembers {
     }
 }
 
+/// The pod's etcd container has run (running now, or exited and being restarted); a pod still
+/// in member-init, waiting for its entry, has not.
+fn started_etcd(pod: &Pod) -> bool {
+    let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
+    statuses.is_some_and(|statuses| {
+        statuses.iter().any(|c| {
+            let ran = |state: Option<&k8s_openapi::api::core::v1::ContainerState>| {
+                state.is_some_and(|s| s.running.is_some() || s.terminated.is_some())
+            };
+            c.name == "etcd" && (ran(c.state.as_ref()) || ran(c.last_state.as_ref()))
+        })
+    })
+}
+
 /// A pod still Terminating more than 30 s past its grace period: its kubelet would have finished
 /// by then, so its node does not answer.
 fn stuck_terminating(pod: &Pod) -> bool {
@@ -162,24 +176,61 @@ impl MemberPort for KubeMembers {
     /// a second and then crash-loops; its pod still has to be retired. A pod still waiting in
     /// member-init for its entry runs nothing.
     async fn running(&self) -> Result<BTreeSet<String>, Error> {
-        let started = |pod: &Pod| {
-            let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
-            statuses.is_some_and(|statuses| {
-                statuses.iter().any(|c| {
-                    let ran = |state: Option<&k8s_openapi::api::core::v1::ContainerState>| {
-                        state.is_some_and(|s| s.running.is_some() || s.terminated.is_some())
-                    };
-                    c.name == "etcd" && (ran(c.state.as_ref()) || ran(c.last_state.as_ref()))
-                })
-            })
-        };
         Ok(self
             .pods()
             .await?
             .into_iter()
-            .filter(|pod| pod.metadata.deletion_timestamp.is_none() && started(pod))
+            .filter(|pod| pod.metadata.deletion_timestamp.is_none() && started_etcd(pod))
             .filter_map(|pod| pod.metadata.name)
             .collect())
+    }
+
+    /// Pods that started etcd and still exist, Terminating ones included: one on a node that
+    /// does not answer may still run there, and only its node's recovery or a person (`kubectl
+    /// delete pod --force`) can say it does not.
+    async fn may_run(&self) -> Result<BTreeSet<String>, Error> {
+        Ok(self
+            .pods()
+            .await?
+            .into_iter()
+            .filter(started_etcd)
+            .filter_map(|p| p.metadata.name)
+            .collect())
+    }
+
+    /// The entry goes (no pod of this ordinal starts etcd again), the pod that may run is
+    /// deleted gracefully (never forced: its node may be cut off with the process running),
+    /// and the claim with the old data is deleted. A member already fenced is left alone, so
+    /// that the pod the StatefulSet recreates (waiting for an entry) is not churned.
+    async fn fence(&self, name: &str) -> Result<(), Error> {
+        let mut entries = self.entries().await?;
+        let had_entry = entries.remove(name).is_some();
+        if had_entry {
+            self.apply_entries(&entries).await?;
+        }
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace());
+        let pod = api.get_opt(name).await.map_err(kube_err(format!("get pod {name}")))?;
+        let runs = pod
+            .as_ref()
+            .is_some_and(|p| started_etcd(p) && p.metadata.deletion_timestamp.is_none());
+        if runs {
+            match api.delete(name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(err) => return Err(kube_err(format!("delete pod {name}"))(err)),
+            }
+        }
+        if !(had_entry || runs) || self.cluster.spec.storage.ephemeral {
+            return Ok(());
+        }
+        let claims: Api<PersistentVolumeClaim> =
+            Api::namespaced(self.client.clone(), &self.namespace());
+        let claim = names::data_claim(name);
+        match claims.delete(&claim, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(err) => Err(kube_err(format!("delete PersistentVolumeClaim {claim}"))(err)),
+        }
     }
 
     /// The operator cannot look inside a volume: evidence of a bootstrapped cluster is the
@@ -215,17 +266,27 @@ impl MemberPort for KubeMembers {
         state: ClusterState,
         token: &str,
     ) -> Result<(), Error> {
+        let mut entry = BootstrapEntry::new(name, initial, state, token);
         if state == ClusterState::ForceNew {
-            // A bootstrap entry is read on every start of the pod: one that forces a new cluster
-            // would do it again each time. Recovery is reported, not carried out, here.
-            return Err(Error::NotHere { name: name.to_owned(), what: "--force-new-cluster" });
+            // The entry is read on every start of the pod; member-init forces once per attempt.
+            let attempt = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+            entry.attempt = Some(attempt.to_string());
         }
         let mut entries = self.entries().await?;
-        entries.insert(name.to_owned(), BootstrapEntry::new(name, initial, state, token));
+        entries.insert(name.to_owned(), entry);
         self.apply_entries(&entries).await?;
         let wanted = ordinal(name).map_or(0, |o| o + 1);
         if self.replicas().await? < wanted {
             self.set_replicas(wanted).await?;
+        }
+        if state == ClusterState::ForceNew {
+            // Only a new pod reads the entry: the one running (a StatefulSet that never saw the
+            // stop's lower replica count keeps it) goes.
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace());
+            let pod = api.get_opt(name).await.map_err(kube_err(format!("get pod {name}")))?;
+            if pod.is_some_and(|p| p.metadata.deletion_timestamp.is_none() && started_etcd(&p)) {
+                self.delete_pod(name).await?;
+            }
         }
         Ok(())
     }

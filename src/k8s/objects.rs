@@ -241,9 +241,14 @@ pub fn statefulset(
         format!("--bootstrap-dir={BOOTSTRAP_DIR}"),
         format!("--config-out={CONFIG_FILE}"),
         format!("--options={}", serde_json::to_string(&spec.options).unwrap_or_default()),
+        format!("--data-dir={DATA_DIR}"),
     ];
-    let mut init_mounts =
-        vec![mount("bootstrap", BOOTSTRAP_DIR, true), mount("config", CONFIG_DIR, false)];
+    // The data volume: a restore writes there, and recovery's one-shot marker lives there.
+    let init_mounts = vec![
+        mount("bootstrap", BOOTSTRAP_DIR, true),
+        mount("config", CONFIG_DIR, false),
+        mount(DATA_VOLUME, DATA_MOUNT, false),
+    ];
     let mut init_env_from = None;
     let mut init_env = vec![pod_name.clone()];
     if let Some(restore) = &spec.restore {
@@ -251,8 +256,6 @@ pub fn statefulset(
         // volume before etcd starts; credentials come from the location's Secret as the
         // backend's environment variables.
         init_args.push(format!("--restore={}", serde_json::to_string(restore).unwrap_or_default()));
-        init_args.push(format!("--data-dir={DATA_DIR}"));
-        init_mounts.push(mount(DATA_VOLUME, DATA_MOUNT, false));
         if let Some(encryption) = &restore.encryption {
             let reference = &encryption.key_secret_ref;
             init_env.push(EnvVar {

@@ -124,7 +124,7 @@ fn target(cluster: &EtcdCluster, name: &str, token: &str, installs: &Installatio
         replace_after: Target::replace_after_seconds(cluster.spec.replace_unhealthy_after_seconds),
         version,
         rolls_versions: true,
-        recovery: recovery::Policy::of(cluster, true),
+        recovery: recovery::Policy::of(cluster),
     }
 }
 

@@ -84,6 +84,22 @@ pub trait MemberPort: Sync {
         let err = Error::NotHere { name: name.to_owned(), what: "a restart onto a new version" };
         async { Err(err) }
     }
+    /// Names whose process might still run, though it may answer nothing: what recovery from
+    /// quorum loss must see gone before it forces a new cluster. Locally the running processes;
+    /// on Kubernetes every pod that started etcd and still exists, Terminating ones included (a
+    /// pod on a node that does not answer may still run there).
+    fn may_run(&self) -> impl Future<Output = Result<BTreeSet<String>, Error>> + Send {
+        self.running()
+    }
+    /// Makes sure a member recovery discards can never run again on its old data: its process
+    /// stopped and its data wiped. Never forces anything the platform cannot confirm (a pod on a
+    /// lost node stays until a person confirms the node is gone).
+    fn fence(&self, name: &str) -> impl Future<Output = Result<(), Error>> + Send {
+        async move {
+            self.stop(name).await?;
+            self.wipe(name).await
+        }
+    }
     /// Clears what keeps the ordinal of a member that etcd no longer has from running again (on
     /// Kubernetes: its old pod stuck Terminating on a node that does not answer). Only for a
     /// removed member's name, whose old process can no longer rejoin.

@@ -233,10 +233,16 @@ pub async fn act(
             port.upgrade(name, version, initial, &target.token).await?;
         }
         Step::ForceNewCluster { keep, discard } => {
-            // Every other member first: none may come back with the old membership or data.
+            // Every other member first: none may come back with the old membership or data,
+            // and none may still run when the kept one forces (a lost majority still serving
+            // would be a second cluster). Until they are gone, the next pass tries again.
             for name in discard {
-                port.stop(name).await?;
-                port.wipe(name).await?;
+                port.fence(name).await?;
+            }
+            let may_run = port.may_run().await?;
+            if let Some(name) = discard.iter().find(|n| may_run.contains(*n)) {
+                tracing::warn!(member = %name, "recovery waits until the process of a fenced member is gone");
+                return Ok(());
             }
             port.stop(keep).await?;
             let alone = [Wanted { name: keep.clone(), peer_url: port.urls(keep)?.peer }];
@@ -286,19 +292,30 @@ pub async fn plan(
         step = upgrade::next(version, members, statuses, leader, &current).unwrap_or(Step::Done);
     }
     let decision = match &observation.planner.members {
-        Some(members) => {
+        // Worth asking the platform what might still run only when recovery could act.
+        Some(members) if quorum_lost_for(previous) >= target.recovery.after => {
+            let may_run = port.may_run().await?;
             let cluster_id = observation.cluster_id.map(hex_id).unwrap_or_default();
             let since = quorum_lost_since(previous).map_or(0, |t| t.as_second());
             let lost = Lost {
                 members,
                 statuses: &observation.statuses,
-                running: &observation.planner.running,
+                may_run: &may_run,
                 size: target.size,
                 lost_for: quorum_lost_for(previous),
                 token: format!("{cluster_id}-{since}"),
             };
             recovery::decide(&target.recovery, &lost)
         }
+        Some(_) => Decision::None,
+        // The kept member was restarted to force a new cluster and answers nothing yet (on
+        // Kubernetes its pod is being recreated, the others wait for entries on new, empty
+        // claims): every other step would be taken on the old membership. Wait for it.
+        None if recovering(previous) => Decision::Failed {
+            message:
+                "recovering: waiting for the kept member to start alone with --force-new-cluster"
+                    .into(),
+        },
         None => Decision::None,
     };
     match &decision {
@@ -307,7 +324,12 @@ pub async fn plan(
         Decision::None => {}
     }
     let mut status = status(target, &observation, &step, previous);
-    report_quorum_loss(&mut status, &decision, previous, target.generation);
+    if observation.planner.members.is_none() && recovering(previous) {
+        // Still recovering: the condition says what recovery did, until the member answers.
+        status.phase = Some(etcd_crds::ClusterPhase::Recovering);
+    } else {
+        report_quorum_loss(&mut status, &decision, previous, target.generation);
+    }
     status.client_endpoints = wanted
         .iter()
         .filter(|w| status.members.iter().any(|m| m.name == w.name && m.ready))
@@ -324,6 +346,14 @@ pub async fn plan(
 
 /// Condition type of quorum loss: what was lost, what survives, what recovery does.
 pub const QUORUM_LOST_CONDITION: &str = "QuorumLost";
+
+/// The previous pass started recovery (the QuorumLost condition says Recovering).
+fn recovering(previous: &EtcdClusterStatus) -> bool {
+    previous
+        .conditions
+        .iter()
+        .any(|c| c.type_ == QUORUM_LOST_CONDITION && c.status == "True" && c.reason == "Recovering")
+}
 
 /// A lost quorum is phase Failed until recovery starts, with the whole story in a condition;
 /// the condition stays (False) once the quorum is back, saying so.

@@ -4,8 +4,10 @@
 //! Recovery keeps the surviving member with the newest data (the highest raft index), restarts
 //! it alone with `--force-new-cluster` (same data, same keys, same cluster ID), wipes every
 //! other member so that none can come back with old data, and leaves growing back to the spec's
-//! size to the planner (learner-first, as any scale-up). It never runs while a lost member's
-//! process is still alive, and a person approves it unless the policy is Automatic.
+//! size to the planner (learner-first, as any scale-up). A person approves it unless the policy
+//! is Automatic. It never forces while a lost member's process might still run: those are
+//! fenced first (stopped and wiped), and the force waits until they are gone, which on
+//! Kubernetes a pod on a node that does not answer never is until a person confirms it.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -22,15 +24,11 @@ pub struct Policy {
     pub after: Duration,
     /// The approval a person gave (`etcd.etcd.io/approve-recovery`), if any.
     pub approval: Option<String>,
-    /// The platform can restart a member with `--force-new-cluster` (`local`; not yet on
-    /// Kubernetes, where the cluster is reported Failed with the plan for a person to carry out).
-    pub can_force: bool,
 }
 
 impl Policy {
-    /// The policy of `cluster` (`spec.recovery` and its approval annotation), on a platform
-    /// that can (or cannot) force a new cluster.
-    pub fn of(cluster: &etcd_crds::EtcdCluster, can_force: bool) -> Self {
+    /// The policy of `cluster`: `spec.recovery` and its approval annotation.
+    pub fn of(cluster: &etcd_crds::EtcdCluster) -> Self {
         let recovery = &cluster.spec.recovery;
         let annotations = cluster.metadata.annotations.as_ref();
         Self {
@@ -39,7 +37,6 @@ impl Policy {
             approval: annotations
                 .and_then(|a| a.get(etcd_crds::APPROVE_RECOVERY_ANNOTATION))
                 .cloned(),
-            can_force,
         }
     }
 }
@@ -59,7 +56,8 @@ pub enum Decision {
 pub struct Lost<'a> {
     pub members: &'a [Seen],
     pub statuses: &'a [(String, EndpointStatus)],
-    pub running: &'a BTreeSet<String>,
+    /// Members whose process might still run ([`super::MemberPort::may_run`]).
+    pub may_run: &'a BTreeSet<String>,
     pub size: usize,
     /// How long the quorum has been lost, and the approval token of this loss (the cluster ID
     /// and when it began, so that an approval never applies to a later loss).
@@ -109,18 +107,6 @@ pub fn decide(policy: &Policy, lost: &Lost<'_>) -> Decision {
         discard.join(", "),
         lost.size
     ));
-    let alive: Vec<&str> = gone.iter().copied().filter(|n| lost.running.contains(*n)).collect();
-    if !alive.is_empty() {
-        message.push_str(&format!(
-            ". Waiting: the process of {} still runs, and could come back with old data",
-            alive.join(", ")
-        ));
-        return Decision::Failed { message };
-    }
-    if !policy.can_force {
-        message.push_str(". This platform does not carry it out yet: see the README, \"Recovering from quorum loss\"");
-        return Decision::Failed { message };
-    }
     if !policy.automatic && policy.approval.as_deref() != Some(lost.token.as_str()) {
         message.push_str(&format!(
             ". Approve with the annotation {}={}",
@@ -128,6 +114,15 @@ pub fn decide(policy: &Policy, lost: &Lost<'_>) -> Decision {
             lost.token
         ));
         return Decision::Failed { message };
+    }
+    let alive: Vec<&str> = gone.iter().copied().filter(|n| lost.may_run.contains(*n)).collect();
+    if !alive.is_empty() {
+        message.push_str(&format!(
+            ". First {} {} stopped and wiped; the force waits until {} gone (a pod on a node that does not answer stays until a person confirms the node is down: kubectl delete pod NAME --force --grace-period=0)",
+            alive.join(", "),
+            if alive.len() == 1 { "is" } else { "are" },
+            if alive.len() == 1 { "it is" } else { "they are" },
+        ));
     }
     let step = Step::ForceNewCluster { keep: keep.name.clone(), discard };
     Decision::Recover { step, message }
@@ -155,7 +150,7 @@ mod tests {
     }
 
     fn policy(automatic: bool) -> Policy {
-        Policy { automatic, after: Duration::from_secs(60), approval: None, can_force: true }
+        Policy { automatic, after: Duration::from_secs(60), approval: None }
     }
 
     #[test]
@@ -167,7 +162,7 @@ mod tests {
         let lost = Lost {
             members: &members,
             statuses: &statuses,
-            running: &running,
+            may_run: &running,
             size: 5,
             lost_for: Duration::from_secs(61),
             token: "abc-1700000000".into(),
@@ -190,14 +185,14 @@ mod tests {
     }
 
     #[test]
-    fn nothing_happens_with_a_quorum_before_the_delay_or_while_a_lost_process_runs() {
+    fn nothing_happens_with_a_quorum_or_before_the_delay_and_a_running_lost_process_is_fenced() {
         let members = vec![seen(0, true), seen(1, false), seen(2, false)];
         let statuses = vec![status(0, 7)];
         let running = BTreeSet::new();
         let mut lost = Lost {
             members: &members,
             statuses: &statuses,
-            running: &running,
+            may_run: &running,
             size: 3,
             lost_for: Duration::from_secs(30),
             token: "t".into(),
@@ -206,31 +201,13 @@ mod tests {
         lost.lost_for = Duration::from_secs(600);
         assert!(matches!(decide(&policy(true), &lost), Decision::Recover { .. }));
         let still_running: BTreeSet<String> = ["c-2".to_owned()].into();
-        lost.running = &still_running;
-        let Decision::Failed { message } = decide(&policy(true), &lost) else { panic!() };
-        assert!(message.contains("the process of c-2 still runs"), "{message}");
+        lost.may_run = &still_running;
+        let Decision::Recover { message, .. } = decide(&policy(true), &lost) else { panic!() };
+        assert!(message.contains("First c-2 is stopped and wiped; the force waits"), "{message}");
 
         let healthy = vec![seen(0, true), seen(1, true), seen(2, false)];
         let statuses = vec![status(0, 7), status(1, 7)];
         let ok = Lost { members: &healthy, statuses: &statuses, ..lost };
         assert_eq!(decide(&policy(true), &ok), Decision::None, "2 of 3 is a quorum");
-    }
-
-    #[test]
-    fn without_a_platform_that_can_force_the_plan_is_reported() {
-        let members = vec![seen(0, true), seen(1, false), seen(2, false)];
-        let statuses = vec![status(0, 7)];
-        let running = BTreeSet::new();
-        let lost = Lost {
-            members: &members,
-            statuses: &statuses,
-            running: &running,
-            size: 3,
-            lost_for: Duration::from_secs(600),
-            token: "t".into(),
-        };
-        let cannot = Policy { can_force: false, ..policy(true) };
-        let Decision::Failed { message } = decide(&cannot, &lost) else { panic!() };
-        assert!(message.contains("keeps c-0") && message.contains("does not carry it out"));
     }
 }

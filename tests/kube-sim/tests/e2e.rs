@@ -79,3 +79,8 @@ fn rolling_upgrade_from_3_4_to_3_5_under_a_writer() {
 fn backup_to_s3_then_restore_into_a_new_cluster() {
     scenario("backup");
 }
+
+#[test]
+fn quorum_loss_recovered_after_approval_with_the_lost_nodes_fenced() {
+    scenario("recovery");
+}
