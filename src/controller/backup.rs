@@ -30,6 +30,7 @@ use crate::backup::encrypt::Key;
 use crate::backup::job::Job;
 use crate::backup::schedule::Schedule;
 use crate::etcd::ClientTls;
+use crate::membership::recovery::RestorePoint;
 
 pub async fn reconcile(backup: Arc<EtcdBackup>, ctx: Arc<Context>) -> Result<Action, Error> {
     reconcile_at(&backup, &ctx, Timestamp::now()).await
@@ -208,6 +209,41 @@ pub(super) async fn final_backup(
     );
     ctx.event(backup, EventType::Normal, "FinalBackupSucceeded", note).await;
     Ok(outcome.record.location)
+}
+
+/// The EtcdBackups in `namespace` that back up `cluster`, by name.
+pub(super) async fn of_cluster(
+    ctx: &Context,
+    namespace: &str,
+    cluster: &str,
+) -> Result<Vec<EtcdBackup>, kube::Error> {
+    let api: Api<EtcdBackup> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut backups: Vec<EtcdBackup> = api
+        .list(&kube::api::ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|b| b.spec.cluster_ref.name == cluster)
+        .collect();
+    backups.sort_by_key(|b| b.name_any());
+    Ok(backups)
+}
+
+/// The newest verified backup among `backups`' records: an unverified one is never restored.
+pub(super) fn newest_verified(backups: &[EtcdBackup]) -> Option<RestorePoint> {
+    backups
+        .iter()
+        .flat_map(|b| {
+            let records = b.status.iter().flat_map(|s| s.backups.iter());
+            records.filter(|r| r.verified_time.is_some()).map(move |r| (b, r))
+        })
+        .max_by_key(|(_, r)| r.completion_time.as_ref().map(|t| t.0))
+        .map(|(backup, record)| RestorePoint {
+            backup: backup.name_any(),
+            location: record.location.clone(),
+            revision: record.revision,
+            taken: record.completion_time.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
+        })
 }
 
 fn next_run(backup: &EtcdBackup, now: Timestamp) -> Option<Timestamp> {
@@ -459,6 +495,38 @@ mod tests {
         let failure = writable_dir(not_a_dir.join("backups").to_str().unwrap()).unwrap_err();
         assert_eq!(failure.reason, "VolumeNotWritable");
         assert!(failure.message.contains("mount a volume there"), "{}", failure.message);
+    }
+
+    #[test]
+    fn recovery_restores_the_newest_verified_record_of_any_backup_of_the_cluster() {
+        let record = |location: &str, completed: &str, verified: bool| {
+            serde_json::json!({"location": location, "size": 1, "sha256": "x", "revision": 7,
+                "compression": "None", "completionTime": completed,
+                "verifiedTime": if verified { serde_json::json!(completed) } else { serde_json::Value::Null }})
+        };
+        let backup = |name: &str, records: Vec<serde_json::Value>| -> EtcdBackup {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "prod"},
+                "spec": {"clusterRef": {"name": "main"}, "destination": {"volume": {"path": "/b"}}},
+                "status": {"backups": records}
+            }))
+            .unwrap()
+        };
+        let backups = [
+            backup(
+                "hourly",
+                vec![
+                    record("file:///b/newest-corrupt", "2026-11-25T03:00:00Z", false),
+                    record("file:///b/hourly-2", "2026-11-25T02:00:00Z", true),
+                ],
+            ),
+            backup("nightly", vec![record("file:///b/nightly-1", "2026-11-25T01:00:00Z", true)]),
+        ];
+        let point = newest_verified(&backups).unwrap();
+        assert_eq!(point.location, "file:///b/hourly-2", "the newer unverified one is never used");
+        assert_eq!(point.backup, "hourly");
+        assert!(newest_verified(&backups[1..]).is_some());
+        assert!(newest_verified(&[]).is_none());
     }
 
     #[test]

@@ -26,6 +26,7 @@ use crate::k8s::{objects, upgrade};
 use crate::membership::planner::Step;
 use crate::membership::reconcile::{Plan, Target, act, plan};
 use crate::membership::recovery;
+use crate::membership::status::{quorum_lost_for, quorum_lost_since};
 use crate::names::{self, FIELD_MANAGER};
 use crate::tls::cluster_secrets::{
     MembersTrust, PkiOutcome, TrustRollout, bundle_fingerprint, ensure_cluster_pki,
@@ -213,7 +214,15 @@ async fn membership_step(
         recovery: recovery::Policy::of(cluster),
     };
     let previous = cluster.status.clone().unwrap_or_default();
-    let Plan { step, mut status, voters } = plan(&port, &target, tls, &previous).await?;
+    let mut target = target;
+    if quorum_lost_for(&previous) >= target.recovery.after {
+        // What recovery could restore if no member survives; looked up only when it could act.
+        let backups = super::backup::of_cluster(ctx, namespace, &name)
+            .await
+            .map_err(kube_err("list the EtcdBackups"))?;
+        target.recovery.newest_backup = super::backup::newest_verified(&backups);
+    }
+    let Plan { step, mut status, voters, restore } = plan(&port, &target, tls, &previous).await?;
     if cluster.spec.security.tls.enabled && !cluster.spec.security.tls.auto_tls {
         let valid = condition(
             TLS_CONDITION,
@@ -228,6 +237,10 @@ async fn membership_step(
         set_condition(&mut status.conditions, volumes);
     }
     status.selector = Some(names::selector_string(&name));
+    if previous.cluster_id.is_none() && status.cluster_id.is_some() {
+        // Bootstrapped: before the cluster ID is recorded, no entry may say "new" any more.
+        port.settle_bootstrap().await?;
+    }
     if status != previous {
         write_status::<EtcdCluster, _>(ctx, namespace, &name, &status).await?;
     }
@@ -239,11 +252,65 @@ async fn membership_step(
         ctx.event(cluster, EventType::Normal, step_reason(&step), step.to_string()).await;
     }
     act(&port, &step, &target, tls, &voters).await?;
+    if let Some(point) = restore {
+        restore_from_backup(cluster, ctx, namespace, &point, &previous).await?;
+    }
     Ok(match step {
         Step::Done => Action::requeue(ctx.health_interval),
         Step::Wait { .. } => Action::requeue(Duration::from_secs(5)),
         _ => Action::requeue(Duration::from_secs(2)),
     })
+}
+
+/// No member survives and a person approved: the newest verified backup is restored by an
+/// EtcdRestore of type Replace, named after this loss (so that it is made once, whatever the
+/// crashes in between). It keeps the spec, deletes the cluster and its claims (waiting while a
+/// pod on a lost node still holds one, which fences it) and creates the cluster again from the
+/// backup, with a new cluster ID.
+async fn restore_from_backup(
+    cluster: &EtcdCluster,
+    ctx: &Context,
+    namespace: &str,
+    point: &recovery::RestorePoint,
+    previous: &etcd_crds::EtcdClusterStatus,
+) -> Result<(), Error> {
+    use etcd_crds::{BackupReference, EtcdRestore, EtcdRestoreSpec, RestoreSource, RestoreType};
+    let name = cluster.name_any();
+    let since = quorum_lost_since(previous).map_or(0, |t| t.as_second());
+    let restore_name = format!("{name}-recovery-{since}");
+    let restore = EtcdRestore {
+        metadata: kube::api::ObjectMeta {
+            name: Some(restore_name.clone()),
+            namespace: Some(namespace.to_owned()),
+            ..Default::default()
+        },
+        spec: EtcdRestoreSpec {
+            cluster_name: name.clone(),
+            restore_type: RestoreType::Replace,
+            source: RestoreSource {
+                backup_ref: Some(BackupReference {
+                    name: point.backup.clone(),
+                    record: Some(point.location.clone()),
+                }),
+                location: None,
+            },
+            cluster_spec: None,
+        },
+        status: None,
+    };
+    let api: Api<EtcdRestore> = Api::namespaced(ctx.client.clone(), namespace);
+    match api.create(&kube::api::PostParams::default(), &restore).await {
+        Ok(_) => {
+            let note = format!(
+                "no member survives: restoring {} (EtcdBackup {}, revision {}, taken {}) through EtcdRestore {restore_name}",
+                point.location, point.backup, point.revision, point.taken
+            );
+            ctx.event(cluster, EventType::Warning, "RestoringFromBackup", note).await;
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(err) => Err(kube_err(format!("create EtcdRestore {restore_name}"))(err)),
+    }
 }
 
 /// Which trust bundle the member pods run with: the template's, once the StatefulSet has rolled

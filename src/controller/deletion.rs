@@ -8,7 +8,7 @@
 //! true and does not take a second one.
 
 use etcd_crds::conditions::{condition, set_condition};
-use etcd_crds::{EtcdBackup, EtcdCluster, ReclaimPolicy, SKIP_FINAL_BACKUP_ANNOTATION};
+use etcd_crds::{EtcdCluster, ReclaimPolicy, SKIP_FINAL_BACKUP_ANNOTATION};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -95,14 +95,10 @@ async fn final_backup(
             format!("deleted without a final backup: {SKIP_FINAL_BACKUP_ANNOTATION}={why}"),
         ));
     }
-    let name = cluster.name_any();
-    let api: Api<EtcdBackup> = Api::namespaced(ctx.client.clone(), namespace);
-    let backups = api.list(&ListParams::default()).await.map_err(|err| {
-        Problem::api("BackupsUnavailable", "cannot list the EtcdBackups".into(), err)
-    })?;
-    let mut targets: Vec<&EtcdBackup> =
-        backups.items.iter().filter(|b| b.spec.cluster_ref.name == name).collect();
-    targets.sort_by_key(|b| b.name_any());
+    let targets =
+        super::backup::of_cluster(ctx, namespace, &cluster.name_any()).await.map_err(|err| {
+            Problem::api("BackupsUnavailable", "cannot list the EtcdBackups".into(), err)
+        })?;
     if targets.is_empty() {
         return Ok((
             "NoFinalBackup",
@@ -110,7 +106,7 @@ async fn final_backup(
         ));
     }
     let mut failures = Vec::new();
-    for backup in targets {
+    for backup in &targets {
         match super::backup::final_backup(backup, cluster, ctx, Timestamp::now()).await {
             Ok(location) => {
                 return Ok((

@@ -70,6 +70,26 @@ impl KubeMembers {
         Ok(())
     }
 
+    /// Once the cluster is bootstrapped, every entry that says "new" says "existing". etcd
+    /// started with `initial-cluster-state: new` on an empty data directory bootstraps again,
+    /// with the very same member and cluster IDs: pods that all came back on empty volumes
+    /// would form an empty cluster indistinguishable from the real one. With "existing" a blank
+    /// member asks its peers and is sent their data, or, with none to ask, does not start,
+    /// which the operator sees as the loss it is. Only a new pod reads the entry: a container
+    /// restarted in the same pod still starts on the configuration member-init wrote then.
+    pub async fn settle_bootstrap(&self) -> Result<(), Error> {
+        let mut entries = self.entries().await?;
+        let mut changed = false;
+        for entry in entries.values_mut().filter(|e| e.state == ClusterState::New) {
+            entry.state = ClusterState::Existing;
+            changed = true;
+        }
+        if changed {
+            self.apply_entries(&entries).await?;
+        }
+        Ok(())
+    }
+
     async fn pods(&self) -> Result<Vec<Pod>, Error> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace());
         let pods = api

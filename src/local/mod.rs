@@ -263,7 +263,7 @@ async fn reconcile_step(
     dir: &Path,
     conditions: [Condition; 2],
 ) -> Result<Step, Error> {
-    let Plan { step, status: mut next, voters } = plan(members, target, tls, status).await?;
+    let Plan { step, status: mut next, voters, .. } = plan(members, target, tls, status).await?;
     for condition in conditions {
         set_condition(&mut next.conditions, condition);
     }

@@ -268,6 +268,9 @@ pub struct Plan {
     pub status: EtcdClusterStatus,
     /// Client URLs of the healthy voters to perform it through.
     pub voters: Vec<String>,
+    /// No member survives and a person approved restoring this backup into a new cluster:
+    /// the platform's to carry out (on Kubernetes, an EtcdRestore of type Replace).
+    pub restore: Option<recovery::RestorePoint>,
 }
 
 /// One observe + plan.
@@ -291,19 +294,25 @@ pub async fn plan(
         let (statuses, leader) = (&observation.statuses, observation.planner.leader);
         step = upgrade::next(version, members, statuses, leader, &current).unwrap_or(Step::Done);
     }
+    let lost_long_enough = quorum_lost_for(previous) >= target.recovery.after;
+    // The approval token: the cluster ID and when the quorum was lost, so that an approval
+    // never applies to a later loss.
+    let token = {
+        let cluster_id = observation.cluster_id.map(hex_id).or_else(|| previous.cluster_id.clone());
+        let since = quorum_lost_since(previous).map_or(0, |t| t.as_second());
+        format!("{}-{since}", cluster_id.unwrap_or_default())
+    };
     let decision = match &observation.planner.members {
         // Worth asking the platform what might still run only when recovery could act.
-        Some(members) if quorum_lost_for(previous) >= target.recovery.after => {
+        Some(members) if lost_long_enough => {
             let may_run = port.may_run().await?;
-            let cluster_id = observation.cluster_id.map(hex_id).unwrap_or_default();
-            let since = quorum_lost_since(previous).map_or(0, |t| t.as_second());
             let lost = Lost {
                 members,
                 statuses: &observation.statuses,
                 may_run: &may_run,
                 size: target.size,
                 lost_for: quorum_lost_for(previous),
-                token: format!("{cluster_id}-{since}"),
+                token,
             };
             recovery::decide(&target.recovery, &lost)
         }
@@ -316,11 +325,33 @@ pub async fn plan(
                 "recovering: waiting for the kept member to start alone with --force-new-cluster"
                     .into(),
         },
+        // Members run but none answers, for long: decided on the voters the last status
+        // recorded (none survives, so only a backup can bring the cluster back).
+        None if lost_long_enough
+            && observation.unreachable.is_some()
+            && observation.planner.bootstrapped =>
+        {
+            let members = recorded_voters(previous);
+            let lost = Lost {
+                members: &members,
+                statuses: &[],
+                may_run: &BTreeSet::new(),
+                size: target.size,
+                lost_for: quorum_lost_for(previous),
+                token,
+            };
+            recovery::decide(&target.recovery, &lost)
+        }
         None => Decision::None,
     };
+    let mut restore = None;
     match &decision {
         Decision::Recover { step: recover, .. } => step = recover.clone(),
         Decision::Failed { message } => step = Step::Wait { reason: message.clone() },
+        Decision::Restore { point, message } => {
+            step = Step::Wait { reason: message.clone() };
+            restore = Some(point.clone());
+        }
         Decision::None => {}
     }
     let mut status = status(target, &observation, &step, previous);
@@ -341,7 +372,26 @@ pub async fn plan(
     let voters =
         status.members.iter().filter(|m| m.ready).filter_map(|m| m.client_url.clone()).collect();
     tracing::debug!(step = step.kind(), "planned");
-    Ok(Plan { step, status, voters })
+    Ok(Plan { step, status, voters, restore })
+}
+
+/// The voters the last status recorded, none of them answering.
+fn recorded_voters(previous: &EtcdClusterStatus) -> Vec<Seen> {
+    previous
+        .members
+        .iter()
+        .filter(|m| m.role == Some(etcd_crds::MemberRole::Voter))
+        .map(|m| Seen {
+            id: m.id.as_deref().and_then(|id| u64::from_str_radix(id, 16).ok()).unwrap_or(0),
+            name: m.name.clone(),
+            peer_url: m.peer_url.clone().unwrap_or_default(),
+            is_learner: false,
+            running: false,
+            healthy: false,
+            has_data: false,
+            failing: false,
+        })
+        .collect()
 }
 
 /// Condition type of quorum loss: what was lost, what survives, what recovery does.
@@ -369,6 +419,10 @@ fn report_quorum_loss(
             (true, "QuorumLost", message.clone())
         }
         Decision::Recover { message, .. } => (true, "Recovering", message.clone()),
+        Decision::Restore { message, .. } => {
+            status.phase = Some(etcd_crds::ClusterPhase::Recovering);
+            (true, "RestoringBackup", message.clone())
+        }
         Decision::None => {
             let reported = previous.conditions.iter().any(|c| c.type_ == QUORUM_LOST_CONDITION);
             if !reported {

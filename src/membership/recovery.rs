@@ -24,6 +24,21 @@ pub struct Policy {
     pub after: Duration,
     /// The approval a person gave (`etcd.etcd.io/approve-recovery`), if any.
     pub approval: Option<String>,
+    /// The newest verified backup of this cluster, restored when no member survives (known on
+    /// Kubernetes, from the EtcdBackups that target the cluster).
+    pub newest_backup: Option<RestorePoint>,
+}
+
+/// A verified backup recovery can restore.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestorePoint {
+    /// The EtcdBackup that holds it.
+    pub backup: String,
+    /// The record's location.
+    pub location: String,
+    pub revision: i64,
+    /// When it was taken (RFC 3339).
+    pub taken: String,
 }
 
 impl Policy {
@@ -37,6 +52,7 @@ impl Policy {
             approval: annotations
                 .and_then(|a| a.get(etcd_crds::APPROVE_RECOVERY_ANNOTATION))
                 .cloned(),
+            newest_backup: None,
         }
     }
 }
@@ -50,6 +66,8 @@ pub enum Decision {
     Failed { message: String },
     /// Recover now.
     Recover { step: Step, message: String },
+    /// No member survives: restore the newest verified backup into a new cluster.
+    Restore { point: RestorePoint, message: String },
 }
 
 /// The one observation recovery decides from.
@@ -93,8 +111,8 @@ pub fn decide(policy: &Policy, lost: &Lost<'_>) -> Decision {
         (index(m), std::cmp::Reverse(etcd_certs::cluster::member_ordinal(&m.name)))
     });
     let Some(keep) = keep else {
-        message.push_str("; no member survives with data: restore the cluster from a backup");
-        return Decision::Failed { message };
+        message.push_str("; no member survives with data");
+        return restore_backup(policy, lost, message);
     };
     let survive: Vec<String> =
         survivors.iter().map(|m| format!("{} (raft index {})", m.name, index(m))).collect();
@@ -128,6 +146,30 @@ pub fn decide(policy: &Policy, lost: &Lost<'_>) -> Decision {
     Decision::Recover { step, message }
 }
 
+/// No member survives: the newest verified backup, restored into a new cluster. Always a
+/// person's decision, whatever the policy: the operator cannot look inside the volumes, so a
+/// cluster whose every node is down with its data intact looks the same, and a restore loses
+/// every write after the backup.
+fn restore_backup(policy: &Policy, lost: &Lost<'_>, mut message: String) -> Decision {
+    let Some(point) = &policy.newest_backup else {
+        message.push_str(": no verified backup of this cluster is known; restore one with an EtcdRestore of type Replace");
+        return Decision::Failed { message };
+    };
+    message.push_str(&format!(
+        ". Recovery restores the newest verified backup, {} (EtcdBackup {}, revision {}, taken {}), into a new cluster (a new cluster ID): every write after it is lost",
+        point.location, point.backup, point.revision, point.taken
+    ));
+    if policy.approval.as_deref() != Some(lost.token.as_str()) {
+        message.push_str(&format!(
+            ". If the members' data is gone, approve with the annotation {}={} (even under policy Automatic)",
+            etcd_crds::APPROVE_RECOVERY_ANNOTATION,
+            lost.token
+        ));
+        return Decision::Failed { message };
+    }
+    Decision::Restore { point: point.clone(), message }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,7 +192,7 @@ mod tests {
     }
 
     fn policy(automatic: bool) -> Policy {
-        Policy { automatic, after: Duration::from_secs(60), approval: None }
+        Policy { automatic, after: Duration::from_secs(60), approval: None, newest_backup: None }
     }
 
     #[test]
@@ -209,5 +251,42 @@ mod tests {
         let statuses = vec![status(0, 7), status(1, 7)];
         let ok = Lost { members: &healthy, statuses: &statuses, ..lost };
         assert_eq!(decide(&policy(true), &ok), Decision::None, "2 of 3 is a quorum");
+    }
+
+    #[test]
+    fn with_no_survivor_the_newest_verified_backup_is_restored_only_once_a_person_approves() {
+        let members = vec![seen(0, false), seen(1, false), seen(2, false)];
+        let running = BTreeSet::new();
+        let lost = Lost {
+            members: &members,
+            statuses: &[],
+            may_run: &running,
+            size: 3,
+            lost_for: Duration::from_secs(600),
+            token: "abc-1700000000".into(),
+        };
+        let Decision::Failed { message } = decide(&policy(true), &lost) else { panic!() };
+        assert!(message.contains("no verified backup of this cluster is known"), "{message}");
+
+        let point = RestorePoint {
+            backup: "nightly".into(),
+            location: "s3://b/prod/nightly/c-20261125T010000Z.db.zst".into(),
+            revision: 4242,
+            taken: "2026-11-25T01:00:04Z".into(),
+        };
+        let known = Policy { newest_backup: Some(point.clone()), ..policy(true) };
+        let Decision::Failed { message } = decide(&known, &lost) else { panic!() };
+        assert!(
+            message.contains("revision 4242") && message.contains("every write after it is lost"),
+            "{message}"
+        );
+        assert!(
+            message.contains("approve-recovery=abc-1700000000 (even under policy Automatic)"),
+            "{message}"
+        );
+
+        let approved = Policy { approval: Some("abc-1700000000".into()), ..known };
+        let Decision::Restore { point: chosen, .. } = decide(&approved, &lost) else { panic!() };
+        assert_eq!(chosen, point);
     }
 }

@@ -41,6 +41,23 @@ pub fn status(
             }
         })
         .collect();
+    // Members run but none answers: the last membership seen stays, every member not ready,
+    // so that a person (and recovery, deciding on a loss that lasts) still sees who they were.
+    let members = if observation.planner.members.is_none() && observation.unreachable.is_some() {
+        previous
+            .members
+            .iter()
+            .map(|m| MemberStatus {
+                ready: false,
+                leader: false,
+                client_url: None,
+                unhealthy_since: m.unhealthy_since.clone().or_else(|| Some(Time(Timestamp::now()))),
+                ..m.clone()
+            })
+            .collect()
+    } else {
+        members
+    };
     let ready = members.iter().filter(|m| m.ready).count();
     let voters = members.iter().filter(|m| m.role == Some(MemberRole::Voter)).count();
     let quorum_ok = voters > 0 && ready >= super::planner::quorum(voters);
@@ -165,14 +182,14 @@ fn agreed_version(observation: &Observation, members: usize) -> Option<String> {
 
 /// How long the cluster has been without quorum, by the previous status's Available condition
 /// (zero when it had quorum).
-pub(super) fn quorum_lost_for(previous: &EtcdClusterStatus) -> Duration {
+pub fn quorum_lost_for(previous: &EtcdClusterStatus) -> Duration {
     quorum_lost_since(previous)
         .and_then(|since| u64::try_from(Timestamp::now().as_second() - since.as_second()).ok())
         .map_or(Duration::ZERO, Duration::from_secs)
 }
 
 /// When the cluster last lost its quorum, by the previous status's Available condition.
-pub(super) fn quorum_lost_since(previous: &EtcdClusterStatus) -> Option<Timestamp> {
+pub fn quorum_lost_since(previous: &EtcdClusterStatus) -> Option<Timestamp> {
     previous
         .conditions
         .iter()

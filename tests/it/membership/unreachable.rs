@@ -50,7 +50,7 @@ async fn converge(
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         assert!(Instant::now() < deadline, "no convergence: {status:#?}");
-        let Plan { step, status: next, voters } =
+        let Plan { step, status: next, voters, .. } =
             plan(members, &target(3), Some(tls), status).await.unwrap();
         *status = next;
         if step == Step::Done && status.phase == Some(ClusterPhase::Running) {

@@ -3,6 +3,8 @@
 # cluster (its members restored by member-init with the operator image's etcdutl, 3.5.1, from a
 # 3.4.23 snapshot) holds every write acknowledged before the backup. Then demo is deleted: the
 # deletion waits while its final backup cannot be stored, and once it is, that backup restores.
+# Last, every member of demo-restored loses its data, and it is recovered from its newest
+# verified backup once a person approves.
 source "$(dirname "$0")/lib.sh"
 MOTO=${MOTO_SERVER:-$ROOT/.venv/bin/moto_server}
 "$MOTO" -H 0.0.0.0 -p 5000 >"$WORK/moto.log" 2>&1 &
@@ -125,4 +127,55 @@ spec:
 YAML
 wait_running demo-final 1 300
 writer_check demo-final
+
+# No member of demo-restored survives: every claim loses its data. The cluster is Failed naming
+# its newest verified backup, waits for a person, and is then restored from that backup by an
+# EtcdRestore of type Replace: a new cluster ID, every write acknowledged before the backup.
+writer_start demo-restored
+sleep 3
+writer_check demo-restored
+kubectl apply -f - >/dev/null <<YAML
+apiVersion: etcd.etcd.io/v1alpha1
+kind: EtcdBackup
+metadata:
+  name: demo-restored-now
+spec:
+  clusterRef:
+    name: demo-restored
+  destination:
+    s3:
+      bucket: etcd-backups
+      prefix: demo/
+      region: us-east-1
+      endpoint: $S3
+      forcePathStyle: true
+  credentialsSecretRef:
+    name: backup-credentials
+YAML
+verified() { [ -n "$(kubectl get etcdbackup demo-restored-now -o jsonpath='{.status.backups[0].verifiedTime}')" ]; }
+wait_for "the backup of demo-restored verified" 120 verified
+old_id=$(field demo-restored '{.status.clusterID}')
+kubectl patch etcdcluster demo-restored --type merge -p '{"spec":{"recovery":{"quorumLossAfterSeconds":20}}}' >/dev/null
+# The disks are lost with their pods (local volumes): each recreated pod finds an empty volume.
+for i in 0 1 2; do
+  fault "wipe?claim=default/data-demo-restored-$i"
+  fault "kill?pod=default/demo-restored-$i&container=etcd" 2>/dev/null || true
+done
+kubectl delete pod demo-restored-0 demo-restored-1 demo-restored-2 --wait=false >/dev/null
+log "wiped the data of every member of demo-restored and deleted their pods"
+lost() { field demo-restored '{.status.conditions[?(@.type=="QuorumLost")].message}'; }
+no_survivor() { [ "$(field demo-restored '{.status.phase}')" = Failed ] && lost | grep -q 'EtcdBackup demo-restored-now' && lost | grep -q 'approve-recovery='; }
+wait_for "no survivor reported, naming the newest verified backup" 180 no_survivor
+log "$(lost)"
+token=$(lost | sed -n 's/.*approve-recovery=\([0-9a-f]*-[0-9]*\).*/\1/p')
+[ -n "$token" ] || fail "no approval token in the condition"
+sleep 10
+[ -z "$(kubectl get etcdrestore -o name | grep recovery)" ] || fail "a restore began without approval"
+kubectl annotate etcdcluster demo-restored "etcd.etcd.io/approve-recovery=$token" >/dev/null
+made() { kubectl get etcdrestore -o name | grep -q "demo-restored-recovery-"; }
+wait_for "the EtcdRestore made for the recovery" 60 made
+restored_again() { [ "$(field demo-restored '{.status.phase}')" = Running ] && [ "$(field demo-restored '{.status.clusterID}')" != "$old_id" ] && [ -n "$(field demo-restored '{.status.clusterID}')" ]; }
+wait_for "demo-restored running again from its backup, as a new cluster" 300 restored_again
+wait_running demo-restored 3 120
+writer_check demo-restored
 log "PASS"
