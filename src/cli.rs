@@ -101,6 +101,9 @@ pub struct LocalUpArgs {
     /// beside it restore backups). Repeatable. `etcd` on PATH serves the version it reports.
     #[arg(long = "etcd", value_name = "VERSION=DIR", value_parser = parse_etcd_flag)]
     pub etcd: Vec<(String, PathBuf)>,
+    /// Serve the cluster's metrics (as the operator does on Kubernetes) at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 fn parse_etcd_flag(text: &str) -> std::result::Result<(String, PathBuf), String> {
@@ -239,12 +242,20 @@ pub async fn dispatch(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Local(LocalArgs {
-            up: LocalUpArgs { file: Some(file), state_dir: Some(dir), restore_from, etcd },
+            up:
+                LocalUpArgs {
+                    file: Some(file),
+                    state_dir: Some(dir),
+                    restore_from,
+                    etcd,
+                    metrics_listen,
+                },
             ..
         }) => {
             let installs = crate::etcd::install::Installations::discover(&etcd)
                 .map_err(|err| Error::BadArgument { flag: "--etcd", reason: err.to_string() })?;
-            crate::local::up(&file, &dir, restore_from.as_deref(), installs).await
+            let options = crate::local::Options { restore_from, installs, metrics_listen };
+            crate::local::up(&file, &dir, options).await
         }
         Command::Local(_) => Err(Error::Usage("local needs -f CLUSTER.yaml and --state-dir DIR")),
         Command::Backup(args) => backup(&args).await,

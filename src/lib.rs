@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod cli;
+pub mod cluster_metrics;
 pub mod controller;
 pub mod error;
 pub mod etcd;

@@ -33,7 +33,7 @@ use crate::etcd::ClientTls;
 use crate::membership::recovery::RestorePoint;
 
 pub async fn reconcile(backup: Arc<EtcdBackup>, ctx: Arc<Context>) -> Result<Action, Error> {
-    reconcile_at(&backup, &ctx, Timestamp::now()).await
+    ctx.reconciles.measure("etcdbackup", reconcile_at(&backup, &ctx, Timestamp::now())).await
 }
 
 /// One reconcile as of `now`: runs the backup that is due, if any, and says when to look again.

@@ -36,12 +36,16 @@ use crate::tls::cluster_secrets::{
 pub const FINALIZER: &str = "etcd.etcd.io/cleanup";
 
 pub async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.reconciles.measure("etcdcluster", reconcile_once(cluster, &ctx)).await
+}
+
+async fn reconcile_once(cluster: Arc<EtcdCluster>, ctx: &Arc<Context>) -> Result<Action, Error> {
     let namespace = namespace_of(&*cluster)?;
     let api: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), &namespace);
     finalizer(&api, FINALIZER, cluster, |event| async {
         match event {
-            Finalizer::Apply(cluster) => apply(&cluster, &ctx).await,
-            Finalizer::Cleanup(cluster) => super::deletion::cleanup(&cluster, &ctx).await,
+            Finalizer::Apply(cluster) => apply(&cluster, ctx).await,
+            Finalizer::Cleanup(cluster) => super::deletion::cleanup(&cluster, ctx).await,
         }
     })
     .await
@@ -237,6 +241,9 @@ async fn membership_step(
         set_condition(&mut status.conditions, volumes);
     }
     status.selector = Some(names::selector_string(&name));
+    let labels = metric_labels(cluster);
+    ctx.clusters.observe(&labels, cluster.spec.size, &cluster.spec.version, &status);
+    ctx.clusters.step(&labels, step.kind());
     if previous.cluster_id.is_none() && status.cluster_id.is_some() {
         // Bootstrapped: before the cluster ID is recorded, no entry may say "new" any more.
         port.settle_bootstrap().await?;
@@ -310,6 +317,14 @@ async fn restore_from_backup(
         }
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
         Err(err) => Err(kube_err(format!("create EtcdRestore {restore_name}"))(err)),
+    }
+}
+
+/// The labels of a cluster's series on /metrics.
+pub fn metric_labels(cluster: &EtcdCluster) -> crate::cluster_metrics::ClusterLabels {
+    crate::cluster_metrics::ClusterLabels {
+        namespace: names::namespace(cluster),
+        cluster: cluster.name_any(),
     }
 }
 

@@ -36,6 +36,7 @@ pub async fn cleanup(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Err
         ctx.event(cluster, EventType::Normal, "VolumesDeleted", "reclaimPolicy Delete".into())
             .await;
     }
+    ctx.clusters.forget(&super::cluster::metric_labels(cluster));
     Ok(Action::await_change())
 }
 

@@ -18,6 +18,11 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 /// Name the operator reports Events and field ownership under.
@@ -36,6 +41,8 @@ pub struct Context {
     pub ca_bundle_propagation: Duration,
     /// Registered into /metrics by `run`.
     pub backups: backup::BackupMetrics,
+    pub clusters: crate::cluster_metrics::ClusterMetrics,
+    pub reconciles: ReconcileMetrics,
 }
 
 impl Context {
@@ -48,6 +55,8 @@ impl Context {
             health_interval: Duration::from_secs(30),
             ca_bundle_propagation: Duration::from_secs(180),
             backups: backup::BackupMetrics::default(),
+            clusters: crate::cluster_metrics::ClusterMetrics::default(),
+            reconciles: ReconcileMetrics::default(),
         }
     }
 
@@ -89,6 +98,90 @@ pub enum Error {
     DeletionWaits { cluster: String, message: String },
     #[error("{kind} {name} has no UID yet, so nothing can be owned by it")]
     NoOwnerReference { kind: String, name: String },
+}
+
+impl Error {
+    /// The kind of failure, as the `reason` of the failure metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube { .. } => "ApiError",
+            Error::Tls(_) => "TlsError",
+            Error::Membership(_) => "MembershipError",
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(err)
+                | kube::runtime::finalizer::Error::CleanupFailed(err) => err.reason(),
+                _ => "FinalizerError",
+            },
+            Error::DeletionWaits { .. } => "DeletionWaits",
+            Error::NoNamespace { .. } => "NoNamespace",
+            Error::NoOwnerReference { .. } => "NoOwnerReference",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControllerLabels {
+    controller: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    controller: String,
+    reason: String,
+}
+
+/// Reconciles by controller, failures by controller and reason, and how long reconciles take.
+#[derive(Clone)]
+pub struct ReconcileMetrics {
+    runs: Family<ControllerLabels, Counter>,
+    failures: Family<FailureLabels, Counter>,
+    duration: Family<ControllerLabels, Histogram>,
+}
+
+impl Default for ReconcileMetrics {
+    fn default() -> Self {
+        // 1 ms to ~60 s: a reconcile is a few API calls, or a backup.
+        let duration: Family<ControllerLabels, Histogram> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 3.0, 11)));
+        Self { runs: Default::default(), failures: Default::default(), duration }
+    }
+}
+
+impl ReconcileMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register("reconciles", "Reconciles by controller", self.runs.clone());
+        registry.register(
+            "reconcile_failures",
+            "Failed reconciles by controller and reason",
+            self.failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration by controller",
+            self.duration.clone(),
+        );
+    }
+
+    /// Runs one reconcile of `controller`, counting and timing it.
+    pub async fn measure<T>(
+        &self,
+        controller: &str,
+        reconcile: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let started = std::time::Instant::now();
+        let result = reconcile.await;
+        let labels = ControllerLabels { controller: controller.to_owned() };
+        self.runs.get_or_create(&labels).inc();
+        self.duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+        if let Err(err) = &result {
+            let failure = FailureLabels {
+                controller: controller.to_owned(),
+                reason: err.reason().to_owned(),
+            };
+            self.failures.get_or_create(&failure).inc();
+        }
+        result
+    }
 }
 
 /// Why a backup or restore cannot go on now, as its Ready condition's reason and message. A

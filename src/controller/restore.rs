@@ -31,6 +31,10 @@ use crate::names;
 pub const RESTORED_BY: &str = "etcd.etcd.io/restored-by";
 
 pub async fn reconcile(restore: Arc<EtcdRestore>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.reconciles.measure("etcdrestore", reconcile_once(restore, &ctx)).await
+}
+
+async fn reconcile_once(restore: Arc<EtcdRestore>, ctx: &Arc<Context>) -> Result<Action, Error> {
     let namespace = namespace_of(&*restore)?;
     let previous = restore.status.clone().unwrap_or_default();
     if matches!(previous.phase, Some(RestorePhase::Succeeded | RestorePhase::Failed)) {
@@ -38,7 +42,7 @@ pub async fn reconcile(restore: Arc<EtcdRestore>, ctx: Arc<Context>) -> Result<A
     }
     let mut status = previous.clone();
     status.observed_generation = restore.metadata.generation;
-    let result = step(&restore, &ctx, &namespace, &mut status).await;
+    let result = step(&restore, ctx, &namespace, &mut status).await;
     let action = match result {
         Ok(action) => action,
         Err(problem) if problem.temporary => {
@@ -54,7 +58,7 @@ pub async fn reconcile(restore: Arc<EtcdRestore>, ctx: Arc<Context>) -> Result<A
         }
     };
     if status != previous {
-        write_status::<EtcdRestore, _>(&ctx, &namespace, &restore.name_any(), &status).await?;
+        write_status::<EtcdRestore, _>(ctx, &namespace, &restore.name_any(), &status).await?;
     }
     Ok(action)
 }

@@ -140,7 +140,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let mut context = super::Context::new(client.clone(), operator_image, identity);
     context.ca_bundle_propagation = Duration::from_secs(args.ca_bundle_propagation_seconds);
     let context = Arc::new(context);
-    context.backups.register(&mut metrics.registry.lock().unwrap_or_else(|p| p.into_inner()));
+    {
+        let mut registry = metrics.registry.lock().unwrap_or_else(|p| p.into_inner());
+        context.backups.register(&mut registry);
+        context.clusters.register(&mut registry);
+        context.reconciles.register(&mut registry);
+    }
     let outcome = tokio::select! {
         () = leadership.lost() => Err(Error::LostLeadership),
         () = keep_ca_bundle(webhook.clone()) => Ok(()),

@@ -13,6 +13,7 @@ pub mod admission;
 pub mod process;
 pub mod report;
 
+use crate::cluster_metrics::{ClusterLabels, ClusterMetrics};
 use crate::etcd::ClientTls;
 use crate::etcd::install::Installations;
 use crate::membership::Error;
@@ -147,15 +148,24 @@ fn version_condition(cluster: &EtcdCluster, installs: &Installations) -> Conditi
     condition(VERSION_CONDITION, ok, reason, message, cluster.metadata.generation)
 }
 
-/// Reconciles `file` into processes under `dir` until Ctrl-C, running each member on the etcd
-/// of its version from `installs`; a new cluster starts from the backup at `restore_from` when
-/// one is given.
-pub async fn up(
-    file: &Path,
-    dir: &Path,
-    restore_from: Option<&str>,
-    installs: Installations,
-) -> crate::error::Result<()> {
+/// How `local` runs besides its file and state directory.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// A new cluster starts from this backup.
+    pub restore_from: Option<String>,
+    /// Where each member's etcd comes from, by version.
+    pub installs: Installations,
+    /// Serve `/metrics` here.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+/// Reconciles `file` into processes under `dir` until Ctrl-C (see [`Options`]).
+pub async fn up(file: &Path, dir: &Path, options: Options) -> crate::error::Result<()> {
+    let Options { restore_from, installs, metrics_listen } = options;
+    let metrics = ClusterMetrics::default();
+    if let Some(address) = metrics_listen {
+        serve_metrics(address, &metrics).await?;
+    }
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let mut admission = Admission::open(dir);
     let admitted = admission.admit(load_cluster(file)?).cloned();
@@ -186,7 +196,7 @@ pub async fn up(
     std::fs::write(&pid_path, std::process::id().to_string()).map_err(io(&pid_path))?;
     let mut status = read_status(dir);
     tracing::info!(cluster = %name, dir = %dir.display(), "reconciling local cluster");
-    if let Some(from) = restore_from {
+    if let Some(from) = restore_from.as_deref() {
         let target = target(&cluster, &name, &token, &installs);
         members.set_version(target.version.clone());
         restore_members(&members, &target, &installs, from).await?;
@@ -209,7 +219,13 @@ pub async fn up(
         }
         members.set_version(target.version.clone());
         let conditions = [installed, admission.condition(cluster.metadata.generation)];
-        let step = reconcile_step(&members, &target, tls.as_ref(), &mut status, dir, conditions);
+        let labels = ClusterLabels {
+            namespace: cluster.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            cluster: name.clone(),
+        };
+        let observed = Observed { metrics: &metrics, labels: &labels, cluster: &cluster };
+        let step =
+            reconcile_step(&members, &target, tls.as_ref(), &mut status, dir, conditions, observed);
         let pause = match step.await {
             Ok(step) => {
                 if exit_after.as_deref() == Some(step.kind()) {
@@ -254,6 +270,34 @@ async fn edited_or_after(file: &Path, pause: Duration) {
     }
 }
 
+/// Where a pass reports its figures.
+struct Observed<'a> {
+    metrics: &'a ClusterMetrics,
+    labels: &'a ClusterLabels,
+    cluster: &'a etcd_crds::EtcdCluster,
+}
+
+/// `/metrics` of this cluster at `address`, served until the process ends.
+async fn serve_metrics(
+    address: std::net::SocketAddr,
+    metrics: &ClusterMetrics,
+) -> crate::error::Result<()> {
+    let served = std::sync::Arc::new(crate::server::Metrics::default());
+    metrics.register(&mut served.registry.lock().unwrap_or_else(|p| p.into_inner()));
+    let listener = tokio::net::TcpListener::bind(address).await.map_err(|err| {
+        crate::error::Error::BadArgument { flag: "--metrics-listen", reason: err.to_string() }
+    })?;
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(crate::server::metrics::render).with_state(served));
+    tracing::info!(%address, "serving /metrics");
+    tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).await {
+            tracing::error!(%err, "the /metrics server stopped");
+        }
+    });
+    Ok(())
+}
+
 /// Observe, plan, write status, act: one pass.
 async fn reconcile_step(
     members: &ProcessMembers,
@@ -262,11 +306,15 @@ async fn reconcile_step(
     status: &mut EtcdClusterStatus,
     dir: &Path,
     conditions: [Condition; 2],
+    observed: Observed<'_>,
 ) -> Result<Step, Error> {
     let Plan { step, status: mut next, voters, .. } = plan(members, target, tls, status).await?;
     for condition in conditions {
         set_condition(&mut next.conditions, condition);
     }
+    let spec = &observed.cluster.spec;
+    observed.metrics.observe(observed.labels, spec.size, &spec.version, &next);
+    observed.metrics.step(observed.labels, step.kind());
     if next != *status {
         write_status(dir, &next)?;
         *status = next;

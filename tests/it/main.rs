@@ -15,6 +15,7 @@ mod controller {
 mod membership {
     mod crash;
     mod local_admission;
+    mod local_metrics;
     mod local_restore;
     mod recovery;
     mod replace;
