@@ -465,7 +465,7 @@ impl BackupMetrics {
         registry.register("backup_runs", "Backup runs by result", self.runs.clone());
     }
 
-    fn record_success(
+    pub fn record_success(
         &self,
         labels: &BackupLabels,
         record: &etcd_crds::BackupRecord,

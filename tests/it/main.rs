@@ -38,5 +38,6 @@ mod backup {
 mod kube {
     mod dockerfile;
     mod manifests;
+    mod monitoring;
     mod objects;
 }

@@ -1,0 +1,141 @@
+//! `manifests/monitoring/`: the optional component renders on top of the base, its alert rules
+//! pass `promtool check rules` and their unit tests (`promtool test rules`), and every metric the
+//! rules query is one the operator exports.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use prometheus_client::registry::Registry;
+use serde_yaml::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn promtool(args: &[&str], dir: &Path) -> String {
+    let out =
+        Command::new("promtool").args(args).current_dir(dir).output().expect(
+            "promtool is installed (Debian's prometheus package; ./scripts/test installs it)",
+        );
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "promtool {args:?} failed:\n{text}");
+    text
+}
+
+/// The PrometheusRule's spec: a Prometheus rule file.
+fn rule_file() -> Value {
+    let path = root().join("manifests/monitoring/prometheusrule.yaml");
+    let rule: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    rule["spec"].clone()
+}
+
+#[test]
+fn the_component_renders_on_top_of_the_base() {
+    // An overlay as a user writes one (kustomize refuses absolute paths, so beside a copy).
+    let work = tempfile::tempdir().unwrap();
+    let copy = Command::new("cp")
+        .arg("-r")
+        .arg(root().join("manifests"))
+        .arg(work.path())
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let overlay = work.path().join("overlay");
+    std::fs::create_dir(&overlay).unwrap();
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        "resources: [../manifests]\ncomponents: [../manifests/monitoring]\n",
+    )
+    .unwrap();
+    let out = Command::new("kubectl").arg("kustomize").arg(&overlay).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("kind: ServiceMonitor") && text.contains("kind: PrometheusRule"));
+    assert!(text.contains("kind: Deployment"), "the base is still there");
+}
+
+#[test]
+fn the_alert_rules_pass_promtool_and_their_unit_tests() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rules = rule_file();
+    std::fs::write(dir.path().join("full.yaml"), serde_yaml::to_string(&rules).unwrap()).unwrap();
+    let checked = promtool(&["check", "rules", "full.yaml"], dir.path());
+    assert!(checked.contains("SUCCESS: 7 rules found"), "{checked}");
+
+    // promtool compares annotations word for word: the unit tests are about when alerts fire.
+    for group in rules["groups"].as_sequence_mut().unwrap() {
+        for rule in group["rules"].as_sequence_mut().unwrap() {
+            rule.as_mapping_mut().unwrap().remove("annotations");
+        }
+    }
+    std::fs::write(dir.path().join("rules.yaml"), serde_yaml::to_string(&rules).unwrap()).unwrap();
+    std::fs::copy(
+        root().join("manifests/monitoring/alerts.test.yaml"),
+        dir.path().join("alerts.test.yaml"),
+    )
+    .unwrap();
+    let tested = promtool(&["test", "rules", "alerts.test.yaml"], dir.path());
+    assert!(tested.contains("SUCCESS"), "{tested}");
+
+    // Every alert has a unit test.
+    let tests = std::fs::read_to_string(dir.path().join("alerts.test.yaml")).unwrap();
+    for group in rules["groups"].as_sequence().unwrap() {
+        for rule in group["rules"].as_sequence().unwrap() {
+            let name = rule["alert"].as_str().unwrap();
+            assert!(tests.contains(&format!("alertname: {name}\n")), "no unit test of {name}");
+        }
+    }
+}
+
+/// Every metric family the operator registers, as Prometheus names its series (a family shows
+/// on /metrics once it has a series: each gets one here).
+async fn exported() -> BTreeSet<String> {
+    use etcd_operator::cluster_metrics::{ClusterLabels, ClusterMetrics};
+    use etcd_operator::controller::backup::{BackupLabels, BackupMetrics};
+    use etcd_operator::controller::{Error, ReconcileMetrics};
+    let mut registry = Registry::with_prefix("etcd_operator");
+    let clusters = ClusterMetrics::default();
+    let reconciles = ReconcileMetrics::default();
+    let backups = BackupMetrics::default();
+    clusters.register(&mut registry);
+    reconciles.register(&mut registry);
+    backups.register(&mut registry);
+    let labels = ClusterLabels { namespace: "prod".into(), cluster: "main".into() };
+    clusters.observe(&labels, 3, "3.5.1", &Default::default());
+    clusters.step(&labels, "promote");
+    let failed: Result<(), Error> =
+        Err(Error::NoNamespace { kind: "EtcdCluster".into(), name: "main".into() });
+    let _ = reconciles.measure("etcdcluster", async { failed }).await;
+    let backup = BackupLabels { namespace: "prod".into(), name: "nightly".into() };
+    let record = serde_json::from_value(serde_json::json!({
+        "location": "file:///b/x", "size": 1, "sha256": "x", "revision": 1, "compression": "None"
+    }))
+    .unwrap();
+    backups.record_success(&backup, &record, std::time::Duration::from_secs(1), Default::default());
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let mut names = BTreeSet::new();
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let mut words = line.split_whitespace().skip(2);
+        let (Some(name), Some(kind)) = (words.next(), words.next()) else { continue };
+        names.insert(if kind == "counter" { format!("{name}_total") } else { name.to_owned() });
+    }
+    names
+}
+
+#[tokio::test]
+async fn every_metric_the_rules_query_is_exported() {
+    let exported = exported().await;
+    let rules = serde_yaml::to_string(&rule_file()).unwrap();
+    let mut queried = BTreeSet::new();
+    for (i, _) in rules.match_indices("etcd_operator_") {
+        let name: String =
+            rules[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        queried.insert(name);
+    }
+    assert!(queried.len() >= 8, "{queried:?}");
+    let unknown: Vec<&String> = queried.iter().filter(|q| !exported.contains(*q)).collect();
+    assert!(unknown.is_empty(), "the rules query {unknown:?}, not exported: {exported:?}");
+}
