@@ -1,7 +1,9 @@
 //! `local --metrics-listen`: the per-cluster figures on /metrics follow a real cluster. Size
 //! 3 → 5 shows a learner joining and the voters growing; a killed member shows fewer ready
 //! members than the size, then all of them again; a cluster scaled to zero has no quorum and
-//! a size of 0 (so the "cluster down" alert, which needs a size above 0, stays quiet).
+//! a size of 0 (so the "cluster down" alert, which needs a size above 0, stays quiet). A real
+//! Prometheus scraping `local` and evaluating the operator's rules fires EtcdClusterDown while
+//! two of three members hang, and clears it when they answer again.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -109,4 +111,117 @@ async fn the_cluster_figures_follow_scaling_a_killed_member_and_a_stop() {
             && at("etcd_operator_cluster_phase:Stopped", f) == Some(1)
     })
     .await;
+}
+
+/// A real Prometheus (Debian's 2.42), scraping `local` every second and evaluating the
+/// operator's alert rules (their `for` shortened; promtool's unit tests cover the durations).
+struct Prometheus {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(target: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let rule = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("manifests/monitoring/prometheusrule.yaml"),
+        )
+        .unwrap();
+        let rule: serde_yaml::Value = serde_yaml::from_str(&rule).unwrap();
+        let mut rules = rule["spec"].clone();
+        for group in rules["groups"].as_sequence_mut().unwrap() {
+            for rule in group["rules"].as_sequence_mut().unwrap() {
+                rule["for"] = serde_yaml::Value::from("2s");
+            }
+        }
+        std::fs::write(dir.path().join("rules.yaml"), serde_yaml::to_string(&rules).unwrap())
+            .unwrap();
+        let config = format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nrule_files: [rules.yaml]\nscrape_configs:\n  - job_name: local\n    static_configs: [{{targets: ['{target}']}}]\n"
+        );
+        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        let port = free_port();
+        let child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
+            .spawn()
+            .expect(
+                "prometheus is installed (Debian's prometheus package; ./scripts/test installs it)",
+            );
+        Self { child, url: format!("http://127.0.0.1:{port}"), _dir: dir }
+    }
+
+    /// The alerts firing now, by name.
+    async fn firing(&self) -> Vec<String> {
+        let url = format!("{}/api/v1/alerts", self.url);
+        let Ok(response) = reqwest::get(&url).await else { return Vec::new() };
+        let text = response.text().await.unwrap_or_default();
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        body["data"]["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["state"] == "firing")
+            .filter_map(|a| a["labels"]["alertname"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    async fn wait(&self, what: &str, done: impl Fn(&[String]) -> bool) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let firing = self.firing().await;
+            if done(&firing) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus never showed {what}; firing: {firing:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_fires_the_cluster_down_alert_while_a_majority_is_stopped() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let local = Local::start_with(3, &["--metrics-listen", &listen]);
+    local.wait_running(3, TIMEOUT).await;
+    let prometheus = Prometheus::start(&listen);
+    let down = |firing: &[String]| firing.iter().any(|a| a == "EtcdClusterDown");
+    // Scraped and evaluated a while with the cluster healthy: nothing fires.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!down(&prometheus.firing().await), "EtcdClusterDown on a healthy cluster");
+
+    // Two of three members hang (SIGSTOP): running, but not answering.
+    let pids: Vec<i32> = ["it-1", "it-2"]
+        .iter()
+        .map(|m| {
+            let pid = local.state().join(format!("members/{m}/pid"));
+            std::fs::read_to_string(pid).unwrap().trim().parse().unwrap()
+        })
+        .collect();
+    for pid in &pids {
+        // SAFETY: kill(2) on the pid of an etcd process this test's operator started.
+        unsafe { libc::kill(*pid, libc::SIGSTOP) };
+    }
+    prometheus.wait("EtcdClusterDown firing", down).await;
+    for pid in &pids {
+        // SAFETY: as above.
+        unsafe { libc::kill(*pid, libc::SIGCONT) };
+    }
+    prometheus.wait("EtcdClusterDown cleared", |firing| !down(firing)).await;
 }
