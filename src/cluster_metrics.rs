@@ -1,7 +1,7 @@
 //! Per-cluster figures for `/metrics`, set from the status each reconcile computes (the same on
 //! Kubernetes and in `local`): size and membership, readiness, quorum, the leader and how often
-//! it changed, the phase (one series per phase, 1 for the current one), the versions, and the
-//! membership steps taken. Every series carries `namespace` and `cluster`, and all of a
+//! it changed, the phase (one series per phase, 1 for the current one), the versions, when each
+//! certificate expires, and the membership steps taken. Every series carries `namespace` and `cluster`, and all of a
 //! cluster's series go when it is deleted.
 
 use std::collections::HashMap;
@@ -38,6 +38,14 @@ struct VersionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertificateLabels {
+    namespace: String,
+    cluster: String,
+    /// ca, peer, server, client (the operator's) or user-client.
+    certificate: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StepLabels {
     namespace: String,
     cluster: String,
@@ -57,6 +65,24 @@ const PHASES: [ClusterPhase; 8] = [
 
 fn phase_name(phase: ClusterPhase) -> String {
     format!("{phase:?}")
+}
+
+fn certificate_name(part: etcd_certs::PkiPart) -> &'static str {
+    match part {
+        etcd_certs::PkiPart::Ca => "ca",
+        etcd_certs::PkiPart::Peer => "peer",
+        etcd_certs::PkiPart::Server => "server",
+        etcd_certs::PkiPart::Client => "client",
+        etcd_certs::PkiPart::UserClient => "user-client",
+    }
+}
+
+fn certificate_labels(labels: &ClusterLabels, part: etcd_certs::PkiPart) -> CertificateLabels {
+    CertificateLabels {
+        namespace: labels.namespace.clone(),
+        cluster: labels.cluster.clone(),
+        certificate: certificate_name(part).to_owned(),
+    }
 }
 
 /// What a cluster's series were last set from: the leader, to count changes, and the version
@@ -81,6 +107,7 @@ pub struct ClusterMetrics {
     phase: Family<PhaseLabels, Gauge>,
     version: Family<VersionLabels, Gauge>,
     steps: Family<StepLabels, Counter>,
+    certificate_expiry: Family<CertificateLabels, Gauge>,
     last: Arc<Mutex<HashMap<ClusterLabels, Last>>>,
 }
 
@@ -108,6 +135,11 @@ impl ClusterMetrics {
             "cluster_version_info",
             "The version every member runs (current) and the spec's (target)",
             self.version.clone(),
+        );
+        registry.register(
+            "cluster_certificate_expiry_timestamp_seconds",
+            "When each certificate of the cluster's PKI expires (the operator renews it before)",
+            self.certificate_expiry.clone(),
         );
         registry.register(
             "cluster_membership_steps",
@@ -171,6 +203,19 @@ impl ClusterMetrics {
         self.version.get_or_create(&version).set(1);
     }
 
+    /// Sets when each certificate of the cluster's PKI expires.
+    pub fn certificates(&self, labels: &ClusterLabels, pki: &etcd_certs::ClusterPki) {
+        for part in etcd_certs::PkiPart::ALL {
+            let name = certificate_name(part);
+            let Ok(info) = etcd_certs::inspect::inspect(&pki.part(part).cert_pem, name) else {
+                continue;
+            };
+            self.certificate_expiry
+                .get_or_create(&certificate_labels(labels, part))
+                .set(info.not_after.unix_timestamp());
+        }
+    }
+
     /// Counts a membership step about to be taken (waiting and idling are not steps).
     pub fn step(&self, labels: &ClusterLabels, kind: &str) {
         if matches!(kind, "wait" | "done") {
@@ -203,6 +248,9 @@ impl ClusterMetrics {
             family.remove(labels);
         }
         self.leader_changes.remove(labels);
+        for part in etcd_certs::PkiPart::ALL {
+            self.certificate_expiry.remove(&certificate_labels(labels, part));
+        }
         for phase in PHASES {
             self.phase.remove(&PhaseLabels {
                 namespace: labels.namespace.clone(),
@@ -292,6 +340,28 @@ mod tests {
             r#"etcd_operator_cluster_membership_steps_total{namespace="prod",cluster="main",step="promote"} 1"#
         ));
         assert!(!out.contains(r#"step="wait""#));
+
+        let request = etcd_certs::ClusterPkiRequest {
+            cluster: "main".into(),
+            namespace: "prod".into(),
+            max_members: 3,
+            extra_sans: Vec::new(),
+        };
+        let now = time::OffsetDateTime::now_utc();
+        let pki = etcd_certs::issue_cluster_pki(&request, now).unwrap();
+        metrics.certificates(&labels, &pki);
+        let out = text(&metrics);
+        let expiry = |certificate: &str| -> i64 {
+            let series = format!(
+                r#"etcd_operator_cluster_certificate_expiry_timestamp_seconds{{namespace="prod",cluster="main",certificate="{certificate}"}} "#
+            );
+            let line =
+                out.lines().find(|l| l.starts_with(&series)).unwrap_or_else(|| panic!("{out}"));
+            line[series.len()..].parse().unwrap()
+        };
+        assert!(expiry("ca") > expiry("peer"), "the CA outlives its leaves");
+        assert!(expiry("server") > now.unix_timestamp());
+        assert_eq!(expiry("client"), expiry("user-client"));
 
         metrics.forget(&labels);
         assert!(!text(&metrics).contains(r#"cluster="main""#), "{}", text(&metrics));

@@ -119,6 +119,7 @@ async fn ensure_tls(
     let now = time::OffsetDateTime::now_utc();
     let ensured =
         ensure_cluster_pki(&ctx.client, namespace, &request, &owner, &rollout, now).await?;
+    ctx.clusters.certificates(&metric_labels(cluster), &ensured.pki);
     if let PkiOutcome::Rotated(what) = &ensured.outcome {
         ctx.event(cluster, EventType::Normal, "CertificatesRotated", what.clone()).await;
     }
