@@ -1,6 +1,7 @@
 //! `manifests/monitoring/`: the optional component renders on top of the base, its alert rules
-//! pass `promtool check rules` and their unit tests (`promtool test rules`), and every metric the
-//! rules query is one the operator exports.
+//! pass `promtool check rules` and their unit tests (`promtool test rules`), the dashboard loads
+//! as Grafana's dashboard model, and every metric the rules and the dashboard query is one the
+//! operator exports.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -53,6 +54,7 @@ fn the_component_renders_on_top_of_the_base() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("kind: ServiceMonitor") && text.contains("kind: PrometheusRule"));
+    assert!(text.contains("name: etcd-operator-dashboard"), "the dashboard ConfigMap");
     assert!(text.contains("kind: Deployment"), "the base is still there");
 }
 
@@ -128,22 +130,70 @@ async fn exported() -> BTreeSet<String> {
     for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
         let mut words = line.split_whitespace().skip(2);
         let (Some(name), Some(kind)) = (words.next(), words.next()) else { continue };
-        names.insert(if kind == "counter" { format!("{name}_total") } else { name.to_owned() });
+        names.insert(match kind {
+            "counter" => format!("{name}_total"),
+            "histogram" => format!("{name}_bucket"),
+            _ => name.to_owned(),
+        });
     }
     names
 }
 
+/// The operator's metric names in a text of queries.
+fn queried(text: &str) -> BTreeSet<String> {
+    text.match_indices("etcd_operator_")
+        .map(|(i, _)| {
+            text[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect()
+        })
+        .collect()
+}
+
 #[tokio::test]
-async fn every_metric_the_rules_query_is_exported() {
+async fn every_metric_the_rules_and_the_dashboard_query_is_exported() {
     let exported = exported().await;
+    let dashboard =
+        std::fs::read_to_string(root().join("manifests/monitoring/dashboard.json")).unwrap();
     let rules = serde_yaml::to_string(&rule_file()).unwrap();
-    let mut queried = BTreeSet::new();
-    for (i, _) in rules.match_indices("etcd_operator_") {
-        let name: String =
-            rules[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-        queried.insert(name);
+    for (what, text, at_least) in [("rules", rules, 8), ("dashboard", dashboard, 12)] {
+        let queried = queried(&text);
+        assert!(queried.len() >= at_least, "{what}: {queried:?}");
+        let unknown: Vec<&String> = queried.iter().filter(|q| !exported.contains(*q)).collect();
+        assert!(unknown.is_empty(), "the {what} query {unknown:?}, not exported: {exported:?}");
     }
-    assert!(queried.len() >= 8, "{queried:?}");
-    let unknown: Vec<&String> = queried.iter().filter(|q| !exported.contains(*q)).collect();
-    assert!(unknown.is_empty(), "the rules query {unknown:?}, not exported: {exported:?}");
+}
+
+/// Grafana's dashboard model (grafana-foundation-sdk, in .venv): the JSON loads, and every field
+/// it has survives a round trip through the model, so none is misspelt or misplaced.
+#[test]
+fn the_dashboard_loads_as_a_grafana_dashboard_model() {
+    let python = root().join(".venv/bin/python");
+    let check = r#"
+import json, sys
+from grafana_foundation_sdk.models.dashboard import Dashboard
+ours = json.load(open(sys.argv[1]))
+model = Dashboard.from_json(ours)
+back = json.loads(json.dumps(model.to_json(), default=lambda o: o.to_json()))
+def lost(a, b, path):
+    if isinstance(a, dict):
+        if not isinstance(b, dict):
+            return [path]
+        return [p for k, v in a.items() for p in (lost(v, b[k], f"{path}.{k}") if k in b else [f"{path}.{k}"])]
+    if isinstance(a, list):
+        if not isinstance(b, list) or len(a) != len(b):
+            return [path]
+        return [p for i, (x, y) in enumerate(zip(a, b)) for p in lost(x, y, f"{path}[{i}]")]
+    return [] if a == b else [path]
+missing = lost(ours, back, "")
+print("panels:", len(model.panels), "not in the model:", missing)
+sys.exit(1 if missing or not model.panels else 0)
+"#;
+    let out = Command::new(&python)
+        .args(["-c", check])
+        .arg(root().join("manifests/monitoring/dashboard.json"))
+        .output()
+        .expect("the venv's python (./scripts/test installs grafana-foundation-sdk there)");
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("panels: 14"), "{text}");
 }
