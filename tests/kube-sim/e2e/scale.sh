@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install from manifests/, the example's defaults, a denied spec, then 1 → 3 → 5 → 3 → 1 with
-# `kubectl scale` under a writer, and deletion with reclaimPolicy Delete leaving no claim.
+# `kubectl scale` under a writer (the leader's /metrics following), and deletion with
+# reclaimPolicy Delete leaving no claim and no series on /metrics.
 source "$(dirname "$0")/lib.sh"
 install_operator
 
@@ -37,10 +38,19 @@ expanded() {
     [ "$(kubectl get pvc data-demo-0 -o jsonpath='{.status.capacity.storage}')" = 10Gi ]
 }
 wait_for "the claims grown to 10Gi, the StatefulSet still applied" 60 expanded
+# The leading replica's /metrics (HTTPS, its own CA) follows the cluster.
+scrape() {
+  local ip
+  ip=$(kubectl -n "$SYSTEM" get pod "$(leader_pod)" -o jsonpath='{.status.podIP}')
+  curl -sfk "https://$ip:8443/metrics"
+}
+metric() { scrape | grep "^etcd_operator_cluster_$1{namespace=\"default\",cluster=\"demo\"}" | awk '{print $2}'; }
 for size in 3 5 3 1; do
   kubectl scale etcdcluster/demo --replicas=$size >/dev/null
   wait_running demo $size 300
   [ "$(kubectl get statefulset demo -o jsonpath='{.spec.replicas}')" = $size ] || fail "the StatefulSet does not have $size replicas"
+  shows() { [ "$(metric voters)" = "$size" ] && [ "$(metric ready_members)" = "$size" ] && [ "$(metric size)" = "$size" ]; }
+  wait_for "/metrics shows $size ready voters" 30 shows
 done
 [ "$(field demo '{.status.members[0].name}')" = demo-0 ] || fail "scale-down did not keep demo-0"
 no_restart_events "while scaling"
@@ -49,4 +59,7 @@ writer_check demo
 
 kubectl delete etcdcluster demo --timeout=120s >/dev/null || fail "deleting the cluster did not finish"
 wait_for "no claim of demo left" 60 bash -c '[ -z "$(kubectl get pvc -l app.kubernetes.io/instance=demo -o name)" ]'
+scraped=$(scrape) || fail "cannot scrape the leader's /metrics"
+grep -q '^etcd_operator_reconciles_total{controller="etcdcluster"}' <<<"$scraped" || fail "no reconcile figures on /metrics"
+! grep -q 'cluster="demo"' <<<"$scraped" || fail "the deleted cluster's series are still on /metrics"
 log "PASS"
