@@ -139,6 +139,22 @@ impl KubeMembers {
         Ok(true)
     }
 
+    /// Deletes a member's data claim (none with ephemeral storage). PVC protection keeps it
+    /// until no pod uses it.
+    async fn delete_claim(&self, name: &str) -> Result<(), Error> {
+        if self.cluster.spec.storage.ephemeral {
+            return Ok(());
+        }
+        let api: Api<PersistentVolumeClaim> =
+            Api::namespaced(self.client.clone(), &self.namespace());
+        let claim = names::data_claim(name);
+        match api.delete(&claim, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(err) => Err(kube_err(format!("delete PersistentVolumeClaim {claim}"))(err)),
+        }
+    }
+
     async fn replicas(&self) -> Result<i32, Error> {
         let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), &self.namespace());
         let sts = api
@@ -240,17 +256,10 @@ impl MemberPort for KubeMembers {
                 Err(err) => return Err(kube_err(format!("delete pod {name}"))(err)),
             }
         }
-        if !(had_entry || runs) || self.cluster.spec.storage.ephemeral {
-            return Ok(());
+        if had_entry || runs {
+            self.delete_claim(name).await?;
         }
-        let claims: Api<PersistentVolumeClaim> =
-            Api::namespaced(self.client.clone(), &self.namespace());
-        let claim = names::data_claim(name);
-        match claims.delete(&claim, &DeleteParams::default()).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-            Err(err) => Err(kube_err(format!("delete PersistentVolumeClaim {claim}"))(err)),
-        }
+        Ok(())
     }
 
     /// The operator cannot look inside a volume: evidence of a bootstrapped cluster is the
@@ -359,17 +368,7 @@ impl MemberPort for KubeMembers {
             self.apply_entries(&entries).await?;
         }
         self.delete_pod(name).await?;
-        if self.cluster.spec.storage.ephemeral {
-            return Ok(());
-        }
-        let api: Api<PersistentVolumeClaim> =
-            Api::namespaced(self.client.clone(), &self.namespace());
-        let claim = names::data_claim(name);
-        match api.delete(&claim, &DeleteParams::default()).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-            Err(err) => Err(kube_err(format!("delete PersistentVolumeClaim {claim}"))(err)),
-        }
+        self.delete_claim(name).await
     }
 }
 

@@ -41,9 +41,13 @@ pub fn status(
             }
         })
         .collect();
-    // Members run but none answers: the last membership seen stays, every member not ready,
-    // so that a person (and recovery, deciding on a loss that lasts) still sees who they were.
-    let members = if observation.planner.members.is_none() && observation.unreachable.is_some() {
+    // No member answers (or none runs) in a bootstrapped cluster that should run: the last
+    // membership seen stays, every member not ready, so that a person (and recovery, deciding
+    // on a loss that lasts) still sees who they were.
+    let keep_last = observation.planner.members.is_none()
+        && observation.planner.bootstrapped
+        && target.size > 0;
+    let members = if keep_last {
         previous
             .members
             .iter()

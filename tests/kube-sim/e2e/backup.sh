@@ -26,14 +26,17 @@ metadata:
 stringData:
   AWS_ACCESS_KEY_ID: test
   AWS_SECRET_ACCESS_KEY: test
----
+YAML
+# s3_backup NAME CLUSTER: a one-shot EtcdBackup of CLUSTER to the S3 server.
+s3_backup() {
+  kubectl apply -f - >/dev/null <<YAML
 apiVersion: etcd.etcd.io/v1alpha1
 kind: EtcdBackup
 metadata:
-  name: demo-now
+  name: $1
 spec:
   clusterRef:
-    name: demo
+    name: $2
   destination:
     s3:
       bucket: etcd-backups
@@ -44,7 +47,8 @@ spec:
   credentialsSecretRef:
     name: backup-credentials
 YAML
-failures() { kubectl get etcdbackup demo-now -o jsonpath='{.status.consecutiveFailures}'; }
+}
+s3_backup demo-now demo
 wait_for "the backup succeeded" 120 bash -c '[ "$(kubectl get etcdbackup demo-now -o jsonpath="{.status.phase}")" = Succeeded ]'
 # The operator read it back from S3 and restored it in its scratch space before it counted.
 [ -n "$(kubectl get etcdbackup demo-now -o jsonpath='{.status.backups[0].verifiedTime}')" ] \
@@ -68,21 +72,25 @@ refused() {
 }
 wait_for "a volume destination without a volume refused, saying what to mount" 60 refused
 
-kubectl apply -f - >/dev/null <<YAML
+# restore_new NAME SIZE: an EtcdRestore of type New from demo-now's newest backup.
+restore_new() {
+  kubectl apply -f - >/dev/null <<YAML
 apiVersion: etcd.etcd.io/v1alpha1
 kind: EtcdRestore
 metadata:
-  name: demo-restored
+  name: $1
 spec:
-  clusterName: demo-restored
+  clusterName: $1
   type: New
   source:
     backupRef:
       name: demo-now
   clusterSpec:
-    size: 3
+    size: $2
     version: "3.4.23"
 YAML
+}
+restore_new demo-restored 3
 wait_running demo-restored 3 300
 wait_for "the restore Succeeded" 60 bash -c '[ "$(kubectl get etcdrestore demo-restored -o jsonpath="{.status.phase}")" = Succeeded ]'
 writer_check demo-restored
@@ -110,21 +118,7 @@ final=$(kubectl get etcdbackup demo-now -o jsonpath='{.status.backups[0].locatio
 case $final in *"/demo-final-"*) ;; *) fail "the newest backup of demo-now is $final, not a final backup" ;; esac
 log "final backup: $final"
 # It restores with every write acknowledged before the deletion.
-kubectl apply -f - >/dev/null <<YAML
-apiVersion: etcd.etcd.io/v1alpha1
-kind: EtcdRestore
-metadata:
-  name: demo-final
-spec:
-  clusterName: demo-final
-  type: New
-  source:
-    backupRef:
-      name: demo-now
-  clusterSpec:
-    size: 1
-    version: "3.4.23"
-YAML
+restore_new demo-final 1
 wait_running demo-final 1 300
 writer_check demo-final
 
@@ -134,24 +128,7 @@ writer_check demo-final
 writer_start demo-restored
 sleep 3
 writer_check demo-restored
-kubectl apply -f - >/dev/null <<YAML
-apiVersion: etcd.etcd.io/v1alpha1
-kind: EtcdBackup
-metadata:
-  name: demo-restored-now
-spec:
-  clusterRef:
-    name: demo-restored
-  destination:
-    s3:
-      bucket: etcd-backups
-      prefix: demo/
-      region: us-east-1
-      endpoint: $S3
-      forcePathStyle: true
-  credentialsSecretRef:
-    name: backup-credentials
-YAML
+s3_backup demo-restored-now demo-restored
 verified() { [ -n "$(kubectl get etcdbackup demo-restored-now -o jsonpath='{.status.backups[0].verifiedTime}')" ]; }
 wait_for "the backup of demo-restored verified" 120 verified
 old_id=$(field demo-restored '{.status.clusterID}')

@@ -8,11 +8,12 @@ install_operator
 create_cluster demo 3 3.4.23 >/dev/null
 wait_running demo 3
 writer_start demo
-# etcd's own view of the three members being rolled, every ~0.3 s: who answers, on which
-# version, and who leads.
+# etcd's own view of the three members being rolled, every ~0.3 s: when the sample began, who
+# answers, on which version, and who leads.
 (
   endpoints=https://demo-0.demo.default.svc:2379,https://demo-1.demo.default.svc:2379,https://demo-2.demo.default.svc:2379
   while [ ! -f "$WORK/stop-sampler" ]; do
+    started=$(date +%s.%N)
     { ETCDCTL_API=3 etcdctl --endpoints "$endpoints" --dial-timeout=300ms --command-timeout=1s \
         --cacert "$WORK/certs-demo/ca.crt" --cert "$WORK/certs-demo/tls.crt" --key "$WORK/certs-demo/tls.key" \
         endpoint status -w json 2>/dev/null || true; } | python3 -c '
@@ -23,8 +24,8 @@ name = lambda row: row["Endpoint"].split("//")[1].split(".")[0]
 ids = {row["Status"]["header"]["member_id"]: name(row) for row in rows}
 leaders = {row["Status"]["leader"] for row in rows}
 leader = next((ids[l] for l in leaders if l in ids), None)
-print(json.dumps({"up": {name(r): r["Status"]["version"] for r in rows}, "leader": leader}))
-' >>"$WORK/samples"
+print(json.dumps({"t": float(sys.argv[1]), "up": {name(r): r["Status"]["version"] for r in rows}, "leader": leader}))
+' "$started" >>"$WORK/samples"
     sleep 0.2
   done
 ) &
@@ -54,16 +55,24 @@ no_restart_events "during a planned upgrade"
 touch "$WORK/stop-sampler"
 wait "$SAMPLER" || true
 # No member was stopped while it led: one that stops answering (for two samples running) was
-# not the leader in the sample before.
+# not the leader in the sample before. Only samples begun less than a second apart can tell: a
+# hand-over and the next reconcile's roll fit in a longer gap (a loaded machine slows the sampler).
 python3 - "$WORK/samples" <<'PY' || fail "a member was stopped for the roll while it led"
 import json, sys
 samples = [json.loads(line) for line in open(sys.argv[1])]
 assert len(samples) > 20, f"only {len(samples)} samples"
+judged = 0
 for before, now, after in zip(samples, samples[1:], samples[2:]):
     for name, version in before["up"].items():
-        if name not in now["up"] and name not in after["up"] and before["leader"] == name:
+        if name in now["up"] or name in after["up"]:
+            continue
+        if now["t"] - before["t"] > 1.0:
+            continue
+        judged += 1
+        if before["leader"] == name:
             sys.exit(f"{name} stopped while it led: {before} then {now}")
-print(f"{len(samples)} samples of etcd's own status: no member stopped while it led", file=sys.stderr)
+assert judged > 0, "no member was seen stopping within a second of the sample before: no verdict"
+print(f"{len(samples)} samples of etcd's own status: {judged} stops seen, none while it led", file=sys.stderr)
 PY
 log "leadership hand-overs before a leader's pod rolled: $(kubectl get events --field-selector reason=MoveLeader -o name | wc -l)"
 writer_check demo
