@@ -208,7 +208,7 @@ async fn membership_step(
 ) -> Result<Action, Error> {
     let name = cluster.name_any();
     let port = KubeMembers { client: ctx.client.clone(), cluster: cluster.clone() };
-    let target = Target {
+    let mut target = Target {
         cluster: name.clone(),
         size: usize::try_from(cluster.spec.size).unwrap_or(0),
         generation: cluster.metadata.generation,
@@ -219,7 +219,6 @@ async fn membership_step(
         recovery: recovery::Policy::of(cluster),
     };
     let previous = cluster.status.clone().unwrap_or_default();
-    let mut target = target;
     if quorum_lost_for(&previous) >= target.recovery.after {
         // What recovery could restore if no member survives; looked up only when it could act.
         let backups = super::backup::of_cluster(ctx, namespace, &name)
