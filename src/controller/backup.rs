@@ -82,7 +82,7 @@ pub async fn reconcile_at(
         }),
         Err(problem) => Err(problem),
     };
-    let labels = BackupLabels { namespace: namespace.clone(), name: name.clone() };
+    let labels = BackupLabels::of(backup, &namespace);
     match outcome {
         Ok(outcome) => {
             ctx.backups.record_success(&labels, &outcome.record, started.elapsed(), now);
@@ -188,7 +188,7 @@ pub(super) async fn final_backup(
         .run_final(now)
         .await
         .map_err(|err| Problem::temporary("FinalBackupFailed", crate::telemetry::chain(&err)))?;
-    let labels = BackupLabels { namespace: namespace.clone(), name: name.clone() };
+    let labels = BackupLabels::of(backup, &namespace);
     ctx.backups.record_success(&labels, &outcome.record, started.elapsed(), now);
     let previous = backup.status.clone().unwrap_or_default();
     let status = EtcdBackupStatus {
@@ -416,12 +416,26 @@ async fn write_status(
 pub struct BackupLabels {
     pub namespace: String,
     pub name: String,
+    /// The EtcdCluster it backs up: the age of a cluster's newest backup is the smallest age
+    /// among its EtcdBackups.
+    pub cluster: String,
+}
+
+impl BackupLabels {
+    fn of(backup: &EtcdBackup, namespace: &str) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            name: backup.name_any(),
+            cluster: backup.spec.cluster_ref.name.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RunLabels {
     pub namespace: String,
     pub name: String,
+    pub cluster: String,
     pub result: String,
 }
 
@@ -430,6 +444,7 @@ impl RunLabels {
         Self {
             namespace: labels.namespace.clone(),
             name: labels.name.clone(),
+            cluster: labels.cluster.clone(),
             result: result.to_owned(),
         }
     }

@@ -109,6 +109,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         readiness,
         leading.clone(),
         material,
+        metrics.clone(),
     ));
 
     let identity =
@@ -331,8 +332,11 @@ async fn follow_certificate(
     readiness: Readiness,
     leading: Arc<AtomicBool>,
     mut served: WebhookMaterial,
+    metrics: Arc<Metrics>,
 ) {
     loop {
+        metrics.served_certificate("ca", &served.ca.cert_pem);
+        metrics.served_certificate("serving", &served.serving.cert_pem);
         tokio::time::sleep(CERTIFICATE_CHECK).await;
         let now = time::OffsetDateTime::now_utc();
         let result = async {

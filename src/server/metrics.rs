@@ -1,4 +1,5 @@
-//! Prometheus metrics: requests by path and outcome, with a latency histogram.
+//! Prometheus metrics: requests by path and outcome, with a latency histogram, and when the
+//! certificates the server serves with expire.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -11,6 +12,7 @@ use etcd_webhook::review::Outcome;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -21,11 +23,18 @@ pub struct RequestLabels {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertificateLabels {
+    /// ca or serving.
+    certificate: String,
+}
+
 /// The registry and the HTTP metrics. Other components register theirs in `registry`.
 pub struct Metrics {
     pub registry: Mutex<Registry>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RequestLabels, Histogram>,
+    certificate_expiry: Family<CertificateLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -44,7 +53,23 @@ impl Default for Metrics {
             "HTTP request latency by path and result",
             latency.clone(),
         );
-        Self { registry: Mutex::new(registry), requests, latency }
+        let certificate_expiry = Family::<CertificateLabels, Gauge>::default();
+        registry.register(
+            "webhook_certificate_expiry_timestamp_seconds",
+            "When the certificates this server serves with expire (the leader renews them before)",
+            certificate_expiry.clone(),
+        );
+        Self { registry: Mutex::new(registry), requests, latency, certificate_expiry }
+    }
+}
+
+impl Metrics {
+    /// Records when the served `certificate` (PEM) expires.
+    pub fn served_certificate(&self, certificate: &str, pem: &str) {
+        if let Ok(info) = etcd_certs::inspect::inspect(pem, certificate) {
+            let labels = CertificateLabels { certificate: certificate.to_owned() };
+            self.certificate_expiry.get_or_create(&labels).set(info.not_after.unix_timestamp());
+        }
     }
 }
 

@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use prometheus_client::registry::Registry;
 use serde_yaml::Value;
 
 fn root() -> PathBuf {
@@ -97,13 +96,17 @@ async fn exported() -> BTreeSet<String> {
     use etcd_operator::cluster_metrics::{ClusterLabels, ClusterMetrics};
     use etcd_operator::controller::backup::{BackupLabels, BackupMetrics};
     use etcd_operator::controller::{Error, ReconcileMetrics};
-    let mut registry = Registry::with_prefix("etcd_operator");
+    // The server's own registry (HTTP, served certificates), as `run` builds it.
+    let server = etcd_operator::server::Metrics::default();
     let clusters = ClusterMetrics::default();
     let reconciles = ReconcileMetrics::default();
     let backups = BackupMetrics::default();
-    clusters.register(&mut registry);
-    reconciles.register(&mut registry);
-    backups.register(&mut registry);
+    {
+        let mut registry = server.registry.lock().unwrap();
+        clusters.register(&mut registry);
+        reconciles.register(&mut registry);
+        backups.register(&mut registry);
+    }
     let labels = ClusterLabels { namespace: "prod".into(), cluster: "main".into() };
     clusters.observe(&labels, 3, "3.5.1", &Default::default());
     clusters.step(&labels, "promote");
@@ -115,17 +118,19 @@ async fn exported() -> BTreeSet<String> {
     };
     let pki = etcd_certs::issue_cluster_pki(&request, time::OffsetDateTime::now_utc()).unwrap();
     clusters.certificates(&labels, &pki);
+    server.served_certificate("ca", &pki.ca.cert_pem);
     let failed: Result<(), Error> =
         Err(Error::NoNamespace { kind: "EtcdCluster".into(), name: "main".into() });
     let _ = reconciles.measure("etcdcluster", async { failed }).await;
-    let backup = BackupLabels { namespace: "prod".into(), name: "nightly".into() };
+    let backup =
+        BackupLabels { namespace: "prod".into(), name: "nightly".into(), cluster: "main".into() };
     let record = serde_json::from_value(serde_json::json!({
         "location": "file:///b/x", "size": 1, "sha256": "x", "revision": 1, "compression": "None"
     }))
     .unwrap();
     backups.record_success(&backup, &record, std::time::Duration::from_secs(1), Default::default());
     let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    prometheus_client::encoding::text::encode(&mut text, &server.registry.lock().unwrap()).unwrap();
     let mut names = BTreeSet::new();
     for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
         let mut words = line.split_whitespace().skip(2);
