@@ -86,13 +86,7 @@ pub async fn reconcile_at(
     match outcome {
         Ok(outcome) => {
             ctx.backups.record_success(&labels, &outcome.record, started.elapsed(), now);
-            let note = format!(
-                "stored {} ({} bytes, sha256 {}, revision {})",
-                outcome.record.location,
-                outcome.record.size,
-                outcome.record.sha256,
-                outcome.record.revision
-            );
+            let note = format!("stored {}", describe(&outcome.record));
             status.backups = outcome.kept.into_iter().map(|stored| stored.record).collect();
             status.last_schedule_time = Some(Time(due));
             status.last_successful_time = Some(Time(now));
@@ -200,15 +194,20 @@ pub(super) async fn final_backup(
         .await
         .map_err(|err| Problem::temporary("StatusNotWritten", err.to_string()))?;
     let note = format!(
-        "final backup of EtcdCluster {} before its deletion: {} ({} bytes, sha256 {}, revision {})",
+        "final backup of EtcdCluster {} before its deletion: {}",
         cluster.name_any(),
-        outcome.record.location,
-        outcome.record.size,
-        outcome.record.sha256,
-        outcome.record.revision
+        describe(&outcome.record)
     );
     ctx.event(backup, EventType::Normal, "FinalBackupSucceeded", note).await;
     Ok(outcome.record.location)
+}
+
+/// A stored backup in an Event's words: where, how big, its checksum and revision.
+fn describe(record: &etcd_crds::BackupRecord) -> String {
+    format!(
+        "{} ({} bytes, sha256 {}, revision {})",
+        record.location, record.size, record.sha256, record.revision
+    )
 }
 
 /// The EtcdBackups in `namespace` that back up `cluster`, by name.

@@ -302,19 +302,21 @@ pub async fn plan(
         let since = quorum_lost_since(previous).map_or(0, |t| t.as_second());
         format!("{}-{since}", cluster_id.unwrap_or_default())
     };
+    let decide = |members: &[Seen], statuses: &[(String, EndpointStatus)], may_run| {
+        let lost = Lost {
+            members,
+            statuses,
+            may_run,
+            size: target.size,
+            lost_for: quorum_lost_for(previous),
+            token: token.clone(),
+        };
+        recovery::decide(&target.recovery, &lost)
+    };
     let decision = match &observation.planner.members {
         // Worth asking the platform what might still run only when recovery could act.
         Some(members) if lost_long_enough => {
-            let may_run = port.may_run().await?;
-            let lost = Lost {
-                members,
-                statuses: &observation.statuses,
-                may_run: &may_run,
-                size: target.size,
-                lost_for: quorum_lost_for(previous),
-                token,
-            };
-            recovery::decide(&target.recovery, &lost)
+            decide(members, &observation.statuses, &port.may_run().await?)
         }
         Some(_) => Decision::None,
         // The kept member was restarted to force a new cluster and answers nothing yet (on
@@ -331,16 +333,7 @@ pub async fn plan(
             && observation.unreachable.is_some()
             && observation.planner.bootstrapped =>
         {
-            let members = recorded_voters(previous);
-            let lost = Lost {
-                members: &members,
-                statuses: &[],
-                may_run: &BTreeSet::new(),
-                size: target.size,
-                lost_for: quorum_lost_for(previous),
-                token,
-            };
-            recovery::decide(&target.recovery, &lost)
+            decide(&recorded_voters(previous), &[], &BTreeSet::new())
         }
         None => Decision::None,
     };

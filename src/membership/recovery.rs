@@ -191,6 +191,24 @@ mod tests {
         (format!("c-{i}"), s)
     }
 
+    static NOTHING_RUNS: BTreeSet<String> = BTreeSet::new();
+
+    /// A loss of `members` (as many as the size), `statuses` answering, lost for `seconds`.
+    fn lost<'a>(
+        members: &'a [Seen],
+        statuses: &'a [(String, EndpointStatus)],
+        seconds: u64,
+    ) -> Lost<'a> {
+        Lost {
+            members,
+            statuses,
+            may_run: &NOTHING_RUNS,
+            size: members.len(),
+            lost_for: Duration::from_secs(seconds),
+            token: "abc-1700000000".into(),
+        }
+    }
+
     fn policy(automatic: bool) -> Policy {
         Policy { automatic, after: Duration::from_secs(60), approval: None, newest_backup: None }
     }
@@ -200,15 +218,7 @@ mod tests {
         let members =
             vec![seen(0, true), seen(1, false), seen(2, true), seen(3, false), seen(4, false)];
         let statuses = vec![status(0, 90), status(2, 120)];
-        let running = BTreeSet::new();
-        let lost = Lost {
-            members: &members,
-            statuses: &statuses,
-            may_run: &running,
-            size: 5,
-            lost_for: Duration::from_secs(61),
-            token: "abc-1700000000".into(),
-        };
+        let lost = lost(&members, &statuses, 61);
         let Decision::Failed { message } = decide(&policy(false), &lost) else { panic!() };
         assert!(message.contains("lost: c-1, c-3, c-4"), "{message}");
         assert!(
@@ -230,15 +240,7 @@ mod tests {
     fn nothing_happens_with_a_quorum_or_before_the_delay_and_a_running_lost_process_is_fenced() {
         let members = vec![seen(0, true), seen(1, false), seen(2, false)];
         let statuses = vec![status(0, 7)];
-        let running = BTreeSet::new();
-        let mut lost = Lost {
-            members: &members,
-            statuses: &statuses,
-            may_run: &running,
-            size: 3,
-            lost_for: Duration::from_secs(30),
-            token: "t".into(),
-        };
+        let mut lost = lost(&members, &statuses, 30);
         assert_eq!(decide(&policy(true), &lost), Decision::None, "not lost for long enough");
         lost.lost_for = Duration::from_secs(600);
         assert!(matches!(decide(&policy(true), &lost), Decision::Recover { .. }));
@@ -256,15 +258,7 @@ mod tests {
     #[test]
     fn with_no_survivor_the_newest_verified_backup_is_restored_only_once_a_person_approves() {
         let members = vec![seen(0, false), seen(1, false), seen(2, false)];
-        let running = BTreeSet::new();
-        let lost = Lost {
-            members: &members,
-            statuses: &[],
-            may_run: &running,
-            size: 3,
-            lost_for: Duration::from_secs(600),
-            token: "abc-1700000000".into(),
-        };
+        let lost = lost(&members, &[], 600);
         let Decision::Failed { message } = decide(&policy(true), &lost) else { panic!() };
         assert!(message.contains("no verified backup of this cluster is known"), "{message}");
 
