@@ -1,9 +1,10 @@
 //! Backup throughput against `etcdctl snapshot save` of the same data, on this machine, with TLS,
-//! and the operator's peak RSS during a backup at two database sizes (it should not grow with
-//! the snapshot: the snapshot is streamed, never held).
+//! and each process's own peak RSS at two database sizes, a quarter of DB_MB and DB_MB (it should
+//! not grow with the snapshot: the snapshot is streamed, never held). The operator's backup runs
+//! uncompressed, with zstd, and with zstd sealed by AES-256-GCM, to a local file like etcdctl.
 //!
-//! `cargo bench --bench backup` (DB_MB=… to change the size, default 120); the last line is the
-//! throughput ratio operator / etcdctl, uncompressed to a local file like etcdctl.
+//! `cargo bench --bench backup` (DB_MB=… to change the size, default 160); the last lines are
+//! the throughput ratios operator / etcdctl at the larger size and each variant's RSS growth.
 
 // The integration tests' etcd harness, of which this bench uses a part.
 #[allow(dead_code)]
@@ -87,10 +88,18 @@ fn runs(mut make: impl FnMut(usize) -> Command) -> (Duration, i64) {
     (median(times), rss)
 }
 
+/// One way of taking the snapshot, measured at every size.
+struct Variant {
+    name: &'static str,
+    command: Box<dyn Fn(&Path) -> Command>,
+    /// Median time and peak RSS (KiB) at each size, in the order of the sizes.
+    figures: Vec<(Duration, i64)>,
+}
+
 #[tokio::main]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let megabytes: usize = std::env::var("DB_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(120);
+    let megabytes: usize = std::env::var("DB_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(160);
     let work = tempfile::tempdir().unwrap();
     let pki = work.path().join("pki");
     etcd::issue_pki(&pki, "bench");
@@ -102,49 +111,97 @@ async fn main() {
         .identity(Identity::from_pem(read("client.crt"), read("client.key")));
     let options = ConnectOptions::new().with_tls(tls).with_timeout(Duration::from_secs(30));
     let mut client = Client::connect([endpoint.as_str()], Some(options)).await.unwrap();
+    let key = work.path().join("backup.key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+
+    let operator = |compression: &'static str, sealed: bool| {
+        let (pki, endpoint, key) = (pki.clone(), endpoint.clone(), key.clone());
+        Box::new(move |to: &Path| {
+            let mut command = operator_backup(&pki, &endpoint, to, compression);
+            if sealed {
+                command.arg("--encryption-key-file").arg(&key);
+            }
+            command
+        }) as Box<dyn Fn(&Path) -> Command>
+    };
+    let (etcdctl_pki, etcdctl_endpoint) = (pki.clone(), endpoint.clone());
+    let mut variants = vec![
+        Variant {
+            name: "etcdctl snapshot save",
+            command: Box::new(move |to| etcdctl_save(&etcdctl_pki, &etcdctl_endpoint, to)),
+            figures: Vec::new(),
+        },
+        Variant {
+            name: "etcd-operator backup, none",
+            command: operator("none", false),
+            figures: Vec::new(),
+        },
+        Variant {
+            name: "etcd-operator backup, zstd",
+            command: operator("zstd", false),
+            figures: Vec::new(),
+        },
+        Variant {
+            name: "etcd-operator backup, zstd + AES-GCM",
+            command: operator("zstd", true),
+            figures: Vec::new(),
+        },
+    ];
 
     let out = work.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
+    let sizes = [megabytes / 4, megabytes];
     let mut written = 0;
-    let mut last_ratio = 0.0;
-    for size in [megabytes / 4, megabytes] {
+    let mut snapshot_mib = Vec::new();
+    for size in sizes {
         let started = Instant::now();
         let more = size * 1024 - written;
         etcd::fill(&mut client, "/bench/", written..written + more, 1024).await;
         written += more;
         eprintln!("filled {size} MiB of values in {:.1?}", started.elapsed());
-        let (etcdctl, etcdctl_rss) = runs(|run| {
-            etcdctl_save(&pki, &endpoint, &out.join(format!("etcdctl-{size}-{run}.db")))
-        });
-        let db = std::fs::metadata(out.join(format!("etcdctl-{size}-0.db"))).unwrap().len();
-        let (plain, plain_rss) = runs(|run| {
-            operator_backup(&pki, &endpoint, &out.join(format!("op-{size}-{run}.db")), "none")
-        });
-        let (zstd, zstd_rss) = runs(|run| {
-            operator_backup(&pki, &endpoint, &out.join(format!("op-{size}-{run}.db.zst")), "zstd")
-        });
-        let mib = db as f64 / (1024.0 * 1024.0);
-        let rate = |d: Duration| mib / d.as_secs_f64();
-        println!("database: {mib:.0} MiB (snapshot file size)");
-        println!(
-            "  etcdctl snapshot save:        {:>7.1} MiB/s  ({etcdctl:.2?}, peak RSS {} MiB)",
-            rate(etcdctl),
-            etcdctl_rss / 1024
-        );
-        println!(
-            "  etcd-operator backup (none):  {:>7.1} MiB/s  ({plain:.2?}, peak RSS {} MiB)",
-            rate(plain),
-            plain_rss / 1024
-        );
-        println!(
-            "  etcd-operator backup (zstd):  {:>7.1} MiB/s  ({zstd:.2?}, peak RSS {} MiB)",
-            rate(zstd),
-            zstd_rss / 1024
-        );
-        last_ratio = rate(plain) / rate(etcdctl);
+        for variant in &mut variants {
+            variant
+                .figures
+                .push(runs(|run| (variant.command)(&out.join(format!("snapshot-{run}")))));
+        }
+        let db = std::fs::metadata(out.join("snapshot-0")).unwrap().len();
+        snapshot_mib.push(db as f64 / (1024.0 * 1024.0));
         for file in std::fs::read_dir(&out).unwrap() {
             std::fs::remove_file(file.unwrap().path()).unwrap();
         }
     }
-    println!("throughput ratio operator/etcdctl (uncompressed, local file): {last_ratio:.2}");
+
+    for (i, mib) in snapshot_mib.iter().enumerate() {
+        println!("database: {mib:.0} MiB (snapshot file size), median of {RUNS} runs");
+        for variant in &variants {
+            let (took, rss) = variant.figures[i];
+            println!(
+                "  {:<38} {:>7.1} MiB/s  ({took:.2?}, peak RSS {} MiB)",
+                variant.name,
+                mib / took.as_secs_f64(),
+                rss / 1024
+            );
+        }
+    }
+    let baseline = variants[0].figures[1].0.as_secs_f64();
+    for variant in &variants[1..] {
+        println!(
+            "throughput ratio {} / etcdctl at {:.0} MiB: {:.2}",
+            variant.name,
+            snapshot_mib[1],
+            baseline / variant.figures[1].0.as_secs_f64()
+        );
+    }
+    for variant in &variants {
+        let [(_, small), (_, large)] = variant.figures[..] else { unreachable!() };
+        println!(
+            "peak RSS growth of {} from {:.0} to {:.0} MiB of data: {:+} MiB ({} → {} MiB)",
+            variant.name,
+            snapshot_mib[0],
+            snapshot_mib[1],
+            (large - small) / 1024,
+            small / 1024,
+            large / 1024
+        );
+    }
 }

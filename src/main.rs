@@ -6,6 +6,7 @@ use clap::Parser;
 use etcd_operator::{cli, telemetry};
 
 fn main() -> ExitCode {
+    etcd_operator::tune_allocator();
     // object_store's and other crates' features may pull a second rustls provider; pick ring once,
     // before anything builds a TLS config (rustls panics when it cannot decide).
     let _ = rustls::crypto::ring::default_provider().install_default();
