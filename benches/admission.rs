@@ -66,13 +66,22 @@ async fn server_side() {
     let resolver = Arc::new(ReloadableCert::new(certified_key(&pki.serving).unwrap()));
     let real = etcd_operator::server::router(Default::default(), Default::default());
     let fixed_body = serde_json::to_vec(&json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": "b3b2", "allowed": true}})).unwrap();
-    let fixed = Router::new().route(
-        "/mutate/etcdclusters",
-        post(move |_body: Bytes| {
-            let body = fixed_body.clone();
-            async move { ([("content-type", "application/json")], body) }
-        }),
-    );
+    // The fixed handler sits behind the same layers as the admission routes (the metrics
+    // middleware that counts and times every request, the body limit), so the ratio is the
+    // review's own cost.
+    let fixed = Router::new()
+        .route(
+            "/mutate/etcdclusters",
+            post(move |_body: Bytes| {
+                let body = fixed_body.clone();
+                async move { ([("content-type", "application/json")], body) }
+            }),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(etcd_webhook::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(etcd_operator::server::Metrics::default()),
+            etcd_operator::server::metrics::track,
+        ));
     let mut ratios = Vec::new();
     for (load, rate) in [("moderate load", MODERATE_RATE), ("saturation", 0)] {
         let what = if rate > 0 { format!("{rate} req/s") } else { "back to back".to_owned() };
@@ -85,6 +94,7 @@ async fn server_side() {
             tokio::spawn(etcd_operator::server::serve(listener, resolver.clone(), app, async {
                 let _ = stopped.await;
             }));
+            let cpu_before = server_cpu();
             let out = tokio::process::Command::new(std::env::current_exe().unwrap())
                 .args(["--client", &addr.to_string(), "/mutate/etcdclusters"])
                 .args([ca_path.to_str().unwrap(), &rate.to_string()])
@@ -94,13 +104,27 @@ async fn server_side() {
             let _ = stop.send(());
             let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
             let rps: f64 = line.split_whitespace().next().unwrap_or("0").parse().unwrap_or(0.0);
-            println!("  {label:>15}: {line}");
+            let requests = rps * DURATION.as_secs_f64();
+            let cpu = (server_cpu() - cpu_before).as_secs_f64() * 1e6 / requests;
+            println!("  {label:>15}: {line}  server CPU {cpu:.1} µs/request");
             results.push(rps);
         }
         ratios.push(results[0] / results[1]);
     }
     println!("ratio real/fixed req/s at saturation: {:.3}", ratios[1]);
     println!("ratio real/fixed req/s at moderate load: {:.3}", ratios[0]);
+}
+
+/// CPU time (user + system) this process, the server, has used so far.
+fn server_cpu() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// The load process: CONNECTIONS connections, each sending requests for DURATION, back to back

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use etcd_crds::EtcdCluster;
 use etcd_crds::conditions::condition;
-use etcd_webhook::mutate::{Kind, defaulted_spec};
+use etcd_webhook::mutate::normalise_cluster;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 /// Condition type saying whether the file's last edit passed admission.
@@ -38,7 +38,10 @@ impl Admission {
     /// Admits `edited`: its defaulted form becomes the accepted object, or the denial (every
     /// violated rule with its field path) is returned and the accepted object stays.
     pub fn admit(&mut self, edited: EtcdCluster) -> Result<&EtcdCluster, String> {
-        let defaulted = default(edited)?;
+        // The file was read into the API type, so serde has filled the defaults already; what
+        // the webhook adds is the normal form.
+        let mut defaulted = edited;
+        normalise_cluster(&mut defaulted.spec);
         let verdict = etcd_webhook::cluster::validate(
             &defaulted.spec,
             self.accepted.as_ref().map(|accepted| &accepted.spec),
@@ -75,12 +78,4 @@ impl Admission {
             }
         }
     }
-}
-
-/// The object with the webhook's defaults and normalisation applied to its spec.
-fn default(mut cluster: EtcdCluster) -> Result<EtcdCluster, String> {
-    let object = serde_json::to_value(&cluster).map_err(|err| err.to_string())?;
-    let spec = defaulted_spec(Kind::EtcdCluster, &object)?;
-    cluster.spec = serde_json::from_value(spec).map_err(|err| format!("spec: {err}"))?;
-    Ok(cluster)
 }

@@ -20,6 +20,12 @@ pub use verdict::Verdict;
 pub enum Error {
     #[error("the body is not an AdmissionReview: {0}")]
     NotAReview(#[from] serde_json::Error),
+    #[error(
+        "the body is a {kind} of apiVersion {api_version}; this webhook answers AdmissionReview \
+         of apiVersion {}",
+        review::API_VERSION
+    )]
+    Version { api_version: String, kind: String },
     #[error("the AdmissionReview has no request")]
     NoRequest,
 }

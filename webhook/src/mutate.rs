@@ -17,9 +17,11 @@ pub enum Kind {
     EtcdRestore,
 }
 
-/// The spec of `object` with defaults filled and values normalised, or why it cannot be read.
-pub fn defaulted_spec(kind: Kind, object: &Value) -> Result<Value, String> {
-    let spec = object.get("spec").cloned().unwrap_or_else(|| Value::Object(Default::default()));
+/// `spec` with defaults filled and values normalised, or why it cannot be read. An absent spec
+/// is `{}`.
+pub fn defaulted_spec(kind: Kind, spec: Option<&Value>) -> Result<Value, String> {
+    let empty = Value::Object(Default::default());
+    let spec = spec.unwrap_or(&empty);
     match kind {
         Kind::EtcdCluster => round_trip::<EtcdClusterSpec>(spec, normalise_cluster),
         Kind::EtcdBackup => round_trip::<EtcdBackupSpec>(spec, |backup| {
@@ -36,33 +38,44 @@ pub fn defaulted_spec(kind: Kind, object: &Value) -> Result<Value, String> {
 }
 
 fn round_trip<T: DeserializeOwned + Serialize>(
-    spec: Value,
+    spec: &Value,
     normalise: impl FnOnce(&mut T),
 ) -> Result<Value, String> {
-    let mut typed: T = serde_json::from_value(spec).map_err(|err| format!("spec: {err}"))?;
+    let mut typed = T::deserialize(spec).map_err(|err| format!("spec: {err}"))?;
     normalise(&mut typed);
     serde_json::to_value(&typed).map_err(|err| format!("spec: {err}"))
 }
 
-fn normalise_cluster(spec: &mut EtcdClusterSpec) {
+/// The normal form of a cluster spec's free-text fields (what `local` applies to its file too).
+pub fn normalise_cluster(spec: &mut EtcdClusterSpec) {
     spec.version = EtcdVersion::normalise(&spec.version).to_owned();
     spec.repository = spec.repository.trim().to_owned();
 }
 
 /// The JSON Patch that turns `object` into its defaulted form; `None` when nothing changes.
-/// Only the spec is compared (wrapped so that paths start with `/spec`): metadata, which the API
-/// server fills with managed fields and can be large, is never copied or walked.
 pub fn patch(kind: Kind, object: &Value) -> Result<Option<json_patch::Patch>, String> {
     if !object.is_object() {
         return Err("object: must be a JSON object".to_owned());
     }
-    let defaulted = defaulted_spec(kind, object)?;
-    let before = match object.get("spec") {
-        Some(spec) => serde_json::json!({ "spec": spec }),
-        None => serde_json::json!({}),
+    spec_patch(kind, object.get("spec"))
+}
+
+/// The JSON Patch that turns an object's `spec` into its defaulted form; `None` when nothing
+/// changes. One operation sets the whole spec: the defaulted spec is the API type written out, and
+/// the type is the CRD's schema (crds/ is generated from it), so nothing the user wrote that the
+/// API server keeps is lost, and no field-by-field diff has to be computed on every request.
+/// Metadata, which the API server fills with managed fields and can be large, is never touched.
+pub fn spec_patch(kind: Kind, spec: Option<&Value>) -> Result<Option<json_patch::Patch>, String> {
+    let defaulted = defaulted_spec(kind, spec)?;
+    if spec == Some(&defaulted) {
+        return Ok(None);
+    }
+    // `add` of a member that exists replaces it (RFC 6902 §4.1), so this covers an absent spec too.
+    let set = json_patch::AddOperation {
+        path: json_patch::jsonptr::PointerBuf::from_tokens(["spec"]),
+        value: defaulted,
     };
-    let patch = json_patch::diff(&before, &serde_json::json!({ "spec": defaulted }));
-    Ok((!patch.0.is_empty()).then_some(patch))
+    Ok(Some(json_patch::Patch(vec![json_patch::PatchOperation::Add(set)])))
 }
 
 #[cfg(test)]
@@ -78,7 +91,7 @@ mod tests {
     }
 
     #[test]
-    fn fills_every_default_and_normalises() {
+    fn fills_every_default_and_normalises_in_one_operation() {
         let object = json!({"apiVersion": "etcd.etcd.io/v1alpha1", "kind": "EtcdCluster", "metadata": {"name": "a"}, "spec": {"version": " v3.5.21 "}});
         let patch = patch(Kind::EtcdCluster, &object).unwrap().unwrap();
         let out = apply(&object, &patch);
@@ -86,9 +99,9 @@ mod tests {
         assert_eq!(out["spec"]["size"], 3);
         assert_eq!(out["spec"]["security"]["tls"]["autoTLS"], true);
         assert_eq!(out["metadata"], object["metadata"], "only spec is touched");
-        for op in serde_json::to_value(&patch).unwrap().as_array().unwrap() {
-            assert!(op["path"].as_str().unwrap().starts_with("/spec/"), "{op}");
-        }
+        let ops = serde_json::to_value(&patch).unwrap();
+        assert_eq!(ops.as_array().unwrap().len(), 1, "{ops}");
+        assert_eq!(ops[0]["path"], "/spec");
         assert_eq!(
             super::patch(Kind::EtcdCluster, &out).unwrap(),
             None,

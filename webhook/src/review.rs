@@ -1,14 +1,28 @@
 //! One AdmissionReview in, one AdmissionReview out: parsing, dispatch by kind, and the response
 //! (uid echoed, denial naming every violation, warnings, JSON Patch).
+//!
+//! The review is read into types that hold only what an answer needs: the uid, the kind, the
+//! operation and each object's spec as raw JSON text. Everything else kube-apiserver sends (the
+//! objects' metadata with its managed fields and last-applied annotation, userInfo, options) is
+//! skipped by the parser without being built, which was most of the cost of a review when it was
+//! read into a `serde_json::Value` tree. The spec is read straight into its API type.
+
+use std::borrow::Cow;
 
 use etcd_crds::{EtcdBackupSpec, EtcdClusterSpec, EtcdRestoreSpec, GROUP};
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::admission::Operation;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
+use crate::Error;
 use crate::mutate::{self, Kind};
 use crate::verdict::Verdict;
+
+/// The only AdmissionReview version the webhook configurations ask kube-apiserver for.
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+const KIND: &str = "AdmissionReview";
 
 /// What the webhook does with a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,93 +62,208 @@ impl Kind {
     }
 }
 
-/// Answers one request body. `Err` carries the reason for an HTTP 400.
-pub fn review(
-    kind: Kind,
-    mode: Mode,
-    body: &[u8],
-) -> Result<(AdmissionReview<DynamicObject>, Outcome), String> {
-    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)
-        .map_err(|err| format!("the body is not an AdmissionReview: {err}"))?;
-    let request: AdmissionRequest<DynamicObject> =
-        review.try_into().map_err(|_| "the AdmissionReview has no request".to_owned())?;
-    let response = AdmissionResponse::from(&request);
-    let (response, outcome) = answer(kind, mode, &request, response);
-    Ok((response.into_review(), outcome))
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Incoming<'a> {
+    #[serde(borrow)]
+    api_version: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    request: Option<Request<'a>>,
 }
 
-fn answer(
-    kind: Kind,
-    mode: Mode,
-    request: &AdmissionRequest<DynamicObject>,
-    response: AdmissionResponse,
-) -> (AdmissionResponse, Outcome) {
-    if request.kind.group != GROUP || request.kind.kind != kind.name() {
-        let got = format!("{}/{} {}", request.kind.group, request.kind.version, request.kind.kind);
-        return (
-            response.deny(format!("this endpoint admits {GROUP} {}; got {got}", kind.name())),
-            Outcome::Denied,
-        );
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Request<'a> {
+    #[serde(borrow)]
+    uid: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: GroupVersionKind<'a>,
+    operation: Operation,
+    #[serde(borrow, default)]
+    object: Option<Object<'a>>,
+    #[serde(borrow, default)]
+    old_object: Option<Object<'a>>,
+}
+
+#[derive(Deserialize)]
+struct GroupVersionKind<'a> {
+    #[serde(borrow)]
+    group: Cow<'a, str>,
+    #[serde(borrow)]
+    version: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+}
+
+/// An object of the review: its spec, as the JSON text it arrived in.
+#[derive(Deserialize)]
+struct Object<'a> {
+    #[serde(borrow, default)]
+    spec: Option<&'a RawValue>,
+}
+
+/// The `response` of the AdmissionReview sent back.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Answer {
+    pub uid: String,
+    pub allowed: bool,
+    pub status: Status,
+    /// The JSON Patch, base64 on the wire as Go's `[]byte`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch: Option<k8s_openapi::ByteString>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// The response's status: the denial's message, which kube-apiserver shows the user.
+#[derive(Debug, Default, Serialize)]
+pub struct Status {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+impl Answer {
+    fn allow(uid: &str) -> Self {
+        Self {
+            uid: uid.to_owned(),
+            allowed: true,
+            status: Status::default(),
+            patch: None,
+            patch_type: None,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn deny(mut self, message: impl Into<String>) -> Self {
+        self.allowed = false;
+        self.status.message = message.into();
+        self
+    }
+
+    /// The AdmissionReview that carries this answer, as JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Outgoing<'a> {
+            api_version: &'a str,
+            kind: &'a str,
+            response: &'a Answer,
+        }
+        let review = Outgoing { api_version: API_VERSION, kind: KIND, response: self };
+        // Strings, bools and base64 only: serialising cannot fail.
+        serde_json::to_vec(&review).unwrap_or_default()
+    }
+}
+
+/// Answers one request body. `Err` is a body that is not an AdmissionReview v1 with a request
+/// (HTTP 400); everything else, a spec that does not parse included, is answered.
+pub fn review(kind: Kind, mode: Mode, body: &[u8]) -> Result<(Answer, Outcome), Error> {
+    let incoming: Incoming = serde_json::from_slice(body)?;
+    if incoming.api_version != API_VERSION || incoming.kind != KIND {
+        return Err(Error::Version {
+            api_version: incoming.api_version.into_owned(),
+            kind: incoming.kind.into_owned(),
+        });
+    }
+    let request = incoming.request.ok_or(Error::NoRequest)?;
+    Ok(answer(kind, mode, &request))
+}
+
+fn answer(kind: Kind, mode: Mode, request: &Request) -> (Answer, Outcome) {
+    let answer = Answer::allow(&request.uid);
+    let requested = &request.kind;
+    if requested.group != GROUP || requested.kind != kind.name() {
+        let got = format!("{}/{} {}", requested.group, requested.version, requested.kind);
+        let denial = format!("this endpoint admits {GROUP} {}; got {got}", kind.name());
+        return (answer.deny(denial), Outcome::Denied);
     }
     if matches!(request.operation, Operation::Delete | Operation::Connect) {
-        return (response, Outcome::Allowed);
+        return (answer, Outcome::Allowed);
     }
-    // The fields besides metadata (spec, status) are already JSON in a DynamicObject; validation
-    // and defaulting read only the spec, so the object is not serialised again.
-    let Some(object) = request.object.as_ref().map(|o| &o.data) else {
-        return (
-            response.deny(format!("{:?} request without an object", request.operation)),
-            Outcome::Denied,
-        );
+    let Some(object) = &request.object else {
+        let denial = format!("{:?} request without an object", request.operation);
+        return (answer.deny(denial), Outcome::Denied);
     };
     match mode {
-        Mode::Mutate => match mutate::patch(kind, object) {
-            Ok(None) => (response, Outcome::Allowed),
-            Ok(Some(patch)) => match response.clone().with_patch(patch) {
-                Ok(patched) => (patched, Outcome::Patched),
-                Err(err) => {
-                    (response.deny(format!("cannot encode the patch: {err}")), Outcome::Denied)
-                }
-            },
-            Err(reason) => (response.deny(reason), Outcome::Denied),
-        },
+        Mode::Mutate => mutated(kind, object.spec, answer),
         Mode::Validate => {
-            let old = request.old_object.as_ref().map(|o| &o.data);
-            match validate(kind, object, old) {
-                Ok(verdict) => {
-                    let warnings = (!verdict.warnings.is_empty()).then(|| verdict.warnings.clone());
-                    let mut response = if verdict.is_allowed() {
-                        response
-                    } else {
-                        response.deny(verdict.message())
-                    };
-                    response.warnings = warnings;
-                    let outcome =
-                        if verdict.is_allowed() { Outcome::Allowed } else { Outcome::Denied };
-                    (response, outcome)
+            let old = request.old_object.as_ref().map(|old| Spec(old.spec));
+            match validate(kind, &Spec(object.spec), old.as_ref()) {
+                Ok(verdict) if verdict.is_allowed() => {
+                    (Answer { warnings: verdict.warnings, ..answer }, Outcome::Allowed)
                 }
-                Err(reason) => (response.deny(reason), Outcome::Denied),
+                Ok(verdict) => {
+                    let message = verdict.message();
+                    (Answer { warnings: verdict.warnings, ..answer }.deny(message), Outcome::Denied)
+                }
+                Err(reason) => (answer.deny(reason), Outcome::Denied),
             }
         }
     }
 }
 
-fn spec_of<T: DeserializeOwned>(object: &Value) -> Result<T, String> {
-    let spec = object.get("spec").cloned().unwrap_or_else(|| Value::Object(Default::default()));
-    serde_json::from_value(spec).map_err(|err| format!("spec: {err}"))
+fn mutated(kind: Kind, spec: Option<&RawValue>, answer: Answer) -> (Answer, Outcome) {
+    // The patch is a diff of the spec as sent against its defaulted form, so the spec is read as
+    // JSON here (a few fields; the metadata beside it never is).
+    let spec: Option<Value> = match spec.map(|raw| serde_json::from_str(raw.get())).transpose() {
+        Ok(spec) => spec,
+        Err(err) => return (answer.deny(format!("spec: {err}")), Outcome::Denied),
+    };
+    match mutate::spec_patch(kind, spec.as_ref()) {
+        Ok(None) => (answer, Outcome::Allowed),
+        Ok(Some(patch)) => {
+            // A patch is strings and numbers: encoding it cannot fail.
+            let patch = serde_json::to_vec(&patch).unwrap_or_default();
+            let answer = Answer {
+                patch: Some(k8s_openapi::ByteString(patch)),
+                patch_type: Some("JSONPatch"),
+                ..answer
+            };
+            (answer, Outcome::Patched)
+        }
+        Err(reason) => (answer.deny(reason), Outcome::Denied),
+    }
+}
+
+/// Something a spec can be read from: a whole object as JSON (`object["spec"]`), or a spec's
+/// raw text as it came in a review. An absent spec reads as `{}`, so defaults apply.
+pub trait SpecSource {
+    fn spec<T: DeserializeOwned>(&self) -> Result<T, String>;
+}
+
+impl SpecSource for Value {
+    fn spec<T: DeserializeOwned>(&self) -> Result<T, String> {
+        let empty = Value::Object(Default::default());
+        T::deserialize(self.get("spec").unwrap_or(&empty)).map_err(|err| format!("spec: {err}"))
+    }
+}
+
+/// The raw text of a review object's spec.
+struct Spec<'a>(Option<&'a RawValue>);
+
+impl SpecSource for Spec<'_> {
+    fn spec<T: DeserializeOwned>(&self) -> Result<T, String> {
+        serde_json::from_str(self.0.map_or("{}", RawValue::get))
+            .map_err(|err| format!("spec: {err}"))
+    }
 }
 
 /// Validates `object` (and, on UPDATE, against `old`).
-pub fn validate(kind: Kind, object: &Value, old: Option<&Value>) -> Result<Verdict, String> {
+pub fn validate<S: SpecSource>(kind: Kind, object: &S, old: Option<&S>) -> Result<Verdict, String> {
     Ok(match kind {
         Kind::EtcdCluster => {
-            let old: Option<EtcdClusterSpec> = old.map(spec_of).transpose()?;
-            crate::cluster::validate(&spec_of(object)?, old.as_ref())
+            let old: Option<EtcdClusterSpec> = old.map(S::spec).transpose()?;
+            crate::cluster::validate(&object.spec()?, old.as_ref())
         }
-        Kind::EtcdBackup => crate::backup::validate(&spec_of::<EtcdBackupSpec>(object)?),
+        Kind::EtcdBackup => crate::backup::validate(&object.spec::<EtcdBackupSpec>()?),
         Kind::EtcdRestore => {
-            let old: Option<EtcdRestoreSpec> = old.map(spec_of).transpose()?;
-            crate::restore::validate(&spec_of(object)?, old.as_ref())
+            let old: Option<EtcdRestoreSpec> = old.map(S::spec).transpose()?;
+            crate::restore::validate(&object.spec()?, old.as_ref())
         }
     })
 }

@@ -3,7 +3,7 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
@@ -39,11 +39,10 @@ async fn handle(kind: Kind, mode: Mode, body: Bytes) -> Response {
     match review(kind, mode, &body) {
         Ok((answer, outcome)) => {
             if outcome == Outcome::Denied {
-                let reason =
-                    answer.response.as_ref().map(|r| r.result.message.clone()).unwrap_or_default();
-                tracing::info!(?kind, ?mode, %reason, "admission denied");
+                tracing::info!(?kind, ?mode, reason = %answer.status.message, "admission denied");
             }
-            let mut response = axum::Json(wire_form(answer)).into_response();
+            let json = [(header::CONTENT_TYPE, "application/json")];
+            let mut response = (json, answer.to_json()).into_response();
             response.extensions_mut().insert(outcome);
             response
         }
@@ -54,20 +53,4 @@ async fn handle(kind: Kind, mode: Mode, body: Bytes) -> Response {
             response
         }
     }
-}
-
-/// The review as kube-apiserver writes one: kube-core serialises `patch` (a `[]byte` in Go) as an
-/// array of numbers, which Go accepts, but the canonical and four times smaller form is base64.
-/// The patch is taken out before the review becomes JSON, so its bytes are encoded once, as a
-/// string, instead of as a tree of numbers.
-fn wire_form(
-    mut answer: kube::core::admission::AdmissionReview<kube::core::DynamicObject>,
-) -> serde_json::Value {
-    let patch = answer.response.as_mut().and_then(|response| response.patch.take());
-    let mut value = serde_json::to_value(answer).unwrap_or_default();
-    if let (Some(patch), Some(response)) = (patch, value.get_mut("response")) {
-        let encoded = serde_json::to_value(k8s_openapi::ByteString(patch)).unwrap_or_default();
-        response["patch"] = encoded;
-    }
-    value
 }

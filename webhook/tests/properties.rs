@@ -87,7 +87,7 @@ proptest! {
         });
         for mode in [Mode::Validate, Mode::Mutate] {
             let (answer, _) = review(Kind::EtcdCluster, mode, body.to_string().as_bytes()).expect("a well-formed review");
-            prop_assert_eq!(answer.response.unwrap().uid, "u");
+            prop_assert_eq!(answer.uid, "u");
         }
     }
 }
