@@ -13,7 +13,6 @@ use etcd_crds::{EtcdBackupSpec, EtcdClusterSpec, EtcdRestoreSpec, GROUP};
 use kube::core::admission::Operation;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::Error;
@@ -155,8 +154,13 @@ impl Answer {
             response: &'a Answer,
         }
         let review = Outgoing { api_version: API_VERSION, kind: KIND, response: self };
+        // Sized for the envelope and the patch in base64 (4 bytes for every 3), so that the
+        // buffer is not grown and copied while it is written.
+        let patch = self.patch.as_ref().map_or(0, |p| p.0.len());
+        let mut out = Vec::with_capacity(256 + self.status.message.len() + patch / 3 * 4);
         // Strings, bools and base64 only: serialising cannot fail.
-        serde_json::to_vec(&review).unwrap_or_default()
+        let _ = serde_json::to_writer(&mut out, &review);
+        out
     }
 }
 
@@ -192,8 +196,8 @@ fn answer(kind: Kind, mode: Mode, request: &Request) -> (Answer, Outcome) {
     match mode {
         Mode::Mutate => mutated(kind, object.spec, answer),
         Mode::Validate => {
-            let old = request.old_object.as_ref().map(|old| Spec(old.spec));
-            match validate(kind, &Spec(object.spec), old.as_ref()) {
+            let old = request.old_object.as_ref().map(|old| old.spec);
+            match validate(kind, object.spec, old) {
                 Ok(verdict) if verdict.is_allowed() => {
                     (Answer { warnings: verdict.warnings, ..answer }, Outcome::Allowed)
                 }
@@ -208,17 +212,9 @@ fn answer(kind: Kind, mode: Mode, request: &Request) -> (Answer, Outcome) {
 }
 
 fn mutated(kind: Kind, spec: Option<&RawValue>, answer: Answer) -> (Answer, Outcome) {
-    // The patch is a diff of the spec as sent against its defaulted form, so the spec is read as
-    // JSON here (a few fields; the metadata beside it never is).
-    let spec: Option<Value> = match spec.map(|raw| serde_json::from_str(raw.get())).transpose() {
-        Ok(spec) => spec,
-        Err(err) => return (answer.deny(format!("spec: {err}")), Outcome::Denied),
-    };
-    match mutate::spec_patch(kind, spec.as_ref()) {
+    match mutate::spec_patch(kind, spec.map(RawValue::get)) {
         Ok(None) => (answer, Outcome::Allowed),
         Ok(Some(patch)) => {
-            // A patch is strings and numbers: encoding it cannot fail.
-            let patch = serde_json::to_vec(&patch).unwrap_or_default();
             let answer = Answer {
                 patch: Some(k8s_openapi::ByteString(patch)),
                 patch_type: Some("JSONPatch"),
@@ -230,40 +226,27 @@ fn mutated(kind: Kind, spec: Option<&RawValue>, answer: Answer) -> (Answer, Outc
     }
 }
 
-/// Something a spec can be read from: a whole object as JSON (`object["spec"]`), or a spec's
-/// raw text as it came in a review. An absent spec reads as `{}`, so defaults apply.
-pub trait SpecSource {
-    fn spec<T: DeserializeOwned>(&self) -> Result<T, String>;
+/// A review object's spec read into its API type; an absent spec reads as `{}`, so defaults
+/// apply.
+fn read<T: DeserializeOwned>(spec: Option<&RawValue>) -> Result<T, String> {
+    serde_json::from_str(spec.map_or("{}", RawValue::get)).map_err(|err| format!("spec: {err}"))
 }
 
-impl SpecSource for Value {
-    fn spec<T: DeserializeOwned>(&self) -> Result<T, String> {
-        let empty = Value::Object(Default::default());
-        T::deserialize(self.get("spec").unwrap_or(&empty)).map_err(|err| format!("spec: {err}"))
-    }
-}
-
-/// The raw text of a review object's spec.
-struct Spec<'a>(Option<&'a RawValue>);
-
-impl SpecSource for Spec<'_> {
-    fn spec<T: DeserializeOwned>(&self) -> Result<T, String> {
-        serde_json::from_str(self.0.map_or("{}", RawValue::get))
-            .map_err(|err| format!("spec: {err}"))
-    }
-}
-
-/// Validates `object` (and, on UPDATE, against `old`).
-pub fn validate<S: SpecSource>(kind: Kind, object: &S, old: Option<&S>) -> Result<Verdict, String> {
+/// Validates a spec (and, on UPDATE, against the old object's).
+fn validate(
+    kind: Kind,
+    spec: Option<&RawValue>,
+    old: Option<Option<&RawValue>>,
+) -> Result<Verdict, String> {
     Ok(match kind {
         Kind::EtcdCluster => {
-            let old: Option<EtcdClusterSpec> = old.map(S::spec).transpose()?;
-            crate::cluster::validate(&object.spec()?, old.as_ref())
+            let old: Option<EtcdClusterSpec> = old.map(read).transpose()?;
+            crate::cluster::validate(&read(spec)?, old.as_ref())
         }
-        Kind::EtcdBackup => crate::backup::validate(&object.spec::<EtcdBackupSpec>()?),
+        Kind::EtcdBackup => crate::backup::validate(&read::<EtcdBackupSpec>(spec)?),
         Kind::EtcdRestore => {
-            let old: Option<EtcdRestoreSpec> = old.map(S::spec).transpose()?;
-            crate::restore::validate(&object.spec()?, old.as_ref())
+            let old: Option<EtcdRestoreSpec> = old.map(read).transpose()?;
+            crate::restore::validate(&read(spec)?, old.as_ref())
         }
     })
 }

@@ -1,8 +1,8 @@
 //! Properties over generated input: defaulting produces what validation accepts, defaulting is
 //! idempotent, and no byte sequence makes the request parser panic.
 
-use etcd_webhook::mutate::{Kind, patch};
-use etcd_webhook::review::{Mode, review, validate};
+use etcd_webhook::mutate::Kind;
+use etcd_webhook::review::{Answer, Mode, review};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -42,10 +42,31 @@ fn cluster_object() -> impl Strategy<Value = Value> {
         })
 }
 
+/// An AdmissionReview of `object` (and `old`, on UPDATE), as kube-apiserver sends it.
+fn review_of(operation: &str, object: &Value, old: Option<&Value>) -> Vec<u8> {
+    let body = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "u", "kind": {"group": "etcd.etcd.io", "version": "v1alpha1", "kind": "EtcdCluster"},
+            "resource": {"group": "etcd.etcd.io", "version": "v1alpha1", "resource": "etcdclusters"},
+            "operation": operation, "userInfo": {}, "object": object, "oldObject": old,
+        }
+    });
+    body.to_string().into_bytes()
+}
+
+fn answer(mode: Mode, object: &Value) -> Answer {
+    review(Kind::EtcdCluster, mode, &review_of("CREATE", object, None))
+        .expect("a well-formed review")
+        .0
+}
+
+/// `object` with the mutating webhook's patch applied.
 fn mutated(object: &Value) -> Value {
     let mut out = object.clone();
-    if let Some(p) = patch(Kind::EtcdCluster, object).unwrap() {
-        json_patch::patch(&mut out, &p).unwrap();
+    if let Some(patch) = answer(Mode::Mutate, object).patch {
+        let patch: json_patch::Patch = serde_json::from_slice(&patch.0).unwrap();
+        json_patch::patch(&mut out, &patch).unwrap();
     }
     out
 }
@@ -56,14 +77,15 @@ proptest! {
     #[test]
     fn mutation_output_always_validates(object in cluster_object()) {
         let out = mutated(&object);
-        let verdict = validate(Kind::EtcdCluster, &out, None).unwrap();
-        prop_assert!(verdict.is_allowed(), "{out} denied: {verdict:?}");
+        let verdict = answer(Mode::Validate, &out);
+        prop_assert!(verdict.allowed, "{out} denied: {}", verdict.status.message);
     }
 
     #[test]
     fn mutation_is_idempotent(object in cluster_object()) {
         let once = mutated(&object);
-        prop_assert_eq!(patch(Kind::EtcdCluster, &once).unwrap(), None);
+        let again = answer(Mode::Mutate, &once);
+        prop_assert!(again.patch.is_none(), "{once} patched again: {again:?}");
     }
 
     #[test]
@@ -75,18 +97,10 @@ proptest! {
 
     #[test]
     fn arbitrary_objects_in_a_wellformed_review_never_panic(spec in arbitrary_json(3), op in prop::sample::select(vec!["CREATE", "UPDATE", "DELETE"])) {
-        let body = json!({
-            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "request": {
-                "uid": "u", "kind": {"group": "etcd.etcd.io", "version": "v1alpha1", "kind": "EtcdCluster"},
-                "resource": {"group": "etcd.etcd.io", "version": "v1alpha1", "resource": "etcdclusters"},
-                "operation": op, "userInfo": {},
-                "object": {"apiVersion": "etcd.etcd.io/v1alpha1", "kind": "EtcdCluster", "metadata": {"name": "x"}, "spec": spec.clone()},
-                "oldObject": {"apiVersion": "etcd.etcd.io/v1alpha1", "kind": "EtcdCluster", "metadata": {"name": "x"}, "spec": spec}
-            }
-        });
+        let object = json!({"apiVersion": "etcd.etcd.io/v1alpha1", "kind": "EtcdCluster", "metadata": {"name": "x"}, "spec": spec});
+        let body = review_of(op, &object, Some(&object));
         for mode in [Mode::Validate, Mode::Mutate] {
-            let (answer, _) = review(Kind::EtcdCluster, mode, body.to_string().as_bytes()).expect("a well-formed review");
+            let (answer, _) = review(Kind::EtcdCluster, mode, &body).expect("a well-formed review");
             prop_assert_eq!(answer.uid, "u");
         }
     }
