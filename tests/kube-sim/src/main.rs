@@ -232,6 +232,8 @@ async fn serve_and_run(
         faults: api::Faults::default(),
         logs: state.join("logs"),
         webhooks: admission::WebhookClient,
+        audit: api::Audit::open(&state.join("audit.log"))
+            .map_err(|e| format!("cannot open the audit log: {e}"))?,
     });
     let nodes: Vec<String> = (1..=args.nodes).map(|i| format!("node-{i}")).collect();
     let frozen: Arc<Mutex<HashSet<String>>> = Arc::default();

@@ -546,17 +546,35 @@ pub fn apply(
         m.remove("kind");
     }
     merge_applied(&mut object, &applied_body, "");
-    managers.retain(|e| !mine(e));
-    managers.push(Entry {
-        manager: manager.name.to_owned(),
-        operation: "Apply".into(),
-        api_version: manager.api_version.to_owned(),
-        subresource: manager.subresource.map(str::to_owned),
-        time: crate::store::now(),
-        fields: new_fields,
-    });
+    // An apply that changes nothing (same object, same fields owned) keeps the entry's time, so
+    // the object stays as it was and is not written: structured-merge-diff returns no object
+    // for it, and managedFieldsUpdater.Apply stamps the time only when one came back
+    // (k8s.io/apimachinery/pkg/util/managedfields/internal/managedfieldsupdater.go). A
+    // controller re-applying its desired state every resync must not cause a watch event.
+    let unchanged = live.is_some_and(|live| without_managed(live) == without_managed(&object))
+        && managers.iter().filter(|e| mine(e)).map(|e| &e.fields).eq([&new_fields]);
+    if !unchanged {
+        managers.retain(|e| !mine(e));
+        managers.push(Entry {
+            manager: manager.name.to_owned(),
+            operation: "Apply".into(),
+            api_version: manager.api_version.to_owned(),
+            subresource: manager.subresource.map(str::to_owned),
+            time: crate::store::now(),
+            fields: new_fields,
+        });
+    }
     write_entries(&mut object, managers);
     Ok(object)
+}
+
+/// `object` without its managedFields: what an apply is judged to change.
+fn without_managed(object: &Value) -> Value {
+    let mut object = object.clone();
+    if let Some(metadata) = object["metadata"].as_object_mut() {
+        metadata.remove("managedFields");
+    }
+    object
 }
 
 /// Records a non-apply write: `manager` owns what it changed, and nobody owns what it removed.

@@ -27,7 +27,7 @@ impl User {
         }
     }
 
-    fn groups(&self) -> Vec<String> {
+    pub fn groups(&self) -> Vec<String> {
         match self {
             User::Admin => vec!["system:masters".into(), "system:authenticated".into()],
             User::ServiceAccount { namespace, .. } => vec![
