@@ -108,7 +108,6 @@ impl Audit {
     }
 }
 
-
 /// An API error as a metav1.Status.
 #[derive(Debug)]
 pub struct ApiError {
@@ -338,11 +337,8 @@ impl ApiServer {
                 "Internal error occurred: kube-sim injected failure",
             ));
         }
-        let wants_table = req
-            .headers()
-            .get("accept")
-            .and_then(|a| a.to_str().ok())
-            .is_some_and(|a| a.contains("as=Table"));
+        let convert =
+            Convert::of(req.headers().get("accept").and_then(|a| a.to_str().ok()).unwrap_or(""));
         let content_type = req
             .headers()
             .get("content-type")
@@ -374,13 +370,13 @@ impl ApiServer {
                 return error(&ApiError::bad_request(format!("cannot read the body: {err}")));
             }
         };
-        let ctx = Ctx { user, query, content_type, field_manager_default: user_agent };
+        let ctx = Ctx { user, query, content_type, field_manager_default: user_agent, convert };
         if verb == "watch" {
             self.audit.record(&ctx.user, verb, &target, 200);
         }
         let result = match verb {
             "get" => self.get(&target, &ctx).await,
-            "list" => self.list(&target, &ctx, wants_table),
+            "list" => self.list(&target, &ctx),
             "watch" => return self.watch(target, ctx),
             "create" => self.create(&target, &ctx, &body).await.map(|v| (201, v)),
             "update" => self.update(&target, &ctx, &body).await.map(|v| (200, v)),
@@ -396,13 +392,20 @@ impl ApiServer {
                 *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
                 r
             }
-            Ok((code, value)) => {
-                if wants_table && verb == "get" {
+            Ok((code, value)) if verb == "list" => respond(code, &value),
+            Ok((code, value)) => match ctx.convert {
+                Convert::Table if verb == "get" => {
                     let kind = self.current_kind(&target.kind);
-                    return respond(code, &table(&kind, &[value], &ctx.query, "0"));
+                    respond(code, &table(&kind, &[value], &ctx.query, "0"))
                 }
-                respond(code, &value)
-            }
+                Convert::PartialObjectMetadata => respond(code, &partial_object_metadata(&value)),
+                Convert::PartialObjectMetadataList => error(&ApiError::new(
+                    406,
+                    "NotAcceptable",
+                    "you requested PartialObjectMetadataList, but the requested object is not a list",
+                )),
+                _ => respond(code, &value),
+            },
             Err(err) => {
                 tracing::debug!(verb, resource = %target.kind.plural, message = %err.message, "request failed");
                 error(&err)
@@ -628,25 +631,30 @@ impl ApiServer {
             .collect())
     }
 
-    fn list(
-        &self,
-        target: &Target,
-        ctx: &Ctx,
-        wants_table: bool,
-    ) -> Result<(u16, Value), ApiError> {
+    fn list(&self, target: &Target, ctx: &Ctx) -> Result<(u16, Value), ApiError> {
         let rv = self.store.lock().resource_version().to_string();
         let items = self.matching(target, &ctx.query)?;
         let kind = self.current_kind(&target.kind);
-        if wants_table {
-            return Ok((200, table(&kind, &items, &ctx.query, &rv)));
-        }
-        Ok((
-            200,
-            json!({
+        let list = match ctx.convert {
+            Convert::Table => table(&kind, &items, &ctx.query, &rv),
+            Convert::PartialObjectMetadataList => json!({
+                "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                "metadata": {"resourceVersion": rv},
+                "items": items.iter().map(partial_object_metadata).collect::<Vec<_>>(),
+            }),
+            Convert::PartialObjectMetadata => {
+                return Err(ApiError::new(
+                    406,
+                    "NotAcceptable",
+                    "you requested PartialObjectMetadata, but the requested object is a list",
+                ));
+            }
+            Convert::None => json!({
                 "apiVersion": kind.api_version(), "kind": format!("{}List", kind.kind),
                 "metadata": {"resourceVersion": rv}, "items": items,
             }),
-        ))
+        };
+        Ok((200, list))
     }
 
     fn watch(self: Arc<Self>, target: Target, ctx: Ctx) -> Response<Body> {
@@ -686,8 +694,15 @@ impl ApiServer {
         };
         let epoch = self.faults.epoch.load(Ordering::SeqCst);
         let server = self.clone();
+        let metadata_only = ctx.convert == Convert::PartialObjectMetadata;
         tokio::spawn(async move {
+            // Each event's object converted as the client asked; an ERROR's Status never is.
             let send = |type_: &str, object: &Value| {
+                let object = if metadata_only && type_ != "ERROR" {
+                    partial_object_metadata(object)
+                } else {
+                    object.clone()
+                };
                 Bytes::from(format!("{}\n", json!({"type": type_, "object": object})))
             };
             let mut seen: HashSet<(String, String)> = HashSet::new();
@@ -1100,6 +1115,7 @@ struct Ctx {
     query: HashMap<String, String>,
     content_type: String,
     field_manager_default: String,
+    convert: Convert,
 }
 
 fn apply_patch(content_type: &str, target: &mut Value, body: &Value) -> Result<(), ApiError> {
@@ -1205,6 +1221,47 @@ fn age(timestamp: &Value) -> Value {
 }
 
 /// A meta.k8s.io/v1 Table of `items` with the kind's printer columns.
+/// What a client asked the answer to be converted into: the `as=` of its Accept header
+/// (kube-apiserver's `targetEncodingForTransform` and `doTransformObject`, in
+/// staging/src/k8s.io/apiserver/pkg/endpoints/handlers/response.go). kube-runtime's `owns` and
+/// metadata watchers ask for PartialObjectMetadata: an API server that sent whole objects would
+/// make them read Secrets' contents they never asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Convert {
+    None,
+    Table,
+    PartialObjectMetadata,
+    PartialObjectMetadataList,
+}
+
+impl Convert {
+    fn of(accept: &str) -> Self {
+        // The first type of the header that asks for a conversion in meta.k8s.io wins, as the
+        // API server tries them in the client's order.
+        for media in accept.split(',') {
+            let params: Vec<&str> = media.split(';').map(str::trim).collect();
+            if !params.contains(&"g=meta.k8s.io") {
+                continue;
+            }
+            match params.iter().find_map(|p| p.strip_prefix("as=")) {
+                Some("Table") => return Self::Table,
+                Some("PartialObjectMetadata") => return Self::PartialObjectMetadata,
+                Some("PartialObjectMetadataList") => return Self::PartialObjectMetadataList,
+                _ => {}
+            }
+        }
+        Self::None
+    }
+}
+
+/// An object reduced to its metadata (`meta.AsPartialObjectMetadata`); a Status stays whole.
+fn partial_object_metadata(object: &Value) -> Value {
+    if object["kind"] == "Status" {
+        return object.clone();
+    }
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": object["metadata"]})
+}
+
 fn table(kind: &Kind, items: &[Value], query: &HashMap<String, String>, rv: &str) -> Value {
     let mut columns = vec![
         json!({"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}),
@@ -1238,15 +1295,12 @@ fn table(kind: &Kind, items: &[Value], query: &HashMap<String, String>, rv: &str
                 cells.push(age(&item["metadata"]["creationTimestamp"]));
             } else {
                 for c in &kind.columns {
-                    let value = resources::json_path(item, &c.json_path).cloned().unwrap_or(Value::Null);
+                    let value =
+                        resources::json_path(item, &c.json_path).cloned().unwrap_or(Value::Null);
                     cells.push(if c.type_ == "date" { age(&value) } else { value });
                 }
             }
-            let object = if include_object {
-                item.clone()
-            } else {
-                json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": item["metadata"]})
-            };
+            let object = if include_object { item.clone() } else { partial_object_metadata(item) };
             json!({"cells": cells, "object": object})
         })
         .collect();
