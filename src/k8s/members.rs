@@ -249,15 +249,16 @@ impl MemberPort for KubeMembers {
         let runs = pod
             .as_ref()
             .is_some_and(|p| started_etcd(p) && p.metadata.deletion_timestamp.is_none());
+        if had_entry || runs {
+            // Before the pod: see `wipe`.
+            self.delete_claim(name).await?;
+        }
         if runs {
             match api.delete(name, &DeleteParams::default()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
                 Err(err) => return Err(kube_err(format!("delete pod {name}"))(err)),
             }
-        }
-        if had_entry || runs {
-            self.delete_claim(name).await?;
         }
         Ok(())
     }
@@ -360,15 +361,20 @@ impl MemberPort for KubeMembers {
     }
 
     /// The entry goes first (a recreated pod waits instead of starting on old data), then the
-    /// pod (a claim in use by a pod, even a crash-looping or Pending one, is only deleted after
-    /// it), then the claim.
+    /// claim, then the pod. PVC protection keeps the claim until no pod uses it, so it goes
+    /// after the pod whatever the order; but the StatefulSet controller creates no pod for a
+    /// claim being deleted, only for one that is not (`createPersistentVolumeClaims` in
+    /// pkg/controller/statefulset/stateful_pod_control.go). Deleted pod first, the pod the
+    /// StatefulSet recreates before the claim's deletion arrives holds the old claim: it cannot
+    /// start (the kubelet mounts no claim being deleted) and the claim cannot go while it
+    /// exists. kube-sim caught that when requests went out a little slower.
     async fn wipe(&self, name: &str) -> Result<(), Error> {
         let mut entries = self.entries().await?;
         if entries.remove(name).is_some() {
             self.apply_entries(&entries).await?;
         }
-        self.delete_pod(name).await?;
-        self.delete_claim(name).await
+        self.delete_claim(name).await?;
+        self.delete_pod(name).await
     }
 }
 

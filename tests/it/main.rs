@@ -38,6 +38,7 @@ mod backup {
 mod kube {
     mod dockerfile;
     mod manifests;
+    mod members;
     mod monitoring;
     mod objects;
 }
