@@ -3,6 +3,7 @@
 //! A reconcile observes, asks the planner for one next step, performs it, writes status and
 //! requeues; everything it does is safe to repeat after a crash between any two API calls.
 
+pub mod api_client;
 pub mod backup;
 pub mod cluster;
 pub mod deletion;

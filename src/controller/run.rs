@@ -73,7 +73,7 @@ pub struct RunArgs {
 }
 
 pub async fn run(args: RunArgs) -> Result<()> {
-    let client = kube::Client::try_default()
+    let client = super::api_client::connect()
         .await
         .map_err(|source| Error::Kube { what: "connect to the Kubernetes API", source })?;
     let webhook = WebhookTls {

@@ -36,6 +36,7 @@ mod backup {
     mod restore;
 }
 mod kube {
+    mod api_client;
     mod dockerfile;
     mod manifests;
     mod members;
