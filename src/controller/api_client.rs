@@ -26,14 +26,25 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const PING_EVERY: Duration = Duration::from_secs(30);
 const PING_ANSWERED_WITHIN: Duration = Duration::from_secs(15);
 
+/// How long a request waits for its answer to begin. kube-apiserver ends any request but a
+/// watch (or exec and the like) after its `--request-timeout`, 60 s by default; an answer that
+/// has not begun by then is not coming. Over HTTP/2 nothing else would end the wait: the
+/// connection's pings are answered, and kube sets no timeout of its own. A watch's answer
+/// begins at once, its events follow in the body, which this does not bound.
+pub const ANSWER_BEGINS_WITHIN: Duration = Duration::from_secs(70);
+
 /// A client for the cluster the operator runs in (or the kubeconfig's current context).
 pub async fn connect() -> Result<kube::Client, kube::Error> {
     let config = kube::Config::infer().await.map_err(kube::Error::InferConfig)?;
-    client(config)
+    client(config, ANSWER_BEGINS_WITHIN)
 }
 
-/// A client for `config`: kube's layers, over HTTP/2 when the server agrees to it by ALPN.
-pub fn client(config: kube::Config) -> Result<kube::Client, kube::Error> {
+/// A client for `config`: kube's layers, over HTTP/2 when the server agrees to it by ALPN,
+/// giving up on a request whose answer has not begun within `answer_begins_within`.
+pub fn client(
+    config: kube::Config,
+    answer_begins_within: Duration,
+) -> Result<kube::Client, kube::Error> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     // An HTTP/2 request with a body is a HEADERS and a DATA frame, often two writes: with
@@ -67,6 +78,7 @@ pub fn client(config: kube::Config) -> Result<kube::Client, kube::Error> {
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
         .map_err(BoxError::from)
+        .timeout(answer_begins_within)
         .service(transport);
     Ok(kube::Client::new(service, config.default_namespace))
 }
