@@ -1345,3 +1345,36 @@ fn pod_cells(pod: &Value) -> Vec<Value> {
         pod["status"]["podIP"].clone(),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_accept_header_names_the_conversion_as_clients_send_it() {
+        // kubectl get
+        let kubectl = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+        assert_eq!(Convert::of(kubectl), Convert::Table);
+        // kube-runtime's metadata watches and lists
+        let watch = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
+        assert_eq!(Convert::of(watch), Convert::PartialObjectMetadata);
+        let list = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
+        assert_eq!(Convert::of(list), Convert::PartialObjectMetadataList);
+        assert_eq!(Convert::of("application/json, */*"), Convert::None);
+        // Only meta.k8s.io's kinds convert.
+        assert_eq!(Convert::of("application/json;as=Table;g=example.com;v=v1"), Convert::None);
+    }
+
+    #[test]
+    fn an_object_reduced_to_metadata_keeps_all_of_it_and_a_status_stays_whole() {
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "resourceVersion": "7", "ownerReferences": [{"uid": "u"}]}, "data": {"tls.key": "c2VjcmV0"}});
+        let partial = partial_object_metadata(&secret);
+        assert_eq!(partial["kind"], "PartialObjectMetadata");
+        assert_eq!(partial["apiVersion"], "meta.k8s.io/v1");
+        assert_eq!(partial["metadata"], secret["metadata"]);
+        assert!(partial.get("data").is_none());
+        let status =
+            json!({"kind": "Status", "apiVersion": "v1", "code": 410, "reason": "Expired"});
+        assert_eq!(partial_object_metadata(&status), status);
+    }
+}

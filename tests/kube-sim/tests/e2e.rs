@@ -14,7 +14,11 @@ fn scenario(name: &str) {
         .expect("kube-sim runs");
     let text =
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && text.contains("PASS"), "scenario {name} failed:\n{text}");
+    if !(out.status.success() && text.contains("PASS")) {
+        // The whole story stays for a person to read: every container's log, the audit log.
+        let kept = state.keep();
+        panic!("scenario {name} failed (its state is kept in {}):\n{text}", kept.display());
+    }
     // Every API call the operator made was granted by the RBAC rules manifests/ installs.
     assert!(
         !text.contains("RBAC denied"),
