@@ -8,7 +8,7 @@ use crate::issue::{LeafSpec, Usage, issue_ca, issue_leaf};
 use crate::{CertKeyPair, Error, Lifetimes};
 
 /// What a cluster's certificates must cover.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ClusterPkiRequest {
     pub cluster: String,
     pub namespace: String,

@@ -8,8 +8,7 @@ use std::time::Duration;
 use etcd_crds::EtcdCluster;
 use etcd_crds::conditions::{condition, set_condition};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -19,6 +18,7 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::owned::Watched;
 use super::{Context, Error, kube_err, namespace_of, write_status};
 use crate::etcd::ClientTls;
 use crate::k8s::members::KubeMembers;
@@ -52,7 +52,15 @@ async fn reconcile_once(cluster: Arc<EtcdCluster>, ctx: &Arc<Context>) -> Result
     .map_err(|err| Error::Finalizer(Box::new(err)))
 }
 
-async fn apply_object<K>(ctx: &Context, namespace: &str, object: &K) -> Result<(), Error>
+/// Server-side applies one of the cluster's objects, unless this very object was applied last
+/// and the object is still at the version that apply returned (`live`: its resourceVersion as a
+/// watch or a read just saw it), so that nobody changed it since ([`super::owned`]).
+async fn apply_object<K>(
+    ctx: &Context,
+    cluster: &EtcdCluster,
+    object: &K,
+    live: Option<String>,
+) -> Result<(), Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Serialize
@@ -60,12 +68,36 @@ where
         + Clone
         + std::fmt::Debug,
 {
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    let namespace = names::namespace(cluster);
+    let owner = cluster.uid().unwrap_or_default();
+    let kind = K::kind(&());
     let name = object.meta().name.clone().unwrap_or_default();
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object))
+    let digest = super::owned::digest(object);
+    if ctx.owned.already_applied(&owner, &kind, &name, digest, live.as_deref()) {
+        return Ok(());
+    }
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    let applied = api
+        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object))
         .await
-        .map_err(kube_err(format!("apply {} {name}", K::kind(&()))))?;
+        .map_err(kube_err(format!("apply {kind} {name}")))?;
+    ctx.owned.record_apply(&owner, &kind, &name, digest, applied.meta().resource_version.clone());
     Ok(())
+}
+
+/// [`apply_object`] of a kind whose versions a watch keeps.
+async fn apply_watched<K>(ctx: &Context, cluster: &EtcdCluster, object: &K) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Watched
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    let live = ctx.owned.version::<K>(&names::namespace(cluster), &name);
+    apply_object(ctx, cluster, object, live).await
 }
 
 /// One reconcile of a live cluster, in three steps: its TLS, its Kubernetes objects, then one
@@ -116,6 +148,11 @@ async fn ensure_tls(
         propagation: time::Duration::try_from(ctx.ca_bundle_propagation)
             .unwrap_or(time::Duration::MAX),
     };
+    let uid = cluster.uid().unwrap_or_default();
+    let inputs = (&request, &rollout);
+    if let Some(tls) = ctx.owned.known_pki(&uid, &inputs, namespace) {
+        return Ok(Ok(Some(tls)));
+    }
     let now = time::OffsetDateTime::now_utc();
     let ensured =
         ensure_cluster_pki(&ctx.client, namespace, &request, &owner, &rollout, now).await?;
@@ -125,26 +162,30 @@ async fn ensure_tls(
     }
     // The operator trusts the whole bundle: during a CA rollover members' certificates may
     // come from either CA.
-    Ok(Ok(Some(ClientTls {
+    let tls = ClientTls {
         ca_pem: ensured.trust_bundle,
         cert_pem: ensured.pki.client.cert_pem,
         key_pem: ensured.pki.client.key_pem,
-    })))
+    };
+    if let Some(read_at) = ensured.read_at {
+        ctx.owned.record_pki(&uid, &inputs, read_at, tls.clone());
+    }
+    Ok(Ok(Some(tls)))
 }
 
 /// The cluster's Services, disruption budget and StatefulSet (server-side apply), and its
-/// claims grown to the spec's size; returns the VolumeExpansion condition.
+/// claims grown to the spec's size.
 async fn apply_objects(
     cluster: &EtcdCluster,
     ctx: &Context,
     namespace: &str,
     current_sts: Option<StatefulSet>,
     tls: Option<&ClientTls>,
-) -> Result<Option<Condition>, Error> {
-    apply_object::<Service>(ctx, namespace, &objects::headless_service(cluster)).await?;
-    apply_object::<Service>(ctx, namespace, &objects::client_service(cluster)).await?;
-    apply_object::<PodDisruptionBudget>(ctx, namespace, &objects::pod_disruption_budget(cluster))
-        .await?;
+) -> Result<Volumes, Error> {
+    apply_watched(ctx, cluster, &objects::headless_service(cluster)).await?;
+    apply_watched(ctx, cluster, &objects::client_service(cluster)).await?;
+    apply_watched(ctx, cluster, &objects::pod_disruption_budget(cluster)).await?;
+    let live = current_sts.as_ref().and_then(|s| s.metadata.resource_version.clone());
     let current = current_sts.and_then(|s| s.spec);
     let replicas = current.as_ref().and_then(|s| s.replicas).unwrap_or(0);
     let partition = current.as_ref().map(|s| {
@@ -174,7 +215,7 @@ async fn apply_objects(
         // claims themselves (expand_claims), and the StatefulSet keeps the templates it has.
         spec.volume_claim_templates = current.volume_claim_templates.clone();
     }
-    apply_object(ctx, namespace, &statefulset).await?;
+    apply_object(ctx, cluster, &statefulset, live).await?;
     expand_claims(cluster, ctx, namespace).await
 }
 
@@ -204,10 +245,14 @@ async fn membership_step(
     ctx: &Context,
     namespace: &str,
     tls: Option<&ClientTls>,
-    volumes: Option<Condition>,
+    volumes: Volumes,
 ) -> Result<Action, Error> {
     let name = cluster.name_any();
-    let port = KubeMembers { client: ctx.client.clone(), cluster: cluster.clone() };
+    let port = KubeMembers {
+        client: ctx.client.clone(),
+        cluster: cluster.clone(),
+        claims: volumes.claims,
+    };
     let mut target = Target {
         cluster: name.clone(),
         size: usize::try_from(cluster.spec.size).unwrap_or(0),
@@ -237,8 +282,8 @@ async fn membership_step(
         );
         set_condition(&mut status.conditions, valid);
     }
-    if let Some(volumes) = volumes {
-        set_condition(&mut status.conditions, volumes);
+    if let Some(expansion) = volumes.expansion {
+        set_condition(&mut status.conditions, expansion);
     }
     status.selector = Some(names::selector_string(&name));
     let labels = metric_labels(cluster);
@@ -357,24 +402,43 @@ fn members_trust(statefulset: Option<&StatefulSet>) -> MembersTrust {
 /// Condition type reporting whether the claims have the spec's storage size.
 pub const VOLUMES_CONDITION: &str = "VolumeExpansion";
 
-/// Grows each member's claim to `spec.storage.size` (the webhook refuses shrinking), and says
-/// how far that got: every claim's capacity reached, still expanding, or refused by the API
-/// server (a StorageClass without allowVolumeExpansion), with its reason.
+/// The cluster's claims as a pass listed them, and how growing them stands.
+struct Volumes {
+    /// None with ephemeral storage.
+    claims: Option<Vec<PersistentVolumeClaim>>,
+    /// The VolumeExpansion condition.
+    expansion: Option<Condition>,
+}
+
+/// Lists the cluster's claims and grows them to `spec.storage.size`.
 async fn expand_claims(
     cluster: &EtcdCluster,
     ctx: &Context,
     namespace: &str,
-) -> Result<Option<Condition>, Error> {
+) -> Result<Volumes, Error> {
     if cluster.spec.storage.ephemeral {
-        return Ok(None);
+        return Ok(Volumes { claims: None, expansion: None });
     }
-    let wanted = &cluster.spec.storage.size;
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
     let selector = names::selector_string(&cluster.name_any());
     let claims = api
         .list(&ListParams::default().labels(&selector))
         .await
-        .map_err(kube_err("list the cluster's PersistentVolumeClaims"))?;
+        .map_err(kube_err("list the cluster's PersistentVolumeClaims"))?
+        .items;
+    let expansion = grow_claims(cluster, &api, &claims).await;
+    Ok(Volumes { claims: Some(claims), expansion: Some(expansion) })
+}
+
+/// Grows each member's claim to `spec.storage.size` (the webhook refuses shrinking), and says
+/// how far that got: every claim's capacity reached, still expanding, or refused by the API
+/// server (a StorageClass without allowVolumeExpansion), with its reason.
+async fn grow_claims(
+    cluster: &EtcdCluster,
+    api: &Api<PersistentVolumeClaim>,
+    claims: &[PersistentVolumeClaim],
+) -> Condition {
+    let wanted = &cluster.spec.storage.size;
     let storage = |map: Option<
         &std::collections::BTreeMap<
             String,
@@ -382,7 +446,7 @@ async fn expand_claims(
         >,
     >| { map.and_then(|m| m.get("storage")).cloned() };
     let mut pending = Vec::new();
-    for claim in &claims.items {
+    for claim in claims {
         let name = claim.name_any();
         let requested = storage(
             claim
@@ -401,13 +465,14 @@ async fn expand_claims(
                     other => other.to_string(),
                 };
                 let message = format!("claim {name} cannot grow to {}: {refused}", wanted.0);
-                return Ok(Some(condition(
+                let generation = cluster.metadata.generation;
+                return condition(
                     VOLUMES_CONDITION,
                     false,
                     "ExpansionRefused",
                     message,
-                    cluster.metadata.generation,
-                )));
+                    generation,
+                );
             }
         }
         let capacity = storage(claim.status.as_ref().and_then(|s| s.capacity.as_ref()));
@@ -415,13 +480,13 @@ async fn expand_claims(
             pending.push(name);
         }
     }
-    Ok(Some(if pending.is_empty() {
-        let message = format!("{} claims have {}", claims.items.len(), wanted.0);
+    if pending.is_empty() {
+        let message = format!("{} claims have {}", claims.len(), wanted.0);
         condition(VOLUMES_CONDITION, true, "Expanded", message, cluster.metadata.generation)
     } else {
         let message = format!("growing to {}: {}", wanted.0, pending.join(", "));
         condition(VOLUMES_CONDITION, false, "Expanding", message, cluster.metadata.generation)
-    }))
+    }
 }
 
 /// Condition type reporting whether user-provided TLS Secrets can be used.

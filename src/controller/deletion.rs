@@ -37,6 +37,7 @@ pub async fn cleanup(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Err
             .await;
     }
     ctx.clusters.forget(&super::cluster::metric_labels(cluster));
+    ctx.owned.forget(&cluster.uid().unwrap_or_default());
     Ok(Action::await_change())
 }
 

@@ -8,6 +8,7 @@ pub mod backup;
 pub mod cluster;
 pub mod deletion;
 pub mod leader;
+pub mod owned;
 pub mod restore;
 pub mod run;
 
@@ -40,6 +41,10 @@ pub struct Context {
     /// How long a changed CA bundle takes to reach every pod that mounts it (the kubelet's
     /// Secret sync); a CA rollover waits this long before leaves move to the new CA.
     pub ca_bundle_propagation: Duration,
+    /// What the EtcdCluster controller last applied and read, checked against its watches so
+    /// that a reconcile that would find nothing changed asks the API server nothing. Without
+    /// watches (`Context::new`) nothing is trusted and every request is made.
+    pub owned: owned::Owned,
     /// Registered into /metrics by `run`.
     pub backups: backup::BackupMetrics,
     pub clusters: crate::cluster_metrics::ClusterMetrics,
@@ -55,6 +60,7 @@ impl Context {
             operator_image,
             health_interval: Duration::from_secs(30),
             ca_bundle_propagation: Duration::from_secs(180),
+            owned: owned::Owned::unwatched(),
             backups: backup::BackupMetrics::default(),
             clusters: crate::cluster_metrics::ClusterMetrics::default(),
             reconciles: ReconcileMetrics::default(),

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use etcd_certs::resolver::{ReloadableCert, certified_key};
+use kube::core::PartialObjectMeta;
 
 use super::leader::Leadership;
 use crate::retry::{self, with_backoff};
@@ -140,6 +141,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     tracing::info!(%operator_image, "etcd pods run this image as member-init");
     let mut context = super::Context::new(client.clone(), operator_image, identity);
     context.ca_bundle_propagation = Duration::from_secs(args.ca_bundle_propagation_seconds);
+    let (owned, owned_writers) = super::owned::Owned::watched();
+    context.owned = owned;
     let context = Arc::new(context);
     {
         let mut registry = metrics.registry.lock().unwrap_or_else(|p| p.into_inner());
@@ -150,7 +153,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let outcome = tokio::select! {
         () = leadership.lost() => Err(Error::LostLeadership),
         () = keep_ca_bundle(webhook.clone()) => Ok(()),
-        () = cluster_controller(client.clone(), context.clone()) => Ok(()),
+        () = cluster_controller(client.clone(), context.clone(), owned_writers) => Ok(()),
         () = backup_controller(client.clone(), context.clone()) => Ok(()),
         () = restore_controller(client, context) => Ok(()),
         served = &mut server => finished(served),
@@ -178,24 +181,60 @@ async fn own_image(client: &kube::Client, namespace: &str, pod: Option<&str>) ->
         .ok_or(Error::Usage("the operator's own pod has no container image"))
 }
 
-/// The EtcdCluster controller over every namespace, woken by changes to what it owns.
-async fn cluster_controller(client: kube::Client, context: Arc<super::Context>) {
+/// The EtcdCluster controller over every namespace, woken by changes to what it owns. Owned
+/// objects are watched as metadata only; the versions of those it applies or reads every pass
+/// are kept in `writers`' stores, so that a pass that finds them as it left them asks nothing.
+async fn cluster_controller(
+    client: kube::Client,
+    context: Arc<super::Context>,
+    writers: super::owned::Writers,
+) {
     use futures::StreamExt;
     use k8s_openapi::api::apps::v1::StatefulSet;
     use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
     use kube::runtime::{Controller, watcher};
     let api = kube::Api::<etcd_crds::EtcdCluster>::all(client.clone());
     // Only what the operator made: not every Secret and ConfigMap of the cluster.
     let ours = || watcher::Config::default().labels(&crate::names::managed_by_selector());
     Controller::new(api, watcher::Config::default())
         .owns(kube::Api::<StatefulSet>::all(client.clone()), ours())
-        .owns(kube::Api::<Service>::all(client.clone()), ours())
         .owns(kube::Api::<ConfigMap>::all(client.clone()), ours())
-        .owns(kube::Api::<Secret>::all(client), ours())
+        .owns_stream(owned_versions::<Service>(client.clone(), ours(), writers.services))
+        .owns_stream(owned_versions::<PodDisruptionBudget>(client.clone(), ours(), writers.budgets))
+        .owns_stream(owned_versions::<Secret>(client, ours(), writers.secrets))
         .shutdown_on_signal()
         .run(super::cluster::reconcile, super::error_policy, context)
         .for_each(log_failure("reconcile error"))
         .await;
+}
+
+/// A metadata-only watch of the operator's objects of one kind, keeping their versions in
+/// `writer`'s store, and yielding each object touched for the controller to wake its owner.
+fn owned_versions<K>(
+    client: kube::Client,
+    config: kube::runtime::watcher::Config,
+    writer: kube::runtime::reflector::store::Writer<PartialObjectMeta<K>>,
+) -> impl futures::Stream<
+    Item = std::result::Result<PartialObjectMeta<K>, kube::runtime::watcher::Error>,
+> + Send
++ 'static
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    use kube::runtime::{WatchStreamExt, watcher};
+    watcher(kube::Api::<PartialObjectMeta<K>>::all(client), config)
+        .default_backoff()
+        // Managed fields are most of an object's metadata, and nothing here reads them.
+        .modify(|object| object.metadata.managed_fields = None)
+        .reflect(writer)
+        .touched_objects()
 }
 
 /// The EtcdBackup controller: each object is looked at when it changes and when its next run is

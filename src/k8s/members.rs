@@ -23,6 +23,9 @@ use crate::names::{self, FIELD_MANAGER};
 pub struct KubeMembers {
     pub client: Client,
     pub cluster: EtcdCluster,
+    /// The cluster's claims as this pass already listed them (to grow them), if it did:
+    /// `with_data` reads these instead of listing them again.
+    pub claims: Option<Vec<PersistentVolumeClaim>>,
 }
 
 fn kube_err(what: String) -> impl FnOnce(kube::Error) -> Error {
@@ -274,15 +277,19 @@ impl MemberPort for KubeMembers {
         if self.cluster.spec.storage.ephemeral {
             return self.running().await;
         }
-        let api: Api<PersistentVolumeClaim> =
-            Api::namespaced(self.client.clone(), &self.namespace());
-        let claims = api
-            .list(&ListParams::default().labels(&self.selector()))
-            .await
-            .map_err(kube_err(format!("list claims of {}", self.name())))?;
+        let claims = match &self.claims {
+            Some(claims) => claims.clone(),
+            None => {
+                let api: Api<PersistentVolumeClaim> =
+                    Api::namespaced(self.client.clone(), &self.namespace());
+                api.list(&ListParams::default().labels(&self.selector()))
+                    .await
+                    .map_err(kube_err(format!("list claims of {}", self.name())))?
+                    .items
+            }
+        };
         // A claim being deleted is data being lost, not data to start from.
         Ok(claims
-            .items
             .into_iter()
             .filter(|c| c.metadata.deletion_timestamp.is_none())
             .filter_map(|c| names::member_of_claim(&c.metadata.name?).map(str::to_owned))

@@ -26,6 +26,11 @@ pub struct EnsuredPki {
     /// Every CA to trust: the signing CA, and during a rollover the previous one.
     pub trust_bundle: String,
     pub outcome: PkiOutcome,
+    /// Each Secret's name and the resourceVersion it was read at, when nothing was written and
+    /// no CA rollover is under way: the same call would decide the same for as long as the
+    /// Secrets stay at these versions and its other inputs stay the same (until a certificate
+    /// comes due, months ahead).
+    pub read_at: Option<BTreeMap<String, String>>,
 }
 
 /// What ensuring a cluster's PKI did.
@@ -38,7 +43,7 @@ pub enum PkiOutcome {
 }
 
 /// What a cluster's CA rollover waits on, seen from outside the Secrets.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 pub struct TrustRollout {
     /// A token a person set to ask for a new CA (`etcd_crds::ROTATE_CA_ANNOTATION`); a rollover
     /// starts when it differs from the token the CA Secret says was handled last.
@@ -51,7 +56,7 @@ pub struct TrustRollout {
 }
 
 /// The trust bundle the running members loaded, by [`bundle_fingerprint`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum MembersTrust {
     /// No member pods exist yet.
     NoMembers,
@@ -111,7 +116,7 @@ pub async fn ensure_cluster_pki(
             }
         }
         let trust_bundle = pki.ca.cert_pem.clone();
-        return Ok(EnsuredPki { pki, trust_bundle, outcome: PkiOutcome::Created });
+        return Ok(EnsuredPki { pki, trust_bundle, outcome: PkiOutcome::Created, read_at: None });
     };
     let lifetimes = Lifetimes::default();
     let trust = Trust {
@@ -236,8 +241,17 @@ pub async fn ensure_cluster_pki(
             .await
             .map_err(kube_err(format!("replace Secret {ca_name}")))?;
     }
+    let settled = outcome == PkiOutcome::Unchanged
+        && step == RolloverStep::Steady
+        && trust.previous_ca_pem.is_none();
+    let read_at = settled.then(|| {
+        existing
+            .values()
+            .filter_map(|s| Some((s.metadata.name.clone()?, s.metadata.resource_version.clone()?)))
+            .collect()
+    });
     pki.ca = trust.current;
-    Ok(EnsuredPki { pki, trust_bundle: bundle, outcome })
+    Ok(EnsuredPki { pki, trust_bundle: bundle, outcome, read_at })
 }
 
 /// The CA Secret for a trust state: the signing CA as the pair, the previous CA beside it while

@@ -62,7 +62,7 @@ async fn a_wipe_deletes_the_claim_before_the_pod() {
         Exchange::new(Method::GET, format!("{NS}/pods/demo-1"), running_pod()),
         Exchange::new(Method::DELETE, format!("{NS}/pods/demo-1"), running_pod()),
     ]);
-    KubeMembers { client, cluster: cluster() }.wipe("demo-1").await.unwrap();
+    KubeMembers { client, cluster: cluster(), claims: None }.wipe("demo-1").await.unwrap();
     let seen = recorded.await.unwrap();
     assert_eq!(
         deletions(&seen),
@@ -87,7 +87,7 @@ async fn fencing_a_running_member_deletes_its_claim_before_its_pod() {
         Exchange::new(Method::DELETE, format!("{NS}/persistentvolumeclaims/data-demo-1"), claim()),
         Exchange::new(Method::DELETE, format!("{NS}/pods/demo-1"), running_pod()),
     ]);
-    KubeMembers { client, cluster: cluster() }.fence("demo-1").await.unwrap();
+    KubeMembers { client, cluster: cluster(), claims: None }.fence("demo-1").await.unwrap();
     let seen = recorded.await.unwrap();
     assert_eq!(
         deletions(&seen),
