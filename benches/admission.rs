@@ -28,7 +28,7 @@ const DURATION: Duration = Duration::from_secs(5);
 /// Requests per second, over all connections, of the moderate load.
 const MODERATE_RATE: u64 = 2000;
 /// Turns each handler takes at saturation.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 /// A CREATE as kube-apiserver sends it for `kubectl apply` of a spec that leaves most fields out.
 fn request() -> Vec<u8> {
@@ -49,6 +49,8 @@ fn request() -> Vec<u8> {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    // Both sides allocate as the operator does (its main tunes the allocator first).
+    etcd_operator::tune_allocator();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let _ = rustls::crypto::ring::default_provider().install_default();
     if let Some(i) = args.iter().position(|a| a == "--client") {
