@@ -78,6 +78,12 @@ struct AppliedKey {
     name: String,
 }
 
+impl AppliedKey {
+    fn new(owner: &str, kind: &str, name: &str) -> Self {
+        Self { owner: owner.to_owned(), kind: kind.to_owned(), name: name.to_owned() }
+    }
+}
+
 struct Applied {
     digest: u64,
     version: String,
@@ -127,8 +133,7 @@ impl Owned {
         digest: u64,
         live: Option<&str>,
     ) -> bool {
-        let key =
-            AppliedKey { owner: owner.to_owned(), kind: kind.to_owned(), name: name.to_owned() };
+        let key = AppliedKey::new(owner, kind, name);
         let applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
         applied.get(&key).is_some_and(|a| {
             a.digest == digest && Some(a.version.as_str()) == live && a.at.elapsed() < TRUSTED_FOR
@@ -144,8 +149,7 @@ impl Owned {
         digest: u64,
         version: Option<String>,
     ) {
-        let key =
-            AppliedKey { owner: owner.to_owned(), kind: kind.to_owned(), name: name.to_owned() };
+        let key = AppliedKey::new(owner, kind, name);
         let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
         match version {
             Some(version) => applied.insert(key, Applied { digest, version, at: Instant::now() }),
@@ -219,54 +223,30 @@ mod tests {
         ClientTls { ca_pem: "ca".into(), cert_pem: "cert".into(), key_pem: "key".into() }
     }
 
+    /// Whether `owner`'s apply of `K/name` with `digest` is trusted, `name`'s version as the
+    /// watch last delivered it.
+    fn trusted<K: Watched>(owned: &Owned, owner: &str, name: &str, digest: u64) -> bool {
+        let live = owned.version::<K>("prod", name);
+        owned.already_applied(owner, &K::kind(&()), name, digest, live.as_deref())
+    }
+
     #[test]
     fn an_apply_is_trusted_while_the_object_is_at_the_version_it_returned() {
         let (owned, mut writers) = Owned::watched();
         let digest = digest(&serde_json::json!({"spec": {"ports": [2379]}}));
-        let live = |owned: &Owned| owned.version::<Service>("prod", "demo-client");
-        assert!(!owned.already_applied("uid", "Service", "demo-client", digest, None));
+        assert!(!trusted::<Service>(&owned, "uid", "demo-client", digest));
         owned.record_apply("uid", "Service", "demo-client", digest, Some("7".into()));
         // The watch has not delivered the apply's own write yet.
-        assert!(!owned.already_applied(
-            "uid",
-            "Service",
-            "demo-client",
-            digest,
-            live(&owned).as_deref()
-        ));
+        assert!(!trusted::<Service>(&owned, "uid", "demo-client", digest));
         seen(&mut writers.services, "demo-client", "7");
-        assert!(owned.already_applied(
-            "uid",
-            "Service",
-            "demo-client",
-            digest,
-            live(&owned).as_deref()
-        ));
+        assert!(trusted::<Service>(&owned, "uid", "demo-client", digest));
         // Another object, another cluster, other content: not this record.
-        assert!(!owned.already_applied("uid", "Service", "demo", digest, live(&owned).as_deref()));
-        assert!(!owned.already_applied(
-            "uid2",
-            "Service",
-            "demo-client",
-            digest,
-            live(&owned).as_deref()
-        ));
-        assert!(!owned.already_applied(
-            "uid",
-            "Service",
-            "demo-client",
-            digest + 1,
-            live(&owned).as_deref()
-        ));
+        assert!(!owned.already_applied("uid", "Service", "demo", digest, Some("7")));
+        assert!(!trusted::<Service>(&owned, "uid2", "demo-client", digest));
+        assert!(!trusted::<Service>(&owned, "uid", "demo-client", digest + 1));
         // Someone else wrote it.
         seen(&mut writers.services, "demo-client", "9");
-        assert!(!owned.already_applied(
-            "uid",
-            "Service",
-            "demo-client",
-            digest,
-            live(&owned).as_deref()
-        ));
+        assert!(!trusted::<Service>(&owned, "uid", "demo-client", digest));
     }
 
     #[test]
@@ -274,38 +254,21 @@ mod tests {
         let (owned, mut writers) = Owned::watched();
         seen(&mut writers.budgets, "demo", "3");
         owned.record_apply("uid", "PodDisruptionBudget", "demo", 1, Some("3".into()));
-        let live = |owned: &Owned| owned.version::<PodDisruptionBudget>("prod", "demo");
-        assert!(owned.already_applied(
-            "uid",
-            "PodDisruptionBudget",
-            "demo",
-            1,
-            live(&owned).as_deref()
-        ));
+        assert!(trusted::<PodDisruptionBudget>(&owned, "uid", "demo", 1));
         let mut gone = PartialObjectMeta::<PodDisruptionBudget>::default();
         gone.metadata.name = Some("demo".into());
         gone.metadata.namespace = Some("prod".into());
         writers.budgets.apply_watcher_event(&Event::Delete(gone));
-        assert_eq!(live(&owned), None);
-        assert!(!owned.already_applied("uid", "PodDisruptionBudget", "demo", 1, None));
+        assert_eq!(owned.version::<PodDisruptionBudget>("prod", "demo"), None);
+        assert!(!trusted::<PodDisruptionBudget>(&owned, "uid", "demo", 1));
 
         seen(&mut writers.budgets, "demo", "4");
         owned.record_apply("uid", "PodDisruptionBudget", "demo", 1, Some("4".into()));
-        let key = AppliedKey {
-            owner: "uid".into(),
-            kind: "PodDisruptionBudget".into(),
-            name: "demo".into(),
-        };
+        let key = AppliedKey::new("uid", "PodDisruptionBudget", "demo");
         if let Some(applied) = owned.applied.lock().unwrap().get_mut(&key) {
             applied.at = Instant::now().checked_sub(TRUSTED_FOR).unwrap_or(applied.at);
         }
-        assert!(!owned.already_applied(
-            "uid",
-            "PodDisruptionBudget",
-            "demo",
-            1,
-            live(&owned).as_deref()
-        ));
+        assert!(!trusted::<PodDisruptionBudget>(&owned, "uid", "demo", 1));
     }
 
     #[test]

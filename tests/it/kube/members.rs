@@ -41,56 +41,54 @@ fn claim() -> Value {
     json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data-demo-1"}})
 }
 
-fn deletions(seen: &[Recorded]) -> Vec<String> {
-    seen.iter().filter(|r| r.method == Method::DELETE).map(|r| r.path.clone()).collect()
+/// The script of a member's removal: its bootstrap entry goes, then `middle`, then its pod is
+/// deleted.
+fn removal(middle: [Exchange; 2]) -> Vec<Exchange> {
+    let mut script = vec![
+        Exchange::new(
+            Method::GET,
+            format!("{NS}/configmaps/demo-bootstrap"),
+            bootstrap(&["demo-0", "demo-1"]),
+        ),
+        Exchange::new(
+            Method::PATCH,
+            format!("{NS}/configmaps/demo-bootstrap"),
+            bootstrap(&["demo-0"]),
+        ),
+    ];
+    script.extend(middle);
+    script.push(Exchange::new(Method::DELETE, format!("{NS}/pods/demo-1"), running_pod()));
+    script
+}
+
+fn delete_claim() -> Exchange {
+    Exchange::new(Method::DELETE, format!("{NS}/persistentvolumeclaims/data-demo-1"), claim())
+}
+
+fn get_pod() -> Exchange {
+    Exchange::new(Method::GET, format!("{NS}/pods/demo-1"), running_pod())
+}
+
+/// The claim was deleted, then the pod, and nothing else.
+fn assert_claim_then_pod(seen: &[Recorded]) {
+    let deletions: Vec<String> =
+        seen.iter().filter(|r| r.method == Method::DELETE).map(|r| r.path.clone()).collect();
+    assert_eq!(
+        deletions,
+        [format!("{NS}/persistentvolumeclaims/data-demo-1"), format!("{NS}/pods/demo-1")]
+    );
 }
 
 #[tokio::test]
 async fn a_wipe_deletes_the_claim_before_the_pod() {
-    let (client, recorded) = serve(vec![
-        Exchange::new(
-            Method::GET,
-            format!("{NS}/configmaps/demo-bootstrap"),
-            bootstrap(&["demo-0", "demo-1"]),
-        ),
-        Exchange::new(
-            Method::PATCH,
-            format!("{NS}/configmaps/demo-bootstrap"),
-            bootstrap(&["demo-0"]),
-        ),
-        Exchange::new(Method::DELETE, format!("{NS}/persistentvolumeclaims/data-demo-1"), claim()),
-        Exchange::new(Method::GET, format!("{NS}/pods/demo-1"), running_pod()),
-        Exchange::new(Method::DELETE, format!("{NS}/pods/demo-1"), running_pod()),
-    ]);
+    let (client, recorded) = serve(removal([delete_claim(), get_pod()]));
     KubeMembers { client, cluster: cluster(), claims: None }.wipe("demo-1").await.unwrap();
-    let seen = recorded.await.unwrap();
-    assert_eq!(
-        deletions(&seen),
-        [format!("{NS}/persistentvolumeclaims/data-demo-1"), format!("{NS}/pods/demo-1")]
-    );
+    assert_claim_then_pod(&recorded.await.unwrap());
 }
 
 #[tokio::test]
 async fn fencing_a_running_member_deletes_its_claim_before_its_pod() {
-    let (client, recorded) = serve(vec![
-        Exchange::new(
-            Method::GET,
-            format!("{NS}/configmaps/demo-bootstrap"),
-            bootstrap(&["demo-0", "demo-1"]),
-        ),
-        Exchange::new(
-            Method::PATCH,
-            format!("{NS}/configmaps/demo-bootstrap"),
-            bootstrap(&["demo-0"]),
-        ),
-        Exchange::new(Method::GET, format!("{NS}/pods/demo-1"), running_pod()),
-        Exchange::new(Method::DELETE, format!("{NS}/persistentvolumeclaims/data-demo-1"), claim()),
-        Exchange::new(Method::DELETE, format!("{NS}/pods/demo-1"), running_pod()),
-    ]);
+    let (client, recorded) = serve(removal([get_pod(), delete_claim()]));
     KubeMembers { client, cluster: cluster(), claims: None }.fence("demo-1").await.unwrap();
-    let seen = recorded.await.unwrap();
-    assert_eq!(
-        deletions(&seen),
-        [format!("{NS}/persistentvolumeclaims/data-demo-1"), format!("{NS}/pods/demo-1")]
-    );
+    assert_claim_then_pod(&recorded.await.unwrap());
 }

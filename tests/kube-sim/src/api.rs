@@ -1220,7 +1220,6 @@ fn age(timestamp: &Value) -> Value {
     }
 }
 
-/// A meta.k8s.io/v1 Table of `items` with the kind's printer columns.
 /// What a client asked the answer to be converted into: the `as=` of its Accept header
 /// (kube-apiserver's `targetEncodingForTransform` and `doTransformObject`, in
 /// staging/src/k8s.io/apiserver/pkg/endpoints/handlers/response.go). kube-runtime's `owns` and
@@ -1262,6 +1261,7 @@ fn partial_object_metadata(object: &Value) -> Value {
     json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": object["metadata"]})
 }
 
+/// A meta.k8s.io/v1 Table of `items` with the kind's printer columns.
 fn table(kind: &Kind, items: &[Value], query: &HashMap<String, String>, rv: &str) -> Value {
     let mut columns = vec![
         json!({"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}),
