@@ -1073,22 +1073,14 @@ impl ApiServer {
         }
         let name = store::name_of(&current);
         let namespace = store::namespace_of(&current);
-        // Pods on a node end gracefully: the kubelet stops the containers and then removes the
-        // pod; a grace period of 0 removes it at once (a force delete).
-        if kind.resource() == "/pods" && current["spec"]["nodeName"].is_string() && grace != Some(0)
-        {
-            let grace = grace
-                .or_else(|| current["spec"]["terminationGracePeriodSeconds"].as_i64())
-                .unwrap_or(30);
-            return Ok(self.store.mark_deleting(&kind, &namespace, &name, grace)?);
-        }
         if options["propagationPolicy"] == "Orphan" {
             crate::controllers::orphan(
                 &self.store,
                 current["metadata"]["uid"].as_str().unwrap_or_default(),
             );
         }
-        Ok(self.store.delete(&kind, &namespace, &name)?)
+        // Pods on a node end gracefully; a grace period of 0 removes one at once (a force delete).
+        Ok(self.store.delete_as_requested(&kind, &namespace, &name, grace)?)
     }
 
     async fn delete_collection(

@@ -45,9 +45,11 @@ pub fn modify(
     None
 }
 
+/// Deletes as a controller's DELETE call with default options does: a pod running on a node
+/// ends gracefully (its kubelet sends SIGTERM and waits its grace period).
 fn delete(store: &Store, resource: &str, namespace: &str, name: &str) {
     if let Some(kind) = kind(store, resource) {
-        let _ = store.delete(&kind, namespace, name);
+        let _ = store.delete_as_requested(&kind, namespace, name, None);
     }
 }
 

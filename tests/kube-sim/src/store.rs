@@ -134,6 +134,21 @@ fn spec_part(object: &Value) -> Value {
     copy
 }
 
+/// The grace period a pod's deletion gets, as the pod strategy's `CheckGracefulDelete`
+/// (`pkg/registry/core/pod/strategy.go`) decides it: the caller's, else the pod's
+/// terminationGracePeriodSeconds (30 by default); none for a pod never scheduled to a node or
+/// whose containers have all ended (phase Failed or Succeeded); a negative one becomes 1.
+fn pod_grace_period(pod: &Value, requested: Option<i64>) -> i64 {
+    let scheduled = pod["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
+    let ended = matches!(pod["status"]["phase"].as_str(), Some("Failed" | "Succeeded"));
+    if !scheduled || ended {
+        return 0;
+    }
+    let period =
+        requested.or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64()).unwrap_or(30);
+    if period < 0 { 1 } else { period }
+}
+
 fn finalizers(object: &Value) -> bool {
     meta(object)["finalizers"].as_array().is_some_and(|f| !f.is_empty())
 }
@@ -334,9 +349,31 @@ impl Store {
         Ok(current)
     }
 
+    /// Deletes an object as a DELETE call does, `grace` being the caller's grace period if it
+    /// gave one. A pod that has a grace period (see [`pod_grace_period`]) is only marked: its
+    /// kubelet stops the containers (SIGTERM, the period, SIGKILL) and then removes it.
+    /// Controllers delete pods this way too, as theirs go through the API with default options.
+    pub fn delete_as_requested(
+        &self,
+        kind: &Kind,
+        namespace: &str,
+        name: &str,
+        grace: Option<i64>,
+    ) -> Result<Value, Error> {
+        if kind.resource() == "/pods"
+            && let Some(pod) = self.get("/pods", namespace, name)
+        {
+            let period = pod_grace_period(&pod, grace);
+            if period > 0 {
+                return self.mark_deleting(kind, namespace, name, period);
+            }
+        }
+        self.delete(kind, namespace, name)
+    }
+
     /// Graceful deletion of a pod: marked with deletionTimestamp and its grace period; the
     /// kubelet removes it once its containers have stopped.
-    pub fn mark_deleting(
+    fn mark_deleting(
         &self,
         kind: &Kind,
         namespace: &str,
@@ -378,6 +415,46 @@ impl Store {
                 inner.rv += 1;
                 inner.record("DELETED", &kind.resource(), object, &self.events);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, node: Option<&str>, phase: &str) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 7},
+            "status": {"phase": phase},
+        })
+    }
+
+    #[test]
+    fn a_pod_on_a_node_is_deleted_gracefully_as_the_pod_strategy_decides() {
+        let store = Store::new(crate::resources::builtins());
+        let kind = store.lock().kind("/pods").cloned().expect("pods are served");
+        for object in [
+            pod("running", Some("node-1"), "Running"),
+            pod("pending", None, "Pending"),
+            pod("failed", Some("node-1"), "Failed"),
+            pod("forced", Some("node-1"), "Running"),
+        ] {
+            store.create(&kind, object).expect("created");
+        }
+        // The pod's own grace period: marked, left for its kubelet to stop and remove.
+        store.delete_as_requested(&kind, "default", "running", None).expect("deleted");
+        let running = store.get("/pods", "default", "running").expect("still there");
+        assert!(running["metadata"]["deletionTimestamp"].is_string(), "{running}");
+        assert_eq!(running["metadata"]["deletionGracePeriodSeconds"], 7);
+        // Never scheduled, already ended, or a grace period of 0: gone at once.
+        store.delete_as_requested(&kind, "default", "pending", None).expect("deleted");
+        store.delete_as_requested(&kind, "default", "failed", None).expect("deleted");
+        store.delete_as_requested(&kind, "default", "forced", Some(0)).expect("deleted");
+        for name in ["pending", "failed", "forced"] {
+            assert!(store.get("/pods", "default", name).is_none(), "{name} is still there");
         }
     }
 }
