@@ -9,6 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, MemberAddOptions, TlsOptions};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 
 pub mod config;
 pub mod install;
@@ -17,6 +19,8 @@ pub use config::ClusterState;
 /// How long one call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a call asked of any one member waits for an answer before asking the next as well.
+const ASK_NEXT_AFTER: Duration = Duration::from_millis(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -28,6 +32,8 @@ pub enum Error {
     NotYet { call: &'static str, reason: String },
     #[error("etcd {call} got no answer within {}s", CALL_TIMEOUT.as_secs())]
     Timeout { call: &'static str },
+    #[error("etcd {call}: no endpoint to ask")]
+    NoEndpoint { call: &'static str },
     #[error("cannot read {path}: {source}")]
     ReadPem { path: String, source: std::io::Error },
 }
@@ -149,6 +155,39 @@ pub struct EndpointStatus {
     pub version: String,
     pub is_learner: bool,
     pub raft_index: u64,
+}
+
+/// The cluster ID and member list, from the first of `endpoints` that answers. Each is asked on
+/// its own connection, the next one [`ASK_NEXT_AFTER`] after the one before unless an answer came:
+/// over one balanced connection a call that lands on a member as it stops (a rolling restart)
+/// fails the whole list although the others would answer, and asking strictly in turn would
+/// wait out a frozen member's connect timeout first. etcd's own client retries a member list on
+/// another endpoint for the same reason.
+pub async fn member_list_from_any(
+    endpoints: &[String],
+    tls: Option<&ClientTls>,
+) -> Result<(u64, Vec<Member>), Error> {
+    let mut asks: FuturesUnordered<_> = (0u32..)
+        .zip(endpoints)
+        .map(|(i, endpoint)| async move {
+            tokio::time::sleep(ASK_NEXT_AFTER * i).await;
+            let listed = async {
+                let mut client = connect(std::slice::from_ref(endpoint), tls).await?;
+                member_list(&mut client).await
+            };
+            listed
+                .await
+                .inspect_err(|err| tracing::debug!(endpoint, %err, "member list not answered"))
+        })
+        .collect();
+    let mut failed = None;
+    while let Some(answer) = asks.next().await {
+        match answer {
+            Ok(listed) => return Ok(listed),
+            Err(err) => failed = Some(err),
+        }
+    }
+    Err(failed.unwrap_or(Error::NoEndpoint { call: "member list" }))
 }
 
 /// The member list and the cluster ID.

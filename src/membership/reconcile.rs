@@ -86,11 +86,7 @@ pub async fn observe(
         observation.unreachable = Some("no running member accepts connections yet".to_owned());
     }
     if !endpoints.is_empty() {
-        let listed = async {
-            let mut client = etcd::connect(&endpoints, tls).await?;
-            etcd::member_list(&mut client).await
-        };
-        match listed.await {
+        match etcd::member_list_from_any(&endpoints, tls).await {
             Ok((cluster_id, members)) => {
                 observation.cluster_id = Some(cluster_id);
                 let named: Vec<(String, etcd::Member)> = members
@@ -213,8 +209,7 @@ pub async fn act(
             settle(etcd::promote(&mut client, *id).await)?;
         }
         Step::MoveLeader { from, to } => {
-            let mut client = etcd::connect(&endpoints()?, tls).await?;
-            let (_, members) = etcd::member_list(&mut client).await?;
+            let (_, members) = etcd::member_list_from_any(&endpoints()?, tls).await?;
             if let Some(url) =
                 members.iter().find(|m| m.id == *from).and_then(|m| m.client_url.clone())
             {

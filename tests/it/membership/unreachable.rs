@@ -6,8 +6,9 @@
 use std::time::{Duration, Instant};
 
 use etcd_crds::{ClusterPhase, EtcdClusterStatus};
-use etcd_operator::etcd::ClientTls;
+use etcd_operator::etcd::{self, ClientTls};
 use etcd_operator::local::process::ProcessMembers;
+use etcd_operator::membership::MemberPort;
 use etcd_operator::membership::planner::Step;
 use etcd_operator::membership::reconcile::{Plan, Target, act, plan};
 use etcd_operator::membership::recovery::Policy;
@@ -64,11 +65,15 @@ async fn converge(
 
 fn signal_all(dir: &std::path::Path, signal: i32) {
     for i in 0..3 {
-        let pid_file = dir.join("members").join(format!("{CLUSTER}-{i}")).join("pid");
-        let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
-        // SAFETY: kill(2) on the etcd process this test started.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        signal_one(dir, i, signal);
     }
+}
+
+fn signal_one(dir: &std::path::Path, member: usize, signal: i32) {
+    let pid_file = dir.join("members").join(format!("{CLUSTER}-{member}")).join("pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    // SAFETY: kill(2) on the etcd process this test started.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
 }
 
 struct StopOnDrop(ProcessMembers);
@@ -121,4 +126,44 @@ async fn unanswering_members_are_reported_and_nothing_destructive_happens() {
     let back = converge(&members.0, &tls, &mut status).await;
     assert_eq!(back.cluster_id.as_deref(), Some(cluster_id.as_str()));
     assert_eq!(back.ready_replicas, 3);
+}
+
+/// One member silent (frozen) and another endpoint that drops every connection at once, as a
+/// member stopping under a call looks: the member list still comes from a member that answers,
+/// and the status counts the two that answer as ready, the cluster available. One stopping
+/// member must never read as the whole cluster unreachable (all members not ready).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_silent_member_does_not_hide_the_others() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let members = StopOnDrop(ProcessMembers::new(dir.path(), true));
+    let tls = pki(&members.0);
+    let mut status = EtcdClusterStatus::default();
+    converge(&members.0, &tls, &mut status).await;
+
+    let dropping = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dropping_url = format!("https://{}", dropping.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((connection, _)) = dropping.accept().await {
+            drop(connection);
+        }
+    });
+    signal_one(dir.path(), 0, libc::SIGSTOP);
+    let url = |i: usize| members.0.urls(&format!("{CLUSTER}-{i}")).unwrap().client;
+    let endpoints = [dropping_url.clone(), url(0), url(1), url(2)];
+    let (_, listed) = etcd::member_list_from_any(&endpoints, Some(&tls)).await.unwrap();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    let failed = etcd::member_list_from_any(&[dropping_url], Some(&tls)).await;
+    assert!(failed.is_err(), "an endpoint that drops every connection answered: {failed:?}");
+
+    let Plan { step, status: next, .. } =
+        plan(&members.0, &target(3), Some(&tls), &status).await.unwrap();
+    signal_one(dir.path(), 0, libc::SIGCONT);
+    assert!(matches!(step, Step::Wait { .. }), "{step:?} with one member silent");
+    assert_eq!(next.ready_replicas, 2, "{next:#?}");
+    assert_eq!(next.phase, Some(ClusterPhase::Degraded), "{next:#?}");
+    let available = next.conditions.iter().find(|c| c.type_ == "Available").unwrap();
+    assert_eq!(available.status, "True", "{next:#?}");
+    let silent = next.members.iter().find(|m| m.name == format!("{CLUSTER}-0")).unwrap();
+    assert!(!silent.ready, "{next:#?}");
 }
