@@ -38,6 +38,9 @@ pub struct Observed {
     pub running: BTreeSet<String>,
     /// Names whose data directory holds member data.
     pub with_data: BTreeSet<String>,
+    /// Names whose process is on its way out but may still run (on Kubernetes, a Terminating
+    /// pod within its grace period); looked for only when nothing should run.
+    pub stopping: BTreeSet<String>,
     /// Names the platform is already starting again on its own (on Kubernetes, a rolled or
     /// crashed pod the StatefulSet and kubelet bring back): nothing for the operator to do.
     pub restarting: BTreeSet<String>,
@@ -189,11 +192,7 @@ pub fn next_step(wanted: &[Wanted], observed: &Observed) -> Step {
     let is_wanted = |m: &Seen| wanted.iter().any(|w| w.peer_url == m.peer_url);
 
     if wanted.is_empty() {
-        return if observed.running.is_empty() {
-            Step::Done
-        } else {
-            Step::StopAll { names: observed.running.iter().cloned().collect() }
-        };
+        return stop_all(observed);
     }
 
     // A voter that has not answered for too long (crash-looping, corrupt data, a lost node):
@@ -289,14 +288,23 @@ pub fn next_step(wanted: &[Wanted], observed: &Observed) -> Step {
     Step::Done
 }
 
+/// Size zero: every process stopped, and done only once none may still run (a stopped cluster
+/// whose last member still writes to its disk is not stopped).
+fn stop_all(observed: &Observed) -> Step {
+    if !observed.running.is_empty() {
+        return Step::StopAll { names: observed.running.iter().cloned().collect() };
+    }
+    if observed.stopping.is_empty() {
+        return Step::Done;
+    }
+    let names: Vec<&str> = observed.stopping.iter().map(String::as_str).collect();
+    wait(format!("{} still stopping", names.join(", ")))
+}
+
 /// No member answers: bootstrap, restart from data, or wait.
 fn without_member_list(wanted: &[Wanted], observed: &Observed) -> Step {
     if wanted.is_empty() {
-        return if observed.running.is_empty() {
-            Step::Done
-        } else {
-            Step::StopAll { names: observed.running.iter().cloned().collect() }
-        };
+        return stop_all(observed);
     }
     if !observed.bootstrapped {
         return if observed.running.is_empty() {
@@ -350,7 +358,7 @@ mod tests {
             members: Some(members),
             leader: Some(100 + leader),
             bootstrapped: true,
-            restarting: BTreeSet::new(),
+            ..Observed::default()
         }
     }
 
@@ -447,8 +455,14 @@ mod tests {
             with_data: ["c-0", "c-1", "c-2"].map(String::from).into(),
             leader: None,
             bootstrapped: true,
+            stopping: BTreeSet::new(),
             restarting: BTreeSet::new(),
         };
+        // A process on its way out (a Terminating pod) may still write: not done until it is gone.
+        let stopping = Observed { stopping: ["c-2".to_owned()].into(), ..stopped.clone() };
+        assert!(
+            matches!(next_step(&[], &stopping), Step::Wait { reason } if reason.contains("c-2"))
+        );
         assert_eq!(next_step(&[], &stopped), Step::Done);
         assert!(
             matches!(next_step(&wanted(3), &stopped), Step::Restart { names, .. } if names.len() == 3)

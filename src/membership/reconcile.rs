@@ -143,6 +143,9 @@ pub async fn observe(
             Err(err) => observation.unreachable = Some(err.to_string()),
         }
     }
+    if wanted.is_empty() && running.is_empty() {
+        observation.planner.stopping = port.may_run().await?;
+    }
     observation.planner.running = running;
     observation.planner.with_data = with_data;
     Ok(observation)

@@ -67,7 +67,14 @@ pub fn status(
     let quorum_ok = voters > 0 && ready >= super::planner::quorum(voters);
     let cluster_id = observation.cluster_id.map(hex_id).or_else(|| previous.cluster_id.clone());
     let phase = match step {
-        _ if target.size == 0 && observation.planner.running.is_empty() => ClusterPhase::Stopped,
+        _ if target.size == 0
+            && observation.planner.running.is_empty()
+            && observation.planner.stopping.is_empty() =>
+        {
+            ClusterPhase::Stopped
+        }
+        // Stopping to zero: the last processes are on their way out.
+        _ if target.size == 0 => ClusterPhase::Scaling,
         Step::Bootstrap { .. } => ClusterPhase::Creating,
         Step::Restart { .. } | Step::ForceNewCluster { .. } => ClusterPhase::Recovering,
         Step::Done if ready == target.size => ClusterPhase::Running,
@@ -255,6 +262,20 @@ mod tests {
         assert_eq!(status_of(&target, &observation).phase, Some(ClusterPhase::Upgrading));
         observation.statuses.iter_mut().for_each(|(_, s)| s.version = "3.6.1".into());
         assert_eq!(status_of(&target, &observation).phase, Some(ClusterPhase::Running));
+    }
+
+    #[test]
+    fn stopped_only_once_no_process_may_still_run() {
+        let mut observation = Observation::default();
+        observation.planner.bootstrapped = true;
+        observation.planner.stopping = ["c-0".to_owned()].into();
+        let step = next_step(&[], &observation.planner);
+        let stopping = status(&target(0), &observation, &step, &EtcdClusterStatus::default());
+        assert_eq!(stopping.phase, Some(ClusterPhase::Scaling), "{stopping:#?}");
+        observation.planner.stopping.clear();
+        let step = next_step(&[], &observation.planner);
+        let stopped = status(&target(0), &observation, &step, &stopping);
+        assert_eq!(stopped.phase, Some(ClusterPhase::Stopped), "{stopped:#?}");
     }
 
     fn status_of(target: &Target, observation: &Observation) -> EtcdClusterStatus {
