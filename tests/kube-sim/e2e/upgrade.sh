@@ -8,28 +8,24 @@ install_operator
 create_cluster demo 3 3.4.23 >/dev/null
 wait_running demo 3
 writer_start demo
-# etcd's own view of the three members being rolled, every ~0.3 s: when the sample began, who
-# answers, on which version, and who leads.
-(
-  endpoints=https://demo-0.demo.default.svc:2379,https://demo-1.demo.default.svc:2379,https://demo-2.demo.default.svc:2379
-  while [ ! -f "$WORK/stop-sampler" ]; do
-    started=$(date +%s.%N)
-    { ETCDCTL_API=3 etcdctl --endpoints "$endpoints" --dial-timeout=300ms --command-timeout=1s \
-        --cacert "$WORK/certs-demo/ca.crt" --cert "$WORK/certs-demo/tls.crt" --key "$WORK/certs-demo/tls.key" \
-        endpoint status -w json 2>/dev/null || true; } | python3 -c '
-import json, sys
-text = sys.stdin.read().strip() or "[]"
-rows = json.loads(text)
-name = lambda row: row["Endpoint"].split("//")[1].split(".")[0]
-ids = {row["Status"]["header"]["member_id"]: name(row) for row in rows}
-leaders = {row["Status"]["leader"] for row in rows}
-leader = next((ids[l] for l in leaders if l in ids), None)
-print(json.dumps({"t": float(sys.argv[1]), "up": {name(r): r["Status"]["version"] for r in rows}, "leader": leader}))
-' "$started" >>"$WORK/samples"
-    sleep 0.2
-  done
-) &
-SAMPLER=$!
+# Each of the three members being rolled, asked on its own every ~0.1 s (one loop per member, so
+# that a member that is down and waited for does not slow the sampling of the others): when the
+# sample began, and etcd's status if it answered.
+SAMPLERS=()
+for member in demo-0 demo-1 demo-2; do
+  (
+    while [ ! -f "$WORK/stop-sampler" ]; do
+      started=$(date +%s.%N)
+      status=$(ETCDCTL_API=3 etcdctl --endpoints "https://$member.demo.default.svc:2379" \
+        --dial-timeout=300ms --command-timeout=1s --cacert "$WORK/certs-demo/ca.crt" \
+        --cert "$WORK/certs-demo/tls.crt" --key "$WORK/certs-demo/tls.key" \
+        endpoint status -w json 2>/dev/null | tr -d '\n' || true)
+      echo "$started $member ${status:-[]}" >>"$WORK/samples"
+      sleep 0.1
+    done
+  ) &
+  SAMPLERS+=($!)
+done
 kubectl patch etcdcluster demo --type merge -p '{"spec": {"version": "3.5.1"}}' >/dev/null
 # A scale in the middle of the roll (the webhook refuses both in one update, but `kubectl scale`
 # is a second update): the operator sequences them, the roll pausing while membership changes.
@@ -53,26 +49,31 @@ log "upgraded to 3.5.1 and scaled to 5 in $((SECONDS - start))s; at least $lowes
 [ "$(kubectl get pod demo-0 -o jsonpath='{.spec.containers[0].image}')" = gcr.io/etcd-development/etcd:v3.5.1 ] || fail "demo-0 does not run the 3.5.1 image"
 no_restart_events "during a planned upgrade"
 touch "$WORK/stop-sampler"
-wait "$SAMPLER" || true
-# No member was stopped while it led: one that stops answering (for two samples running) was
-# not the leader in the sample before. Only samples begun less than a second apart can tell: a
-# hand-over and the next reconcile's roll fit in a longer gap (a loaded machine slows the sampler).
+wait "${SAMPLERS[@]}" || true
+# No member was stopped while it led: a member that stops answering (for two samples running)
+# did not lead in its own last answer. Only a last answer less than a second before the first
+# silence can tell: a hand-over and the next reconcile's roll fit in a longer gap (a loaded
+# machine slows the sampler). etcd stops serving clients before it hands leadership over on
+# SIGTERM, so a leader stopped without a hand-over answers "leader" to the end.
 python3 - "$WORK/samples" <<'PY' || fail "a member was stopped for the roll while it led"
-import json, sys
-samples = [json.loads(line) for line in open(sys.argv[1])]
-assert len(samples) > 20, f"only {len(samples)} samples"
+import collections, json, sys
+series = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    started, member, text = line.rstrip("\n").split(" ", 2)
+    rows = json.loads(text)
+    status = rows[0]["Status"] if rows else None
+    series[member].append((float(started), status))
 judged = 0
-for before, now, after in zip(samples, samples[1:], samples[2:]):
-    for name, version in before["up"].items():
-        if name in now["up"] or name in after["up"]:
-            continue
-        if now["t"] - before["t"] > 1.0:
+for member, samples in sorted(series.items()):
+    assert len(samples) > 20, f"only {len(samples)} samples of {member}"
+    for (t0, last), (t1, silent), (_, still) in zip(samples, samples[1:], samples[2:]):
+        if last is None or silent is not None or still is not None or t1 - t0 > 1.0:
             continue
         judged += 1
-        if before["leader"] == name:
-            sys.exit(f"{name} stopped while it led: {before} then {now}")
-assert judged > 0, "no member was seen stopping within a second of the sample before: no verdict"
-print(f"{len(samples)} samples of etcd's own status: {judged} stops seen, none while it led", file=sys.stderr)
+        if last["leader"] == last["header"]["member_id"]:
+            sys.exit(f"{member} stopped while it led: its last answer at {t0} named itself leader")
+assert judged > 0, "no member was seen stopping within a second of its last answer: no verdict"
+print(f"{sum(map(len, series.values()))} samples of etcd's own status: {judged} stops seen, none while it led", file=sys.stderr)
 PY
 log "leadership hand-overs before a leader's pod rolled: $(kubectl get events --field-selector reason=MoveLeader -o name | wc -l)"
 writer_check demo
