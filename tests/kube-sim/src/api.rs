@@ -23,6 +23,10 @@ use crate::resources::{self, Kind};
 use crate::selector::Selector;
 use crate::store::{self, Store};
 
+/// How many times a patch is applied again to a fresh read before its Conflict is returned
+/// (kube-apiserver retries until the request times out; a bound keeps a bug from spinning).
+const PATCH_TRIES: u32 = 10;
+
 pub type Body = BoxBody<Bytes, std::io::Error>;
 
 /// Faults a test can switch on (through `kube-sim fault`).
@@ -114,11 +118,13 @@ pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
+    /// The write lost a race: the object changed since the request read it.
+    pub stale: bool,
 }
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into() }
+        Self { code, reason, message: message.into(), stale: false }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -136,7 +142,8 @@ impl ApiError {
 
 impl From<store::Error> for ApiError {
     fn from(err: store::Error) -> Self {
-        Self::new(err.code(), err.reason(), err.to_string())
+        let stale = matches!(err, store::Error::Conflict { .. });
+        Self { stale, ..Self::new(err.code(), err.reason(), err.to_string()) }
     }
 }
 
@@ -975,6 +982,11 @@ impl ApiServer {
         Ok(scale_of(&kind, &updated))
     }
 
+    /// kube-apiserver applies a patch inside its storage's GuaranteedUpdate: when the object
+    /// changed between the read and the write (another writer got in while admission ran), it
+    /// reads the object again and applies the patch again (`applyPatch` in the apiserver's
+    /// handlers/patch.go is "called every time GuaranteedUpdate asks for the updated object").
+    /// Only a patch that names a resourceVersion gets a Conflict.
     async fn patch(
         &self,
         target: &Target,
@@ -982,6 +994,22 @@ impl ApiServer {
         body: &[u8],
     ) -> Result<(u16, Value), ApiError> {
         let patch_body = self.parse_body(ctx, body)?;
+        let unconditional = patch_body["metadata"]["resourceVersion"].is_null();
+        let mut tries = 1;
+        loop {
+            match self.patch_once(target, ctx, &patch_body).await {
+                Err(err) if err.stale && unconditional && tries < PATCH_TRIES => tries += 1,
+                result => return result,
+            }
+        }
+    }
+
+    async fn patch_once(
+        &self,
+        target: &Target,
+        ctx: &Ctx,
+        patch_body: &Value,
+    ) -> Result<(u16, Value), ApiError> {
         let kind = self.current_kind(&target.kind);
         let name = target.name.clone().unwrap_or_default();
         let existing = self.store.get(
@@ -1018,10 +1046,14 @@ impl ApiServer {
                 }
                 None => Err(store::Error::NotFound { resource: kind.resource_name(), name }.into()),
                 Some(current) => {
+                    // Written only if nobody wrote since the read (or at the version the
+                    // apply names), as the patch is applied to what storage holds.
                     let mut merged = merged;
-                    if let Some(m) = merged["metadata"].as_object_mut() {
-                        m.remove("resourceVersion");
-                    }
+                    merged["metadata"]["resourceVersion"] = match &patch_body["metadata"]["resourceVersion"]
+                    {
+                        Value::Null => current["metadata"]["resourceVersion"].clone(),
+                        named => named.clone(),
+                    };
                     // Field ownership is already recorded as apply computed it.
                     Ok((200, self.write(target, ctx, current, merged, false).await?))
                 }
@@ -1032,12 +1064,12 @@ impl ApiServer {
         })?;
         if target.subresource.as_deref() == Some("scale") {
             let mut scale = scale_of(&kind, &current);
-            apply_patch(&ctx.content_type, &mut scale, &patch_body)?;
+            apply_patch(&ctx.content_type, &mut scale, patch_body)?;
             let replicas = scale["spec"]["replicas"].clone();
             return self.scale(target, ctx, current, replicas).await.map(|v| (200, v));
         }
         let mut new = current.clone();
-        apply_patch(&ctx.content_type, &mut new, &patch_body)?;
+        apply_patch(&ctx.content_type, &mut new, patch_body)?;
         if patch_body["metadata"]["resourceVersion"].is_null() {
             new["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
         }
