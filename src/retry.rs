@@ -18,6 +18,13 @@ pub fn transient(err: &kube::Error) -> bool {
     }
 }
 
+/// The write lost a race: the object changed since the caller read it (409 Conflict, not
+/// AlreadyExists). Sending the same request again fails the same way, so this is not
+/// [`transient`]; reading again and deciding again may succeed.
+pub fn stale(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(status) if status.code == 409 && status.reason == "Conflict")
+}
+
 /// Runs `attempt` until it succeeds or fails for good (`is_transient` false), pausing 0.25 s,
 /// 0.5 s, 1 s, ... up to 30 s between tries; each transient failure is logged with `what`.
 pub async fn with_backoff<T, E, F, Fut>(
@@ -50,7 +57,19 @@ mod tests {
     use super::*;
 
     fn status(code: u16) -> kube::Error {
-        kube::Error::Api(Box::new(kube::core::Status::failure("injected", "Test").with_code(code)))
+        refusal(code, "Test")
+    }
+
+    fn refusal(code: u16, reason: &str) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status::failure("injected", reason).with_code(code)))
+    }
+
+    #[test]
+    fn a_lost_race_is_stale_and_an_existing_name_is_not() {
+        assert!(stale(&refusal(409, "Conflict")));
+        assert!(!stale(&refusal(409, "AlreadyExists")));
+        assert!(!stale(&refusal(422, "Invalid")));
+        assert!(!stale(&refusal(503, "ServiceUnavailable")));
     }
 
     #[test]

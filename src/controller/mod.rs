@@ -216,9 +216,10 @@ impl Problem {
         Self { reason, message, temporary: true }
     }
 
-    /// A failed API call: temporary when waiting may mend it (see [`crate::retry::transient`]).
+    /// A failed API call: temporary when waiting may mend it (see [`crate::retry::transient`]),
+    /// or when another writer got in first: the step is tried again from a new read.
     pub fn api(reason: &'static str, what: String, err: kube::Error) -> Self {
-        let temporary = crate::retry::transient(&err);
+        let temporary = crate::retry::transient(&err) || crate::retry::stale(&err);
         Self { reason, message: format!("{what}: {err}"), temporary }
     }
 
