@@ -1046,14 +1046,8 @@ impl ApiServer {
                 }
                 None => Err(store::Error::NotFound { resource: kind.resource_name(), name }.into()),
                 Some(current) => {
-                    // Written only if nobody wrote since the read (or at the version the
-                    // apply names), as the patch is applied to what storage holds.
                     let mut merged = merged;
-                    merged["metadata"]["resourceVersion"] = match &patch_body["metadata"]["resourceVersion"]
-                    {
-                        Value::Null => current["metadata"]["resourceVersion"].clone(),
-                        named => named.clone(),
-                    };
+                    merged["metadata"]["resourceVersion"] = version_to_write(patch_body, &current);
                     // Field ownership is already recorded as apply computed it.
                     Ok((200, self.write(target, ctx, current, merged, false).await?))
                 }
@@ -1070,9 +1064,7 @@ impl ApiServer {
         }
         let mut new = current.clone();
         apply_patch(&ctx.content_type, &mut new, patch_body)?;
-        if patch_body["metadata"]["resourceVersion"].is_null() {
-            new["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
-        }
+        new["metadata"]["resourceVersion"] = version_to_write(patch_body, &current);
         self.write(target, ctx, current, new, true).await.map(|v| (200, v))
     }
 
@@ -1140,6 +1132,15 @@ struct Ctx {
     content_type: String,
     field_manager_default: String,
     convert: Convert,
+}
+
+/// The resourceVersion a patch is written at: the one it names (a precondition), else that of
+/// the object it was applied to, so that a write that lost a race is refused and applied again.
+fn version_to_write(patch_body: &Value, current: &Value) -> Value {
+    match &patch_body["metadata"]["resourceVersion"] {
+        Value::Null => current["metadata"]["resourceVersion"].clone(),
+        named => named.clone(),
+    }
 }
 
 fn apply_patch(content_type: &str, target: &mut Value, body: &Value) -> Result<(), ApiError> {
