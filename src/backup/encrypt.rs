@@ -84,7 +84,7 @@ impl Key {
 struct Stream {
     key: LessSafeKey,
     prefix: [u8; NONCE_PREFIX],
-    /// The next segment's number; `None` once the counter is spent or the last segment passed.
+    /// The next segment's number; `None` once the last segment is sealed or opened.
     position: Option<u32>,
 }
 
@@ -95,6 +95,11 @@ struct Spent;
 impl Stream {
     fn new(key: &Key, prefix: [u8; NONCE_PREFIX]) -> Self {
         Self { key: key.0.clone(), prefix, position: Some(0) }
+    }
+
+    /// The last segment has passed: no segment may follow it.
+    fn finished(&self) -> bool {
+        self.position.is_none()
     }
 
     fn nonce(&mut self, last: bool) -> Result<Nonce, Spent> {
@@ -138,8 +143,6 @@ struct Sealing {
     /// Sealed bytes not yet taken by `inner`, from `sent` on.
     out: Vec<u8>,
     sent: usize,
-    /// The last segment is sealed: nothing more may be written.
-    finished: bool,
 }
 
 impl<W> SealingWriter<W> {
@@ -165,7 +168,6 @@ impl<W> SealingWriter<W> {
             plain: Vec::with_capacity(SEGMENT + TAG),
             out,
             sent: 0,
-            finished: false,
         };
         Self { inner, sealing: Some(sealing) }
     }
@@ -183,7 +185,6 @@ impl Sealing {
         })?;
         std::mem::swap(&mut self.plain, &mut self.out);
         self.plain.clear();
-        self.finished = last;
         Ok(())
     }
 }
@@ -217,7 +218,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for SealingWriter<W> {
         }
         ready!(this.poll_drain(cx))?;
         let Some(sealing) = this.sealing.as_mut() else { return Poll::Ready(Ok(0)) };
-        if sealing.finished {
+        if sealing.stream.finished() {
             return Poll::Ready(Err(std::io::Error::other("write after the last sealed segment")));
         }
         if sealing.plain.len() == SEGMENT {
@@ -237,7 +238,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for SealingWriter<W> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         ready!(self.poll_drain(cx))?;
         if let Some(sealing) = self.sealing.as_mut()
-            && !sealing.finished
+            && !sealing.stream.finished()
         {
             sealing.seal(true)?;
             ready!(self.poll_drain(cx))?;
