@@ -18,6 +18,8 @@ pub use verdict::Verdict;
 /// spec that does not parse included, is answered with a denial that says why.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("the body is not UTF-8, so not JSON: {0}")]
+    NotText(#[from] std::str::Utf8Error),
     #[error("the body is not an AdmissionReview: {0}")]
     NotAReview(#[from] serde_json::Error),
     #[error(

@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 
+use base64::prelude::{BASE64_STANDARD, Engine as _};
 use etcd_crds::{EtcdBackupSpec, EtcdClusterSpec, EtcdRestoreSpec, GROUP};
 use kube::core::admission::Operation;
 use serde::de::DeserializeOwned;
@@ -104,26 +105,16 @@ struct Object<'a> {
 }
 
 /// The `response` of the AdmissionReview sent back.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug)]
 pub struct Answer {
     pub uid: String,
     pub allowed: bool,
-    pub status: Status,
-    /// The JSON Patch, base64 on the wire as Go's `[]byte`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub patch: Option<k8s_openapi::ByteString>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
-}
-
-/// The response's status: the denial's message, which kube-apiserver shows the user.
-#[derive(Debug, Default, Serialize)]
-pub struct Status {
-    #[serde(skip_serializing_if = "String::is_empty")]
+    /// Why the request is denied (`status.message`, which kube-apiserver shows the user); empty
+    /// when it is allowed.
     pub message: String,
+    /// The JSON Patch, as JSON text; base64 on the wire, as Go's `[]byte`.
+    pub patch: Option<Vec<u8>>,
+    pub warnings: Vec<String>,
 }
 
 impl Answer {
@@ -131,43 +122,70 @@ impl Answer {
         Self {
             uid: uid.to_owned(),
             allowed: true,
-            status: Status::default(),
+            message: String::new(),
             patch: None,
-            patch_type: None,
             warnings: Vec::new(),
         }
     }
 
     fn deny(mut self, message: impl Into<String>) -> Self {
         self.allowed = false;
-        self.status.message = message.into();
+        self.message = message.into();
         self
     }
 
     /// The AdmissionReview that carries this answer, as JSON.
+    ///
+    /// Written out by hand rather than derived: the patch is most of an answer, and its base64
+    /// is encoded straight into the buffer, where serde would encode it into a string of its own
+    /// and then scan every byte of that for characters to escape (the base64 alphabet has none).
+    /// The strings that can hold anything (uid, message, warnings) are written by serde_json.
     pub fn to_json(&self) -> Vec<u8> {
-        #[derive(Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Outgoing<'a> {
-            api_version: &'a str,
-            kind: &'a str,
-            response: &'a Answer,
+        let patch = self.patch.as_deref().map_or(0, |p| p.len().div_ceil(3) * 4);
+        // Sized for the envelope, the message and the patch: the buffer is never grown.
+        let mut out = Vec::with_capacity(256 + self.message.len() + patch);
+        out.extend_from_slice(br#"{"apiVersion":""#);
+        out.extend_from_slice(API_VERSION.as_bytes());
+        out.extend_from_slice(br#"","kind":""#);
+        out.extend_from_slice(KIND.as_bytes());
+        out.extend_from_slice(br#"","response":{"uid":"#);
+        json(&mut out, &self.uid);
+        out.extend_from_slice(br#","allowed":"#);
+        out.extend_from_slice(if self.allowed { b"true" } else { b"false" });
+        out.extend_from_slice(br#","status":{"#);
+        if !self.message.is_empty() {
+            out.extend_from_slice(br#""message":"#);
+            json(&mut out, &self.message);
         }
-        let review = Outgoing { api_version: API_VERSION, kind: KIND, response: self };
-        // Sized for the envelope and the patch in base64 (4 bytes for every 3), so that the
-        // buffer is not grown and copied while it is written.
-        let patch = self.patch.as_ref().map_or(0, |p| p.0.len());
-        let mut out = Vec::with_capacity(256 + self.status.message.len() + patch / 3 * 4);
-        // Strings, bools and base64 only: serialising cannot fail.
-        let _ = serde_json::to_writer(&mut out, &review);
+        out.push(b'}');
+        if let Some(bytes) = &self.patch {
+            out.extend_from_slice(br#","patchType":"JSONPatch","patch":""#);
+            let start = out.len();
+            out.resize(start + patch, 0);
+            // The slice is the padded length of the encoding: it always fits.
+            let written = BASE64_STANDARD.encode_slice(bytes, &mut out[start..]).unwrap_or(0);
+            out.truncate(start + written);
+            out.push(b'"');
+        }
+        if !self.warnings.is_empty() {
+            out.extend_from_slice(br#","warnings":"#);
+            json(&mut out, &self.warnings);
+        }
+        out.extend_from_slice(b"}}");
         out
     }
+}
+
+/// Appends `value` as JSON. Strings and lists of strings only: writing them cannot fail.
+fn json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let _ = serde_json::to_writer(out, value);
 }
 
 /// Answers one request body. `Err` is a body that is not an AdmissionReview v1 with a request
 /// (HTTP 400); everything else, a spec that does not parse included, is answered.
 pub fn review(kind: Kind, mode: Mode, body: &[u8]) -> Result<(Answer, Outcome), Error> {
-    let incoming: Incoming = serde_json::from_slice(body)?;
+    // Checked as a whole, once: the parser then borrows every string without checking each.
+    let incoming: Incoming = serde_json::from_str(std::str::from_utf8(body)?)?;
     if incoming.api_version != API_VERSION || incoming.kind != KIND {
         return Err(Error::Version {
             api_version: incoming.api_version.into_owned(),
@@ -215,11 +233,7 @@ fn mutated(kind: Kind, spec: Option<&RawValue>, answer: Answer) -> (Answer, Outc
     match mutate::spec_patch(kind, spec.map(RawValue::get)) {
         Ok(None) => (answer, Outcome::Allowed),
         Ok(Some(patch)) => {
-            let answer = Answer {
-                patch: Some(k8s_openapi::ByteString(patch)),
-                patch_type: Some("JSONPatch"),
-                ..answer
-            };
+            let answer = Answer { patch: Some(patch), ..answer };
             (answer, Outcome::Patched)
         }
         Err(reason) => (answer.deny(reason), Outcome::Denied),
@@ -249,4 +263,51 @@ fn validate(
             crate::restore::validate(&read(spec)?, old.as_ref())
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::prelude::{BASE64_STANDARD, Engine as _};
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn parsed(answer: &Answer) -> Value {
+        serde_json::from_slice(&answer.to_json()).expect("the answer is JSON")
+    }
+
+    #[test]
+    fn an_answer_is_an_admission_review_with_every_string_escaped() {
+        let denied = Answer {
+            warnings: vec!["size 1: \"no\" fault tolerance\n".into(), "\u{1F512}\\".into()],
+            ..Answer::allow("u\"i\\d\u{0}").deny("line one\nline \"two\"\t\u{7f}é")
+        };
+        assert_eq!(
+            parsed(&denied),
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {
+                "uid": "u\"i\\d\u{0}", "allowed": false,
+                "status": {"message": "line one\nline \"two\"\t\u{7f}é"},
+                "warnings": ["size 1: \"no\" fault tolerance\n", "\u{1F512}\\"]}})
+        );
+        assert_eq!(
+            parsed(&Answer::allow("b3b2")),
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                   "response": {"uid": "b3b2", "allowed": true, "status": {}}})
+        );
+    }
+
+    #[test]
+    fn the_patch_is_base64_of_every_length() {
+        // 0, 1 and 2 bytes past a multiple of three: no padding, "==" and "=".
+        for len in [0_usize, 1, 2, 3, 299, 300, 301] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 256) as u8).collect();
+            let answer = Answer { patch: Some(bytes.clone()), ..Answer::allow("x") };
+            let response = &parsed(&answer)["response"];
+            assert_eq!(response["patchType"], "JSONPatch");
+            let text = response["patch"].as_str().expect("a string");
+            assert_eq!(BASE64_STANDARD.decode(text).expect("base64"), bytes, "{len} bytes");
+            // Written into the buffer it was sized for, never grown.
+            assert_eq!(answer.to_json().capacity(), 256 + len.div_ceil(3) * 4, "{len} bytes");
+        }
+    }
 }

@@ -39,7 +39,7 @@ async fn handle(kind: Kind, mode: Mode, body: Bytes) -> Response {
     match review(kind, mode, &body) {
         Ok((answer, outcome)) => {
             if outcome == Outcome::Denied {
-                tracing::info!(?kind, ?mode, reason = %answer.status.message, "admission denied");
+                tracing::info!(?kind, ?mode, reason = %answer.message, "admission denied");
             }
             let json = [(header::CONTENT_TYPE, "application/json")];
             let mut response = (json, answer.to_json()).into_response();
