@@ -10,10 +10,12 @@
 //!
 //! The kernel maps a file's pages 64 KiB at a time around each page a process touches, so code
 //! spread over the binary makes nearly all of it resident: 10 of 12 MiB at idle, of which under
-//! 3 MiB ever runs. `link/symbol-order.txt` lists the functions that do (recorded by
-//! `scripts/order-symbols`), and the linker places them first, in that order. A function the list
-//! does not name (new code, or a name that changed) is placed as before: a stale list costs
-//! memory, never correctness. The list is for rust-lld, the toolchain's linker on x86_64 Linux.
+//! 3 MiB ever runs. `link/hot-text.ld` names the functions that do (recorded by
+//! `scripts/order-symbols`), and places them in a section of their own ahead of the rest. It
+//! names them by patterns that survive dependency and toolchain updates (v0 symbol names,
+//! `.cargo/config.toml`, with the crates' disambiguators left out); a function it does not name
+//! (new code, or a name that changed) is placed as before: a stale script costs memory, never
+//! correctness.
 //!
 //! Only the binaries: tests, benches and build scripts link as the toolchain likes.
 
@@ -23,12 +25,14 @@ fn main() {
         println!("cargo:rustc-link-arg-bins=-no-pie");
     }
     let release = std::env::var("PROFILE").as_deref() == Ok("release");
-    if release && std::env::var("TARGET").as_deref() == Ok("x86_64-unknown-linux-gnu") {
+    // A linker chosen in RUSTFLAGS (mold takes no such script) is left to link as it likes.
+    let own_linker = std::env::var("CARGO_ENCODED_RUSTFLAGS")
+        .is_ok_and(|flags| flags.contains("linker") || flags.contains("fuse-ld"));
+    let linux = std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux");
+    if release && linux && !own_linker {
         let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
-        let order = std::path::Path::new(&root).join("link/symbol-order.txt");
-        println!("cargo:rerun-if-changed={}", order.display());
-        println!("cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}", order.display());
-        // Names the binary no longer has are expected after any change; they are not errors.
-        println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+        let script = std::path::Path::new(&root).join("link/hot-text.ld");
+        println!("cargo:rerun-if-changed={}", script.display());
+        println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", script.display());
     }
 }

@@ -3,9 +3,8 @@
 //! STEADY_SECONDS=120 of steady state; both can be changed through the environment), which
 //! prints its figures: the operator's RSS idle and with the clusters, how long they took to come
 //! up, reconcile latency p50/p99, API requests per reconcile (from kube-sim's audit log) and CPU
-//! at steady state. Needs root, like every kube-sim run. It first says how much of
-//! `link/symbol-order.txt` the binary still has (build.rs): idle memory grows as the list goes
-//! stale.
+//! at steady state. Needs root, like every kube-sim run. It first says how much code
+//! `link/hot-text.ld` gathers ahead of the rest (build.rs): idle memory grows as that goes stale.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -24,7 +23,7 @@ fn main() {
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), Into::into);
     let operator = target.join("release/etcd-operator");
-    symbol_order(&root.join("link/symbol-order.txt"), &operator);
+    hot_text(&operator);
     let state = tempfile::tempdir().expect("temp dir");
     let script = root.join("tests/kube-sim/bench/clusters.sh");
     // The script's log goes to stderr as it runs; its figures to stdout.
@@ -38,20 +37,23 @@ fn main() {
     assert!(out.status.success(), "the benchmark did not finish");
 }
 
-/// Prints how many of the functions the symbol order lists the binary defines.
-fn symbol_order(list: &std::path::Path, binary: &std::path::Path) {
-    let list = std::fs::read_to_string(list).expect("link/symbol-order.txt");
-    let listed: Vec<&str> = list.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
-    let nm = Command::new("nm").arg("--defined-only").arg(binary).output().expect("nm runs");
-    assert!(nm.status.success(), "nm {}", String::from_utf8_lossy(&nm.stderr));
-    let symbols = String::from_utf8_lossy(&nm.stdout);
-    let defined: std::collections::HashSet<&str> =
-        symbols.lines().filter_map(|l| l.split_whitespace().nth(2)).collect();
-    let found = listed.iter().filter(|name| defined.contains(*name)).count();
+/// Prints how much code `link/hot-text.ld` gathered ahead of the rest (build.rs), from the
+/// binary's section sizes.
+fn hot_text(binary: &std::path::Path) {
+    let out = Command::new("size").arg("-A").arg(binary).output().expect("size runs");
+    assert!(out.status.success(), "size -A {}", String::from_utf8_lossy(&out.stderr));
+    let sections = String::from_utf8_lossy(&out.stdout);
+    let mib = |name: &str| {
+        let size = sections.lines().find_map(|line| {
+            let mut fields = line.split_whitespace();
+            (fields.next() == Some(name)).then(|| fields.next()?.parse::<u64>().ok()).flatten()
+        });
+        size.unwrap_or(0) as f64 / 1024.0 / 1024.0
+    };
     println!(
-        "figure: symbol order: {found} of the {} functions listed are in the binary ({:.0} %; \
-         scripts/order-symbols records them again)",
-        listed.len(),
-        100.0 * found as f64 / listed.len().max(1) as f64
+        "figure: code that ran when link/hot-text.ld was recorded, laid out ahead: {:.1} MiB, \
+         the rest {:.1} MiB (scripts/order-symbols records it again)",
+        mib(".text.hot"),
+        mib(".text")
     );
 }
