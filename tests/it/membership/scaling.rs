@@ -9,48 +9,57 @@ use etcd_operator::etcd;
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Samples the cluster while it changes: every time the member list answers, the healthy voters
-/// must be a quorum of the voters. Returns (samples with a member list, samples without).
+/// Samples the cluster while it changes: every time the member list answers and stays the same
+/// while the voters are asked, the healthy voters must be a quorum of the voters. Returns
+/// (samples judged, samples not judged).
 fn quorum_probe(
     endpoint: String,
     tls: etcd::ClientTls,
 ) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<(usize, usize)>) {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
-        let (mut answered, mut silent) = (0, 0);
+        let (mut judged, mut unjudged) = (0, 0);
+        let list = || async {
+            let mut client = etcd::connect(std::slice::from_ref(&endpoint), Some(&tls)).await?;
+            let (_, members) = etcd::member_list(&mut client).await?;
+            Ok::<_, etcd::Error>(members)
+        };
         while !*stopped.borrow() {
             let sample = async {
-                let mut client = etcd::connect(std::slice::from_ref(&endpoint), Some(&tls)).await?;
-                let (_, members) = etcd::member_list(&mut client).await?;
-                Ok::<_, etcd::Error>(members)
-            };
-            match tokio::time::timeout(Duration::from_secs(3), sample).await {
-                Ok(Ok(members)) => {
-                    let voters: Vec<_> = members.iter().filter(|m| !m.is_learner).collect();
-                    let mut healthy = 0;
-                    for voter in &voters {
-                        if let Some(url) = &voter.client_url {
-                            let status = tokio::time::timeout(
-                                Duration::from_secs(2),
-                                etcd::endpoint_status(url, Some(&tls)),
-                            )
-                            .await;
-                            healthy += usize::from(matches!(status, Ok(Ok(_))));
-                        }
+                let voters = |members: &[etcd::Member]| -> Vec<u64> {
+                    members.iter().filter(|m| !m.is_learner).map(|m| m.id).collect()
+                };
+                let members = list().await?;
+                let mut healthy = 0;
+                for voter in members.iter().filter(|m| !m.is_learner) {
+                    if let Some(url) = &voter.client_url {
+                        let status = tokio::time::timeout(
+                            Duration::from_secs(2),
+                            etcd::endpoint_status(url, Some(&tls)),
+                        )
+                        .await;
+                        healthy += usize::from(matches!(status, Ok(Ok(_))));
                     }
-                    // A removed member's process may still answer for a moment; count only listed voters.
-                    assert!(
-                        healthy >= etcd_operator::membership::planner::quorum(voters.len()),
-                        "quorum lost: {healthy} healthy of {} voters",
-                        voters.len()
-                    );
-                    answered += 1;
                 }
-                _ => silent += 1,
+                // Judged only if the voters are the same once every status is in: a member
+                // removed (and stopped, as it should be) meanwhile was not lost, and one promoted
+                // meanwhile was not asked. The next sample judges the new membership.
+                let stable = voters(&list().await?) == voters(&members);
+                Ok::<_, etcd::Error>(stable.then_some((healthy, voters(&members).len())))
+            };
+            match tokio::time::timeout(Duration::from_secs(10), sample).await {
+                Ok(Ok(Some((healthy, voters)))) => {
+                    assert!(
+                        healthy >= etcd_operator::membership::planner::quorum(voters),
+                        "quorum lost: {healthy} healthy of {voters} voters"
+                    );
+                    judged += 1;
+                }
+                _ => unjudged += 1,
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        (answered, silent)
+        (judged, unjudged)
     });
     (stop, task)
 }
@@ -73,13 +82,13 @@ async fn scale_1_3_5_3_1_keeps_every_acknowledged_write() {
     }
     let (keys, failures) = writer.finish().await;
     let _ = stop_probe.send(true);
-    let (answered, silent) = probe.await.unwrap();
+    let (judged, unjudged) = probe.await.unwrap();
     println!(
-        "writes acknowledged {}, failed {failures}; quorum samples {answered}, unanswered {silent}",
+        "writes acknowledged {}, failed {failures}; quorum samples judged {judged}, not judged {unjudged}",
         keys.len()
     );
     assert!(keys.len() > 100, "the writer made progress");
-    assert!(answered > 10, "the probe saw the cluster");
+    assert!(judged > 10, "the probe saw the cluster");
     assert_all_present(&[endpoint], &tls, &keys).await;
     // Logs written to a file are for people and tools, not a terminal: no colour codes.
     let log = local.operator_log();
