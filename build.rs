@@ -21,15 +21,15 @@
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
-        println!("cargo:rustc-link-arg-bins=-no-pie");
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
+        return;
     }
+    println!("cargo:rustc-link-arg-bins=-no-pie");
     let release = std::env::var("PROFILE").as_deref() == Ok("release");
     // A linker chosen in RUSTFLAGS (mold takes no such script) is left to link as it likes.
     let own_linker = std::env::var("CARGO_ENCODED_RUSTFLAGS")
         .is_ok_and(|flags| flags.contains("linker") || flags.contains("fuse-ld"));
-    let linux = std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux");
-    if release && linux && !own_linker {
+    if release && !own_linker {
         let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
         let script = std::path::Path::new(&root).join("link/hot-text.ld");
         println!("cargo:rerun-if-changed={}", script.display());

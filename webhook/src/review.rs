@@ -267,7 +267,6 @@ fn validate(
 
 #[cfg(test)]
 mod tests {
-    use base64::prelude::{BASE64_STANDARD, Engine as _};
     use serde_json::{Value, json};
 
     use super::*;

@@ -44,8 +44,9 @@ fn quorum_probe(
                 // Judged only if the voters are the same once every status is in: a member
                 // removed (and stopped, as it should be) meanwhile was not lost, and one promoted
                 // meanwhile was not asked. The next sample judges the new membership.
-                let stable = voters(&list().await?) == voters(&members);
-                Ok::<_, etcd::Error>(stable.then_some((healthy, voters(&members).len())))
+                let asked = voters(&members);
+                let stable = voters(&list().await?) == asked;
+                Ok::<_, etcd::Error>(stable.then_some((healthy, asked.len())))
             };
             match tokio::time::timeout(Duration::from_secs(10), sample).await {
                 Ok(Ok(Some((healthy, voters)))) => {
