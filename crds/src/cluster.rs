@@ -251,8 +251,26 @@ pub struct PodTemplateOverrides {
 }
 
 impl PodTemplateOverrides {
+    /// Whether nothing is overridden. Field by field (a new field does not compile until it is
+    /// named here): comparing with a default built for the purpose compared `Affinity`s and the
+    /// like on every admission review and every write of a spec.
     pub fn is_empty(&self) -> bool {
-        self == &Self::default()
+        let Self {
+            labels,
+            annotations,
+            affinity,
+            tolerations,
+            node_selector,
+            topology_spread_constraints,
+            priority_class_name,
+        } = self;
+        labels.is_empty()
+            && annotations.is_empty()
+            && affinity.is_none()
+            && tolerations.is_empty()
+            && node_selector.is_empty()
+            && topology_spread_constraints.is_empty()
+            && priority_class_name.is_none()
     }
 }
 

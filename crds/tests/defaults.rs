@@ -75,3 +75,24 @@ fn backup_spec_defaults_agree_between_serde_and_schema() {
     assert_eq!(by_serde["retention"], 5);
     assert_eq!(by_serde["compression"], "Zstd");
 }
+
+#[test]
+fn every_pod_template_override_is_written_out() {
+    // A spec's podTemplate is left out when nothing in it is set: any one field keeps it.
+    let fields = [
+        json!({"labels": {"a": "b"}}),
+        json!({"annotations": {"a": "b"}}),
+        json!({"affinity": {}}),
+        json!({"tolerations": [{"key": "k", "operator": "Exists"}]}),
+        json!({"nodeSelector": {"disk": "ssd"}}),
+        json!({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"}]}),
+        json!({"priorityClassName": ""}),
+    ];
+    for field in fields {
+        let spec: EtcdClusterSpec =
+            serde_json::from_value(json!({"podTemplate": field.clone()})).unwrap();
+        assert_eq!(serde_json::to_value(&spec).unwrap()["podTemplate"], field);
+    }
+    let spec: EtcdClusterSpec = serde_json::from_value(json!({"podTemplate": {}})).unwrap();
+    assert_eq!(serde_json::to_value(&spec).unwrap().get("podTemplate"), None);
+}
