@@ -87,8 +87,11 @@ pub fn issue_pki(dir: &Path, cluster: &str) {
 /// must be the one it was restored with. Waits until they all answer.
 pub fn start_restored(members: Vec<Member>, dir: &Path) -> Cluster {
     let children = members.iter().map(|member| spawn(member, dir, &[])).collect();
-    let cluster = Cluster { members, children };
-    wait_until(&cluster, &[]);
+    let mut cluster = Cluster { members, children };
+    // The peer URLs are the restored ones: a port taken meanwhile cannot be chosen again.
+    if wait_until(&mut cluster, dir, &[]).is_err() {
+        panic!("{}", cluster.logs(dir, "a restored member found its port taken"));
+    }
     cluster
 }
 
@@ -111,8 +114,19 @@ pub fn initial_cluster(members: &[Member]) -> String {
 
 /// Starts `size` members with `--client-cert-auth` and `--peer-client-cert-auth`, TLS files from
 /// `pki` (ca.crt, peer.crt/key, server.crt/key), data under `dir`; waits until every member
-/// answers `etcdctl endpoint health` with the client certificate.
+/// answers `etcdctl endpoint health` with the client certificate. A member that finds one of
+/// its ports taken is started again, with the others, on new ports.
 pub fn start_tls_cluster(size: usize, pki: &Path, dir: &Path) -> Cluster {
+    for _ in 0..3 {
+        if let Some(cluster) = try_start_tls_cluster(size, pki, dir) {
+            return cluster;
+        }
+    }
+    panic!("etcd members found their ports taken three times running");
+}
+
+/// `None` when a member found a port taken: the members are stopped and their data removed.
+fn try_start_tls_cluster(size: usize, pki: &Path, dir: &Path) -> Option<Cluster> {
     let members = loopback_members("m", "https", size, dir);
     let initial = initial_cluster(&members);
     let file = |name: &str| pki.join(name).to_str().unwrap().to_owned();
@@ -132,7 +146,7 @@ pub fn start_tls_cluster(size: usize, pki: &Path, dir: &Path) -> Cluster {
     .chain(["--client-cert-auth".to_owned(), "--peer-client-cert-auth".to_owned()])
     .collect();
     let children = members.iter().map(|member| spawn(member, dir, &flags)).collect();
-    let cluster = Cluster { members, children };
+    let mut cluster = Cluster { members, children };
     let tls = [
         "--cacert".to_owned(),
         file("ca.crt"),
@@ -141,8 +155,15 @@ pub fn start_tls_cluster(size: usize, pki: &Path, dir: &Path) -> Cluster {
         "--key".to_owned(),
         file("client.key"),
     ];
-    wait_until(&cluster, &tls);
-    cluster
+    if wait_until(&mut cluster, dir, &tls).is_ok() {
+        return Some(cluster);
+    }
+    let data: Vec<PathBuf> = cluster.members.iter().map(|m| m.data_dir.clone()).collect();
+    drop(cluster);
+    for dir in data {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    None
 }
 
 /// Starts one member on its URLs and data directory, with `flags` besides; logs to DIR/NAME.log.
@@ -161,10 +182,47 @@ fn spawn(member: &Member, dir: &Path, flags: &[String]) -> Child {
         .expect("etcd is installed (apt-get install etcd-server)")
 }
 
+/// A member exited because another process bound one of its ports between [`free_port`] and
+/// etcd's own bind (the tests running beside it, and their clients' source ports, draw from the
+/// same range).
+struct PortTaken;
+
+/// What `member` has logged (DIR/NAME.log, see [`spawn`]).
+fn member_log(dir: &Path, member: &Member) -> String {
+    std::fs::read_to_string(dir.join(format!("{}.log", member.name))).unwrap_or_default()
+}
+
+impl Cluster {
+    /// `what`, then the last lines of every member's log.
+    fn logs(&self, dir: &Path, what: &str) -> String {
+        let mut text = what.to_owned();
+        for member in &self.members {
+            let log = member_log(dir, member);
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+            text.push_str(&format!("\n--- {} ---\n{tail}", member.name));
+        }
+        text
+    }
+}
+
 /// Waits until every member answers `etcdctl endpoint health` (with `tls` flags, if any).
-fn wait_until(cluster: &Cluster, tls: &[String]) {
+/// Panics, with the members' logs, when one exits for any reason but a taken port, or when they
+/// are not healthy in 30 s.
+fn wait_until(cluster: &mut Cluster, dir: &Path, tls: &[String]) -> Result<(), PortTaken> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
+        for (member, child) in cluster.members.iter().zip(&mut cluster.children) {
+            if let Ok(Some(status)) = child.try_wait() {
+                if member_log(dir, member).contains("address already in use") {
+                    return Err(PortTaken);
+                }
+                panic!(
+                    "{}",
+                    cluster.logs(dir, &format!("etcd member {} exited: {status}", member.name))
+                );
+            }
+        }
         let ok = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
             .args(["--endpoints", &cluster.client_urls().join(",")])
@@ -174,9 +232,11 @@ fn wait_until(cluster: &Cluster, tls: &[String]) {
             .map(|o| o.status.success())
             .unwrap_or(false);
         if ok {
-            return;
+            return Ok(());
         }
-        assert!(Instant::now() < deadline, "etcd cluster did not become healthy in 30 s");
+        if Instant::now() >= deadline {
+            panic!("{}", cluster.logs(dir, "etcd cluster did not become healthy in 30 s"));
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
 }
