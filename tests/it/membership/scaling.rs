@@ -24,11 +24,11 @@ fn quorum_probe(
             let (_, members) = etcd::member_list(&mut client).await?;
             Ok::<_, etcd::Error>(members)
         };
+        let voters = |members: &[etcd::Member]| -> Vec<u64> {
+            members.iter().filter(|m| !m.is_learner).map(|m| m.id).collect()
+        };
         while !*stopped.borrow() {
             let sample = async {
-                let voters = |members: &[etcd::Member]| -> Vec<u64> {
-                    members.iter().filter(|m| !m.is_learner).map(|m| m.id).collect()
-                };
                 let members = list().await?;
                 let mut healthy = 0;
                 for voter in members.iter().filter(|m| !m.is_learner) {
