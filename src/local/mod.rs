@@ -10,6 +10,7 @@ use etcd_crds::{EtcdCluster, EtcdClusterStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 pub mod admission;
+pub mod ports;
 pub mod process;
 pub mod report;
 

@@ -131,8 +131,15 @@ impl ProcessMembers {
         if let Some(ports) = all.get(name) {
             return Ok(*ports);
         }
-        let taken: BTreeSet<u16> = all.values().flat_map(|p| [p.client, p.peer]).collect();
-        let ports = Ports { client: free_port(&taken)?, peer: free_port(&taken)? };
+        let mut taken: BTreeSet<u16> = all.values().flat_map(|p| [p.client, p.peer]).collect();
+        let free = |taken: &BTreeSet<u16>| {
+            super::ports::free_port(taken)
+                .map_err(|source| Error::Io { path: "127.0.0.1 (a free port)".into(), source })
+        };
+        let client = free(&taken)?;
+        taken.insert(client);
+        let peer = free(&taken)?;
+        let ports = Ports { client, peer };
         all.insert(name.to_owned(), ports);
         std::fs::create_dir_all(&self.dir).map_err(Self::io(&self.dir))?;
         let text = serde_json::to_vec_pretty(&all).unwrap_or_default();
@@ -149,22 +156,6 @@ impl ProcessMembers {
         let Ok(entries) = std::fs::read_dir(self.dir.join("members")) else { return Vec::new() };
         entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect()
     }
-}
-
-/// A loopback port nobody listens on, avoiding those already given out.
-fn free_port(taken: &BTreeSet<u16>) -> Result<u16, Error> {
-    for _ in 0..100 {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .map_err(|source| Error::Io { path: "127.0.0.1:0".into(), source })?;
-        let port = listener
-            .local_addr()
-            .map_err(|source| Error::Io { path: "127.0.0.1:0".into(), source })?
-            .port();
-        if !taken.contains(&port) {
-            return Ok(port);
-        }
-    }
-    Err(Error::State { path: "127.0.0.1".into(), reason: "no free port".into() })
 }
 
 /// Whether `pid` is a live (not zombie) etcd process.

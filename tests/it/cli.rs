@@ -94,7 +94,7 @@ fn run_outside_a_cluster_says_it_cannot_reach_the_api() {
 #[test]
 fn webhook_serves_with_a_certificate_it_issues_into_the_cert_dir() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = crate::support::etcd::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_etcd-operator"))
         .args([
             "webhook",

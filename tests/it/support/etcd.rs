@@ -2,14 +2,14 @@
 //! from a directory laid out as `etcd-operator certs issue` writes it. Processes die with the
 //! guard.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free loopback port (bound and released; the OS does not hand it out again right away).
+/// A free loopback port outside the ephemeral range, where no outgoing connection can take it
+/// before the process it is meant for binds it (`local`'s members get theirs the same way).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    etcd_operator::local::ports::free_port(&Default::default()).unwrap()
 }
 
 pub struct Member {
