@@ -151,7 +151,10 @@ fn open_store(
     }
     let url = url.as_str();
     Ok(match scheme {
-        ObjectStoreScheme::Local => Arc::new(LocalFileSystem::new()),
+        // A backup is reported once its object and manifest are stored; S3 and the like answer
+        // only when both are durable, and a local volume must be as good: without fsync they sat
+        // in the page cache, and a node that lost power then lost the backup the status named.
+        ObjectStoreScheme::Local => Arc::new(LocalFileSystem::new().with_fsync(true)),
         ObjectStoreScheme::AmazonS3 => {
             let builder = AmazonS3Builder::new().with_url(url).with_retry(retry());
             Arc::new(configure(builder, options, |b, k, v| b.with_config(k, v)).build()?)

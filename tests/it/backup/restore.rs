@@ -441,3 +441,64 @@ async fn an_encrypted_backup_hides_the_data_and_restores_only_with_its_key() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_restored("r0", peer, data_dir, work.path(), &written).await;
 }
+
+/// A backup to a local directory is on disk when the command reports it: the object is synced
+/// before it takes its name, its directory after, and only then is the manifest, which says the
+/// backup exists, written the same way. (Seen through strace: a crash cannot be staged here.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_backup_is_on_disk_before_it_is_reported() {
+    let source = Source::start(1, 200, 64).await;
+    let (work, pki, cluster) = (&source.work, &source.pki, &source.cluster);
+    let dir = work.path().join("backups");
+    let object = dir.join("snap.db.zst");
+    let trace = work.path().join("trace");
+    let file = |name: &str| pki.join(name).display().to_string();
+    let out = Command::new("strace")
+        .args(["-f", "-y", "-qq", "-e", "trace=fsync,fdatasync,rename,renameat,renameat2"])
+        .arg("-o")
+        .arg(&trace)
+        .args([BIN, "backup", "--endpoints", &cluster.client_urls().join(",")])
+        .args(["--cacert", &file("ca.crt"), "--cert", &file("client.crt")])
+        .args(["--key", &file("client.key"), "--to", object.to_str().unwrap()])
+        .output()
+        .expect("strace is installed (scripts/test installs it)");
+    assert!(out.status.success(), "backup failed: {}", String::from_utf8_lossy(&out.stderr));
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    let calls: Vec<&str> = trace.lines().collect();
+
+    let manifest = dir.join("snap.db.zst.manifest.json");
+    let object_durable = durable_at(&calls, &object, &dir);
+    let manifest_named = named_at(&calls, &manifest);
+    durable_at(&calls, &manifest, &dir);
+    assert!(
+        object_durable < manifest_named,
+        "the manifest was written before the object was on disk:\n{trace}"
+    );
+}
+
+/// The index of the call that gave `file` its name (a rename from a staging name).
+fn named_at(calls: &[&str], file: &Path) -> usize {
+    let to = format!(", \"{}\")", file.display());
+    calls
+        .iter()
+        .position(|c| c.contains("rename") && c.contains(&to))
+        .unwrap_or_else(|| panic!("{} was never renamed into place:\n{calls:#?}", file.display()))
+}
+
+/// The index of the sync of `dir` that made `file`'s name durable, after checking that its
+/// content was synced (under its staging name, `file#…`) before the rename. strace names a
+/// descriptor by its resolved path, hence `dir` resolved.
+fn durable_at(calls: &[&str], file: &Path, dir: &Path) -> usize {
+    let named = named_at(calls, file);
+    let dir = std::fs::canonicalize(dir).unwrap();
+    let name = file.file_name().unwrap().to_str().unwrap();
+    let synced = |call: &&str, path: &str| call.contains("sync(") && call.contains(path);
+    let staged = format!("<{}/{name}#", dir.display());
+    assert!(
+        calls[..named].iter().any(|c| synced(c, &staged)),
+        "{name} was renamed into place unsynced:\n{calls:#?}"
+    );
+    let dir_synced = format!("<{}>)", dir.display());
+    let after = calls[named..].iter().position(|c| synced(c, &dir_synced));
+    named + after.unwrap_or_else(|| panic!("{name}'s directory not synced after:\n{calls:#?}"))
+}
