@@ -62,8 +62,8 @@ impl Admission {
                 tracing::warn!("{warning}");
             }
             let bytes = serde_json::to_vec_pretty(&defaulted).unwrap_or_default();
-            std::fs::write(&self.path, bytes)
-                .map_err(|err| format!("cannot write {}: {err}", self.path.display()))?;
+            super::write_atomically(&self.path, bytes)
+                .map_err(|err| format!("cannot write {err}"))?;
         }
         Ok(self.accepted.insert(defaulted))
     }

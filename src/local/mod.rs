@@ -63,7 +63,7 @@ fn token(dir: &Path, cluster: &str) -> Result<String, Error> {
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     let token = format!("{cluster}-{nanos:x}");
-    std::fs::write(&path, &token).map_err(io(&path))?;
+    write_atomically(&path, &token)?;
     Ok(token)
 }
 
@@ -75,11 +75,23 @@ fn read_status(dir: &Path) -> EtcdClusterStatus {
 }
 
 fn write_status(dir: &Path, status: &EtcdClusterStatus) -> Result<(), Error> {
-    let path = dir.join("status.json");
-    let tmp = dir.join(".status.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(status).unwrap_or_default())
-        .map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))
+    write_atomically(
+        &dir.join("status.json"),
+        serde_json::to_vec_pretty(status).unwrap_or_default(),
+    )
+}
+
+/// Writes `bytes` to `path` so that a crash at any moment leaves the old content or the new,
+/// never an empty or partial file. `std::fs::write` truncates first: a `local` killed between the
+/// truncation and the write left `ports.json` empty, and every later start failed on it. The new
+/// content is synced before it takes the name, so that a power loss cannot undo it either.
+fn write_atomically(path: &Path, bytes: impl AsRef<[u8]>) -> Result<(), Error> {
+    use std::io::Write;
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    file.write_all(bytes.as_ref()).and_then(|()| file.sync_all()).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
 }
 
 /// Restores every member of a new local cluster from the backup at `from` (verified against its
@@ -194,7 +206,7 @@ pub async fn up(file: &Path, dir: &Path, options: Options) -> crate::error::Resu
     let token = token(dir, &name)?;
     let exit_after = std::env::var(EXIT_AFTER_ENV).ok();
     let pid_path = dir.join("operator.pid");
-    std::fs::write(&pid_path, std::process::id().to_string()).map_err(io(&pid_path))?;
+    write_atomically(&pid_path, std::process::id().to_string())?;
     let mut status = read_status(dir);
     tracing::info!(cluster = %name, dir = %dir.display(), "reconciling local cluster");
     if let Some(from) = restore_from.as_deref() {
@@ -365,4 +377,35 @@ pub fn load_cluster(path: &std::path::Path) -> crate::error::Result<etcd_crds::E
         kind: "EtcdCluster",
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_file_is_read_whole_while_it_is_rewritten() {
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let path = dir.path().join("ports.json");
+        let contents = [vec![b'a'; 256 * 1024], vec![b'b'; 256 * 1024]];
+        write_atomically(&path, &contents[0]).unwrap();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for i in 0..500 {
+                    write_atomically(&path, &contents[i % 2]).unwrap();
+                }
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+            let mut reads = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let read = std::fs::read(&path).unwrap();
+                assert!(contents.contains(&read), "read {} bytes of a rewrite", read.len());
+                reads += 1;
+            }
+            assert!(reads > 0);
+        });
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "only the file itself: {left:?}");
+    }
 }

@@ -143,7 +143,7 @@ impl ProcessMembers {
         all.insert(name.to_owned(), ports);
         std::fs::create_dir_all(&self.dir).map_err(Self::io(&self.dir))?;
         let text = serde_json::to_vec_pretty(&all).unwrap_or_default();
-        std::fs::write(&path, text).map_err(Self::io(&path))?;
+        super::write_atomically(&path, text)?;
         Ok(ports)
     }
 
@@ -223,7 +223,7 @@ impl MemberPort for ProcessMembers {
         self.etcd_program(name, Some(version))?;
         // Recorded first: a crash after the stop restarts the member on the new version.
         let path = self.version_file(name);
-        std::fs::write(&path, version).map_err(Self::io(&path))?;
+        super::write_atomically(&path, version)?;
         self.stop_now(name)?;
         self.start_now(name, initial, ClusterState::Existing, token)
     }
@@ -301,10 +301,10 @@ impl ProcessMembers {
         let child =
             command.spawn().map_err(|source| Error::Spawn { name: name.to_owned(), source })?;
         let pid_path = self.pid_file(name);
-        std::fs::write(&pid_path, child.id().to_string()).map_err(Self::io(&pid_path))?;
+        super::write_atomically(&pid_path, child.id().to_string())?;
         if let Some(version) = &version {
             let path = self.version_file(name);
-            std::fs::write(&path, version).map_err(Self::io(&path))?;
+            super::write_atomically(&path, version)?;
         }
         self.children.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), child);
         Ok(())
