@@ -1,7 +1,8 @@
 //! Backup throughput against `etcdctl snapshot save` of the same data, on this machine, with TLS,
 //! and each process's own peak RSS at two database sizes, a quarter of DB_MB and DB_MB (it should
 //! not grow with the snapshot: the snapshot is streamed, never held). The operator's backup runs
-//! uncompressed, with zstd, and with zstd sealed by AES-256-GCM, to a local file like etcdctl.
+//! uncompressed, with zstd, and with zstd sealed by AES-256-GCM, to a local file like etcdctl; both
+//! sync the file before they exit.
 //!
 //! `cargo bench --bench backup` (DB_MB=… to change the size, default 160); the last lines are
 //! the throughput ratios operator / etcdctl at the larger size and each variant's RSS growth.
@@ -76,16 +77,27 @@ fn operator_backup(pki: &Path, endpoint: &str, to: &Path, compression: &str) -> 
     command
 }
 
-/// Median time of `RUNS` runs and the largest peak RSS seen; each run writes a fresh file.
-fn runs(mut make: impl FnMut(usize) -> Command) -> (Duration, i64) {
-    let mut times = Vec::new();
-    let mut rss = 0;
+/// Each variant's median time of `RUNS` runs and the largest peak RSS it reached. The variants
+/// take turns, each round starting with the next one, so that none always runs first after the
+/// fill. Each run writes a fresh file, and whatever an earlier one left for the kernel to write
+/// out is written before it starts: etcdctl and the operator both sync their file before they
+/// exit, and each should pay for its own writes only.
+fn take_turns(variants: &[Variant], out: &Path) -> Vec<(Duration, i64)> {
+    let mut times = vec![Vec::new(); variants.len()];
+    let mut peaks = vec![0; variants.len()];
     for run in 0..RUNS {
-        let (took, peak) = measure(&mut make(run));
-        times.push(took);
-        rss = rss.max(peak);
+        for turn in 0..variants.len() {
+            let i = (run + turn) % variants.len();
+            let variant = &variants[i];
+            let to = out.join(format!("snapshot-{i}"));
+            let _ = std::fs::remove_file(&to);
+            assert!(Command::new("sync").status().unwrap().success());
+            let (took, peak) = measure(&mut (variant.command)(&to));
+            times[i].push(took);
+            peaks[i] = peaks[i].max(peak);
+        }
     }
-    (median(times), rss)
+    times.into_iter().map(median).zip(peaks).collect()
 }
 
 /// One way of taking the snapshot, measured at every size.
@@ -159,11 +171,11 @@ async fn main() {
         etcd::fill(&mut client, "/bench/", written..written + more, 1024).await;
         written += more;
         eprintln!("filled {size} MiB of values in {:.1?}", started.elapsed());
-        for variant in &mut variants {
-            variant
-                .figures
-                .push(runs(|run| (variant.command)(&out.join(format!("snapshot-{run}")))));
+        let figures = take_turns(&variants, &out);
+        for (variant, figures) in variants.iter_mut().zip(figures) {
+            variant.figures.push(figures);
         }
+        // etcdctl's file: the snapshot as etcd sends it.
         let db = std::fs::metadata(out.join("snapshot-0")).unwrap().len();
         snapshot_mib.push(db as f64 / (1024.0 * 1024.0));
         for file in std::fs::read_dir(&out).unwrap() {
