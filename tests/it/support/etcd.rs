@@ -183,8 +183,8 @@ fn spawn(member: &Member, dir: &Path, flags: &[String]) -> Child {
 }
 
 /// A member exited because another process bound one of its ports between [`free_port`] and
-/// etcd's own bind (the tests running beside it, and their clients' source ports, draw from the
-/// same range).
+/// etcd's own bind: rare now that no outgoing connection can take them, but the tests running
+/// beside it pick from the same ports.
 struct PortTaken;
 
 /// What `member` has logged (DIR/NAME.log, see [`spawn`]).
