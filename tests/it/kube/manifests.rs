@@ -145,8 +145,9 @@ fn rbac_is_least_privilege() {
         assert!(!verbs.iter().any(|v| v == "delete" || v == "patch"), "{rule:?}");
     }
     // Whether every call the controllers make is granted is not a hand-kept list: the
-    // end-to-end scenarios run the operator on kube-sim, whose RBAC refuses what these rules do
-    // not grant, and fail on any refusal (tests/kube-sim/tests/e2e.rs).
+    // end-to-end scenarios run the operator on the real kube-apiserver, whose RBAC authorizer
+    // refuses what these rules do not grant, and fail on any refusal in its audit log
+    // (tests/kube-sim/tests/e2e.rs).
 }
 
 #[test]

@@ -10,7 +10,7 @@ wait_running demo 3
 cluster_id=$(field demo '{.status.clusterID}')
 writer_start demo
 
-fault "fail?permille=50"
+fault fail "permille=50"
 # The API server restarts every 15 s for as long as the scenario runs.
 (while :; do sleep 15; fault restart-apiserver 2>/dev/null || true; done) &
 RESTARTS=$!
@@ -35,7 +35,7 @@ converge() {
   log "converged to $size members in $((SECONDS - start))s with the API failing"
 }
 # The replica that takes over starts up against the failing API server.
-retry fault "kill?pod=$SYSTEM/$(retry leader_pod)&container=operator"
+retry fault kill "pod=$SYSTEM/$(retry leader_pod)" "container=operator"
 retry kubectl scale etcdcluster/demo --replicas=5 >/dev/null
 converge 5
 retry kubectl scale etcdcluster/demo --replicas=3 >/dev/null
@@ -43,7 +43,7 @@ converge 3
 kill "$RESTARTS"
 wait "$RESTARTS" 2>/dev/null || true
 sleep 2
-fault "fail?permille=0"
+fault fail "permille=0"
 writer_check demo
 [ "$(field demo '{.status.clusterID}')" = "$cluster_id" ] || fail "the cluster ID changed"
 log "PASS"

@@ -135,8 +135,8 @@ old_id=$(field demo-restored '{.status.clusterID}')
 kubectl patch etcdcluster demo-restored --type merge -p '{"spec":{"recovery":{"quorumLossAfterSeconds":20}}}' >/dev/null
 # The disks are lost with their pods (local volumes): each recreated pod finds an empty volume.
 for i in 0 1 2; do
-  fault "wipe?claim=default/data-demo-restored-$i"
-  fault "kill?pod=default/demo-restored-$i&container=etcd" 2>/dev/null || true
+  fault wipe "claim=default/data-demo-restored-$i"
+  fault kill "pod=default/demo-restored-$i" "container=etcd" 2>/dev/null || true
 done
 kubectl delete pod demo-restored-0 demo-restored-1 demo-restored-2 --wait=false >/dev/null
 log "wiped the data of every member of demo-restored and deleted their pods"

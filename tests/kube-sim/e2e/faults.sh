@@ -15,27 +15,27 @@ wait_for "demo-1 recreated by the StatefulSet" 60 bash -c "[ \"\$(kubectl get po
 wait_running demo 3 120
 
 old=$(member_id demo demo-2)
-fault "wipe?claim=default/data-demo-2"
-fault "kill?pod=default/demo-2&container=etcd"
+fault wipe "claim=default/data-demo-2"
+fault kill "pod=default/demo-2" "container=etcd"
 wait_for "demo-2, whose data was lost, replaced" 240 replaced demo demo-2 "$old" 3
 
 # A member whose data is corrupt crash-loops on it: replaced, its pod deleted so that the claim
 # (held by PVC protection while a pod uses it) and the corrupt data go with it.
 old=$(member_id demo demo-0)
-fault "corrupt?claim=default/data-demo-0"
+fault corrupt "claim=default/data-demo-0"
 # etcd reads garbage and exits at once, or on this restart.
-fault "kill?pod=default/demo-0&container=etcd" 2>/dev/null || true
+fault kill "pod=default/demo-0" "container=etcd" 2>/dev/null || true
 wait_for "demo-0, whose data is corrupt, replaced" 240 replaced demo demo-0 "$old" 3
 
 old=$(member_id demo demo-1)
-fault "freeze?pod=default/demo-1"
+fault freeze "pod=default/demo-1"
 wait_for "demo-1, on a lost node, replaced" 300 replaced demo demo-1 "$old" 3
-fault "unfreeze?node=$(kubectl get pod demo-1 -o jsonpath='{.spec.nodeName}')"
+fault unfreeze "node=$(kubectl get pod demo-1 -o jsonpath='{.spec.nodeName}')"
 
 kubectl scale etcdcluster/demo --replicas=5 >/dev/null
 wait_for "scale-up under way" 60 bash -c '[ "$(kubectl get statefulset demo -o jsonpath="{.spec.replicas}")" -ge 4 ]'
 leader=$(leader_pod)
-fault "kill?pod=$SYSTEM/$leader&container=operator"
+fault kill "pod=$SYSTEM/$leader" "container=operator"
 log "killed the leading operator replica $leader mid scale-up"
 wait_running demo 5 300
 

@@ -136,8 +136,8 @@ spec:
 YAML
 }
 
-# A fault through kube-sim's admin endpoint.
-fault() { kubectl create --raw "/kube-sim/$1" -f /dev/null >/dev/null; }
+# A fault through kube-sim's node agent (see tests/kube-sim/src/faults.rs).
+fault() { kube-sim fault "$@" >/dev/null; }
 
 member_id() { field "$1" "{.status.members[?(@.name==\"$2\")].id}"; }
 

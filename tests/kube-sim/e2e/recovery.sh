@@ -16,8 +16,8 @@ sleep 3
 node() { kubectl get pod "$1" -o jsonpath='{.spec.nodeName}'; }
 node1=$(node demo-1) node2=$(node demo-2)
 [ "$(node demo-0)" != "$node1" ] && [ "$(node demo-0)" != "$node2" ] || fail "demo-0 shares a node with a member to be lost: $(node demo-0) $node1 $node2"
-fault "freeze?pod=default/demo-1"
-fault "freeze?pod=default/demo-2"
+fault freeze "pod=default/demo-1"
+fault freeze "pod=default/demo-2"
 log "froze $node1 and $node2"
 
 quorum_lost() { field demo '{.status.conditions[?(@.type=="QuorumLost")].message}'; }
@@ -53,8 +53,8 @@ writer_check demo
 
 # The lost nodes come back: their old processes find themselves removed.
 members=$(field demo '{.status.members[*].id}')
-fault "unfreeze?node=$node1"
-fault "unfreeze?node=$node2"
+fault unfreeze "node=$node1"
+fault unfreeze "node=$node2"
 sleep 20
 wait_running demo 3 60
 [ "$(field demo '{.status.members[*].id}')" = "$members" ] || fail "membership changed after the lost nodes came back"

@@ -1,41 +1,38 @@
-//! Serving the API over TLS, and the faults a test can cause through it (admin only, under
-//! `/kube-sim/`, e.g. `kubectl create --raw '/kube-sim/kill?pod=default/demo-1&container=etcd' -f /dev/null`):
+//! Faults a scenario causes, sent by `kube-sim fault VERB KEY=VALUE...` over the agent's control
+//! socket (`$KUBE_SIM_STATE/control.sock`):
 //!
-//! - `kill?pod=NS/NAME&container=C`: SIGKILL the container's process (the kubelet restarts it);
-//! - `freeze?pod=NS/NAME`: the pod's node is lost: its processes stop (SIGSTOP), its kubelet
-//!   acts on nothing, and after the node monitor grace period (40 s) the node and its pods are
-//!   marked not ready; `unfreeze?pod=NS/NAME` brings it back;
-//! - `wipe?claim=NS/NAME`: the claim's volume loses its data;
-//! - `corrupt?claim=NS/NAME`: every file on the claim's volume is overwritten with garbage;
-//! - `restart-apiserver`: open watches drop and requests fail for 1.5 s;
-//! - `fail?permille=N`: that share of service-account requests fail with 500.
+//! - `kill pod=NS/NAME container=C`: SIGKILL the container's process (its kubelet restarts it);
+//! - `freeze node=N` (or `pod=NS/NAME` for that pod's node): the machine hangs — its processes
+//!   stop (SIGSTOP) and its kubelet goes silent; kube-controller-manager's node lifecycle
+//!   controller does the rest (NotReady, taints, evictions). `unfreeze node=N` brings it back;
+//! - `partition node=N`: its kubelet is cut off from the API server, its pods keep running and
+//!   serving; `heal node=N` ends it;
+//! - `wipe claim=NS/NAME`: the claim's volume loses its data;
+//! - `corrupt claim=NS/NAME`: every file on the claim's volume is overwritten with garbage;
+//! - `restart-apiserver`: the real kube-apiserver process restarts (watches drop, caches rebuild).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use hyper::body::Incoming;
-use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::api::{ApiServer, Body, now_ms};
-use crate::controllers::modify;
-use crate::kubelet::{Kubelet, Pids};
-use crate::rbac::User;
-use crate::store;
+use crate::client::Api;
+use crate::control_plane::ControlPlane;
+use crate::kubelet::Pids;
+use crate::nodes::Nodes;
 
 pub struct Control {
-    pub server: Arc<ApiServer>,
-    pub kubelet: Arc<Kubelet>,
+    pub api: Api,
+    pub nodes: Arc<Nodes>,
     pub pids: Pids,
-    pub state: PathBuf,
+    pub plane: Arc<ControlPlane>,
 }
 
-/// kube-controller-manager's node-monitor-grace-period.
-const NODE_MONITOR_GRACE: Duration = Duration::from_secs(40);
+pub fn socket(state: &Path) -> PathBuf {
+    state.join("control.sock")
+}
 
 /// Signals every container process on `node`, of pods deleted meanwhile too (a frozen node's
 /// kubelet has not heard of their deletion, and their processes still exist there).
@@ -43,7 +40,7 @@ fn signal_node(pids: &Pids, node: &str, signal: i32) {
     let prefix = format!("{node}/");
     for (key, pid) in pids.lock().unwrap_or_else(|p| p.into_inner()).iter() {
         if key.starts_with(&prefix) {
-            // SAFETY: a container process this kubelet started.
+            // SAFETY: a container process this agent started.
             unsafe { libc::kill(*pid, signal) };
         }
     }
@@ -51,7 +48,7 @@ fn signal_node(pids: &Pids, node: &str, signal: i32) {
 
 /// Overwrites every file under `dir` with garbage of the same length, as a failing disk would
 /// leave it; returns how many files.
-fn corrupt_files(dir: &std::path::Path) -> Result<usize, String> {
+fn corrupt_files(dir: &Path) -> Result<usize, String> {
     let mut count = 0;
     for entry in std::fs::read_dir(dir).map_err(|e| e.to_string())?.flatten() {
         let path = entry.path();
@@ -67,88 +64,86 @@ fn corrupt_files(dir: &std::path::Path) -> Result<usize, String> {
 }
 
 impl Control {
-    /// The object `NAMESPACE/NAME` of a fault's argument, e.g. `pod=default/demo-1`.
-    fn object(&self, resource: &str, what: &str, key: &str) -> Result<Value, String> {
+    async fn object(&self, resource: &str, what: &str, key: &str) -> Result<Value, String> {
         let (ns, name) = key.split_once('/').ok_or_else(|| format!("{what}=NAMESPACE/NAME"))?;
-        self.server.store.get(resource, ns, name).ok_or_else(|| format!("{what} {key} not found"))
+        self.api
+            .get(&format!("/api/v1/namespaces/{ns}/{resource}/{name}"))
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{what} {key} not found"))
     }
 
     /// The directory backing the volume bound to `claim` (NAMESPACE/NAME).
-    fn volume_dir(&self, claim: &str) -> Result<PathBuf, String> {
-        let object = self.object("/persistentvolumeclaims", "claim", claim)?;
+    async fn volume_dir(&self, claim: &str) -> Result<PathBuf, String> {
+        let object = self.object("persistentvolumeclaims", "claim", claim).await?;
         let volume = object["spec"]["volumeName"].as_str().ok_or("the claim is not bound")?;
-        Ok(self.state.join("pv").join(volume))
-    }
-
-    fn pods_on(&self, node: &str) -> Vec<String> {
-        self.server
-            .store
-            .list("/pods", None)
-            .iter()
-            .filter(|p| p["spec"]["nodeName"] == node)
-            .map(|p| format!("{}/{}", store::namespace_of(p), store::name_of(p)))
-            .collect()
-    }
-
-    fn node_of(&self, pod: &str) -> Result<String, String> {
-        let object = self.object("/pods", "pod", pod)?;
-        object["spec"]["nodeName"]
+        let pv = self
+            .api
+            .get(&format!("/api/v1/persistentvolumes/{volume}"))
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("persistentvolume {volume} not found"))?;
+        pv["spec"]["hostPath"]["path"]
             .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| format!("pod {pod} is not scheduled"))
+            .map(PathBuf::from)
+            .ok_or_else(|| "no hostPath".into())
     }
 
-    fn act(
-        self: &Arc<Self>,
-        action: &str,
-        query: &HashMap<String, String>,
-    ) -> Result<Value, String> {
-        let arg = |k: &str| query.get(k).cloned().ok_or_else(|| format!("{action} needs {k}="));
-        match action {
+    async fn node(&self, args: &HashMap<String, String>) -> Result<String, String> {
+        let node = match (args.get("node"), args.get("pod")) {
+            (Some(node), _) => node.clone(),
+            (None, Some(pod)) => {
+                let object = self.object("pods", "pod", pod).await?;
+                object["spec"]["nodeName"]
+                    .as_str()
+                    .ok_or_else(|| format!("pod {pod} is not scheduled"))?
+                    .to_owned()
+            }
+            (None, None) => return Err("node=NAME (or pod=NS/NAME) is needed".into()),
+        };
+        if self.nodes.get(&node).is_none() {
+            return Err(format!("no node {node}"));
+        }
+        Ok(node)
+    }
+
+    async fn act(&self, verb: &str, args: &HashMap<String, String>) -> Result<Value, String> {
+        let arg = |k: &str| args.get(k).cloned().ok_or_else(|| format!("{verb} needs {k}="));
+        match verb {
             "kill" => {
-                let pod = self.object("/pods", "pod", &arg("pod")?)?;
+                let pod = self.object("pods", "pod", &arg("pod")?).await?;
                 let key = crate::kubelet::process_key(&pod, &arg("container")?);
-                let pid = self
-                    .pids
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&key)
-                    .copied()
-                    .ok_or_else(|| format!("no running container {key}"))?;
-                // SAFETY: a container process this kubelet started.
+                let pid = self.pids.lock().unwrap_or_else(|p| p.into_inner()).get(&key).copied();
+                let pid = pid.ok_or_else(|| format!("no running container {key}"))?;
+                // SAFETY: a container process this agent started.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
                 Ok(json!({"killed": key, "pid": pid}))
             }
             "freeze" => {
-                let node = self.node_of(&arg("pod")?)?;
-                self.kubelet.frozen.lock().unwrap_or_else(|p| p.into_inner()).insert(node.clone());
+                let node = self.node(args).await?;
+                self.nodes.set_frozen(&node, true);
                 signal_node(&self.pids, &node, libc::SIGSTOP);
-                let control = self.clone();
-                let lost = node.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(NODE_MONITOR_GRACE).await;
-                    if control.kubelet.is_frozen(&lost) {
-                        control.node_lost(&lost);
-                    }
-                });
                 Ok(json!({"frozen": node}))
             }
             "unfreeze" => {
-                let node = match query.get("node") {
-                    Some(n) => n.clone(),
-                    None => self.node_of(&arg("pod")?)?,
-                };
-                self.kubelet.frozen.lock().unwrap_or_else(|p| p.into_inner()).remove(&node);
+                let node = self.node(args).await?;
                 signal_node(&self.pids, &node, libc::SIGCONT);
-                modify(&self.server.store, "/nodes", "", &node, |n| {
-                    n["status"]["conditions"] =
-                        json!([{"type": "Ready", "status": "True", "reason": "KubeletReady"}])
-                });
+                self.nodes.set_frozen(&node, false);
                 Ok(json!({"unfrozen": node}))
+            }
+            "partition" => {
+                let node = self.node(args).await?;
+                self.nodes.set_partitioned(&node, true);
+                Ok(json!({"partitioned": node}))
+            }
+            "heal" => {
+                let node = self.node(args).await?;
+                self.nodes.set_partitioned(&node, false);
+                Ok(json!({"healed": node}))
             }
             "wipe" => {
                 let claim = arg("claim")?;
-                let dir = self.volume_dir(&claim)?;
+                let dir = self.volume_dir(&claim).await?;
                 for entry in std::fs::read_dir(&dir).map_err(|e| e.to_string())?.flatten() {
                     let path = entry.path();
                     let _ = if path.is_dir() {
@@ -161,148 +156,61 @@ impl Control {
             }
             "corrupt" => {
                 let claim = arg("claim")?;
-                let corrupted = corrupt_files(&self.volume_dir(&claim)?)?;
+                let corrupted = corrupt_files(&self.volume_dir(&claim).await?)?;
                 Ok(json!({"corrupted": claim, "files": corrupted}))
             }
             "restart-apiserver" => {
-                self.server.faults.epoch.fetch_add(1, Ordering::SeqCst);
-                self.server.faults.down_until_ms.store(now_ms() + 1500, Ordering::SeqCst);
-                Ok(json!({"restarted": true}))
-            }
-            "fail" => {
-                let permille: u32 =
-                    arg("permille")?.parse().map_err(|_| "permille is a number from 0 to 1000")?;
-                self.server.faults.fail_permille.store(permille.min(1000), Ordering::SeqCst);
-                Ok(json!({"failPermille": permille}))
+                let plane = self.plane.clone();
+                tokio::task::spawn_blocking(move || plane.restart_apiserver())
+                    .await
+                    .map_err(|e| e.to_string())??;
+                Ok(json!({"restarted": "kube-apiserver"}))
             }
             other => Err(format!("unknown fault {other}")),
         }
     }
-
-    /// The node lifecycle controller's view of a node that stopped reporting: the node's Ready
-    /// is Unknown and its pods are not ready (so Services and StatefulSets see them so).
-    fn node_lost(&self, node: &str) {
-        let store = &self.server.store;
-        modify(
-            store,
-            "/nodes",
-            "",
-            node,
-            |n| n["status"]["conditions"] = json!([{"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status."}]),
-        );
-        for pod in self.pods_on(node) {
-            let (ns, name) = pod.split_once('/').unwrap_or_default();
-            modify(store, "/pods", ns, name, |p| {
-                if let Some(conditions) = p["status"]["conditions"].as_array_mut() {
-                    for c in conditions
-                        .iter_mut()
-                        .filter(|c| c["type"] == "Ready" || c["type"] == "ContainersReady")
-                    {
-                        c["status"] = json!("False");
-                    }
-                }
-            });
-        }
-    }
 }
 
-fn query_of(req: &Request<Incoming>) -> HashMap<String, String> {
-    req.uri()
-        .query()
-        .unwrap_or_default()
-        .split('&')
-        .filter_map(|p| p.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.replace("%2F", "/")))
-        .collect()
-}
-
-async fn handle(
-    control: Arc<Control>,
-    tokens: Arc<Mutex<HashMap<String, User>>>,
-    req: Request<Incoming>,
-) -> Response<Body> {
-    if let Some(action) = req.uri().path().strip_prefix("/kube-sim/") {
-        let admin = req
-            .headers()
-            .get("authorization")
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .is_some_and(|t| {
-                tokens.lock().unwrap_or_else(|p| p.into_inner()).get(t) == Some(&User::Admin)
-            });
-        let (code, body) = if !admin {
-            (
-                403,
-                json!({"kind": "Status", "status": "Failure", "message": "faults are for the cluster admin", "code": 403}),
-            )
-        } else {
-            match control.act(action, &query_of(&req)) {
-                Ok(v) => (201, v),
-                Err(message) => (
-                    400,
-                    json!({"kind": "Status", "status": "Failure", "message": message, "code": 400}),
-                ),
-            }
-        };
-        let mut response =
-            Response::new(http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_err(
-                http_body_util::Full::new(bytes::Bytes::from(body.to_string())),
-                |never| match never {},
-            )));
-        *response.status_mut() =
-            hyper::StatusCode::from_u16(code).unwrap_or(hyper::StatusCode::BAD_REQUEST);
-        return response;
-    }
-    control.server.clone().handle(req).await
-}
-
-/// Serves the API (and the fault endpoints) over TLS, HTTP/1.1 and HTTP/2.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    control: Arc<Control>,
-    tokens: Arc<Mutex<HashMap<String, User>>>,
-    cert_pem: String,
-    key_pem: String,
-) {
-    use rustls_pki_types::pem::PemObject;
-    let certs: Vec<_> =
-        rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes()).flatten().collect();
-    let Ok(key) = rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()) else {
-        tracing::error!("the serving key cannot be parsed");
-        return;
-    };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key));
-    let mut config = match config {
-        Ok(c) => c,
-        Err(err) => {
-            tracing::error!(%err, "cannot build the TLS configuration");
-            return;
-        }
-    };
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+/// Answers one request a line: `VERB KEY=VALUE...` → a JSON line, or `error: WHY`.
+pub async fn serve(listener: tokio::net::UnixListener, control: Arc<Control>) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let (acceptor, control, tokens) = (acceptor.clone(), control.clone(), tokens.clone());
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let control = control.clone();
         tokio::spawn(async move {
-            let Ok(Ok(tls)) =
-                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-            else {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            if BufReader::new(read).read_line(&mut line).await.is_err() {
                 return;
+            }
+            let mut words = line.split_whitespace();
+            let verb = words.next().unwrap_or_default().to_owned();
+            let args: HashMap<String, String> = words
+                .filter_map(|w| w.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            let answer = match control.act(&verb, &args).await {
+                Ok(v) => format!("{v}\n"),
+                Err(e) => format!("error: {e}\n"),
             };
-            let service = hyper::service::service_fn(move |req| {
-                let (control, tokens) = (control.clone(), tokens.clone());
-                async move { Ok::<_, std::convert::Infallible>(handle(control, tokens, req).await) }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
-                .await;
+            let _ = write.write_all(answer.as_bytes()).await;
         });
+    }
+}
+
+/// `kube-sim fault VERB KEY=VALUE...`, from inside a cluster: sends the fault and prints the
+/// answer; fails when the agent refused it.
+pub fn send(words: &[String]) -> Result<String, String> {
+    use std::io::{BufRead, Write};
+    let state = std::env::var_os("KUBE_SIM_STATE")
+        .ok_or("KUBE_SIM_STATE is not set: run this inside `kube-sim run`")?;
+    let path = socket(Path::new(&state));
+    let mut stream = std::os::unix::net::UnixStream::connect(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    writeln!(stream, "{}", words.join(" ")).map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    std::io::BufReader::new(stream).read_line(&mut answer).map_err(|e| e.to_string())?;
+    match answer.strip_prefix("error: ") {
+        Some(why) => Err(why.trim().to_owned()),
+        None => Ok(answer.trim().to_owned()),
     }
 }

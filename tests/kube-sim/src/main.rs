@@ -1,39 +1,47 @@
-//! kube-sim: a simulated Kubernetes that runs here — an HTTPS API server, the controllers a
-//! cluster needs (StatefulSet, Deployment, garbage collector, PVC protection, scheduler) and a
-//! kubelet that runs pods as real processes in Linux namespaces — to run the operator end to
-//! end, installed with kubectl as a user would.
+//! kube-sim: the real Kubernetes control plane (kube-apiserver, kube-controller-manager and
+//! kube-scheduler, built from Kubernetes' Go modules by `scripts/go-binaries`) and a node agent in
+//! place of kubelets, which runs the pods bound to its nodes as real processes in Linux
+//! namespaces, to run the operator end to end, installed with kubectl as a user would.
 //!
 //! ```text
-//! kube-sim run --state-dir DIR [--etcd VERSION=DIR]... [--operator-image REF] [--operator-bin PATH] -- COMMAND [ARG]...
+//! kube-sim run --state-dir DIR [--etcd VERSION=DIR]... [--operator-image REF] [--operator-bin PATH] [--nodes N] -- COMMAND [ARG]...
+//! kube-sim fault VERB KEY=VALUE...      # from inside COMMAND: see `faults`
 //! ```
+//!
+//! What is real: every API call, authentication and authorization (RBAC and the Node
+//! authorizer), admission (the default plugins, NodeRestriction, the operator's webhooks called by
+//! the API server), every controller and the scheduler. What the agent models is the kubelet
+//! (`kubelet`, `nodes`, `kubelet_api`), and what a cluster's add-ons would provide: storage
+//! (`storage`) and DNS (`dns`). There is no kube-proxy: Service names resolve to their ready
+//! endpoints, and the API server reaches webhooks at their endpoints (`--enable-aggregator-routing`).
 
-mod admission;
-mod api;
-mod controllers;
+mod client;
+mod control_plane;
+mod dns;
 mod faults;
 mod kubelet;
-mod patch;
+mod kubelet_api;
+mod nodes;
 mod pki;
-mod rbac;
-mod resources;
 mod sandbox;
-mod schema;
-mod selector;
-mod store;
+mod storage;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use serde_json::json;
 
-use crate::kubelet::{Image, Images};
-use crate::rbac::User;
+use crate::control_plane::{Binaries, ControlPlane};
+use crate::kubelet::images::{Image, Images, Puller};
+use crate::nodes::{Node, Nodes};
 
 #[derive(Parser)]
-#[command(name = "kube-sim", about = "A simulated Kubernetes that runs pods as real processes")]
+#[command(
+    name = "kube-sim",
+    about = "The real Kubernetes control plane with simulated nodes that run pods as real processes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,8 +49,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start a simulated cluster, run COMMAND in it (KUBECONFIG set, cluster DNS), stop it.
+    /// Start a cluster, run COMMAND in it (KUBECONFIG set, cluster DNS), stop it.
     Run(RunArgs),
+    /// Cause a fault in the cluster this runs in (see `kube-sim fault help`).
+    Fault {
+        /// VERB KEY=VALUE...: kill pod=NS/NAME container=C, freeze node=N, unfreeze node=N,
+        /// partition node=N, heal node=N, wipe claim=NS/NAME, corrupt claim=NS/NAME,
+        /// restart-apiserver.
+        #[arg(required = true)]
+        words: Vec<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -59,14 +75,24 @@ struct RunArgs {
     /// The binary that image runs (default: the etcd-operator built beside kube-sim).
     #[arg(long)]
     operator_bin: Option<PathBuf>,
-    /// How long a scheduled pod waits before its containers start (volume attach, image pull).
-    #[arg(long, default_value_t = 2000)]
-    pod_start_delay_ms: u64,
-    /// How often the kubelet refreshes Secret and ConfigMap volumes.
-    #[arg(long, default_value_t = 10)]
+    /// kube-apiserver, kube-controller-manager and kube-scheduler (default: what
+    /// scripts/go-binaries built, target/go-bin/kube).
+    #[arg(long)]
+    kube_bin: Option<PathBuf>,
+    /// The etcd that stores the cluster's objects (default: target/go-bin/etcd-3.6/etcd).
+    #[arg(long)]
+    store_etcd: Option<PathBuf>,
+    /// How long a node takes to pull an image it does not have.
+    #[arg(long, default_value_t = 3000)]
+    image_pull_ms: u64,
+    /// How long a pod sandbox takes to come up before its volumes and containers.
+    #[arg(long, default_value_t = 500)]
+    sandbox_start_ms: u64,
+    /// How often the kubelet writes Secret, ConfigMap and projected volumes again.
+    #[arg(long, default_value_t = 60)]
     volume_sync_seconds: u64,
-    /// Number of nodes pods are spread over.
-    #[arg(long, default_value_t = 16)]
+    /// Number of nodes (spread over three zones).
+    #[arg(long, default_value_t = 6)]
     nodes: usize,
     /// The command to run in the cluster.
     #[arg(last = true, required = true)]
@@ -115,8 +141,14 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
-    let Command::Run(args) = cli.command;
-    match run(args) {
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Fault { words } => faults::send(&words).map(|answer| {
+            println!("{answer}");
+            0
+        }),
+    };
+    match result {
         Ok(code) => std::process::exit(code),
         Err(err) => {
             eprintln!("kube-sim: {err}");
@@ -176,7 +208,7 @@ fn images(args: &RunArgs, state: &Path) -> Result<Images, String> {
         copy_into(&image, &dir.join("etcdutl"), "etcdutl")?;
     }
     images.exact.insert(
-        kubelet::normalize(&reference),
+        kubelet::images::normalize(&reference),
         Image {
             dir: image,
             entrypoint: OPERATOR_ENTRYPOINT.iter().map(|s| (*s).to_owned()).collect(),
@@ -196,12 +228,30 @@ fn run(args: RunArgs) -> Result<i32, String> {
     let hosts = state.join("hosts");
     std::fs::write(&hosts, "127.0.0.1 localhost\n").map_err(|e| e.to_string())?;
     let images = images(&args, &state)?;
+    let go_bin = workspace().join("target/go-bin");
+    let bin = Binaries {
+        kube: args.kube_bin.clone().unwrap_or_else(|| go_bin.join("kube")),
+        etcd: args.store_etcd.clone().unwrap_or_else(|| go_bin.join("etcd-3.6/etcd")),
+    };
+    let names: Vec<String> = (1..=args.nodes).map(|i| format!("node-{i}")).collect();
     sandbox::enter_cluster_namespaces(&hosts)?;
+    for i in 1..=names.len() {
+        sandbox::add_address(&node_ip(i))?;
+    }
+    let plane = Arc::new(ControlPlane::start(&state, bin, &names)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    runtime.block_on(serve_and_run(args, state, hosts, images))
+    let code = runtime.block_on(serve_and_run(args, state, hosts, images, plane.clone(), names));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    drop(plane);
+    code
+}
+
+/// The address of node `i` (from 1), where its kubelet API answers.
+fn node_ip(i: usize) -> String {
+    format!("10.244.255.{i}")
 }
 
 async fn serve_and_run(
@@ -209,86 +259,77 @@ async fn serve_and_run(
     state: PathBuf,
     hosts: PathBuf,
     images: Images,
+    plane: Arc<ControlPlane>,
+    names: Vec<String>,
 ) -> Result<i32, String> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let pki = pki::issue(&[
-        "kubernetes",
-        "kubernetes.default",
-        "kubernetes.default.svc",
-        "kubernetes.default.svc.cluster.local",
-        "localhost",
-        "127.0.0.1",
-        sandbox::API_SERVICE_IP,
-    ])
-    .map_err(|e| format!("cannot issue the cluster CA: {e}"))?;
-    let admin_token = pki::token();
-    let tokens: Arc<Mutex<HashMap<String, User>>> =
-        Arc::new(Mutex::new(HashMap::from([(admin_token.clone(), User::Admin)])));
-    let store = store::Store::new(resources::builtins());
-    seed(&store, args.nodes);
-    let server = Arc::new(api::ApiServer {
-        store: store.clone(),
-        tokens: tokens.clone(),
-        faults: api::Faults::default(),
-        logs: state.join("logs"),
-        webhooks: admission::WebhookClient,
-        audit: api::Audit::open(&state.join("audit.log"))
-            .map_err(|e| format!("cannot open the audit log: {e}"))?,
-    });
-    let nodes: Vec<String> = (1..=args.nodes).map(|i| format!("node-{i}")).collect();
-    let frozen: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let agent = client::Api::from_kubeconfig(&plane.kubeconfig("agent")).await?;
+    storage::install_class(&agent).await?;
+    let mut all = BTreeMap::new();
+    for (i, name) in names.iter().enumerate() {
+        let api = client::Api::from_kubeconfig(&plane.kubeconfig(name)).await?;
+        let zone = nodes::ZONES[i % nodes::ZONES.len()];
+        all.insert(
+            name.clone(),
+            Arc::new(Node { name: name.clone(), ip: node_ip(i + 1), zone, api }),
+        );
+    }
+    let nodes = Arc::new(Nodes::new(all));
+    for node in nodes.all.values() {
+        tokio::spawn(nodes::run(nodes.clone(), node.clone()));
+    }
     let kubelet = kubelet::Kubelet::new(
-        store.clone(),
+        nodes.clone(),
         state.clone(),
         hosts.clone(),
-        images,
-        tokens.clone(),
-        pki.ca_pem.clone(),
-        Duration::from_millis(args.pod_start_delay_ms),
+        Puller::new(images, Duration::from_millis(args.image_pull_ms)),
+        Duration::from_millis(args.sandbox_start_ms),
         Duration::from_secs(args.volume_sync_seconds),
-        nodes.clone(),
-        frozen.clone(),
     );
     let pids: kubelet::Pids = Arc::default();
-    let control = Arc::new(faults::Control {
-        server: server.clone(),
-        kubelet: kubelet.clone(),
-        pids: pids.clone(),
-        state: state.clone(),
-    });
-    let listener = tokio::net::TcpListener::bind("0.0.0.0:443")
-        .await
-        .map_err(|e| format!("cannot listen on :443: {e}"))?;
-    tokio::spawn(faults::serve(
-        listener,
-        control,
-        tokens.clone(),
-        pki.serving_cert_pem.clone(),
-        pki.serving_key_pem.clone(),
-    ));
-    let frozen_check = {
-        let frozen = frozen.clone();
-        Arc::new(move |node: &str| frozen.lock().unwrap_or_else(|p| p.into_inner()).contains(node))
-            as Arc<dyn Fn(&str) -> bool + Send + Sync>
-    };
-    tokio::spawn(controllers::run(store.clone(), nodes, frozen_check));
     tokio::spawn(kubelet.clone().run(pids.clone()));
-    tokio::spawn(dns(store.clone(), hosts));
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", kubelet_api::PORT))
+        .await
+        .map_err(|e| format!("cannot listen on :{}: {e}", kubelet_api::PORT))?;
+    tokio::spawn(kubelet_api::serve(listener, kubelet.logs_dir()));
+    tokio::spawn(dns::run(agent.clone(), hosts));
+    tokio::spawn(storage::run(agent.clone(), state.join("pv")));
+    let socket = faults::socket(&state);
+    let _ = std::fs::remove_file(&socket);
+    let listener = tokio::net::UnixListener::bind(&socket)
+        .map_err(|e| format!("{}: {e}", socket.display()))?;
+    let control = Arc::new(faults::Control {
+        api: agent.clone(),
+        nodes: nodes.clone(),
+        pids: pids.clone(),
+        plane: plane.clone(),
+    });
+    tokio::spawn(faults::serve(listener, control));
+    wait_until_usable(&agent, names.len()).await?;
 
     let kubeconfig = state.join("kubeconfig");
-    write_kubeconfig(&kubeconfig, &pki.ca_pem, &admin_token)?;
+    let api_url = format!("https://{}:443", sandbox::API_SERVICE_IP);
+    pki::kubeconfig(&plane.pki, &api_url, "admin", &kubeconfig)?;
     let (program, rest) = args.command.split_first().ok_or("no COMMAND given")?;
     eprintln!(
-        "kube-sim: cluster up (API https://{}:443); running {}",
-        sandbox::API_SERVICE_IP,
+        "kube-sim: cluster up (API {api_url}, {} nodes); running {}",
+        names.len(),
         args.command.join(" ")
     );
+    let own_dir = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let path = format!("{}:{}", own_dir.display(), std::env::var("PATH").unwrap_or_default());
     // COMMAND in a process group of its own, so that whatever it left running in the
     // cluster's network (a test's S3 server, a writer) stops with the cluster.
     let mut child = tokio::process::Command::new(program)
         .args(rest)
         .env("KUBECONFIG", &kubeconfig)
         .env("KUBE_SIM_STATE", &state)
+        .env("KUBE_SIM_AUDIT", plane.audit_log())
+        .env("PATH", path)
         .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
@@ -298,8 +339,8 @@ async fn serve_and_run(
         // SAFETY: signalling the process group this process created.
         unsafe { libc::kill(-group, libc::SIGKILL) };
     }
-    // Stop every process the kubelet started.
-    frozen.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    // Stop every process the kubelets started.
+    nodes.release_all();
     for pid in pids.lock().unwrap_or_else(|p| p.into_inner()).values() {
         // SAFETY: children of this process.
         unsafe {
@@ -310,71 +351,41 @@ async fn serve_and_run(
     Ok(status.code().unwrap_or(1))
 }
 
-/// What a new cluster has: namespaces, the kubernetes Service, nodes, a default StorageClass
-/// that allows expansion.
-fn seed(store: &store::Store, nodes: usize) {
-    let kinds = resources::builtins();
-    let kind = |plural: &str| kinds.iter().find(|k| k.resource() == plural).cloned();
-    let create = |resource: &str, object: serde_json::Value| {
-        if let Some(k) = kind(resource) {
-            let _ = store.create(&k, object);
-        }
-    };
-    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        create(
-            "/namespaces",
-            json!({"metadata": {"name": ns}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}),
-        );
-        create("/serviceaccounts", json!({"metadata": {"name": "default", "namespace": ns}}));
-    }
-    create(
-        "/services",
-        json!({"metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}}, "spec": {"clusterIP": sandbox::API_SERVICE_IP, "type": "ClusterIP", "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 443}]}}),
-    );
-    for i in 1..=nodes {
-        create(
-            "/nodes",
-            json!({"metadata": {"name": format!("node-{i}"), "labels": {"kubernetes.io/hostname": format!("node-{i}")}}, "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]}}),
-        );
-    }
-    create(
-        "storage.k8s.io/storageclasses",
-        json!({"metadata": {"name": controllers::DEFAULT_STORAGE_CLASS, "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}}, "provisioner": "kube-sim.io/hostpath", "allowVolumeExpansion": true, "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate"}),
-    );
-}
-
-fn write_kubeconfig(path: &Path, ca_pem: &str, token: &str) -> Result<(), String> {
-    use base64::Engine;
-    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-sim\n  cluster:\n    server: https://{}:443\n    certificate-authority-data: {ca}\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: kube-sim\n  context:\n    cluster: kube-sim\n    user: admin\n    namespace: default\ncurrent-context: kube-sim\n",
-        sandbox::API_SERVICE_IP
-    );
-    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// Keeps the cluster's /etc/hosts (every pod's and COMMAND's) equal to the DNS records, written
-/// in place so bind mounts of it see each change. Cluster DNS never goes blank, so neither may
-/// this file: the new records are written over the old ones in one write, padded with newlines
-/// to the old length, and only then is the file cut to size (truncating first would leave an
-/// empty file for every lookup that comes in between: "Temporary failure in name resolution").
-async fn dns(store: Arc<store::Store>, hosts: PathBuf) {
-    let mut last = String::new();
+/// Until every node is Ready and the default namespace has its service account and root CA
+/// (kube-controller-manager's doing): before that, a pod cannot be created or started.
+async fn wait_until_usable(api: &client::Api, nodes: usize) -> Result<(), String> {
+    let start = std::time::Instant::now();
     loop {
-        let mut text = String::from("127.0.0.1 localhost\n");
-        for (ip, name) in controllers::dns_records(&store) {
-            text.push_str(&format!("{ip} {name}\n"));
+        let ready = api
+            .list("/api/v1/nodes")
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|n| {
+                n["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+            })
+            .count();
+        let account = api
+            .get("/api/v1/namespaces/default/serviceaccounts/default")
+            .await
+            .ok()
+            .flatten()
+            .is_some();
+        let root_ca = api
+            .get("/api/v1/namespaces/default/configmaps/kube-root-ca.crt")
+            .await
+            .ok()
+            .flatten()
+            .is_some();
+        if ready == nodes && account && root_ca {
+            return Ok(());
         }
-        if text != last {
-            use std::os::unix::fs::FileExt;
-            if let Ok(file) = std::fs::OpenOptions::new().write(true).open(&hosts) {
-                let mut padded = text.clone().into_bytes();
-                padded.resize(text.len().max(last.len()), b'\n');
-                if file.write_all_at(&padded, 0).is_ok() {
-                    let _ = file.set_len(text.len() as u64);
-                }
-            }
-            last = text;
+        if start.elapsed() > Duration::from_secs(120) {
+            return Err(format!(
+                "the cluster is not usable after 120 s: {ready} of {nodes} nodes Ready, default service account {account}, root CA {root_ca}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

