@@ -192,11 +192,15 @@ fn started_etcd(pod: &Pod) -> bool {
 }
 
 /// A pod still Terminating more than 30 s past its grace period: its kubelet would have finished
-/// by then, so its node does not answer.
+/// by then, so its node does not answer. The API server sets `deletionTimestamp` to the end of the
+/// grace period (the time of the request plus the grace), not to the time of the request.
 fn stuck_terminating(pod: &Pod) -> bool {
-    let Some(since) = pod.metadata.deletion_timestamp.as_ref() else { return false };
-    let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30);
-    k8s_openapi::jiff::Timestamp::now().as_second() - since.0.as_second() > grace + 30
+    stuck_at(pod, k8s_openapi::jiff::Timestamp::now().as_second())
+}
+
+fn stuck_at(pod: &Pod, now: i64) -> bool {
+    let Some(grace_ends) = pod.metadata.deletion_timestamp.as_ref() else { return false };
+    now - grace_ends.0.as_second() > 30
 }
 
 impl MemberPort for KubeMembers {
@@ -392,5 +396,21 @@ mod tests {
         assert_eq!(super::ordinal("demo-12"), Some(12));
         assert_eq!(super::ordinal("my-db-0"), Some(0));
         assert_eq!(super::ordinal("nope"), None);
+    }
+
+    /// kube-apiserver writes `deletionTimestamp` as the request's time plus the grace period
+    /// (`staging/src/k8s.io/apiserver/pkg/registry/rest/delete.go`, `BeforeDelete`): a pod
+    /// deleted at t with 30 s of grace has t+30 there and is stuck from t+60 on, not from t+90.
+    #[test]
+    fn a_pod_is_stuck_30_s_after_its_grace_period_ends() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let deleted_at = 1_000_000;
+        let mut pod = k8s_openapi::api::core::v1::Pod::default();
+        pod.metadata.deletion_grace_period_seconds = Some(30);
+        let grace_ends = k8s_openapi::jiff::Timestamp::from_second(deleted_at + 30).unwrap();
+        pod.metadata.deletion_timestamp = Some(Time(grace_ends));
+        assert!(!super::stuck_at(&pod, deleted_at + 59));
+        assert!(super::stuck_at(&pod, deleted_at + 61));
+        assert!(!super::stuck_at(&k8s_openapi::api::core::v1::Pod::default(), deleted_at + 1000));
     }
 }
