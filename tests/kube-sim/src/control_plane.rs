@@ -1,8 +1,8 @@
 //! The real Kubernetes control plane, started as kubeadm would start its static pods: etcd (the
 //! API server's store), kube-apiserver, kube-controller-manager and kube-scheduler, each a
 //! process of the binaries `scripts/go-binaries` built from Kubernetes' and etcd's Go modules.
-//! They run in the cluster's network namespace; the API server listens on :443 of every address
-//! there, so pods reach it at the `kubernetes` Service's IP as they would through kube-proxy.
+//! They run in the cluster's network namespace; the API server listens on the cluster network's
+//! gateway address, and pods reach it at the `kubernetes` Service's address through `api_proxy`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -31,7 +31,9 @@ pub const CLIENTS: &[(&str, &str, &str)] = &[
 ];
 
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
-pub const API_URL: &str = "https://127.0.0.1:443";
+/// Where the control plane and an admin reach the API server; pods reach it through the
+/// `kubernetes` Service's address instead (`api_proxy`).
+pub const API_URL: &str = "https://10.244.0.1:443";
 
 /// The running control plane.
 pub struct ControlPlane {
@@ -151,7 +153,7 @@ impl ControlPlane {
         let p = |f: &str| self.pki.path(f).display().to_string();
         vec![
             "--etcd-servers=http://127.0.0.1:2379".into(),
-            "--bind-address=0.0.0.0".into(),
+            format!("--bind-address={}", sandbox::GATEWAY),
             "--secure-port=443".into(),
             format!("--advertise-address={}", sandbox::GATEWAY),
             format!("--service-cluster-ip-range={SERVICE_CIDR}"),

@@ -9,7 +9,8 @@
 //!   serving; `heal node=N` ends it;
 //! - `wipe claim=NS/NAME`: the claim's volume loses its data;
 //! - `corrupt claim=NS/NAME`: every file on the claim's volume is overwritten with garbage;
-//! - `restart-apiserver`: the real kube-apiserver process restarts (watches drop, caches rebuild).
+//! - `restart-apiserver`: the real kube-apiserver process restarts (watches drop, caches rebuild);
+//! - `fail permille=N`: that share of the requests pods send to the API server fail with 500.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ pub struct Control {
     pub nodes: Arc<Nodes>,
     pub pids: Pids,
     pub plane: Arc<ControlPlane>,
+    pub fail: Arc<crate::api_proxy::FailRate>,
 }
 
 pub fn socket(state: &Path) -> PathBuf {
@@ -165,6 +167,12 @@ impl Control {
                     .await
                     .map_err(|e| e.to_string())??;
                 Ok(json!({"restarted": "kube-apiserver"}))
+            }
+            "fail" => {
+                let permille: u32 =
+                    arg("permille")?.parse().map_err(|_| "permille is a number from 0 to 1000")?;
+                self.fail.set(permille);
+                Ok(json!({"failPermille": permille}))
             }
             other => Err(format!("unknown fault {other}")),
         }

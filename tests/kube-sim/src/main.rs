@@ -15,6 +15,7 @@
 //! (`storage`) and DNS (`dns`). There is no kube-proxy: Service names resolve to their ready
 //! endpoints, and the API server reaches webhooks at their endpoints (`--enable-aggregator-routing`).
 
+mod api_proxy;
 mod client;
 mod control_plane;
 mod dns;
@@ -55,7 +56,7 @@ enum Command {
     Fault {
         /// VERB KEY=VALUE...: kill pod=NS/NAME container=C, freeze node=N, unfreeze node=N,
         /// partition node=N, heal node=N, wipe claim=NS/NAME, corrupt claim=NS/NAME,
-        /// restart-apiserver.
+        /// restart-apiserver, fail permille=N.
         #[arg(required = true)]
         words: Vec<String>,
     },
@@ -298,18 +299,27 @@ async fn serve_and_run(
     let _ = std::fs::remove_file(&socket);
     let listener = tokio::net::UnixListener::bind(&socket)
         .map_err(|e| format!("{}: {e}", socket.display()))?;
+    let fail = Arc::new(api_proxy::FailRate::default());
+    let service = tokio::net::TcpListener::bind((sandbox::API_SERVICE_IP, 443))
+        .await
+        .map_err(|e| format!("cannot listen on the kubernetes Service's address: {e}"))?;
+    let read = |f: &str| std::fs::read(plane.pki.path(f)).map_err(|e| format!("{f}: {e}"));
+    let certs = (read("ca.crt")?, read("apiserver.crt")?, read("apiserver.key")?);
+    tokio::spawn(api_proxy::serve(service, control_plane::API_URL.to_owned(), certs, fail.clone()));
     let control = Arc::new(faults::Control {
         api: agent.clone(),
         nodes: nodes.clone(),
         pids: pids.clone(),
         plane: plane.clone(),
+        fail,
     });
     tokio::spawn(faults::serve(listener, control));
     wait_until_usable(&agent, names.len()).await?;
 
     let kubeconfig = state.join("kubeconfig");
-    let api_url = format!("https://{}:443", sandbox::API_SERVICE_IP);
-    pki::kubeconfig(&plane.pki, &api_url, "admin", &kubeconfig)?;
+    // An admin reaches the API server itself, not through the Service pods use (and its faults).
+    let api_url = control_plane::API_URL;
+    pki::kubeconfig(&plane.pki, api_url, "admin", &kubeconfig)?;
     let (program, rest) = args.command.split_first().ok_or("no COMMAND given")?;
     eprintln!(
         "kube-sim: cluster up (API {api_url}, {} nodes); running {}",

@@ -385,10 +385,17 @@ impl Kubelet {
         state: Arc<Mutex<PodState>>,
     ) {
         let mut last = Value::Null;
+        let mut written = Instant::now();
         loop {
             tokio::time::sleep(Duration::from_millis(200)).await;
             if !self.nodes.is_connected(&node.name) {
                 continue;
+            }
+            // The status manager reconciles with the API server every 10 s (`syncBatch`): what
+            // others changed meanwhile (the node lifecycle controller marking the pods of a lost
+            // node not ready) is set right again once the node is back.
+            if written.elapsed() > Duration::from_secs(10) {
+                last = json!("resync");
             }
             let wanted = {
                 let s = state.lock().unwrap_or_else(|p| p.into_inner());
@@ -423,7 +430,7 @@ impl Kubelet {
                 status["podIP"] = json!(ip);
                 status["podIPs"] = json!([{"ip": ip}]);
             }
-            if last.is_null() {
+            if pod["status"]["startTime"].is_null() && last.is_null() {
                 status["startTime"] = json!(client::now());
             }
             if wanted["init"].as_array().is_some_and(|a| !a.is_empty()) {
@@ -433,7 +440,10 @@ impl Kubelet {
             // status is unchanged (it fills them in for a new status).
             let patch = json!({"metadata": {"uid": pod["metadata"]["uid"]}, "status": status});
             match node.api.strategic(&format!("{}/status", pod_path(&pod)), &patch).await {
-                Ok(_) => last = wanted,
+                Ok(_) => {
+                    last = wanted;
+                    written = Instant::now();
+                }
                 Err(err) if err.code == 404 || err.code == 409 => return,
                 Err(err) => {
                     tracing::debug!(pod = %name_of(&pod), %err, "cannot write the pod's status")
@@ -607,7 +617,9 @@ impl Kubelet {
             // The probes live exactly as long as this container: dropped with it when the pod
             // stops (this task is aborted), as the kubelet stops a removed pod's probe workers.
             // A spawned task would outlive it and kill a pid the system reuses.
+            let frozen = || self.nodes.is_frozen(&ctx.node.name);
             let probes = probes::probe_loop(
+                frozen,
                 ctx.name.clone(),
                 ctx.ip.clone(),
                 container.clone(),

@@ -12,7 +12,10 @@ use serde_json::Value;
 use super::PodState;
 
 /// Readiness and liveness probes of one running container.
+/// Runs until a liveness probe kills the container. `frozen` says when the node hangs: its
+/// kubelet probes nothing then.
 pub(super) async fn probe_loop(
+    frozen: impl Fn() -> bool,
     pod: String,
     ip: String,
     container: Value,
@@ -27,6 +30,9 @@ pub(super) async fn probe_loop(
     let mut next: HashMap<&str, Instant> = HashMap::new();
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
+        if frozen() {
+            continue;
+        }
         for (kind, probe) in [("readiness", &readiness), ("liveness", &liveness)] {
             let Some(probe) = probe else { continue };
             let delay = Duration::from_secs(probe["initialDelaySeconds"].as_u64().unwrap_or(0));
