@@ -50,6 +50,10 @@ pub fn bootstrap_configmap(cluster: &str) -> String {
 /// Pod template annotation: the fingerprint of the CA bundle the members were started with.
 pub const TRUST_BUNDLE_ANNOTATION: &str = "etcd.etcd.io/trust-bundle";
 
+/// StatefulSet annotation: the fingerprint of its pod template less the member-init image
+/// (`k8s::roll::template_hash`), so a pass knows whether it changes what the members run.
+pub const TEMPLATE_HASH_ANNOTATION: &str = "etcd.etcd.io/template-hash";
+
 /// The label every object the operator makes carries; its watches select on it.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "etcd-operator");
 

@@ -22,7 +22,7 @@ use super::owned::Watched;
 use super::{Context, Error, kube_err, namespace_of, write_status};
 use crate::etcd::ClientTls;
 use crate::k8s::members::KubeMembers;
-use crate::k8s::{objects, upgrade};
+use crate::k8s::{objects, roll};
 use crate::membership::planner::Step;
 use crate::membership::reconcile::{Plan, Target, act, plan};
 use crate::membership::recovery;
@@ -186,34 +186,31 @@ async fn apply_objects(
     apply_watched(ctx, cluster, &objects::client_service(cluster)).await?;
     apply_watched(ctx, cluster, &objects::pod_disruption_budget(cluster)).await?;
     let live = current_sts.as_ref().and_then(|s| s.metadata.resource_version.clone());
-    let current = current_sts.and_then(|s| s.spec);
-    let replicas = current.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-    let partition = current.as_ref().map(|s| {
-        s.update_strategy
-            .as_ref()
-            .and_then(|u| u.rolling_update.as_ref())
-            .and_then(|r| r.partition)
-            .unwrap_or(0)
-    });
-    let previous_status = cluster.status.clone().unwrap_or_default();
-    let roll = upgrade::roll(
-        &cluster.name_any(),
-        &cluster.spec.version,
-        replicas,
-        &previous_status,
-        partition,
+    let replicas = current_sts.as_ref().and_then(|s| s.spec.as_ref()?.replicas).unwrap_or(0);
+    let trust = tls.map(|tls| bundle_fingerprint(&tls.ca_pem));
+    let mut statefulset =
+        objects::statefulset(cluster, replicas, &ctx.operator_image, trust.as_deref());
+    let changes = roll::keep_init_image(
+        &mut statefulset,
+        current_sts.as_ref(),
+        names::TEMPLATE_HASH_ANNOTATION,
     );
+    let previous_status = cluster.status.clone().unwrap_or_default();
+    let current = current_sts.as_ref().map(roll::Current::of);
+    let roll = roll::roll(&cluster.name_any(), current, changes, &previous_status);
     if let Some(hand_over) = &roll.hand_over {
         hand_over_leadership(cluster, ctx, tls, hand_over).await;
     }
-    let partition = roll.partition;
-    let trust = tls.map(|tls| bundle_fingerprint(&tls.ca_pem));
-    let mut statefulset =
-        objects::statefulset(cluster, replicas, &ctx.operator_image, partition, trust.as_deref());
-    if let (Some(current), Some(spec)) = (&current, statefulset.spec.as_mut()) {
-        // volumeClaimTemplates are immutable: a grown storage size is carried out on the
-        // claims themselves (expand_claims), and the StatefulSet keeps the templates it has.
-        spec.volume_claim_templates = current.volume_claim_templates.clone();
+    if let Some(spec) = statefulset.spec.as_mut() {
+        if let Some(rolling) = spec.update_strategy.as_mut().and_then(|u| u.rolling_update.as_mut())
+        {
+            rolling.partition = Some(roll.partition);
+        }
+        if let Some(current) = current_sts.as_ref().and_then(|s| s.spec.as_ref()) {
+            // volumeClaimTemplates are immutable: a grown storage size is carried out on the
+            // claims themselves (expand_claims), and the StatefulSet keeps the templates it has.
+            spec.volume_claim_templates = current.volume_claim_templates.clone();
+        }
     }
     apply_object(ctx, cluster, &statefulset, live).await?;
     expand_claims(cluster, ctx, namespace).await
@@ -225,7 +222,7 @@ async fn hand_over_leadership(
     cluster: &EtcdCluster,
     ctx: &Context,
     tls: Option<&ClientTls>,
-    hand_over: &upgrade::HandOver,
+    hand_over: &roll::HandOver,
 ) {
     let message =
         format!("moving leadership to {} before the roll restarts the leader", hand_over.to);
@@ -285,6 +282,8 @@ async fn membership_step(
     if let Some(expansion) = volumes.expansion {
         set_condition(&mut status.conditions, expansion);
     }
+    let unplaced = port.unschedulable().await?;
+    set_condition(&mut status.conditions, scheduling(&unplaced, cluster.metadata.generation));
     status.selector = Some(names::selector_string(&name));
     let labels = metric_labels(cluster);
     ctx.clusters.observe(&labels, cluster.spec.size, &cluster.spec.version, &status);
@@ -397,6 +396,29 @@ fn members_trust(statefulset: Option<&StatefulSet>) -> MembersTrust {
         Some(fingerprint) if rolled => MembersTrust::StartedWith(fingerprint.clone()),
         _ => MembersTrust::Restarting,
     }
+}
+
+/// Condition type reporting whether the scheduler placed every member pod.
+pub const SCHEDULED_CONDITION: &str = "MembersScheduled";
+
+/// Whether every member pod is placed; if not, which and why, in the scheduler's words (a pod
+/// that cannot go anywhere but to another member's node stays Pending rather than share it).
+fn scheduling(unplaced: &[(String, String)], generation: Option<i64>) -> Condition {
+    if unplaced.is_empty() {
+        return condition(
+            SCHEDULED_CONDITION,
+            true,
+            "Scheduled",
+            "every member pod is placed".into(),
+            generation,
+        );
+    }
+    let message = unplaced
+        .iter()
+        .map(|(pod, why)| format!("{pod} cannot be scheduled: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    condition(SCHEDULED_CONDITION, false, "Unschedulable", message, generation)
 }
 
 /// Condition type reporting whether the claims have the spec's storage size.
@@ -584,5 +606,17 @@ fn step_reason(step: &Step) -> &'static str {
         Step::StopAll { .. } => "StopCluster",
         Step::Wait { .. } => "Waiting",
         Step::Done => "Converged",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_unplaced_member_is_named_with_the_schedulers_message() {
+        let why = "0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules.";
+        let c = super::scheduling(&[("demo-2".into(), why.into())], Some(1));
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "Unschedulable"));
+        assert_eq!(c.message, format!("demo-2 cannot be scheduled: {why}"));
+        assert_eq!(super::scheduling(&[], Some(1)).status, "True");
     }
 }

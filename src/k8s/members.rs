@@ -93,6 +93,12 @@ impl KubeMembers {
         Ok(())
     }
 
+    /// Member pods the scheduler could not place, with its message (`PodScheduled` False,
+    /// reason `Unschedulable`).
+    pub async fn unschedulable(&self) -> Result<Vec<(String, String)>, Error> {
+        Ok(self.pods().await?.iter().filter_map(unschedulable).collect())
+    }
+
     async fn pods(&self) -> Result<Vec<Pod>, Error> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace());
         let pods = api
@@ -189,6 +195,20 @@ fn started_etcd(pod: &Pod) -> bool {
             c.name == "etcd" && (ran(c.state.as_ref()) || ran(c.last_state.as_ref()))
         })
     })
+}
+
+/// The pod's name and the scheduler's message, if the scheduler could not place it.
+fn unschedulable(pod: &Pod) -> Option<(String, String)> {
+    let conditions = pod.status.as_ref()?.conditions.as_ref()?;
+    let scheduled = conditions.iter().find(|c| c.type_ == "PodScheduled")?;
+    (scheduled.status == "False" && scheduled.reason.as_deref() == Some("Unschedulable")).then(
+        || {
+            (
+                pod.metadata.name.clone().unwrap_or_default(),
+                scheduled.message.clone().unwrap_or_default(),
+            )
+        },
+    )
 }
 
 /// A pod still Terminating more than 30 s past its grace period: its kubelet would have finished

@@ -6,4 +6,4 @@ pub mod etcd_config;
 pub mod member_init;
 pub mod members;
 pub mod objects;
-pub mod upgrade;
+pub mod roll;

@@ -9,11 +9,12 @@ use k8s_openapi::api::apps::v1::{
     RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretEnvSource, SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort,
-    ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+    Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
+    EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretEnvSource,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    TCPSocketAction, TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -142,16 +143,55 @@ fn restricted() -> SecurityContext {
     }
 }
 
+/// By default no two members of a cluster share a node: losing one node must never cost a
+/// quorum. Required anti-affinity rather than a `DoNotSchedule` hostname spread, because a spread
+/// of skew 1 still puts two of three members on one node when there are two nodes; with
+/// anti-affinity the third member stays Pending, which is reported, instead of sharing. The
+/// scheduler's own default spreading is soft (`ScheduleAnyway`), so without this two members
+/// can share a node. `podTemplate.affinity` replaces it.
+fn spread_over_nodes(cluster: &str) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
+                label_selector: Some(LabelSelector {
+                    match_labels: Some(selector(cluster)),
+                    ..LabelSelector::default()
+                }),
+                topology_key: "kubernetes.io/hostname".into(),
+                ..PodAffinityTerm::default()
+            }]),
+            ..PodAntiAffinity::default()
+        }),
+        ..Affinity::default()
+    }
+}
+
+/// Members spread over zones where the cluster has them (preferred: a cluster in one zone, or
+/// with fewer zones than members, still schedules). `podTemplate.topologySpreadConstraints`
+/// replaces it.
+fn spread_over_zones(cluster: &str) -> Vec<TopologySpreadConstraint> {
+    vec![TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: "topology.kubernetes.io/zone".into(),
+        when_unsatisfiable: "ScheduleAnyway".into(),
+        label_selector: Some(LabelSelector {
+            match_labels: Some(selector(cluster)),
+            ..LabelSelector::default()
+        }),
+        ..TopologySpreadConstraint::default()
+    }]
+}
+
 /// The members' StatefulSet. `replicas` is the number of ordinals admitted (members and the
 /// learner in flight), not `spec.size`: a pod exists only for a member etcd knows about.
-/// `partition` holds back a rolling update (see [`super::upgrade`]): ordinals at or above it run
-/// this template. `trust` is the fingerprint of the CA bundle the members must load: etcd reads
-/// its trusted CAs only at start, so a new bundle changes the template and rolls the pods.
+/// `trust` is the fingerprint of the CA bundle the members must load: etcd reads its trusted CAs
+/// only at start, so a new bundle changes the template and rolls the pods. The rolling update is
+/// held by a partition the roll sets ([`super::roll`], which reads the template's fingerprint
+/// this StatefulSet carries).
 pub fn statefulset(
     cluster: &EtcdCluster,
     replicas: i32,
     operator_image: &str,
-    partition: i32,
     trust: Option<&str>,
 ) -> StatefulSet {
     let name = crate::names::name(cluster);
@@ -339,8 +379,52 @@ pub fn statefulset(
         security_context: Some(restricted()),
         ..Container::default()
     };
+    let pod_spec = PodSpec {
+        init_containers: Some(vec![member_init]),
+        containers: vec![etcd],
+        volumes: Some(volumes),
+        affinity: Some(overrides.affinity.clone().unwrap_or_else(|| spread_over_nodes(&name))),
+        tolerations: (!overrides.tolerations.is_empty()).then(|| overrides.tolerations.clone()),
+        node_selector: (!overrides.node_selector.is_empty())
+            .then(|| overrides.node_selector.clone()),
+        topology_spread_constraints: Some(if overrides.topology_spread_constraints.is_empty() {
+            spread_over_zones(&name)
+        } else {
+            overrides.topology_spread_constraints.clone()
+        }),
+        priority_class_name: overrides.priority_class_name.clone(),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65532),
+            run_as_group: Some(65532),
+            fs_group: Some(65532),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..SeccompProfile::default()
+            }),
+            ..PodSecurityContext::default()
+        }),
+        // etcd flushes on SIGTERM; give a large database time to close cleanly.
+        termination_grace_period_seconds: Some(60),
+        // Neither etcd nor member-init talks to the Kubernetes API.
+        automount_service_account_token: Some(false),
+        ..PodSpec::default()
+    };
+    let template = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(pod_labels),
+            annotations: (!pod_annotations.is_empty()).then_some(pod_annotations),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(pod_spec),
+    };
+    let mut metadata = meta(cluster, name.clone());
+    metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(names::TEMPLATE_HASH_ANNOTATION.to_owned(), super::roll::template_hash(&template));
     StatefulSet {
-        metadata: meta(cluster, name.clone()),
+        metadata,
         spec: Some(StatefulSetSpec {
             replicas: Some(replicas),
             service_name: Some(etcd_certs::cluster::peer_service(&name)),
@@ -348,7 +432,7 @@ pub fn statefulset(
             update_strategy: Some(StatefulSetUpdateStrategy {
                 type_: Some("RollingUpdate".into()),
                 rolling_update: Some(RollingUpdateStatefulSetStrategy {
-                    partition: Some(partition),
+                    partition: Some(0),
                     ..RollingUpdateStatefulSetStrategy::default()
                 }),
             }),
@@ -357,44 +441,7 @@ pub fn statefulset(
                 ..LabelSelector::default()
             },
             volume_claim_templates: claims,
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: (!pod_annotations.is_empty()).then_some(pod_annotations),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    init_containers: Some(vec![member_init]),
-                    containers: vec![etcd],
-                    volumes: Some(volumes),
-                    affinity: overrides.affinity.clone(),
-                    tolerations: (!overrides.tolerations.is_empty())
-                        .then(|| overrides.tolerations.clone()),
-                    node_selector: (!overrides.node_selector.is_empty())
-                        .then(|| overrides.node_selector.clone()),
-                    topology_spread_constraints: (!overrides
-                        .topology_spread_constraints
-                        .is_empty())
-                    .then(|| overrides.topology_spread_constraints.clone()),
-                    priority_class_name: overrides.priority_class_name.clone(),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(65532),
-                        run_as_group: Some(65532),
-                        fs_group: Some(65532),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..SeccompProfile::default()
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
-                    // etcd flushes on SIGTERM; give a large database time to close cleanly.
-                    termination_grace_period_seconds: Some(60),
-                    // Neither etcd nor member-init talks to the Kubernetes API.
-                    automount_service_account_token: Some(false),
-                    ..PodSpec::default()
-                }),
-            },
+            template,
             ..StatefulSetSpec::default()
         }),
         ..StatefulSet::default()
@@ -413,7 +460,7 @@ pub fn all(
         serde_json::to_value(client_service(cluster)),
         serde_json::to_value(pod_disruption_budget(cluster)),
         serde_json::to_value(bootstrap_configmap(cluster, entries)),
-        serde_json::to_value(statefulset(cluster, replicas, operator_image, 0, None)),
+        serde_json::to_value(statefulset(cluster, replicas, operator_image, None)),
     ]
     .into_iter()
     .filter_map(Result::ok)
