@@ -28,7 +28,7 @@ fn statefulset_runs_members_in_parallel_with_member_init_and_volumes() {
     let c = cluster(
         json!({"size": 3, "version": "3.5.21", "storage": {"size": "20Gi", "storageClassName": "fast"}}),
     );
-    let sts = statefulset(&c, 2, "registry.example/etcd-operator:1", 0, Some("f1"));
+    let sts = statefulset(&c, 2, "registry.example/etcd-operator:1", Some("f1"));
     let meta = &sts.metadata;
     assert_eq!(meta.name.as_deref(), Some("demo"));
     let owner = &meta.owner_references.as_ref().unwrap()[0];
@@ -85,7 +85,7 @@ fn ephemeral_storage_overrides_and_user_secrets() {
         "security": {"tls": {"autoTLS": false, "peerSecretRef": {"name": "my-peer"}, "serverSecretRef": {"name": "my-server"}, "clientSecretRef": {"name": "my-client"}}},
         "podTemplate": {"nodeSelector": {"disk": "ssd"}, "tolerations": [{"key": "etcd", "operator": "Exists"}], "priorityClassName": "system-cluster-critical", "annotations": {"a": "b"}}
     }));
-    let spec = statefulset(&c, 3, "op", 0, None).spec.unwrap();
+    let spec = statefulset(&c, 3, "op", None).spec.unwrap();
     assert!(spec.volume_claim_templates.is_none());
     let pod = spec.template.spec.unwrap();
     let volumes = pod.volumes.unwrap();
@@ -162,4 +162,34 @@ fn built_objects_validate_against_kubernetes_schemas() {
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{report}\n{yaml}");
     assert_eq!(report.matches("passed for resource").count(), 5, "{report}");
+}
+
+/// No two members share a node unless the user says otherwise (the scheduler's own spreading is
+/// soft), and they spread over zones where it can; both replaceable through `podTemplate`.
+#[test]
+fn members_never_share_a_node_by_default() {
+    let pod = |spec: serde_json::Value| {
+        statefulset(&cluster(spec), 3, "op", None).spec.unwrap().template.spec.unwrap()
+    };
+    let default = pod(json!({"size": 3, "version": "3.5.21"}));
+    let anti = default.affinity.unwrap().pod_anti_affinity.unwrap();
+    let term = &anti.required_during_scheduling_ignored_during_execution.unwrap()[0];
+    assert_eq!(term.topology_key, "kubernetes.io/hostname");
+    let selected = term.label_selector.as_ref().unwrap().match_labels.as_ref().unwrap();
+    assert_eq!(selected.get("app.kubernetes.io/instance").map(String::as_str), Some("demo"));
+    let zones = &default.topology_spread_constraints.unwrap()[0];
+    assert_eq!(
+        (zones.topology_key.as_str(), zones.when_unsatisfiable.as_str(), zones.max_skew),
+        ("topology.kubernetes.io/zone", "ScheduleAnyway", 1)
+    );
+    let custom = pod(json!({"size": 3, "version": "3.5.21", "podTemplate": {
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}]}}},
+        "topologySpreadConstraints": [{"maxSkew": 2, "topologyKey": "rack", "whenUnsatisfiable": "DoNotSchedule"}]
+    }}));
+    let affinity = custom.affinity.unwrap();
+    assert!(
+        affinity.pod_anti_affinity.is_none() && affinity.node_affinity.is_some(),
+        "the user's affinity replaces the default"
+    );
+    assert_eq!(custom.topology_spread_constraints.unwrap()[0].topology_key, "rack");
 }
