@@ -27,11 +27,16 @@ fn main() {
     let state = tempfile::tempdir().expect("temp dir");
     let script = root.join("tests/kube-sim/bench/clusters.sh");
     // The script's log goes to stderr as it runs; its figures to stdout.
-    let out =
-        support::kube_sim(env!("CARGO_BIN_EXE_kube-sim"), state.path(), &script, Some(&operator))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("kube-sim runs");
+    let out = support::kube_sim(
+        env!("CARGO_BIN_EXE_kube-sim"),
+        state.path(),
+        &script,
+        Some(&operator),
+        &[],
+    )
+    .stderr(Stdio::inherit())
+    .output()
+    .expect("kube-sim runs");
     let text = String::from_utf8_lossy(&out.stdout);
     print!("{text}");
     assert!(out.status.success(), "the benchmark did not finish");

@@ -6,13 +6,8 @@
 # lost, and a certificate from the retired CA no longer gets in.
 source "$(dirname "$0")/lib.sh"
 install_operator
-# This kubelet refreshes Secret volumes every 10 s: tell the operator (its default is 180 s).
-kubectl -n "$SYSTEM" set env deployment/etcd-operator CA_BUNDLE_PROPAGATION_SECONDS=20 >/dev/null
-propagation_set() {
-  [ "$(kubectl -n "$SYSTEM" get pods -o jsonpath='{.items[*].spec.containers[0].env[?(@.name=="CA_BUNDLE_PROPAGATION_SECONDS")].value}')" = "20 20" ] &&
-    operator_ready
-}
-wait_for "operator pods rolled with the propagation setting" 180 propagation_set
+# This run's kubelets refresh Secret volumes every 10 s: tell the operator (its default is 180 s).
+set_propagation 20
 create_cluster demo 3 3.5.1 >/dev/null
 wait_running demo 3
 writer_start demo

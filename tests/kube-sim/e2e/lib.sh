@@ -57,6 +57,17 @@ install_operator() {
   wait_for "operator installed and its webhooks trusted" 120 operator_ready
 }
 
+# set_propagation SECONDS: how long the operator waits for a changed CA bundle to reach every
+# pod (scenarios that run kube-sim with a shorter Secret volume sync say so).
+set_propagation() {
+  kubectl -n "$SYSTEM" set env deployment/etcd-operator "CA_BUNDLE_PROPAGATION_SECONDS=$1" >/dev/null
+  propagation_set() {
+    [ "$(kubectl -n "$SYSTEM" get pods -o jsonpath='{.items[*].spec.containers[0].env[?(@.name=="CA_BUNDLE_PROPAGATION_SECONDS")].value}')" = "$1 $1" ] &&
+      operator_ready
+  }
+  wait_for "operator pods rolled with the propagation setting" 180 propagation_set
+}
+
 field() { kubectl get etcdcluster "$1" -o jsonpath="$2"; }
 
 # running NAME SIZE: phase Running with SIZE ready members.

