@@ -43,8 +43,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// `etcd-operator run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Address of the HTTPS server (webhooks, /metrics, /healthz, /readyz).
-    #[arg(long, default_value = "0.0.0.0:8443", env = "LISTEN")]
+    /// Address of the HTTPS server (webhooks, /metrics, /healthz, /readyz). The default takes
+    /// IPv6 and IPv4 alike, so IPv6-only and dual-stack clusters reach the webhooks and probes.
+    #[arg(long, default_value = "[::]:8443", env = "LISTEN")]
     pub listen: SocketAddr,
     /// Namespace the operator runs in (its Secrets, Lease and Service live there).
     #[arg(long, env = "POD_NAMESPACE", default_value = "etcd-operator-system")]
@@ -100,9 +101,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         certified_key(&material.serving).map_err(crate::tls::Error::from)?,
     ));
     let readiness = Readiness::default();
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|source| crate::server::Error::Bind { addr: args.listen.to_string(), source })?;
+    let listener = crate::server::bind(args.listen).await?;
     let metrics = Arc::new(Metrics::default());
     let app = router(metrics.clone(), readiness.clone());
     let mut server =

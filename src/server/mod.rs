@@ -23,3 +23,36 @@ pub fn router(metrics: Arc<Metrics>, readiness: Readiness) -> Router {
         .route("/metrics", get(metrics::render).with_state(metrics.clone()))
         .layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
 }
+
+/// Listens on `addr`. The IPv6 wildcard takes IPv4 connections too (Linux's default
+/// `bindv6only=0`); on a host whose kernel has IPv6 turned off it falls back to the IPv4 wildcard.
+pub async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+    let bind_err =
+        |addr: std::net::SocketAddr| move |source| Error::Bind { addr: addr.to_string(), source };
+    match tokio::net::TcpListener::bind(addr).await {
+        Err(err) if addr.ip() == std::net::Ipv6Addr::UNSPECIFIED && ipv6_unavailable(&err) => {
+            let v4 = std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, addr.port()));
+            tracing::warn!(%err, "IPv6 is not available here; listening on IPv4 only");
+            tokio::net::TcpListener::bind(v4).await.map_err(bind_err(v4))
+        }
+        other => other.map_err(bind_err(addr)),
+    }
+}
+
+fn ipv6_unavailable(err: &std::io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The default address takes clients over IPv4 and IPv6 alike.
+    #[tokio::test]
+    async fn the_wildcard_listener_takes_ipv4_and_ipv6() {
+        let listener = super::bind("[::]:0".parse().unwrap()).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("IPv4 client");
+        if std::net::TcpListener::bind("[::1]:0").is_ok() {
+            tokio::net::TcpStream::connect(("::1", port)).await.expect("IPv6 client");
+        }
+    }
+}
