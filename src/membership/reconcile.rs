@@ -428,7 +428,11 @@ fn report_quorum_loss(
 }
 
 /// Marks the voters that have been silent past the target's threshold, by the times the previous
-/// status recorded (a member first seen silent now has only just started to be).
+/// status recorded (a member first seen silent now has only just started to be). A member the
+/// platform is still starting (on Kubernetes a pod Pending, pulling its image, attaching its
+/// volume, in member-init) is not failing however long that takes: replacing it would start the
+/// same way again, and a mistyped image during a roll would cost a member. Only a member whose
+/// process ran and went silent is replaced (one whose data is lost is the planner's other case).
 fn mark_failing(
     observation: &mut Observation,
     target: &Target,
@@ -436,11 +440,72 @@ fn mark_failing(
     now: Timestamp,
 ) {
     let Some(threshold) = target.replace_after else { return };
+    let restarting = &observation.planner.restarting;
     for member in observation.planner.members.iter_mut().flatten() {
         let since = unhealthy_since(previous, &member.name).map(|t| t.0);
         let silent_for = since.map(|since| now.as_second() - since.as_second()).unwrap_or(0);
+        let starting = !member.running && restarting.contains(&member.name);
         member.failing = !member.healthy
             && !member.is_learner
+            && !starting
             && u64::try_from(silent_for).is_ok_and(|s| s >= threshold.as_secs());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use etcd_crds::{EtcdClusterStatus, MemberStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+
+    /// A voter silent for ten minutes is replaced if its process ran; not while the platform is
+    /// still starting its pod (an image that cannot be pulled, a volume that will not attach).
+    #[test]
+    fn a_member_still_starting_is_not_failing_however_long_it_takes() {
+        let target = Target {
+            cluster: "c".into(),
+            size: 3,
+            generation: None,
+            token: "t".into(),
+            replace_after: Some(Duration::from_secs(300)),
+            version: None,
+            rolls_versions: false,
+            recovery: recovery::Policy::default(),
+        };
+        let now = Timestamp::from_second(2_000_000).unwrap();
+        let silent_since = Time(Timestamp::from_second(2_000_000 - 600).unwrap());
+        let previous = EtcdClusterStatus {
+            members: vec![MemberStatus {
+                name: "c-1".into(),
+                unhealthy_since: Some(silent_since),
+                ..MemberStatus::default()
+            }],
+            ..EtcdClusterStatus::default()
+        };
+        let failing = |running: bool, restarting: bool| {
+            let mut observation = Observation::default();
+            observation.planner.members = Some(vec![Seen {
+                id: 2,
+                name: "c-1".into(),
+                peer_url: "https://c-1:2380".into(),
+                is_learner: false,
+                running,
+                healthy: false,
+                has_data: true,
+                failing: false,
+            }]);
+            if restarting {
+                observation.planner.restarting.insert("c-1".into());
+            }
+            mark_failing(&mut observation, &target, &previous, now);
+            observation.planner.members.unwrap()[0].failing
+        };
+        assert!(!failing(false, true), "a pod being started is not replaced");
+        assert!(failing(true, false), "a process that ran and went silent is");
+        assert!(failing(false, false), "so is one nobody is bringing back");
     }
 }
