@@ -60,12 +60,13 @@ install_operator() {
 # set_propagation SECONDS: how long the operator waits for a changed CA bundle to reach every
 # pod (scenarios that run kube-sim with a shorter Secret volume sync say so).
 set_propagation() {
-  kubectl -n "$SYSTEM" set env deployment/etcd-operator "CA_BUNDLE_PROPAGATION_SECONDS=$1" >/dev/null
-  propagation_set() {
-    [ "$(kubectl -n "$SYSTEM" get pods -o jsonpath='{.items[*].spec.containers[0].env[?(@.name=="CA_BUNDLE_PROPAGATION_SECONDS")].value}')" = "$1 $1" ] &&
-      operator_ready
-  }
+  PROPAGATION=$1
+  kubectl -n "$SYSTEM" set env deployment/etcd-operator "CA_BUNDLE_PROPAGATION_SECONDS=$PROPAGATION" >/dev/null
   wait_for "operator pods rolled with the propagation setting" 180 propagation_set
+}
+propagation_set() {
+  [ "$(kubectl -n "$SYSTEM" get pods -o jsonpath='{.items[*].spec.containers[0].env[?(@.name=="CA_BUNDLE_PROPAGATION_SECONDS")].value}')" = "$PROPAGATION $PROPAGATION" ] &&
+    operator_ready
 }
 
 field() { kubectl get etcdcluster "$1" -o jsonpath="$2"; }

@@ -61,6 +61,11 @@ fn members_never_share_a_node_and_an_unplaceable_member_is_reported() {
 }
 
 #[test]
+fn draining_the_nodes_of_two_members_keeps_a_quorum() {
+    scenario("drain");
+}
+
+#[test]
 fn pod_deleted_data_lost_node_lost_operator_killed_and_stop_to_zero() {
     scenario("faults");
 }

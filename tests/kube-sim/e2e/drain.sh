@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# kubectl drain of the nodes that hold members, one after the other as a node upgrade does, under
+# a writer: the eviction API honours the operator's PodDisruptionBudget (one member at a time;
+# the second drain waits until the first member is back and ready), each drain completes, a
+# quorum is ready throughout and every acknowledged write is read back.
+source "$(dirname "$0")/lib.sh"
+install_operator
+create_cluster demo 3 3.5.1 >/dev/null
+wait_running demo 3
+writer_start demo
+ready_members() {
+  kubectl get pods -l app.kubernetes.io/instance=demo -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c True || true
+}
+# A watcher that records the fewest ready members it ever saw.
+(
+  lowest=3
+  while [ ! -f "$WORK/stop-watch" ]; do
+    n=$(ready_members 2>/dev/null) || n=$lowest
+    (( n < lowest )) && lowest=$n && echo "$lowest" >"$WORK/lowest"
+    sleep 0.5
+  done
+) &
+WATCH=$!
+echo 3 >"$WORK/lowest"
+for member in demo-1 demo-2; do
+  node=$(kubectl get pod "$member" -o jsonpath='{.spec.nodeName}')
+  start=$SECONDS
+  kubectl drain "$node" --ignore-daemonsets --delete-emptydir-data --timeout=300s >"$WORK/drain-$node.log" 2>&1 ||
+    fail "kubectl drain $node did not complete: $(tail -5 "$WORK/drain-$node.log")"
+  log "drained $node ($member) in $((SECONDS - start))s"
+  wait_running demo 3 300
+  moved=$(kubectl get pod "$member" -o jsonpath='{.spec.nodeName}')
+  [ "$moved" != "$node" ] || fail "$member came back on the drained node $node"
+done
+grep -q 'Cannot evict pod as it would violate the pod.s disruption budget' "$WORK"/drain-*.log &&
+  log "the disruption budget held an eviction back until a member was ready again" || true
+touch "$WORK/stop-watch"
+wait "$WATCH" || true
+lowest=$(cat "$WORK/lowest")
+(( lowest >= 2 )) || fail "only $lowest members were ready during the drains"
+log "at least $lowest members ready throughout"
+writer_check demo
+log "PASS"
