@@ -398,6 +398,22 @@ fn members_trust(statefulset: Option<&StatefulSet>) -> MembersTrust {
     }
 }
 
+/// Whether a claim's size is `wanted` or more, by value: provisioners round up (`10Gi` asked,
+/// `10737418240` or `11Gi` given) or enforce minimums, and the text differs though the size is
+/// there.
+fn at_least(
+    size: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    wanted: &k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+) -> bool {
+    let value = |q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| {
+        etcd_webhook::quantity::parse(&q.0)
+    };
+    match (size.and_then(value), value(wanted)) {
+        (Some(size), Some(wanted)) => size >= wanted,
+        _ => size == Some(wanted),
+    }
+}
+
 /// Condition type reporting whether the scheduler placed every member pod.
 pub const SCHEDULED_CONDITION: &str = "MembersScheduled";
 
@@ -477,7 +493,7 @@ async fn grow_claims(
                 .and_then(|s| s.resources.as_ref())
                 .and_then(|r| r.requests.as_ref()),
         );
-        if requested.as_ref() != Some(wanted) {
+        if !at_least(requested.as_ref(), wanted) {
             let patch =
                 serde_json::json!({"spec": {"resources": {"requests": {"storage": wanted}}}});
             if let Err(err) = api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await
@@ -498,7 +514,7 @@ async fn grow_claims(
             }
         }
         let capacity = storage(claim.status.as_ref().and_then(|s| s.capacity.as_ref()));
-        if capacity.as_ref() != Some(wanted) {
+        if !at_least(capacity.as_ref(), wanted) {
             pending.push(name);
         }
     }
@@ -611,6 +627,17 @@ fn step_reason(step: &Step) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    /// A provisioner that rounds up, or writes bytes, has given what was asked.
+    #[test]
+    fn claim_sizes_compare_by_value() {
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let q = |s: &str| Quantity(s.to_owned());
+        assert!(super::at_least(Some(&q("10737418240")), &q("10Gi")));
+        assert!(super::at_least(Some(&q("11Gi")), &q("10Gi")));
+        assert!(!super::at_least(Some(&q("8Gi")), &q("10Gi")));
+        assert!(!super::at_least(None, &q("10Gi")));
+    }
+
     #[test]
     fn an_unplaced_member_is_named_with_the_schedulers_message() {
         let why = "0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules.";
