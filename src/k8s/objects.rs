@@ -143,6 +143,58 @@ fn restricted() -> SecurityContext {
     }
 }
 
+/// Whether this etcd serves `/readyz` and `/livez` (3.5.11 and later, 3.6).
+fn has_readyz(version: &str) -> bool {
+    version
+        .parse::<etcd_crds::version::EtcdVersion>()
+        .is_ok_and(|v| v >= etcd_crds::version::EtcdVersion { major: 3, minor: 5, patch: 11 })
+}
+
+fn http_probe(path: &str, period: i32, timeout: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(METRICS_PORT),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(timeout),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+/// Ready when this member serves linearizable reads (a quorum) — but not held unready by a
+/// NOSPACE alarm: that would empty the client Service exactly when clients must compact and
+/// defragment, and block every drain. `/readyz` (3.5.11+, 3.6) ignores NOSPACE and keeps
+/// learners out of the Service; older versions get `/health?exclude=NOSPACE`. A timeout of
+/// several seconds: a member busy with a large compaction is slow, not gone.
+fn readiness_probe(version: &str) -> Probe {
+    let path = if has_readyz(version) { "/readyz" } else { "/health?exclude=NOSPACE" };
+    http_probe(path, 5, 5, 3)
+}
+
+/// Alive while it answers serializable reads (`/livez`, no quorum needed) or, before 3.5.11,
+/// while it listens: a cluster without quorum is not made worse by restarts.
+fn liveness_probe(version: &str) -> Probe {
+    let mut probe = if has_readyz(version) {
+        http_probe("/livez", 10, 5, 6)
+    } else {
+        Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::Int(CLIENT_PORT),
+                ..TCPSocketAction::default()
+            }),
+            period_seconds: Some(10),
+            timeout_seconds: Some(5),
+            failure_threshold: Some(6),
+            ..Probe::default()
+        }
+    };
+    probe.initial_delay_seconds = Some(15);
+    probe
+}
+
 /// By default no two members of a cluster share a node: losing one node must never cost a
 /// quorum. Required anti-affinity rather than a `DoNotSchedule` hostname spread, because a spread
 /// of skew 1 still puts two of three members on one node when there are two nodes; with
@@ -352,28 +404,8 @@ pub fn statefulset(
                 ..ContainerPort::default()
             },
         ]),
-        // Ready when this member serves (etcd's /health needs a quorum); alive while it listens, so
-        // a cluster without quorum is not made worse by restarts.
-        readiness_probe: Some(Probe {
-            http_get: Some(HTTPGetAction {
-                path: Some("/health".into()),
-                port: IntOrString::Int(METRICS_PORT),
-                ..HTTPGetAction::default()
-            }),
-            period_seconds: Some(5),
-            failure_threshold: Some(3),
-            ..Probe::default()
-        }),
-        liveness_probe: Some(Probe {
-            tcp_socket: Some(TCPSocketAction {
-                port: IntOrString::Int(CLIENT_PORT),
-                ..TCPSocketAction::default()
-            }),
-            initial_delay_seconds: Some(15),
-            period_seconds: Some(10),
-            failure_threshold: Some(6),
-            ..Probe::default()
-        }),
+        readiness_probe: Some(readiness_probe(&spec.version)),
+        liveness_probe: Some(liveness_probe(&spec.version)),
         resources: Some(spec.resources.clone()),
         volume_mounts: Some(etcd_mounts),
         security_context: Some(restricted()),

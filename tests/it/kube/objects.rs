@@ -74,8 +74,33 @@ fn statefulset_runs_members_in_parallel_with_member_init_and_volumes() {
     assert_eq!(etcd.security_context.as_ref().unwrap().read_only_root_filesystem, Some(true));
     assert_eq!(
         etcd.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.as_deref(),
-        Some("/health")
+        Some("/readyz")
     );
+}
+
+/// A NOSPACE alarm must not take members out of the client Service (clients must compact and
+/// defragment then) nor block drains: `/readyz` where etcd has it (3.5.11+), `/health` without
+/// NOSPACE before; `/livez` for liveness where it exists; timeouts of seconds.
+#[test]
+fn probes_follow_what_the_etcd_version_serves() {
+    let probes = |version: &str| {
+        let sts = statefulset(&cluster(json!({"size": 3, "version": version})), 3, "op", None);
+        let etcd = sts.spec.unwrap().template.spec.unwrap().containers.remove(0);
+        (etcd.readiness_probe.unwrap(), etcd.liveness_probe.unwrap())
+    };
+    let path =
+        |p: &k8s_openapi::api::core::v1::Probe| p.http_get.as_ref().and_then(|h| h.path.clone());
+    for version in ["3.4.23", "3.5.1", "3.5.10"] {
+        let (ready, live) = probes(version);
+        assert_eq!(path(&ready).as_deref(), Some("/health?exclude=NOSPACE"), "{version}");
+        assert!(live.tcp_socket.is_some(), "{version}");
+    }
+    for version in ["3.5.11", "3.5.36", "3.6.6"] {
+        let (ready, live) = probes(version);
+        assert_eq!(path(&ready).as_deref(), Some("/readyz"), "{version}");
+        assert_eq!(path(&live).as_deref(), Some("/livez"), "{version}");
+        assert!(ready.timeout_seconds >= Some(5) && live.timeout_seconds >= Some(5));
+    }
 }
 
 #[test]
