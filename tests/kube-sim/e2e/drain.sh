@@ -5,7 +5,7 @@
 # quorum is ready throughout and every acknowledged write is read back.
 source "$(dirname "$0")/lib.sh"
 install_operator
-create_cluster demo 3 3.5.1 >/dev/null
+create_cluster demo 3 3.5.36 >/dev/null
 wait_running demo 3
 writer_start demo
 ready_members() {

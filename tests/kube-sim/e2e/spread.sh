@@ -8,7 +8,7 @@ install_operator
 nodes_of() { kubectl get pods -l "app.kubernetes.io/instance=$1" -o jsonpath='{range .items[*]}{.spec.nodeName}{"\n"}{end}' | grep -v '^$'; }
 distinct() { [ "$(nodes_of "$1" | sort -u | wc -l)" = "$2" ] && [ "$(nodes_of "$1" | wc -l)" = "$2" ]; }
 for n in 3 4 5 6; do kubectl cordon "node-$n" >/dev/null; done
-create_cluster demo 3 3.5.1 >/dev/null
+create_cluster demo 3 3.6.17 >/dev/null
 unplaced() { field demo '{.status.conditions[?(@.type=="MembersScheduled")].message}' | grep -q 'cannot be scheduled'; }
 wait_for "the member that has no node of its own reported unschedulable" 120 unplaced
 log "$(field demo '{.status.conditions[?(@.type=="MembersScheduled")].message}')"

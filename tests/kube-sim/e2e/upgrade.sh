@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A rolling upgrade 3.4.23 → 3.5.1 under a writer, with a scale 3 → 5 in the middle of it:
 # members move one at a time, a quorum of them ready throughout, none stopped while it leads,
-# every member ends on 3.5.1, and every acknowledged write is there afterwards.
+# every member ends on 3.5.1. Then the path users walk to 3.6 on current releases built from
+# etcd's modules: straight to 3.6 is refused (etcd's minimum 3.5 patch first), 3.5.36, then
+# 3.6.17. Every acknowledged write is there afterwards.
 source "$(dirname "$0")/lib.sh"
 rm -f "$WORK/stop-sampler" "$WORK/samples"
 install_operator
@@ -76,5 +78,21 @@ assert judged > 0, "no member was seen stopping within a second of its last answ
 print(f"{sum(map(len, series.values()))} samples of etcd's own status: {judged} stops seen, none while it led", file=sys.stderr)
 PY
 log "leadership hand-overs before a leader's pod rolled: $(kubectl get events --field-selector reason=MoveLeader -o name | wc -l)"
+
+if out=$(kubectl patch etcdcluster demo --type merge -p '{"spec": {"version": "3.6.17"}}' 2>&1); then
+  fail "3.5.1 → 3.6.17 was admitted"
+fi
+log "straight to 3.6 denied: $out"
+for version in 3.5.36 3.6.17; do
+  kubectl patch etcdcluster demo --type merge -p "{\"spec\": {\"version\": \"$version\"}}" >/dev/null
+  start=$SECONDS
+  until [ "$(field demo '{.status.members[*].version}')" = "$version $version $version $version $version" ] && running demo 5; do
+    (( SECONDS - start < 600 )) || fail "the roll to $version did not finish in 600s"
+    ready=$(field demo '{.status.readyReplicas}')
+    (( ready >= 3 )) || fail "only $ready of 5 members ready during the roll to $version"
+    sleep 1
+  done
+  log "every member on $version after $((SECONDS - start))s, at least 3 of 5 ready throughout"
+done
 writer_check demo
 log "PASS"
