@@ -247,12 +247,19 @@ impl ControlPlane {
         }
     }
 
-    /// Stops the API server (SIGTERM, as a static pod's restart does) and starts it again: every
-    /// watch drops and its caches are rebuilt from etcd.
+    /// Stops the API server and starts it again: every watch drops and its caches are rebuilt
+    /// from etcd. SIGTERM first, as the kubelet stops a static pod, then SIGKILL after a grace of
+    /// 5 s (kubeadm gives kube-apiserver 30 s; left alone it drains in-flight requests for up to
+    /// its 60 s request timeout, which would make every restart a minute's outage).
     pub fn restart_apiserver(&self) -> Result<(), String> {
         if let Some(mut child) = self.apiserver.lock().unwrap_or_else(|p| p.into_inner()).take() {
             // SAFETY: signalling a child this process started.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
             let _ = child.wait();
         }
         self.start_apiserver()
