@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
+    Affinity, LocalObjectReference, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -248,6 +248,14 @@ pub struct PodTemplateOverrides {
     pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
+    /// Secrets for pulling the etcd image and the operator's own image (member-init) from a
+    /// private registry or a mirror.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// The service account member pods run as (its token is not mounted: neither etcd nor
+    /// member-init talks to the Kubernetes API); for policies and pull secrets bound to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
 }
 
 impl PodTemplateOverrides {
@@ -263,6 +271,8 @@ impl PodTemplateOverrides {
             node_selector,
             topology_spread_constraints,
             priority_class_name,
+            image_pull_secrets,
+            service_account_name,
         } = self;
         labels.is_empty()
             && annotations.is_empty()
@@ -271,6 +281,8 @@ impl PodTemplateOverrides {
             && node_selector.is_empty()
             && topology_spread_constraints.is_empty()
             && priority_class_name.is_none()
+            && image_pull_secrets.is_empty()
+            && service_account_name.is_none()
     }
 }
 

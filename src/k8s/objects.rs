@@ -381,6 +381,10 @@ pub fn statefulset(
         env_from: init_env_from,
         volume_mounts: Some(init_mounts),
         security_context: Some(restricted()),
+        // What etcd gets: a namespace with a ResourceQuota admits no pod with a container that
+        // names no resources, and an init container's resources do not add to the pod's (the
+        // pod's request is the larger of its init containers' and the sum of its containers').
+        resources: Some(spec.resources.clone()),
         ..Container::default()
     };
     let etcd = Container {
@@ -425,6 +429,9 @@ pub fn statefulset(
             overrides.topology_spread_constraints.clone()
         }),
         priority_class_name: overrides.priority_class_name.clone(),
+        image_pull_secrets: (!overrides.image_pull_secrets.is_empty())
+            .then(|| overrides.image_pull_secrets.clone()),
+        service_account_name: overrides.service_account_name.clone(),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(65532),

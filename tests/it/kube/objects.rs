@@ -218,3 +218,21 @@ fn members_never_share_a_node_by_default() {
     );
     assert_eq!(custom.topology_spread_constraints.unwrap()[0].topology_key, "rack");
 }
+
+/// Private registries and quotas: pull secrets and a service account for member pods from
+/// `podTemplate`; member-init names resources (what etcd gets), so a namespace with a
+/// ResourceQuota admits the pods.
+#[test]
+fn member_pods_take_pull_secrets_and_fit_a_resource_quota() {
+    let c = cluster(json!({"size": 3, "version": "3.5.21", "podTemplate": {
+        "imagePullSecrets": [{"name": "mirror"}], "serviceAccountName": "etcd"
+    }}));
+    let pod = statefulset(&c, 3, "op", None).spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "mirror");
+    assert_eq!(pod.service_account_name.as_deref(), Some("etcd"));
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    let init = &pod.init_containers.unwrap()[0];
+    let requests = init.resources.as_ref().unwrap().requests.as_ref().unwrap();
+    assert!(requests.contains_key("cpu") && requests.contains_key("memory"), "{requests:?}");
+    assert_eq!(init.resources, pod.containers[0].resources);
+}

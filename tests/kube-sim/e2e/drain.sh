@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # kubectl drain of the nodes that hold members, one after the other as a node upgrade does, under
-# a writer: the eviction API honours the operator's PodDisruptionBudget (one member at a time;
+# a writer, in a namespace with a ResourceQuota (every container must name its requests): the eviction API honours the operator's PodDisruptionBudget (one member at a time;
 # the second drain waits until the first member is back and ready), each drain completes, a
 # quorum is ready throughout and every acknowledged write is read back.
 source "$(dirname "$0")/lib.sh"
 install_operator
+kubectl apply -f - >/dev/null <<'YAML'
+apiVersion: v1
+kind: ResourceQuota
+metadata: {name: compute}
+spec: {hard: {requests.cpu: "4", requests.memory: 8Gi}}
+YAML
 create_cluster demo 3 3.5.36 >/dev/null
 wait_running demo 3
 writer_start demo
