@@ -91,22 +91,34 @@ pub async fn run(args: RunArgs) -> Result<()> {
         service: args.service_name.clone(),
         configuration: args.webhook_configuration.clone(),
     };
-    // Every start-up call waits out an unavailable API server instead of exiting: a restart
-    // would only add the kubelet's CrashLoopBackOff to the wait.
-    let material = with_backoff("read the webhook certificate", tls::Error::is_transient, || {
-        webhook.ensure(time::OffsetDateTime::now_utc())
-    })
-    .await?;
+    // The listener comes first, so that /healthz answers while the API server cannot be reached
+    // (the liveness probe would otherwise restart the pod during an API outage, adding
+    // CrashLoopBackOff to the wait). Until the webhook certificate is read, a throwaway one
+    // serves and /readyz says why the replica is not ready: the API server calls webhooks only
+    // at ready endpoints.
     let resolver = Arc::new(ReloadableCert::new(
-        certified_key(&material.serving).map_err(crate::tls::Error::from)?,
+        certified_key(&placeholder_certificate(&args.service_name)?)
+            .map_err(crate::tls::Error::from)?,
     ));
     let readiness = Readiness::default();
+    readiness.set(READINESS_COMPONENT, Some("the webhook certificate is not read yet".into()));
     let listener = crate::server::bind(args.listen).await?;
     let metrics = Arc::new(Metrics::default());
     let app = router(metrics.clone(), readiness.clone());
     let mut server =
         tokio::spawn(serve(listener, resolver.clone(), app, crate::shutdown::signal()));
-    tracing::info!(listen = %args.listen, "serving admission webhooks, /metrics, /healthz, /readyz");
+    tracing::info!(listen = %args.listen, "serving /healthz, /readyz and /metrics; webhooks once the certificate is read");
+    // Every start-up call waits out an unavailable API server instead of exiting: a restart
+    // would only add the kubelet's CrashLoopBackOff to the wait.
+    let material = tokio::select! {
+        material = with_backoff("read the webhook certificate", tls::Error::is_transient, || {
+            webhook.ensure(time::OffsetDateTime::now_utc())
+        }) => material?,
+        served = &mut server => return finished(served),
+    };
+    resolver.swap(certified_key(&material.serving).map_err(crate::tls::Error::from)?);
+    readiness.set(READINESS_COMPONENT, None);
+    tracing::info!("serving admission webhooks");
 
     let leading = Arc::new(AtomicBool::new(false));
     tokio::spawn(follow_certificate(
@@ -373,6 +385,15 @@ fn finished(
 
 /// Keeps the served certificate equal to the Secret's, and (on the leader) renews it before it
 /// expires. A failure shows in /readyz and the logs; the loop keeps trying.
+/// A certificate to serve probes with until the webhook's own is read, from a CA of its own
+/// that nothing trusts, and nothing needs to: the kubelet does not verify a probe's certificate.
+fn placeholder_certificate(service: &str) -> Result<etcd_certs::CertKeyPair> {
+    let names = [service.to_owned()];
+    let pki = etcd_certs::issue_webhook_pki(&names, time::OffsetDateTime::now_utc())
+        .map_err(crate::tls::Error::from)?;
+    Ok(pki.serving)
+}
+
 async fn follow_certificate(
     webhook: WebhookTls,
     resolver: Arc<ReloadableCert>,

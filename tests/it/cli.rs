@@ -91,6 +91,55 @@ fn run_outside_a_cluster_says_it_cannot_reach_the_api() {
     assert_one_line_error(&out, "cannot connect to the Kubernetes API");
 }
 
+/// During an API outage at start-up the replica answers its liveness probe (so the kubelet does
+/// not restart it into CrashLoopBackOff) and says on /readyz why it is not ready.
+#[test]
+fn run_answers_probes_before_the_api_server_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let api_port = crate::support::etcd::free_port();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{api_port}\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n"
+        ),
+    )
+    .unwrap();
+    let port = crate::support::etcd::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_etcd-operator"))
+        .args(["run", "--listen", &format!("127.0.0.1:{port}")])
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let get = |path: &str| {
+        Command::new("curl")
+            .args(["-sk", "-o", "/dev/stderr", "-w", "%{http_code}", "--max-time", "2"])
+            .arg(format!("https://127.0.0.1:{port}{path}"))
+            .output()
+            .map(|o| {
+                (
+                    String::from_utf8_lossy(&o.stdout).into_owned(),
+                    String::from_utf8_lossy(&o.stderr).into_owned(),
+                )
+            })
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut healthz = get("/healthz");
+    while healthz.0 != "200" && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        healthz = get("/healthz");
+    }
+    let readyz = get("/readyz");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(healthz.0, "200", "no /healthz while the API server is down: {healthz:?}");
+    assert_eq!(readyz.0, "503", "{readyz:?}");
+    assert!(readyz.1.contains("webhook certificate"), "{readyz:?}");
+}
+
 #[test]
 fn webhook_serves_with_a_certificate_it_issues_into_the_cert_dir() {
     let dir = tempfile::tempdir().unwrap();
