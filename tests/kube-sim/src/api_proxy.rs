@@ -1,5 +1,8 @@
 //! The `kubernetes` Service's address (10.96.0.1:443), which pods reach the API server through —
-//! what kube-proxy's rules do for that Service on a real node — with one fault added:
+//! what kube-proxy's rules do for that Service on a real node: while the API server is not ready
+//! (restarting) the Service has no endpoint and connections are refused, as kube-proxy rejects
+//! them; an API server that listens but has not synced its caches yet is not reached through
+//! it. One fault is added:
 //! `kube-sim fault fail permille=N` answers that share of the requests with a 500 before they
 //! reach the API server, as an overloaded or failing API server would. Requests are forwarded
 //! as they come (HTTP/1.1 or HTTP/2, watches streamed), with their own credentials.
@@ -85,6 +88,7 @@ pub async fn serve(
     upstream: String,
     pki: (Vec<u8>, Vec<u8>, Vec<u8>),
     fail: Arc<FailRate>,
+    ready: Arc<dyn Fn() -> bool + Send + Sync>,
 ) -> Result<(), String> {
     let (ca, cert, key) = pki;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_server(&cert, &key)?));
@@ -101,6 +105,12 @@ pub async fn serve(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        if !ready() {
+            // No endpoint: the connection is closed at once (as close as a listener gets to
+            // kube-proxy's reject).
+            drop(tcp);
+            continue;
+        }
         let (acceptor, client, upstream, fail) =
             (acceptor.clone(), client.clone(), upstream.clone(), fail.clone());
         tokio::spawn(async move {

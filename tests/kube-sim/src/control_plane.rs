@@ -41,6 +41,9 @@ pub struct ControlPlane {
     dir: PathBuf,
     bin: Binaries,
     apiserver: Mutex<Option<std::process::Child>>,
+    /// Whether the API server is ready (`/readyz`): what puts it behind the `kubernetes`
+    /// Service (the endpoint reconciler adds a ready API server and removes a stopping one).
+    ready: std::sync::atomic::AtomicBool,
     others: Mutex<Vec<std::process::Child>>,
 }
 
@@ -85,8 +88,14 @@ impl ControlPlane {
             "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n",
         )
         .map_err(|e| e.to_string())?;
-        let plane =
-            Self { pki, dir, bin, apiserver: Mutex::new(None), others: Mutex::new(Vec::new()) };
+        let plane = Self {
+            pki,
+            dir,
+            bin,
+            apiserver: Mutex::new(None),
+            ready: std::sync::atomic::AtomicBool::new(false),
+            others: Mutex::new(Vec::new()),
+        };
         plane.spawn_other("etcd", &plane.bin.etcd.clone(), &plane.etcd_args())?;
         plane.start_apiserver()?;
         let kcm = plane.bin.kube.join("kube-controller-manager");
@@ -213,7 +222,13 @@ impl ControlPlane {
         let program = self.bin.kube.join("kube-apiserver");
         let child = self.spawn("kube-apiserver", &program, &self.apiserver_args())?;
         *self.apiserver.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
-        self.wait_ready(Duration::from_secs(120))
+        self.wait_ready(Duration::from_secs(120))?;
+        self.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Until `/readyz` answers 200 (the API server's post-start hooks have run).
@@ -252,6 +267,7 @@ impl ControlPlane {
     /// 5 s (kubeadm gives kube-apiserver 30 s; left alone it drains in-flight requests for up to
     /// its 60 s request timeout, which would make every restart a minute's outage).
     pub fn restart_apiserver(&self) -> Result<(), String> {
+        self.ready.store(false, std::sync::atomic::Ordering::SeqCst);
         if let Some(mut child) = self.apiserver.lock().unwrap_or_else(|p| p.into_inner()).take() {
             // SAFETY: signalling a child this process started.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

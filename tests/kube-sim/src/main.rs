@@ -307,7 +307,17 @@ async fn serve_and_run(
         .map_err(|e| format!("cannot listen on the kubernetes Service's address: {e}"))?;
     let read = |f: &str| std::fs::read(plane.pki.path(f)).map_err(|e| format!("{f}: {e}"));
     let certs = (read("ca.crt")?, read("apiserver.crt")?, read("apiserver.key")?);
-    tokio::spawn(api_proxy::serve(service, control_plane::API_URL.to_owned(), certs, fail.clone()));
+    let ready = {
+        let plane = plane.clone();
+        Arc::new(move || plane.is_ready()) as Arc<dyn Fn() -> bool + Send + Sync>
+    };
+    tokio::spawn(api_proxy::serve(
+        service,
+        control_plane::API_URL.to_owned(),
+        certs,
+        fail.clone(),
+        ready,
+    ));
     let control = Arc::new(faults::Control {
         api: agent.clone(),
         nodes: nodes.clone(),
