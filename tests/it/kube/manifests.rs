@@ -171,6 +171,11 @@ fn deployment_runs_locked_down_with_probes() {
     let spread =
         &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
     assert_eq!(spread["podAffinityTerm"]["topologyKey"], "kubernetes.io/hostname");
+    // Backup verification restores into /tmp: bounded, and reserved on the node.
+    let scratch =
+        pod["volumes"].as_sequence().unwrap().iter().find(|v| v["name"] == "scratch").unwrap();
+    assert!(scratch["emptyDir"]["sizeLimit"].as_str().is_some(), "/tmp has no sizeLimit");
+    assert!(container["resources"]["requests"]["ephemeral-storage"].as_str().is_some());
     let budget = find(&docs, "PodDisruptionBudget", "etcd-operator");
     assert_eq!(budget["spec"]["minAvailable"], 1);
     assert_eq!(budget["spec"]["selector"]["matchLabels"], pod_labels(deployment));

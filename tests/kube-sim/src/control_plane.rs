@@ -222,7 +222,7 @@ impl ControlPlane {
         let program = self.bin.kube.join("kube-apiserver");
         let child = self.spawn("kube-apiserver", &program, &self.apiserver_args())?;
         *self.apiserver.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
-        self.wait_ready(Duration::from_secs(120))?;
+        self.wait_ready(Duration::from_secs(300))?;
         self.ready.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }

@@ -404,9 +404,10 @@ async fn wait_until_usable(api: &client::Api, nodes: usize) -> Result<(), String
         if ready == nodes && account && root_ca {
             return Ok(());
         }
-        if start.elapsed() > Duration::from_secs(120) {
+        // Generous: on two busy cores the control plane can take minutes to settle.
+        if start.elapsed() > Duration::from_secs(300) {
             return Err(format!(
-                "the cluster is not usable after 120 s: {ready} of {nodes} nodes Ready, default service account {account}, root CA {root_ca}"
+                "the cluster is not usable after 300 s: {ready} of {nodes} nodes Ready, default service account {account}, root CA {root_ca}"
             ));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
