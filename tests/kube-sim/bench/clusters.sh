@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # The operator at scale on kube-sim: its memory idle and with CLUSTERS (default 100) EtcdClusters of
 # one member each, the time they take to come up, reconcile latency, and what a steady state costs
-# (API requests per reconcile, counted in kube-sim's audit log as a person would count them in
-# kube-apiserver's, and CPU). Prints one "figure:" line per measurement.
+# (API requests per reconcile, counted in kube-apiserver's own audit log, and CPU). Prints one "figure:" line per measurement.
 source "$(dirname "$0")/../e2e/lib.sh"
 N=${CLUSTERS:-100}
 STEADY=${STEADY_SECONDS:-120}
 OPERATOR=system:serviceaccount:$SYSTEM:etcd-operator
-AUDIT=${KUBE_SIM_STATE:?kube-sim sets KUBE_SIM_STATE}/audit.log
+AUDIT=${KUBE_SIM_AUDIT:?kube-sim sets KUBE_SIM_AUDIT}
 
 figure() { echo "figure: $*"; }
 
