@@ -3,6 +3,11 @@
 # `kubectl scale` under a writer (the leader's /metrics following), and deletion with
 # reclaimPolicy Delete leaving no claim and no series on /metrics.
 source "$(dirname "$0")/lib.sh"
+# The real kube-apiserver, with its own post-start hooks, and nothing kube-sim wrote in its place.
+livez=$(kubectl get --raw '/livez?verbose')
+grep -q 'poststarthook/start-apiserver-admission-initializer ok' <<<"$livez" || fail "kube-apiserver's post-start hooks are not in /livez: $livez"
+[ "$(kubectl version -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])')" = v1.37.2 ] ||
+  fail "the API server is not kube-apiserver v1.37.2"
 install_operator
 
 # A webhook configuration recreated without its caBundle (kubectl replace, a GitOps tool) would
