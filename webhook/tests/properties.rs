@@ -71,6 +71,28 @@ fn mutated(object: &Value) -> Value {
     out
 }
 
+/// An object admitted under older rules stays annotatable and deletable: an UPDATE that leaves
+/// the spec as it is (a finalizer removed, an annotation set) is not judged again, while one that
+/// changes the spec is.
+#[test]
+fn an_update_that_keeps_the_spec_is_not_judged_again() {
+    let stored = json!({"apiVersion": "etcd.etcd.io/v1alpha1", "kind": "EtcdCluster",
+        "metadata": {"name": "p", "namespace": "default", "finalizers": ["etcd.etcd.io/cleanup"]},
+        "spec": {"size": 4, "version": "3.5.21"}});
+    let mut annotated = stored.clone();
+    annotated["metadata"]["annotations"] = json!({"etcd.etcd.io/skip-final-backup": "yes"});
+    annotated["metadata"]["finalizers"] = json!([]);
+    let verdict = |object: &Value| {
+        review(Kind::EtcdCluster, Mode::Validate, &review_of("UPDATE", object, Some(&stored)))
+            .expect("a well-formed review")
+            .0
+    };
+    assert!(verdict(&annotated).allowed, "a metadata change was denied");
+    let mut resized = annotated.clone();
+    resized["spec"]["size"] = json!(6);
+    assert!(!verdict(&resized).allowed, "a spec change escaped validation");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
