@@ -66,6 +66,11 @@ fn draining_the_nodes_of_two_members_keeps_a_quorum() {
 }
 
 #[test]
+fn a_kubelet_cut_off_for_six_minutes_while_its_member_serves() {
+    scenario("partition");
+}
+
+#[test]
 fn pod_deleted_data_lost_node_lost_operator_killed_and_stop_to_zero() {
     scenario("faults");
 }
