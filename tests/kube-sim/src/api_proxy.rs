@@ -111,8 +111,8 @@ pub async fn serve(
             drop(tcp);
             continue;
         }
-        let (acceptor, client, upstream, fail) =
-            (acceptor.clone(), client.clone(), upstream.clone(), fail.clone());
+        let (acceptor, client, upstream, fail, ready) =
+            (acceptor.clone(), client.clone(), upstream.clone(), fail.clone(), ready.clone());
         tokio::spawn(async move {
             let Ok(Ok(tls)) =
                 tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
@@ -120,10 +120,17 @@ pub async fn serve(
                 return;
             };
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let (client, upstream, fail) = (client.clone(), upstream.clone(), fail.clone());
+                let (client, upstream, fail, ready) =
+                    (client.clone(), upstream.clone(), fail.clone(), ready.clone());
                 async move {
+                    if !ready() {
+                        // The API server went away under an open connection: the connection
+                        // ends (an error here makes hyper close it), and the client's next one
+                        // is refused until the API server is ready again.
+                        return Err(std::io::Error::other("the API server is not ready"));
+                    }
                     if fail.roll() {
-                        return Ok::<_, std::convert::Infallible>(failure());
+                        return Ok(failure());
                     }
                     let (mut parts, body) = req.into_parts();
                     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
