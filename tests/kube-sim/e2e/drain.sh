@@ -17,6 +17,10 @@ writer_start demo
 ready_members() {
   kubectl get pods -l app.kubernetes.io/instance=demo -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c True || true
 }
+# Running is etcd's view; the pods' readiness probes follow within a probe period. The watcher
+# starts from three ready pods, so that what it records is what the drains did.
+all_ready() { [ "$(ready_members)" = 3 ]; }
+wait_for "all three member pods ready" 60 all_ready
 # A watcher that records the fewest ready members it ever saw.
 (
   lowest=3
