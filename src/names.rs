@@ -47,6 +47,13 @@ pub fn bootstrap_configmap(cluster: &str) -> String {
     format!("{cluster}-bootstrap")
 }
 
+/// A short, stable name for some content (a CA bundle, a pod template) carried in an annotation:
+/// the first 12 bytes of its SHA-256, in hexadecimal.
+pub fn fingerprint(content: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, content);
+    digest.as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Pod template annotation: the fingerprint of the CA bundle the members were started with.
 pub const TRUST_BUNDLE_ANNOTATION: &str = "etcd.etcd.io/trust-bundle";
 

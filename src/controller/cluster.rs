@@ -201,16 +201,13 @@ async fn apply_objects(
     if let Some(hand_over) = &roll.hand_over {
         hand_over_leadership(cluster, ctx, tls, hand_over).await;
     }
-    if let Some(spec) = statefulset.spec.as_mut() {
-        if let Some(rolling) = spec.update_strategy.as_mut().and_then(|u| u.rolling_update.as_mut())
-        {
-            rolling.partition = Some(roll.partition);
-        }
-        if let Some(current) = current_sts.as_ref().and_then(|s| s.spec.as_ref()) {
-            // volumeClaimTemplates are immutable: a grown storage size is carried out on the
-            // claims themselves (expand_claims), and the StatefulSet keeps the templates it has.
-            spec.volume_claim_templates = current.volume_claim_templates.clone();
-        }
+    roll::hold(&mut statefulset, roll.partition);
+    if let (Some(current), Some(spec)) =
+        (current_sts.as_ref().and_then(|s| s.spec.as_ref()), statefulset.spec.as_mut())
+    {
+        // volumeClaimTemplates are immutable: a grown storage size is carried out on the
+        // claims themselves (expand_claims), and the StatefulSet keeps the templates it has.
+        spec.volume_claim_templates = current.volume_claim_templates.clone();
     }
     apply_object(ctx, cluster, &statefulset, live).await?;
     expand_claims(cluster, ctx, namespace).await

@@ -132,6 +132,18 @@ pub fn roll(
     }
 }
 
+/// Holds `sts`'s rolling update at `partition` (ordinals at or above it take the new template).
+pub fn hold(sts: &mut StatefulSet, partition: i32) {
+    if let Some(rolling) = sts
+        .spec
+        .as_mut()
+        .and_then(|s| s.update_strategy.as_mut())
+        .and_then(|u| u.rolling_update.as_mut())
+    {
+        rolling.partition = Some(partition);
+    }
+}
+
 /// A fingerprint of what the members run: the pod template without the member-init image.
 pub fn template_hash(template: &PodTemplateSpec) -> String {
     let mut template = template.clone();
@@ -140,9 +152,7 @@ pub fn template_hash(template: &PodTemplateSpec) -> String {
             init.image = None;
         }
     }
-    let text = serde_json::to_string(&template).unwrap_or_default();
-    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-    digest.as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect()
+    crate::names::fingerprint(serde_json::to_string(&template).unwrap_or_default().as_bytes())
 }
 
 /// Whether `wanted` changes what the members of `current` run; when it does not, `wanted` keeps

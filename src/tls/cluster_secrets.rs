@@ -69,8 +69,7 @@ pub enum MembersTrust {
 /// A short, stable name for a trust bundle: the pod template carries it, so a changed bundle
 /// rolls the members (one at a time, by the StatefulSet's rolling update).
 pub fn bundle_fingerprint(bundle: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, bundle.as_bytes());
-    digest.as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect()
+    crate::names::fingerprint(bundle.as_bytes())
 }
 
 /// Creates a cluster's PKI Secrets when absent and re-issues leaves that are due (or whose names
