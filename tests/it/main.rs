@@ -10,6 +10,7 @@ mod controller {
     mod backup;
     mod cluster;
     mod deletion;
+    mod leader;
     mod restore;
 }
 mod membership {
