@@ -52,8 +52,9 @@ operator_ready() {
     [ -n "$(kubectl get validatingwebhookconfiguration etcd-operator -o jsonpath='{.webhooks[0].clientConfig.caBundle}')" ]
 }
 
+# install_operator [KUSTOMIZATION]: the operator's manifests (default manifests/), or an overlay.
 install_operator() {
-  kubectl apply --server-side -k "$ROOT/manifests" >/dev/null
+  kubectl apply --server-side -k "$ROOT/${1:-manifests}" >/dev/null
   wait_for "operator installed and its webhooks trusted" 120 operator_ready
 }
 

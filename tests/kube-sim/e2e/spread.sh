@@ -3,8 +3,13 @@
 # loss could take a quorum. With two schedulable nodes, a 3-member cluster runs two members and
 # reports the third as unschedulable rather than put it beside another; once a node frees up it
 # is placed there. Then 3 → 5 over six nodes in three zones: five nodes, every zone used.
+# The operator is installed as for a private control plane: listening on 10250 (the webhooks
+# the API server calls go there) with its NetworkPolicy admitted by the real API server.
 source "$(dirname "$0")/lib.sh"
-install_operator
+install_operator examples/private-control-plane
+kubectl -n "$SYSTEM" get networkpolicy etcd-operator >/dev/null || fail "the NetworkPolicy was not installed"
+ip=$(kubectl -n "$SYSTEM" get pod "$(leader_pod)" -o jsonpath='{.status.podIP}')
+curl -sfk "https://$ip:10250/readyz" >/dev/null || fail "the operator does not serve on 10250"
 nodes_of() { kubectl get pods -l "app.kubernetes.io/instance=$1" -o jsonpath='{range .items[*]}{.spec.nodeName}{"\n"}{end}' | grep -v '^$'; }
 distinct() { [ "$(nodes_of "$1" | sort -u | wc -l)" = "$2" ] && [ "$(nodes_of "$1" | wc -l)" = "$2" ]; }
 for n in 3 4 5 6; do kubectl cordon "node-$n" >/dev/null; done
