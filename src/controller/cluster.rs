@@ -279,8 +279,15 @@ async fn membership_step(
     if let Some(expansion) = volumes.expansion {
         set_condition(&mut status.conditions, expansion);
     }
-    let unplaced = port.unschedulable().await?;
-    set_condition(&mut status.conditions, scheduling(&unplaced, cluster.metadata.generation));
+    let stalled = port.stalled().await?;
+    let generation = cluster.metadata.generation;
+    set_condition(&mut status.conditions, scheduling(&stalled.unschedulable, generation));
+    set_condition(&mut status.conditions, image_pulls(&stalled.image_pulls, generation));
+    for pod in &stalled.superseded {
+        let message = format!("deleting {pod}: it never started on a template since replaced");
+        ctx.event(cluster, EventType::Normal, "DeleteSupersededPod", message).await;
+        port.delete_superseded(pod).await?;
+    }
     status.selector = Some(names::selector_string(&name));
     let labels = metric_labels(cluster);
     ctx.clusters.observe(&labels, cluster.spec.size, &cluster.spec.version, &status);
@@ -432,6 +439,22 @@ fn scheduling(unplaced: &[(String, String)], generation: Option<i64>) -> Conditi
         .collect::<Vec<_>>()
         .join("; ");
     condition(SCHEDULED_CONDITION, false, "Unschedulable", message, generation)
+}
+
+/// Condition type reporting whether every member pod's images can be pulled.
+pub const IMAGES_CONDITION: &str = "ImagesPulled";
+
+/// Whether any member pod waits on an image its kubelet cannot pull, naming the pod and the
+/// image. Such a member never ran on it, so it is not replaced (a mistyped version must not cost
+/// a member) and a roll holds until the spec names an image that exists.
+fn image_pulls(failing: &[(String, String)], generation: Option<i64>) -> Condition {
+    if failing.is_empty() {
+        let message = "no member pod waits on an image it cannot pull".into();
+        return condition(IMAGES_CONDITION, true, "Pulled", message, generation);
+    }
+    let message =
+        failing.iter().map(|(pod, why)| format!("{pod}: {why}")).collect::<Vec<_>>().join("; ");
+    condition(IMAGES_CONDITION, false, "ImagePullFailed", message, generation)
 }
 
 /// Condition type reporting whether the claims have the spec's storage size.
@@ -642,5 +665,14 @@ mod tests {
         assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "Unschedulable"));
         assert_eq!(c.message, format!("demo-2 cannot be scheduled: {why}"));
         assert_eq!(super::scheduling(&[], Some(1)).status, "True");
+    }
+
+    #[test]
+    fn a_member_waiting_on_an_image_is_named_with_it() {
+        let why = "image etcd:3.5.99 cannot be pulled (ImagePullBackOff): Back-off pulling image";
+        let c = super::image_pulls(&[("demo-2".into(), why.into())], Some(1));
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "ImagePullFailed"));
+        assert_eq!(c.message, format!("demo-2: {why}"));
+        assert_eq!(super::image_pulls(&[], Some(1)).status, "True");
     }
 }

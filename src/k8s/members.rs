@@ -93,10 +93,39 @@ impl KubeMembers {
         Ok(())
     }
 
-    /// Member pods the scheduler could not place, with its message (`PodScheduled` False,
-    /// reason `Unschedulable`).
-    pub async fn unschedulable(&self) -> Result<Vec<(String, String)>, Error> {
-        Ok(self.pods().await?.iter().filter_map(unschedulable).collect())
+    /// Member pods that cannot start, and why, in the words of whoever stops them.
+    pub async fn stalled(&self) -> Result<Stalled, Error> {
+        let pods = self.pods().await?;
+        let image_pulls: Vec<_> = pods.iter().filter_map(image_pull_failure).collect();
+        let superseded = if image_pulls.is_empty() {
+            Vec::new()
+        } else {
+            superseded(&pods, self.update_revision().await?.as_deref())
+        };
+        Ok(Stalled {
+            unschedulable: pods.iter().filter_map(unschedulable).collect(),
+            image_pulls,
+            superseded,
+        })
+    }
+
+    /// The StatefulSet's update revision, once its controller has seen the current template.
+    async fn update_revision(&self) -> Result<Option<String>, Error> {
+        let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), &self.namespace());
+        let name = self.name();
+        let sts = api.get_opt(&name).await.map_err(kube_err(format!("get StatefulSet {name}")))?;
+        Ok(sts.and_then(|sts| {
+            let status = sts.status?;
+            (status.observed_generation == sts.metadata.generation)
+                .then_some(status.update_revision)
+                .flatten()
+        }))
+    }
+
+    /// Deletes a pod that never started on its template (see [`Stalled::superseded`]): it
+    /// serves nothing, and the StatefulSet recreates it on the revision its partition gives it.
+    pub async fn delete_superseded(&self, pod: &str) -> Result<(), Error> {
+        self.delete_pod(pod).await
     }
 
     async fn pods(&self) -> Result<Vec<Pod>, Error> {
@@ -195,6 +224,49 @@ fn started_etcd(pod: &Pod) -> bool {
             c.name == "etcd" && (ran(c.state.as_ref()) || ran(c.last_state.as_ref()))
         })
     })
+}
+
+/// Member pods that cannot start: each as the pod's name and what stops it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Stalled {
+    /// The scheduler could not place them (`PodScheduled` False, reason `Unschedulable`).
+    pub unschedulable: Vec<(String, String)>,
+    /// The kubelet cannot pull an image of theirs: the image, the reason and its message.
+    pub image_pulls: Vec<(String, String)>,
+    /// Those of them whose template the StatefulSet no longer wants (a mistyped version
+    /// corrected): nothing else would restart them, since the roll holds every other pod until
+    /// all are healthy and the StatefulSet leaves pods below its partition as they are.
+    pub superseded: Vec<String>,
+}
+
+/// Pods stuck pulling an image of a revision other than the StatefulSet's update revision.
+fn superseded(pods: &[Pod], update_revision: Option<&str>) -> Vec<String> {
+    let Some(update) = update_revision else { return Vec::new() };
+    pods.iter()
+        .filter(|pod| image_pull_failure(pod).is_some())
+        .filter(|pod| {
+            let labels = pod.metadata.labels.as_ref();
+            labels.and_then(|l| l.get("controller-revision-hash")).is_some_and(|r| r != update)
+        })
+        .filter_map(|pod| pod.metadata.name.clone())
+        .collect()
+}
+
+/// The pod's name and which image its kubelet cannot pull (a container of it, init or not,
+/// waiting in `ErrImagePull`, `ImagePullBackOff` or `InvalidImageName`), with the kubelet's
+/// reason and message (`pkg/kubelet/images/types.go`).
+fn image_pull_failure(pod: &Pod) -> Option<(String, String)> {
+    let status = pod.status.as_ref()?;
+    let statuses = status.init_container_statuses.iter().chain(&status.container_statuses);
+    let failure = statuses.flatten().find_map(|c| {
+        let waiting = c.state.as_ref()?.waiting.as_ref()?;
+        let reason = waiting.reason.as_deref()?;
+        matches!(reason, "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName").then(|| {
+            let message = waiting.message.as_deref().unwrap_or_default();
+            format!("image {} cannot be pulled ({reason}): {message}", c.image)
+        })
+    })?;
+    Some((pod.metadata.name.clone().unwrap_or_default(), failure))
 }
 
 /// The pod's name and the scheduler's message, if the scheduler could not place it.
@@ -411,6 +483,57 @@ impl MemberPort for KubeMembers {
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::core::v1::Pod;
+
+    fn pod_waiting(init: &str, main: &str) -> Pod {
+        let status = |name: &str, image: &str, reason: &str| {
+            serde_json::json!({"name": name, "image": image, "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": reason, "message": format!("{reason} for {image}")}}})
+        };
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "demo-2"},
+            "status": {
+                "initContainerStatuses": [status("member-init", "operator:0.2.0", init)],
+                "containerStatuses": [status("etcd", "etcd:3.5.99", main)],
+            }
+        }))
+        .unwrap_or_default()
+    }
+
+    /// What kubelet writes while it cannot pull (`pkg/kubelet/images/types.go`): the image named,
+    /// an init container's too; waiting for other reasons (a pull under way) is no failure.
+    #[test]
+    fn an_image_pull_failure_names_the_image() {
+        let failed = super::image_pull_failure(&pod_waiting("PodInitializing", "ImagePullBackOff"));
+        let (pod, why) = failed.unwrap_or_default();
+        assert_eq!(pod, "demo-2");
+        assert!(why.starts_with("image etcd:3.5.99 cannot be pulled (ImagePullBackOff)"), "{why}");
+        let init = super::image_pull_failure(&pod_waiting("ErrImagePull", "PodInitializing"));
+        assert!(init.is_some_and(|(_, why)| why.contains("operator:0.2.0")));
+        assert_eq!(
+            super::image_pull_failure(&pod_waiting("PodInitializing", "ContainerCreating")),
+            None
+        );
+    }
+
+    /// Only a pod that cannot pull and is on another revision than the wanted one goes.
+    #[test]
+    fn a_pod_stuck_on_a_replaced_revision_is_superseded() {
+        let on = |revision: &str, pod: Pod| {
+            let mut pod = pod;
+            pod.metadata.labels =
+                Some([("controller-revision-hash".to_owned(), revision.to_owned())].into());
+            pod
+        };
+        let stuck = on("demo-5d4", pod_waiting("PodInitializing", "ImagePullBackOff"));
+        let pods = [stuck.clone()];
+        assert_eq!(super::superseded(&pods, Some("demo-7f9")), ["demo-2"]);
+        assert!(super::superseded(&pods, Some("demo-5d4")).is_empty(), "still the wanted one");
+        assert!(super::superseded(&pods, None).is_empty(), "the controller has not caught up");
+        let pulling = on("demo-5d4", pod_waiting("PodInitializing", "ContainerCreating"));
+        assert!(super::superseded(&[pulling], Some("demo-7f9")).is_empty());
+    }
+
     #[test]
     fn ordinals() {
         assert_eq!(super::ordinal("demo-12"), Some(12));

@@ -219,7 +219,15 @@ async fn new_cluster_gets_secrets_objects_status_events_and_a_static_bootstrap()
         .collect();
     assert_eq!(
         conditions,
-        ["Ready", "Available", "Progressing", "Degraded", "VolumeExpansion", "MembersScheduled"]
+        [
+            "Ready",
+            "Available",
+            "Progressing",
+            "Degraded",
+            "VolumeExpansion",
+            "MembersScheduled",
+            "ImagesPulled"
+        ]
     );
 
     // Events: the phase change and the bootstrap.

@@ -2,8 +2,8 @@
 # A rolling upgrade 3.4.23 → 3.5.1 under a writer, with a scale 3 → 5 in the middle of it:
 # members move one at a time, a quorum of them ready throughout, none stopped while it leads,
 # every member ends on 3.5.1, and straight on to 3.6 is refused (etcd's minimum 3.5 patch
-# first). Then 3.5.36 → 3.6.17 on current releases built from etcd's modules. Every
-# acknowledged write is there afterwards.
+# first). Then 3.5.36 → 3.6.17 on current releases built from etcd's modules, after a mistyped
+# version that cost no member. Every acknowledged write is there afterwards.
 source "$(dirname "$0")/lib.sh"
 rm -f "$WORK/stop-sampler" "$WORK/samples"
 install_operator
@@ -88,9 +88,22 @@ writer_check demo
 # 3.5 → 3.6 on current releases, for a cluster born on 3.5.36. (One that ran 3.4 or 3.5 before
 # 3.5.11 has v2 QGET entries in its WAL — those versions' /health goes through raft — and 3.6
 # refuses to apply them: "detected disallowed v2 WAL". Not handled yet: see the README.)
-create_cluster six 3 3.5.36 >/dev/null
+# First a mistyped patch version, whose image no registry has: the first member the roll lets go
+# waits in ImagePullBackOff, named in ImagesPulled; it never ran on that image, so it is not
+# replaced (replaceUnhealthyAfterSeconds is 20 s here) and the roll goes no further. The
+# corrected version then rolls every member, that one first (its pod is deleted: nothing else
+# would move it, as the StatefulSet leaves pods below its partition alone).
+create_cluster six 3 3.5.36 "replaceUnhealthyAfterSeconds: 20" >/dev/null
 wait_running six 3
 writer_start six
+ids=$(field six '{.status.members[*].id}')
+kubectl patch etcdcluster six --type merge -p '{"spec": {"version": "3.5.99"}}' >/dev/null
+unpulled() { field six '{.status.conditions[?(@.type=="ImagesPulled")].message}' | grep -q 'etcd:v3.5.99 cannot be pulled'; }
+wait_for "the member waiting on the mistyped image named in ImagesPulled" 180 unpulled
+log "$(field six '{.status.conditions[?(@.type=="ImagesPulled")].message}')"
+sleep 45
+[ "$(field six '{.status.members[*].id}')" = "$ids" ] || fail "a member was replaced over a mistyped image: $ids → $(field six '{.status.members[*].id}')"
+[ "$(field six '{.status.readyReplicas}')" = 2 ] || fail "the roll went on past a member that cannot pull: $(field six '{.status.readyReplicas}') ready"
 kubectl patch etcdcluster six --type merge -p '{"spec": {"version": "3.6.17"}}' >/dev/null
 start=$SECONDS
 until [ "$(field six '{.status.members[*].version}')" = "3.6.17 3.6.17 3.6.17" ] && running six 3; do
@@ -100,5 +113,7 @@ until [ "$(field six '{.status.members[*].version}')" = "3.6.17 3.6.17 3.6.17" ]
   sleep 1
 done
 log "every member on 3.6.17 after $((SECONDS - start))s, at least 2 of 3 ready throughout"
+[ "$(field six '{.status.members[*].id}')" = "$ids" ] || fail "members replaced during the roll: $ids → $(field six '{.status.members[*].id}')"
+kubectl get events --field-selector reason=DeleteSupersededPod -o name | grep -q . || fail "no DeleteSupersededPod event"
 writer_check six
 log "PASS"
