@@ -57,6 +57,11 @@ pub fn fingerprint(content: &[u8]) -> String {
 /// Pod template annotation: the fingerprint of the CA bundle the members were started with.
 pub const TRUST_BUNDLE_ANNOTATION: &str = "etcd.etcd.io/trust-bundle";
 
+/// Pod template annotation: the storage size whose file system growth needed the members
+/// restarted (a volume whose driver cannot grow a mounted file system finishes when its pod
+/// starts again), so that a new value rolls them through the health-gated roll.
+pub const FILESYSTEM_RESIZE_ANNOTATION: &str = "etcd.etcd.io/filesystem-resize";
+
 /// StatefulSet annotation: the fingerprint of its pod template less the member-init image
 /// (`k8s::roll::template_hash`), so a pass knows whether it changes what the members run.
 pub const TEMPLATE_HASH_ANNOTATION: &str = "etcd.etcd.io/template-hash";

@@ -174,7 +174,8 @@ async fn ensure_tls(
 }
 
 /// The cluster's Services, disruption budget and StatefulSet (server-side apply), and its
-/// claims grown to the spec's size.
+/// claims grown to the spec's size (first: a claim whose file system grows only when its pod
+/// restarts changes the template).
 async fn apply_objects(
     cluster: &EtcdCluster,
     ctx: &Context,
@@ -185,11 +186,26 @@ async fn apply_objects(
     apply_watched(ctx, cluster, &objects::headless_service(cluster)).await?;
     apply_watched(ctx, cluster, &objects::client_service(cluster)).await?;
     apply_watched(ctx, cluster, &objects::pod_disruption_budget(cluster)).await?;
+    let volumes = expand_claims(cluster, ctx, namespace).await?;
     let live = current_sts.as_ref().and_then(|s| s.metadata.resource_version.clone());
     let replicas = current_sts.as_ref().and_then(|s| s.spec.as_ref()?.replicas).unwrap_or(0);
-    let trust = tls.map(|tls| bundle_fingerprint(&tls.ca_pem));
-    let mut statefulset =
-        objects::statefulset(cluster, replicas, &ctx.operator_image, trust.as_deref());
+    let restart = objects::RestartFor {
+        trust: tls.map(|tls| bundle_fingerprint(&tls.ca_pem)),
+        filesystem_resize: roll::filesystem_resize(
+            volumes.claims.as_deref().unwrap_or_default(),
+            &cluster.spec.storage.size.0,
+            current_sts.as_ref().and_then(|sts| {
+                let template = sts.spec.as_ref()?.template.metadata.as_ref()?;
+                template
+                    .annotations
+                    .as_ref()?
+                    .get(names::FILESYSTEM_RESIZE_ANNOTATION)
+                    .map(String::as_str)
+            }),
+            k8s_openapi::jiff::Timestamp::now().as_second(),
+        ),
+    };
+    let mut statefulset = objects::statefulset(cluster, replicas, &ctx.operator_image, &restart);
     let changes = roll::keep_init_image(
         &mut statefulset,
         current_sts.as_ref(),
@@ -210,7 +226,7 @@ async fn apply_objects(
         spec.volume_claim_templates = current.volume_claim_templates.clone();
     }
     apply_object(ctx, cluster, &statefulset, live).await?;
-    expand_claims(cluster, ctx, namespace).await
+    Ok(volumes)
 }
 
 /// Moves leadership off a member whose pod the roll restarts next. "Not yet" answers (a leader

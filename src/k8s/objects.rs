@@ -234,17 +234,26 @@ fn spread_over_zones(cluster: &str) -> Vec<TopologySpreadConstraint> {
     }]
 }
 
+/// What outside the spec the members run with, and must be restarted to pick up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestartFor {
+    /// The fingerprint of the CA bundle the members must load: etcd reads its trusted CAs only
+    /// at start.
+    pub trust: Option<String>,
+    /// The storage size whose file system growth waits for the pods to start again.
+    pub filesystem_resize: Option<String>,
+}
+
 /// The members' StatefulSet. `replicas` is the number of ordinals admitted (members and the
 /// learner in flight), not `spec.size`: a pod exists only for a member etcd knows about.
-/// `trust` is the fingerprint of the CA bundle the members must load: etcd reads its trusted CAs
-/// only at start, so a new bundle changes the template and rolls the pods. The rolling update is
-/// held by a partition the roll sets ([`super::roll`], which reads the template's fingerprint
-/// this StatefulSet carries).
+/// `restart` says what the members must be restarted for, each a change of the template that
+/// rolls the pods. The rolling update is held by a partition the roll sets ([`super::roll`],
+/// which reads the template's fingerprint this StatefulSet carries).
 pub fn statefulset(
     cluster: &EtcdCluster,
     replicas: i32,
     operator_image: &str,
-    trust: Option<&str>,
+    restart: &RestartFor,
 ) -> StatefulSet {
     let name = crate::names::name(cluster);
     let spec = &cluster.spec;
@@ -253,8 +262,11 @@ pub fn statefulset(
     let mut pod_labels = selector(&name);
     pod_labels.extend(overrides.labels.clone());
     let mut pod_annotations = overrides.annotations.clone();
-    if let Some(fingerprint) = trust {
-        pod_annotations.insert(names::TRUST_BUNDLE_ANNOTATION.to_owned(), fingerprint.to_owned());
+    if let Some(fingerprint) = &restart.trust {
+        pod_annotations.insert(names::TRUST_BUNDLE_ANNOTATION.to_owned(), fingerprint.clone());
+    }
+    if let Some(size) = &restart.filesystem_resize {
+        pod_annotations.insert(names::FILESYSTEM_RESIZE_ANNOTATION.to_owned(), size.clone());
     }
     let secret = |part: PkiPart, user: &Option<etcd_crds::SecretReference>| {
         user.as_ref().map(|s| s.name.clone()).unwrap_or_else(|| part.secret_name(&name))
@@ -499,7 +511,12 @@ pub fn all(
         serde_json::to_value(client_service(cluster)),
         serde_json::to_value(pod_disruption_budget(cluster)),
         serde_json::to_value(bootstrap_configmap(cluster, entries)),
-        serde_json::to_value(statefulset(cluster, replicas, operator_image, None)),
+        serde_json::to_value(statefulset(
+            cluster,
+            replicas,
+            operator_image,
+            &RestartFor::default(),
+        )),
     ]
     .into_iter()
     .filter_map(Result::ok)

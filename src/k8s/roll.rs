@@ -23,7 +23,7 @@
 
 use etcd_crds::{EtcdClusterStatus, MemberRole, MemberStatus};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PodTemplateSpec};
 
 /// What the roll does now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,6 +142,35 @@ pub fn hold(sts: &mut StatefulSet, partition: i32) {
     {
         rolling.partition = Some(partition);
     }
+}
+
+/// How long a claim may wait in `FileSystemResizePending` before its pod is restarted for it. A
+/// driver that grows mounted file systems finishes within seconds of the volume's growth (the
+/// kubelet's volume manager expands volumes in use on its next pass); one that cannot finishes
+/// only when the volume is staged again, as its pod starts.
+pub const FILESYSTEM_RESIZE_GRACE_SECONDS: i64 = 60;
+
+/// The value of the template's filesystem-resize annotation: `size` (the spec's) once a claim
+/// has waited `FILESYSTEM_RESIZE_GRACE_SECONDS` in `FileSystemResizePending` (its driver cannot
+/// grow a mounted file system), else what the template has (`current`), so that the members are
+/// restarted once per size that needs it, through the roll, and never again for it.
+pub fn filesystem_resize(
+    claims: &[PersistentVolumeClaim],
+    size: &str,
+    current: Option<&str>,
+    now_second: i64,
+) -> Option<String> {
+    let waiting = claims.iter().any(|claim| {
+        let conditions = claim.status.as_ref().and_then(|s| s.conditions.as_ref());
+        conditions.into_iter().flatten().any(|c| {
+            c.type_ == "FileSystemResizePending"
+                && c.status == "True"
+                && c.last_transition_time.as_ref().is_some_and(|since| {
+                    now_second - since.0.as_second() >= FILESYSTEM_RESIZE_GRACE_SECONDS
+                })
+        })
+    });
+    if waiting { Some(size.to_owned()) } else { current.map(str::to_owned) }
 }
 
 /// A fingerprint of what the members run: the pod template without the member-init image.
@@ -281,6 +310,36 @@ mod tests {
         s.members[1].leader = false;
         s.members[2].leader = true;
         assert_eq!(roll("c", sts(2, 1, 3), false, &s), Roll { partition: 1, hand_over: None });
+    }
+
+    fn pending_since(second: Option<i64>) -> PersistentVolumeClaim {
+        let since = second.and_then(|s| k8s_openapi::jiff::Timestamp::from_second(s).ok());
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "data-c-0"},
+            "status": {"conditions": [{"type": "FileSystemResizePending", "status": "True",
+                "lastTransitionTime": since.map(|t| t.to_string())}]}
+        }))
+        .unwrap_or_default()
+    }
+
+    /// A claim that waits past the grace restarts the members for the spec's size, once: the
+    /// value stays what it was until another size needs it.
+    #[test]
+    fn a_file_system_that_only_grows_on_restart_rolls_the_members_once_per_size() {
+        let now = 1_000_000;
+        let fresh = [pending_since(Some(now - 10))];
+        assert_eq!(
+            filesystem_resize(&fresh, "20Gi", None, now),
+            None,
+            "an online resize may still finish"
+        );
+        let stuck = [pending_since(Some(now - FILESYSTEM_RESIZE_GRACE_SECONDS))];
+        assert_eq!(filesystem_resize(&stuck, "20Gi", None, now).as_deref(), Some("20Gi"));
+        assert_eq!(filesystem_resize(&stuck, "20Gi", Some("20Gi"), now).as_deref(), Some("20Gi"));
+        // Grown (no condition any more): the template keeps its value, restarting nobody.
+        assert_eq!(filesystem_resize(&[], "20Gi", Some("20Gi"), now).as_deref(), Some("20Gi"));
+        assert_eq!(filesystem_resize(&[], "40Gi", Some("20Gi"), now).as_deref(), Some("20Gi"));
+        assert_eq!(filesystem_resize(&[pending_since(None)], "20Gi", None, now), None);
     }
 
     fn statefulset(init_image: &str, etcd_image: &str) -> StatefulSet {

@@ -107,16 +107,17 @@ async fn new_cluster_gets_secrets_objects_status_events_and_a_static_bootstrap()
         json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "demo-client"}}),
     ));
     script.push(Exchange::new(Method::PATCH, "/apis/policy/v1/namespaces/prod/poddisruptionbudgets/demo", json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "demo"}})));
-    script.push(Exchange::new(
-        Method::PATCH,
-        "/apis/apps/v1/namespaces/prod/statefulsets/demo",
-        sts(0),
-    ));
-    // The claims, to grow them to the spec's storage size (none yet).
+    // The claims, to grow them to the spec's storage size (none yet), before the StatefulSet:
+    // a file system that grows only on restart changes its template.
     script.push(Exchange::new(
         Method::GET,
         format!("{NS}/persistentvolumeclaims"),
         list("PersistentVolumeClaimList"),
+    ));
+    script.push(Exchange::new(
+        Method::PATCH,
+        "/apis/apps/v1/namespaces/prod/statefulsets/demo",
+        sts(0),
     ));
     // Which members have data: the claims listed above, not listed again.
     script.push(Exchange::new(Method::GET, format!("{NS}/pods"), list("PodList")));
@@ -184,7 +185,7 @@ async fn new_cluster_gets_secrets_objects_status_events_and_a_static_bootstrap()
     assert!(names.contains(&"demo-2.demo.prod.svc".to_owned()));
 
     // Server-side apply of the objects, with our field manager, forced.
-    for i in [11, 12, 13, 14] {
+    for i in [11, 12, 13, 15] {
         assert_eq!(seen[i].content_type.as_deref(), Some("application/apply-patch+yaml"), "#{i}");
         assert!(
             seen[i].query.contains("fieldManager=etcd-operator")
@@ -194,14 +195,14 @@ async fn new_cluster_gets_secrets_objects_status_events_and_a_static_bootstrap()
         );
     }
     assert_eq!(
-        seen[14].body["spec"]["replicas"], 0,
+        seen[15].body["spec"]["replicas"], 0,
         "a new StatefulSet starts with no admitted member"
     );
-    assert_eq!(seen[14].body["spec"]["podManagementPolicy"], "Parallel");
+    assert_eq!(seen[15].body["spec"]["podManagementPolicy"], "Parallel");
     // The pods carry the fingerprint of the CA bundle they load: a new bundle rolls them.
     let bundle = decode_field(peer, "ca.crt");
     assert_eq!(
-        seen[14].body["spec"]["template"]["metadata"]["annotations"]["etcd.etcd.io/trust-bundle"],
+        seen[15].body["spec"]["template"]["metadata"]["annotations"]["etcd.etcd.io/trust-bundle"],
         etcd_operator::tls::cluster_secrets::bundle_fingerprint(&bundle)
     );
 

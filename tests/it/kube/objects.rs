@@ -9,7 +9,7 @@ use etcd_crds::EtcdCluster;
 use etcd_operator::etcd::ClusterState;
 use etcd_operator::k8s::bootstrap::BootstrapEntry;
 use etcd_operator::k8s::objects::{
-    all, client_service, headless_service, pod_disruption_budget, statefulset,
+    RestartFor, all, client_service, headless_service, pod_disruption_budget, statefulset,
 };
 use etcd_operator::membership::planner::Wanted;
 use serde_json::json;
@@ -28,7 +28,12 @@ fn statefulset_runs_members_in_parallel_with_member_init_and_volumes() {
     let c = cluster(
         json!({"size": 3, "version": "3.5.21", "storage": {"size": "20Gi", "storageClassName": "fast"}}),
     );
-    let sts = statefulset(&c, 2, "registry.example/etcd-operator:1", Some("f1"));
+    let sts = statefulset(
+        &c,
+        2,
+        "registry.example/etcd-operator:1",
+        &RestartFor { trust: Some("f1".into()), ..RestartFor::default() },
+    );
     let meta = &sts.metadata;
     assert_eq!(meta.name.as_deref(), Some("demo"));
     let owner = &meta.owner_references.as_ref().unwrap()[0];
@@ -84,7 +89,12 @@ fn statefulset_runs_members_in_parallel_with_member_init_and_volumes() {
 #[test]
 fn probes_follow_what_the_etcd_version_serves() {
     let probes = |version: &str| {
-        let sts = statefulset(&cluster(json!({"size": 3, "version": version})), 3, "op", None);
+        let sts = statefulset(
+            &cluster(json!({"size": 3, "version": version})),
+            3,
+            "op",
+            &RestartFor::default(),
+        );
         let etcd = sts.spec.unwrap().template.spec.unwrap().containers.remove(0);
         (etcd.readiness_probe.unwrap(), etcd.liveness_probe.unwrap())
     };
@@ -110,7 +120,7 @@ fn ephemeral_storage_overrides_and_user_secrets() {
         "security": {"tls": {"autoTLS": false, "peerSecretRef": {"name": "my-peer"}, "serverSecretRef": {"name": "my-server"}, "clientSecretRef": {"name": "my-client"}}},
         "podTemplate": {"nodeSelector": {"disk": "ssd"}, "tolerations": [{"key": "etcd", "operator": "Exists"}], "priorityClassName": "system-cluster-critical", "annotations": {"a": "b"}}
     }));
-    let spec = statefulset(&c, 3, "op", None).spec.unwrap();
+    let spec = statefulset(&c, 3, "op", &RestartFor::default()).spec.unwrap();
     assert!(spec.volume_claim_templates.is_none());
     let pod = spec.template.spec.unwrap();
     let volumes = pod.volumes.unwrap();
@@ -194,7 +204,12 @@ fn built_objects_validate_against_kubernetes_schemas() {
 #[test]
 fn members_never_share_a_node_by_default() {
     let pod = |spec: serde_json::Value| {
-        statefulset(&cluster(spec), 3, "op", None).spec.unwrap().template.spec.unwrap()
+        statefulset(&cluster(spec), 3, "op", &RestartFor::default())
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
     };
     let default = pod(json!({"size": 3, "version": "3.5.21"}));
     let anti = default.affinity.unwrap().pod_anti_affinity.unwrap();
@@ -227,7 +242,7 @@ fn member_pods_take_pull_secrets_and_fit_a_resource_quota() {
     let c = cluster(json!({"size": 3, "version": "3.5.21", "podTemplate": {
         "imagePullSecrets": [{"name": "mirror"}], "serviceAccountName": "etcd"
     }}));
-    let pod = statefulset(&c, 3, "op", None).spec.unwrap().template.spec.unwrap();
+    let pod = statefulset(&c, 3, "op", &RestartFor::default()).spec.unwrap().template.spec.unwrap();
     assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "mirror");
     assert_eq!(pod.service_account_name.as_deref(), Some("etcd"));
     assert_eq!(pod.automount_service_account_token, Some(false));

@@ -3,6 +3,7 @@
 # loss could take a quorum. With two schedulable nodes, a 3-member cluster runs two members and
 # reports the third as unschedulable rather than put it beside another; once a node frees up it
 # is placed there. Then 3 → 5 over six nodes in three zones: five nodes, every zone used.
+# Then a cluster on volumes that finish growing only when their pods restart.
 # The operator is installed as for a private control plane: listening on 10250 (the webhooks
 # the API server calls go there) with its NetworkPolicy admitted by the real API server.
 source "$(dirname "$0")/lib.sh"
@@ -30,4 +31,29 @@ distinct demo 5 || fail "members of a 5-member cluster share a node: $(nodes_of 
 zones=$(for n in $(nodes_of demo); do kubectl get node "$n" -o jsonpath='{.metadata.labels.topology\.kubernetes\.io/zone}{"\n"}'; done | sort -u | wc -l)
 [ "$zones" = 3 ] || fail "five members use $zones of three zones"
 writer_check demo
+
+# Volumes whose driver cannot grow a mounted file system (StorageClass offline-expansion): after
+# the claims grow, each stays FileSystemResizePending until its pod starts again. The operator
+# restarts the members for it through its health-gated roll, one at a time, two of three ready
+# throughout, and the expansion completes.
+create_cluster disk 3 3.6.17 "storage: {storageClassName: offline-expansion}" >/dev/null
+wait_running disk 3
+writer_start disk
+kubectl patch etcdcluster disk --type merge -p '{"spec": {"storage": {"size": "20Gi"}}}' >/dev/null
+grown() {
+  [ "$(field disk '{.status.conditions[?(@.type=="VolumeExpansion")].status}')" = True ] &&
+    [ "$(kubectl get pvc -l app.kubernetes.io/instance=disk -o jsonpath='{.items[*].status.capacity.storage}')" = "20Gi 20Gi 20Gi" ] &&
+    running disk 3
+}
+pending() { kubectl get pvc data-disk-0 -o jsonpath='{.status.conditions[?(@.type=="FileSystemResizePending")].status}' | grep -q True; }
+wait_for "the claims of disk waiting for their pods to restart" 60 pending
+start=$SECONDS
+until grown >/dev/null 2>&1; do
+  (( SECONDS - start < 400 )) || fail "the file systems did not grow in 400s: $(kubectl get pvc -l app.kubernetes.io/instance=disk -o jsonpath='{.items[*].status}')"
+  ready=$(field disk '{.status.readyReplicas}')
+  (( ready >= 2 )) || fail "only $ready of 3 members of disk ready while restarting them for the resize"
+  sleep 1
+done
+log "file systems of disk grown to 20Gi after $((SECONDS - start))s of restarts, at least 2 of 3 ready throughout"
+writer_check disk
 log "PASS"

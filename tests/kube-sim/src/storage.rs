@@ -1,7 +1,12 @@
 //! Storage outside the kubelet, as a CSI driver's sidecars provide it on a real cluster:
 //!
 //! - the StorageClass `standard` (default, `allowVolumeExpansion`, reclaim `Delete`, binding
-//!   `Immediate`: a network disk any node can attach, so a pod is not pinned to a node);
+//!   `Immediate`: a network disk any node can attach, so a pod is not pinned to a node), and
+//!   `offline-expansion`, the same but for a driver whose node plugin cannot grow a mounted file
+//!   system (no online `NodeExpandVolume`): its volumes finish growing only when a pod stages
+//!   them again, so `FileSystemResizePending` stays until the pod restarts. The provisioner
+//!   records that on the volume (`NODE_EXPANSION_ANNOTATION`), where the kubelet looks, as a real
+//!   kubelet asks the volume's driver (`NodeGetCapabilities`);
 //! - the external provisioner (kubernetes-csi/external-provisioner): a claim the PV controller
 //!   annotated with `volume.kubernetes.io/storage-provisioner: kube-sim.io/hostpath` gets a
 //!   PersistentVolume `pvc-<claim uid>` of the requested size with a `claimRef` to it, which the
@@ -21,6 +26,9 @@ use crate::client::{Api, name_of, namespace_of};
 
 pub const PROVISIONER: &str = "kube-sim.io/hostpath";
 pub const STORAGE_CLASS: &str = "standard";
+pub const OFFLINE_EXPANSION_CLASS: &str = "offline-expansion";
+/// On a PersistentVolume: `offline` when its driver grows the file system only when staging.
+pub const NODE_EXPANSION_ANNOTATION: &str = "kube-sim.io/node-expansion";
 
 /// A quantity in bytes (`10Gi`, `500M`, `1024`), enough for storage sizes.
 pub fn bytes(quantity: &str) -> Option<u128> {
@@ -44,17 +52,24 @@ pub fn bytes(quantity: &str) -> Option<u128> {
 }
 
 pub async fn install_class(api: &Api) -> Result<(), String> {
-    let class = json!({
-        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-        "metadata": {"name": STORAGE_CLASS, "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
-        "provisioner": PROVISIONER, "allowVolumeExpansion": true, "reclaimPolicy": "Delete",
-        "volumeBindingMode": "Immediate",
-    });
-    match api.create("/apis/storage.k8s.io/v1/storageclasses", &class).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.code == 409 => Ok(()),
-        Err(e) => Err(format!("cannot create the StorageClass: {e}")),
+    let class = |name: &str, default: bool, node_expansion: &str| {
+        json!({
+            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": name, "annotations": {"storageclass.kubernetes.io/is-default-class": default.to_string()}},
+            "provisioner": PROVISIONER, "allowVolumeExpansion": true, "reclaimPolicy": "Delete",
+            "volumeBindingMode": "Immediate", "parameters": {"nodeExpansion": node_expansion},
+        })
+    };
+    for class in
+        [class(STORAGE_CLASS, true, "online"), class(OFFLINE_EXPANSION_CLASS, false, "offline")]
+    {
+        match api.create("/apis/storage.k8s.io/v1/storageclasses", &class).await {
+            Ok(_) => {}
+            Err(e) if e.code == 409 => {}
+            Err(e) => return Err(format!("cannot create the StorageClass: {e}")),
+        }
     }
+    Ok(())
 }
 
 pub async fn run(api: Api, volumes: PathBuf) {
@@ -105,15 +120,20 @@ async fn provision(
     volumes: &std::path::Path,
 ) -> Result<(), crate::client::Failed> {
     let class = claim["spec"]["storageClassName"].as_str().unwrap_or(STORAGE_CLASS);
-    let reclaim = api
-        .get(&format!("/apis/storage.k8s.io/v1/storageclasses/{class}"))
-        .await?
+    let class_object = api.get(&format!("/apis/storage.k8s.io/v1/storageclasses/{class}")).await?;
+    let reclaim = class_object
+        .as_ref()
         .and_then(|c| c["reclaimPolicy"].as_str().map(str::to_owned))
         .unwrap_or_else(|| "Delete".to_owned());
+    let node_expansion = class_object
+        .as_ref()
+        .and_then(|c| c["parameters"]["nodeExpansion"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "online".to_owned());
     let path = volumes.join(name);
     let pv = json!({
         "apiVersion": "v1", "kind": "PersistentVolume",
-        "metadata": {"name": name, "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
+        "metadata": {"name": name, "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER,
+                                                   NODE_EXPANSION_ANNOTATION: node_expansion}},
         "spec": {
             "capacity": {"storage": claim["spec"]["resources"]["requests"]["storage"]},
             "accessModes": claim["spec"]["accessModes"],
@@ -163,6 +183,7 @@ async fn resize(api: &Api, claim: &Value, pvs: &[Value]) -> Result<(), crate::cl
     let status = json!({"status": {
         "allocatedResources": {"storage": wanted},
         "conditions": [{"type": "FileSystemResizePending", "status": "True",
+                        "lastTransitionTime": crate::client::now(),
                         "message": "Waiting for user to (re-)start a pod to finish file system resize of volume on node."}],
     }});
     let path = format!(

@@ -482,6 +482,12 @@ impl Kubelet {
                 }
             }
             if volume.get("persistentVolumeClaim").is_some() {
+                // Staging the volume finishes a pending resize; only drivers that can grow a
+                // mounted file system go on doing so while the pod runs.
+                volumes::expand(&node.api, pod, &volume).await;
+                if !volumes::expands_online(&node.api, pod, &volume).await {
+                    continue;
+                }
                 let (api, pod, volume) = (node.api.clone(), pod.clone(), volume.clone());
                 let task = tokio::spawn(async move {
                     loop {

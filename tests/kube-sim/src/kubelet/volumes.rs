@@ -282,9 +282,23 @@ fn count_files(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
-/// Finishes an expansion the resizer started on a claim this pod mounts, as the kubelet's
-/// online expansion does (`pkg/volume/util/operationexecutor`, `NodeExpand`, then
-/// `MarkFSResizeFinished`): the claim's capacity becomes the volume's and
+/// Whether the driver of the volume behind this pod's claim grows a mounted file system (the
+/// kubelet's volume manager then expands volumes in use, `ExpandInUseVolume`); if not, a
+/// pending resize finishes only when a pod stages the volume again ([`expand`] at mount).
+pub async fn expands_online(api: &Api, pod: &Value, volume: &Value) -> bool {
+    let Some(claim) = volume["persistentVolumeClaim"]["claimName"].as_str() else { return false };
+    let path = format!("/api/v1/namespaces/{}/persistentvolumeclaims/{claim}", namespace_of(pod));
+    let Ok(Some(object)) = api.get(&path).await else { return true };
+    let pv = object["spec"]["volumeName"].as_str().unwrap_or_default();
+    let Ok(Some(pv)) = api.get(&format!("/api/v1/persistentvolumes/{pv}")).await else {
+        return true;
+    };
+    pv["metadata"]["annotations"][crate::storage::NODE_EXPANSION_ANNOTATION] != "offline"
+}
+
+/// Finishes an expansion the resizer started on a claim this pod mounts, as the kubelet does at
+/// mount and, for drivers that can, while in use (`pkg/volume/util/operationexecutor`,
+/// `NodeExpand`, then `MarkFSResizeFinished`): the claim's capacity becomes the volume's and
 /// `FileSystemResizePending` goes.
 pub async fn expand(api: &Api, pod: &Value, volume: &Value) {
     let Some(claim) = volume["persistentVolumeClaim"]["claimName"].as_str() else { return };
