@@ -195,12 +195,7 @@ async fn apply_objects(
             volumes.claims.as_deref().unwrap_or_default(),
             &cluster.spec.storage.size.0,
             current_sts.as_ref().and_then(|sts| {
-                let template = sts.spec.as_ref()?.template.metadata.as_ref()?;
-                template
-                    .annotations
-                    .as_ref()?
-                    .get(names::FILESYSTEM_RESIZE_ANNOTATION)
-                    .map(String::as_str)
+                roll::template_annotation(sts, names::FILESYSTEM_RESIZE_ANNOTATION)
             }),
             k8s_openapi::jiff::Timestamp::now().as_second(),
         ),
@@ -406,14 +401,8 @@ fn members_trust(statefulset: Option<&StatefulSet>) -> MembersTrust {
         && status.update_revision == status.current_revision
         && status.updated_replicas.unwrap_or(0) == replicas
         && status.ready_replicas.unwrap_or(0) == replicas;
-    let started_with = spec
-        .template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.annotations.as_ref())
-        .and_then(|a| a.get(names::TRUST_BUNDLE_ANNOTATION));
-    match started_with {
-        Some(fingerprint) if rolled => MembersTrust::StartedWith(fingerprint.clone()),
+    match roll::template_annotation(sts, names::TRUST_BUNDLE_ANNOTATION) {
+        Some(fingerprint) if rolled => MembersTrust::StartedWith(fingerprint.to_owned()),
         _ => MembersTrust::Restarting,
     }
 }

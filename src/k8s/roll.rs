@@ -144,6 +144,12 @@ pub fn hold(sts: &mut StatefulSet, partition: i32) {
     }
 }
 
+/// An annotation of the StatefulSet's pod template: what its members were started with.
+pub fn template_annotation<'a>(sts: &'a StatefulSet, key: &str) -> Option<&'a str> {
+    let template = sts.spec.as_ref()?.template.metadata.as_ref()?;
+    template.annotations.as_ref()?.get(key).map(String::as_str)
+}
+
 /// How long a claim may wait in `FileSystemResizePending` before its pod is restarted for it. A
 /// driver that grows mounted file systems finishes within seconds of the volume's growth (the
 /// kubelet's volume manager expands volumes in use on its next pass); one that cannot finishes
