@@ -155,4 +155,23 @@ restored_again() { [ "$(field demo-restored '{.status.phase}')" = Running ] && [
 wait_for "demo-restored running again from its backup, as a new cluster" 300 restored_again
 wait_running demo-restored 3 120
 writer_check demo-restored
+
+# `kubectl delete namespace` of a tenant with a cluster, its EtcdBackup and the backup's
+# credentials: the namespace controller deletes them all at once, pods included. The deletion
+# finishes (a final backup is taken while the members still answer, else the cluster goes
+# without one: waiting could not bring them back), and every call the operator makes into the
+# terminating namespace is allowed.
+kubectl create namespace tenant >/dev/null
+kubectl config set-context --current --namespace=tenant >/dev/null
+grep -v -e resourceVersion -e uid: -e creationTimestamp -e 'namespace:' "$WORK/credentials.yaml" | kubectl apply -f - >/dev/null
+create_cluster app 3 3.5.36 >/dev/null
+wait_running app 3
+s3_backup app-now app
+wait_for "the tenant's backup succeeded" 120 bash -c '[ "$(kubectl get etcdbackup app-now -o jsonpath="{.status.phase}")" = Succeeded ]'
+start=$SECONDS
+kubectl delete namespace tenant --wait=false >/dev/null
+kubectl config set-context --current --namespace=default >/dev/null
+wait_for "namespace tenant deleted" 240 bash -c '! kubectl get namespace tenant'
+finals=$(curl -sf "$S3/etcd-backups?list-type=2&prefix=demo/tenant/app-now/app-final" | { grep -o '<Key>[^<]*</Key>' || true; } | sed 's/<[^>]*>//g' | tr '\n' ' ')
+log "namespace tenant deleted in $((SECONDS - start))s; final backup: ${finals:-none}"
 log "PASS"
