@@ -9,37 +9,14 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 fn main() {
     let root = support::root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let built = Command::new(cargo)
-        .current_dir(&root)
-        .args(["build", "--release", "--locked", "-p", "etcd-operator", "--bin", "etcd-operator"])
-        .status()
-        .expect("cargo runs");
-    assert!(built.success(), "building the operator failed");
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), Into::into);
-    let operator = target.join("release/etcd-operator");
-    hot_text(&operator);
-    let state = tempfile::tempdir().expect("temp dir");
-    let script = root.join("tests/kube-sim/bench/clusters.sh");
-    // The script's log goes to stderr as it runs; its figures to stdout.
-    let out = support::kube_sim(
-        env!("CARGO_BIN_EXE_kube-sim"),
-        state.path(),
-        &script,
-        Some(&operator),
-        &[],
-    )
-    .stderr(Stdio::inherit())
-    .output()
-    .expect("kube-sim runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    print!("{text}");
-    assert!(out.status.success(), "the benchmark did not finish");
+    support::run_bench(env!("CARGO_BIN_EXE_kube-sim"), "clusters.sh");
+    hot_text(&target.join("release/etcd-operator"));
 }
 
 /// Prints how much code `link/hot-text.ld` gathered ahead of the rest (build.rs), from the

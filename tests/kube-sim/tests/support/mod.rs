@@ -64,3 +64,31 @@ pub fn kube_sim(
     command.arg("--").arg("bash").arg(script).env("ROOT", root()).env("WORK", state.join("work"));
     command
 }
+
+/// Builds the operator in release mode (as users run it) and runs `script` (under
+/// tests/kube-sim/bench) on kube-sim with it; the script's log goes to stderr as it runs, its
+/// figures to stdout, which this returns. Panics if the build or the script fails.
+#[allow(dead_code)] // each bench binary uses it; the e2e test binary does not
+pub fn run_bench(kube_sim_bin: &str, script: &str) -> String {
+    let root = root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let built = Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "--release", "--locked", "-p", "etcd-operator", "--bin", "etcd-operator"])
+        .status()
+        .expect("cargo runs");
+    assert!(built.success(), "building the operator failed");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), Into::into);
+    let operator = target.join("release/etcd-operator");
+    let state = tempfile::tempdir().expect("temp dir");
+    let script = root.join("tests/kube-sim/bench").join(script);
+    let out = kube_sim(kube_sim_bin, state.path(), &script, Some(&operator), &[])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("kube-sim runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    print!("{text}");
+    assert!(out.status.success(), "the benchmark did not finish");
+    text
+}
