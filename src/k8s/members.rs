@@ -100,7 +100,7 @@ impl KubeMembers {
         let superseded = if image_pulls.is_empty() {
             Vec::new()
         } else {
-            superseded(&pods, self.update_revision().await?.as_deref())
+            superseded(&pods, &self.revisions().await?)
         };
         Ok(Stalled {
             unschedulable: pods.iter().filter_map(unschedulable).collect(),
@@ -109,17 +109,18 @@ impl KubeMembers {
         })
     }
 
-    /// The StatefulSet's update revision, once its controller has seen the current template.
-    async fn update_revision(&self) -> Result<Option<String>, Error> {
+    /// The StatefulSet's current and update revisions, once its controller has seen the
+    /// current template (none before).
+    async fn revisions(&self) -> Result<Vec<String>, Error> {
         let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), &self.namespace());
         let name = self.name();
         let sts = api.get_opt(&name).await.map_err(kube_err(format!("get StatefulSet {name}")))?;
-        Ok(sts.and_then(|sts| {
-            let status = sts.status?;
-            (status.observed_generation == sts.metadata.generation)
-                .then_some(status.update_revision)
-                .flatten()
-        }))
+        let Some(sts) = sts else { return Ok(Vec::new()) };
+        let Some(status) = sts.status.filter(|s| s.observed_generation == sts.metadata.generation)
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(status.current_revision.into_iter().chain(status.update_revision).collect())
     }
 
     /// Deletes a pod that never started on its template (see [`Stalled::superseded`]): it
@@ -233,20 +234,24 @@ pub struct Stalled {
     pub unschedulable: Vec<(String, String)>,
     /// The kubelet cannot pull an image of theirs: the image, the reason and its message.
     pub image_pulls: Vec<(String, String)>,
-    /// Those of them whose template the StatefulSet no longer wants (a mistyped version
-    /// corrected): nothing else would restart them, since the roll holds every other pod until
+    /// Those of them on a revision the StatefulSet neither runs nor wants any more (a mistyped
+    /// version, corrected): nothing else would restart them, since the roll holds every other pod until
     /// all are healthy and the StatefulSet leaves pods below its partition as they are.
     pub superseded: Vec<String>,
 }
 
-/// Pods stuck pulling an image of a revision other than the StatefulSet's update revision.
-fn superseded(pods: &[Pod], update_revision: Option<&str>) -> Vec<String> {
-    let Some(update) = update_revision else { return Vec::new() };
+/// Pods stuck pulling an image of a revision that is neither of the StatefulSet's `revisions`
+/// (current and update). One on the current revision stays: recreated, it would be the same.
+fn superseded(pods: &[Pod], revisions: &[String]) -> Vec<String> {
+    if revisions.is_empty() {
+        return Vec::new();
+    }
     pods.iter()
         .filter(|pod| image_pull_failure(pod).is_some())
         .filter(|pod| {
             let labels = pod.metadata.labels.as_ref();
-            labels.and_then(|l| l.get("controller-revision-hash")).is_some_and(|r| r != update)
+            let revision = labels.and_then(|l| l.get("controller-revision-hash"));
+            revision.is_some_and(|r| !revisions.contains(r))
         })
         .filter_map(|pod| pod.metadata.name.clone())
         .collect()
@@ -525,13 +530,18 @@ mod tests {
                 Some([("controller-revision-hash".to_owned(), revision.to_owned())].into());
             pod
         };
+        let revisions = |r: &[&str]| r.iter().map(|r| (*r).to_owned()).collect::<Vec<_>>();
+        // demo-5d4: the mistyped version, demo-1aa current, demo-7f9 the corrected one.
         let stuck = on("demo-5d4", pod_waiting("PodInitializing", "ImagePullBackOff"));
         let pods = [stuck.clone()];
-        assert_eq!(super::superseded(&pods, Some("demo-7f9")), ["demo-2"]);
-        assert!(super::superseded(&pods, Some("demo-5d4")).is_empty(), "still the wanted one");
-        assert!(super::superseded(&pods, None).is_empty(), "the controller has not caught up");
+        assert_eq!(super::superseded(&pods, &revisions(&["demo-1aa", "demo-7f9"])), ["demo-2"]);
+        let wanted = revisions(&["demo-1aa", "demo-5d4"]);
+        assert!(super::superseded(&pods, &wanted).is_empty(), "still the wanted one");
+        let current = revisions(&["demo-5d4", "demo-7f9"]);
+        assert!(super::superseded(&pods, &current).is_empty(), "recreated, it would be the same");
+        assert!(super::superseded(&pods, &[]).is_empty(), "the controller has not caught up");
         let pulling = on("demo-5d4", pod_waiting("PodInitializing", "ContainerCreating"));
-        assert!(super::superseded(&[pulling], Some("demo-7f9")).is_empty());
+        assert!(super::superseded(&[pulling], &revisions(&["demo-1aa", "demo-7f9"])).is_empty());
     }
 
     #[test]
