@@ -78,6 +78,20 @@ running() {
     [ "$(field "$1" '{.status.observedGeneration}')" = "$(field "$1" '{.metadata.generation}')" ]
 }
 
+# until_keeping_quorum WHAT CLUSTER LEAST LIMIT COMMAND...: waits up to LIMIT seconds for COMMAND
+# while at least LEAST members of CLUSTER stay ready, sampled every second.
+until_keeping_quorum() {
+  local what=$1 cluster=$2 least=$3 limit=$4 start=$SECONDS ready
+  shift 4
+  until "$@" >/dev/null 2>&1; do
+    (( SECONDS - start < limit )) || fail "not done in ${limit}s: $what"
+    ready=$(field "$cluster" '{.status.readyReplicas}')
+    (( ready >= least )) || fail "only $ready members of $cluster ready while waiting for: $what"
+    sleep 1
+  done
+  log "ok after $((SECONDS - start))s, at least $least members of $cluster ready throughout: $what"
+}
+
 wait_running() { wait_for "$1 Running with $2 ready members" "${3:-240}" running "$1" "$2"; }
 
 # The user client certificate the operator issued, as files.

@@ -47,13 +47,6 @@ grown() {
 }
 pending() { kubectl get pvc data-disk-0 -o jsonpath='{.status.conditions[?(@.type=="FileSystemResizePending")].status}' | grep -q True; }
 wait_for "the claims of disk waiting for their pods to restart" 60 pending
-start=$SECONDS
-until grown >/dev/null 2>&1; do
-  (( SECONDS - start < 400 )) || fail "the file systems did not grow in 400s: $(kubectl get pvc -l app.kubernetes.io/instance=disk -o jsonpath='{.items[*].status}')"
-  ready=$(field disk '{.status.readyReplicas}')
-  (( ready >= 2 )) || fail "only $ready of 3 members of disk ready while restarting them for the resize"
-  sleep 1
-done
-log "file systems of disk grown to 20Gi after $((SECONDS - start))s of restarts, at least 2 of 3 ready throughout"
+until_keeping_quorum "the file systems of disk grown to 20Gi by restarting its members" disk 2 400 grown
 writer_check disk
 log "PASS"

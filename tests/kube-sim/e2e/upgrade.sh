@@ -105,14 +105,8 @@ sleep 45
 [ "$(field six '{.status.members[*].id}')" = "$ids" ] || fail "a member was replaced over a mistyped image: $ids → $(field six '{.status.members[*].id}')"
 [ "$(field six '{.status.readyReplicas}')" = 2 ] || fail "the roll went on past a member that cannot pull: $(field six '{.status.readyReplicas}') ready"
 kubectl patch etcdcluster six --type merge -p '{"spec": {"version": "3.6.17"}}' >/dev/null
-start=$SECONDS
-until [ "$(field six '{.status.members[*].version}')" = "3.6.17 3.6.17 3.6.17" ] && running six 3; do
-  (( SECONDS - start < 600 )) || fail "the roll to 3.6.17 did not finish in 600s"
-  ready=$(field six '{.status.readyReplicas}')
-  (( ready >= 2 )) || fail "only $ready of 3 members ready during the roll to 3.6.17"
-  sleep 1
-done
-log "every member on 3.6.17 after $((SECONDS - start))s, at least 2 of 3 ready throughout"
+on_3_6() { [ "$(field six '{.status.members[*].version}')" = "3.6.17 3.6.17 3.6.17" ] && running six 3; }
+until_keeping_quorum "every member of six on 3.6.17" six 2 600 on_3_6
 [ "$(field six '{.status.members[*].id}')" = "$ids" ] || fail "members replaced during the roll: $ids → $(field six '{.status.members[*].id}')"
 kubectl get events --field-selector reason=DeleteSupersededPod -o name | grep -q . || fail "no DeleteSupersededPod event"
 writer_check six
