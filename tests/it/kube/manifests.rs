@@ -83,11 +83,20 @@ fn the_private_control_plane_overlay_listens_where_its_port_says() {
     let service = find(&docs, "Service", "etcd-operator-webhook");
     assert_eq!(service["spec"]["ports"][0]["targetPort"], "https");
 
-    // Only the operator's pods, only their `https` port, only ingress.
+    // Only the operator's pods; in, only their `https` port; out, DNS, etcd members and HTTPS.
     let policy = find(&docs, "NetworkPolicy", "etcd-operator");
     assert_eq!(policy["metadata"]["namespace"], deployment["metadata"]["namespace"]);
     assert_eq!(policy["spec"]["podSelector"]["matchLabels"], pod_labels(deployment));
-    assert_eq!(policy["spec"]["policyTypes"], serde_yaml::from_str::<Value>("[Ingress]").unwrap());
+    let types = serde_yaml::from_str::<Value>("[Ingress, Egress]").unwrap();
+    assert_eq!(policy["spec"]["policyTypes"], types);
+    let to_etcd = &policy["spec"]["egress"][1];
+    assert_eq!(to_etcd["ports"][0]["port"], 2379);
+    let member_labels = etcd_operator::names::selector("demo");
+    let etcd_name = member_labels.get("app.kubernetes.io/name").cloned().unwrap_or_default();
+    assert_eq!(
+        to_etcd["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        etcd_name.as_str()
+    );
     let rules = policy["spec"]["ingress"].as_sequence().cloned().unwrap_or_default();
     assert_eq!(rules.len(), 2, "the API server and Prometheus");
     for rule in &rules {
