@@ -8,8 +8,26 @@ use std::time::{Duration, Instant};
 
 /// A free loopback port outside the ephemeral range, where no outgoing connection can take it
 /// before the process it is meant for binds it (`local`'s members get theirs the same way).
+///
+/// Free now is not free later: nextest runs each test in a process of its own, and a port this
+/// test chose for a member it starts only after a backup and a restore (its peer URL is in the
+/// restored data) could be chosen meanwhile by another test. So each port is also claimed with a
+/// lock on a file named after it, held until this process exits; other test processes skip it.
 pub fn free_port() -> u16 {
-    etcd_operator::local::ports::free_port(&Default::default()).unwrap()
+    static CLAIMED: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("etcd-operator-test-ports");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut skipped = std::collections::BTreeSet::new();
+    loop {
+        let port = etcd_operator::local::ports::free_port(&skipped).unwrap();
+        let claim = std::fs::File::create(dir.join(port.to_string())).unwrap();
+        // A lock belongs to the open file: a second claim by this process is refused too.
+        if claim.try_lock().is_ok() {
+            CLAIMED.lock().unwrap().push(claim);
+            return port;
+        }
+        skipped.insert(port);
+    }
 }
 
 pub struct Member {
@@ -239,4 +257,12 @@ fn wait_until(cluster: &mut Cluster, dir: &Path, tls: &[String]) -> Result<(), P
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn ports_handed_out_are_never_handed_out_again() {
+    // Nothing binds these ports, so only the claim keeps the second, third… pick off them.
+    let ports: Vec<u16> = (0..300).map(|_| free_port()).collect();
+    let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
+    assert_eq!(distinct.len(), ports.len(), "a port was handed out twice: {ports:?}");
 }
