@@ -307,7 +307,12 @@ fn without_member_list(wanted: &[Wanted], observed: &Observed) -> Step {
         return stop_all(observed);
     }
     if !observed.bootstrapped {
-        return if observed.running.is_empty() {
+        // A bootstrap cut short between two members' starts (a crash, a failed call, a new
+        // leader) is finished: starting a bootstrap member again writes the same entry.
+        let unstarted = wanted
+            .iter()
+            .any(|w| !observed.running.contains(&w.name) && !observed.restarting.contains(&w.name));
+        return if observed.running.is_empty() || unstarted {
             Step::Bootstrap { members: wanted.to_vec() }
         } else {
             wait("members are starting")
@@ -382,6 +387,17 @@ mod tests {
             ..Observed::default()
         };
         assert_eq!(next_step(&wanted(3), &observed), Step::Bootstrap { members: wanted(3) });
+    }
+
+    /// The operator's leader changed after starting c-0 of three: c-1 and c-2 have no entry
+    /// and would never start, and c-0 alone never answers.
+    #[test]
+    fn a_bootstrap_cut_short_is_finished() {
+        let started = Observed { running: ["c-0".to_owned()].into(), ..Observed::default() };
+        assert_eq!(next_step(&wanted(3), &started), Step::Bootstrap { members: wanted(3) });
+        let starting =
+            Observed { restarting: ["c-1", "c-2"].map(String::from).into(), ..started.clone() };
+        assert!(matches!(next_step(&wanted(3), &starting), Step::Wait { .. }));
     }
 
     #[test]

@@ -146,6 +146,18 @@ pub async fn observe(
     if wanted.is_empty() && running.is_empty() {
         observation.planner.stopping = port.may_run().await?;
     }
+    // Members of a bootstrap under way that do not run yet: which ones the platform is
+    // starting, and which were never started (the bootstrap was cut short).
+    if observation.planner.members.is_none()
+        && !observation.planner.bootstrapped
+        && !running.is_empty()
+    {
+        let down: BTreeSet<String> =
+            wanted.iter().map(|w| w.name.clone()).filter(|n| !running.contains(n)).collect();
+        if !down.is_empty() {
+            observation.planner.restarting = port.restarting(&down).await?;
+        }
+    }
     observation.planner.running = running;
     observation.planner.with_data = with_data;
     Ok(observation)
