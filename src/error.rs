@@ -34,3 +34,14 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The process's exit code: 1, or what the failing step gives its callers to read (an init
+    /// container's exit code is in its pod's status).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::MemberInit(err) => err.exit_code(),
+            _ => 1,
+        }
+    }
+}

@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {}", telemetry::chain(&err));
-            ExitCode::FAILURE
+            ExitCode::from(err.exit_code())
         }
     }
 }

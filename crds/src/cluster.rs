@@ -147,8 +147,11 @@ pub struct StorageSpec {
     /// StorageClass of the member volumes; immutable. Empty means the cluster default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
-    /// Keep data in an emptyDir instead of a PersistentVolumeClaim; immutable. Data does not survive
-    /// a pod being rescheduled, so member replacement does the work a volume would have done.
+    /// Keep data in an emptyDir instead of a PersistentVolumeClaim; immutable. A member's data
+    /// lives as long as its pod: a pod recreated for any reason (a drain, a roll, a lost node)
+    /// starts empty, so that member is removed and added again under a new ID and sent the data
+    /// by the others, which needs a quorum of them healthy then. Pods lost by a majority at once
+    /// take the data with them: only a backup brings it back.
     #[serde(default)]
     pub ephemeral: bool,
     /// What happens to the volumes when the EtcdCluster is deleted.

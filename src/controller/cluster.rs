@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_crds::EtcdCluster;
 use etcd_crds::conditions::{condition, set_condition};
+use etcd_crds::{EtcdCluster, MemberRole};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -306,6 +306,10 @@ async fn membership_step(
     if previous.cluster_id.is_none() && status.cluster_id.is_some() {
         // Bootstrapped: before the cluster ID is recorded, no entry may say "new" any more.
         port.settle_bootstrap().await?;
+    }
+    if status.cluster_id.is_some() {
+        let voters = status.members.iter().filter(|m| m.role == Some(MemberRole::Voter));
+        port.require_data_of(&voters.map(|m| m.name.clone()).collect()).await?;
     }
     if status != previous {
         write_status::<EtcdCluster, _>(ctx, namespace, &name, &status).await?;
@@ -644,6 +648,7 @@ fn step_reason(step: &Step) -> &'static str {
         Step::Retire { .. } => "RetireMember",
         Step::Upgrade { .. } => "UpgradeMember",
         Step::ForceNewCluster { .. } => "ForceNewCluster",
+        Step::EndForce { .. } => "EndForceNewCluster",
         Step::StopAll { .. } => "StopCluster",
         Step::Wait { .. } => "Waiting",
         Step::Done => "Converged",

@@ -18,6 +18,13 @@ pub struct BootstrapEntry {
     /// attempt (a marker on the data volume), because the entry is read on every pod start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<String>,
+    /// This member has been a voter: it starts only on its own data. etcd's rule for a member
+    /// whose data is lost is remove and add again under a new ID; started empty with
+    /// `existing`, it would take its old ID from its peers with no log, term or vote, and vote
+    /// at once (a candidate missing a committed entry could win with it). A learner that has
+    /// never voted may start empty: it is sent the data before it is promoted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub data_required: bool,
 }
 
 impl BootstrapEntry {
@@ -28,6 +35,7 @@ impl BootstrapEntry {
             state,
             token: token.to_owned(),
             attempt: None,
+            data_required: false,
         }
     }
 

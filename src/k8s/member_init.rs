@@ -27,6 +27,23 @@ pub enum Error {
     NoOwnPeer { member: String },
     #[error("restoring {member} from the snapshot failed: {source}")]
     Restore { member: String, source: Box<crate::backup::Error> },
+    #[error(
+        "member {member} has been a voter but {data_dir} holds no etcd data (its volume was lost or replaced): it must not rejoin under its old member ID with an empty log; the operator removes it and adds it again as a new member"
+    )]
+    NoData { member: String, data_dir: PathBuf },
+}
+
+/// The exit code of [`Error::NoData`]: the operator reads it from the init container's status
+/// to tell a member that lost its data from one that merely failed to start.
+pub const NO_DATA_EXIT_CODE: i32 = 3;
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::NoData { .. } => NO_DATA_EXIT_CODE as u8,
+            _ => 1,
+        }
+    }
 }
 
 /// Everything member-init needs; in a pod it comes from flags and the downward API.
@@ -68,6 +85,9 @@ pub async fn run(request: &Request) -> Result<BootstrapEntry, Error> {
             expected: request.pod_name.clone(),
         });
     }
+    if entry.data_required && !holds_member_data(&request.data_dir) {
+        return Err(Error::NoData { member: entry.name, data_dir: request.data_dir.clone() });
+    }
     if let Some(source) = &request.restore {
         restore_data(&entry, source, &request.data_dir).await?;
     }
@@ -92,6 +112,15 @@ fn force_once(entry: &BootstrapEntry, data_dir: &Path) -> Result<ClusterState, E
     write(&marker, attempt)?;
     tracing::warn!(member = %entry.name, attempt, "starting alone with --force-new-cluster to recover from quorum loss");
     Ok(ClusterState::ForceNew)
+}
+
+/// etcd has written its log here: a WAL file under `member/wal` (what etcd itself looks for to
+/// decide between restarting and joining, `wal.Exist`).
+fn holds_member_data(data_dir: &Path) -> bool {
+    let wal = data_dir.join("member").join("wal");
+    std::fs::read_dir(wal).is_ok_and(|mut files| {
+        files.any(|f| f.is_ok_and(|f| f.path().extension().is_some_and(|e| e == "wal")))
+    })
 }
 
 /// A member bootstrapping a new cluster restores its data from the snapshot (verified first);
@@ -226,6 +255,40 @@ mod tests {
         write_entry("1700000000002");
         run(&req).await.unwrap();
         assert!(forced(), "a new attempt forces again");
+    }
+
+    /// A voter's pod on an empty volume (a lost claim, a drained ephemeral member) does not
+    /// start etcd; on its data it does, and a first join starts empty.
+    #[tokio::test]
+    async fn a_former_voter_never_starts_without_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let req = request(dir.path(), Duration::from_secs(1));
+        std::fs::create_dir_all(&req.bootstrap_dir).unwrap();
+        let write_entry = |required: bool| {
+            let initial = [Wanted { name: "demo-2".into(), peer_url: "https://p2".into() }];
+            let mut entry = BootstrapEntry::new("demo-2", &initial, ClusterState::Existing, "t");
+            entry.data_required = required;
+            let text = serde_json::to_string(&entry).unwrap();
+            std::fs::write(req.bootstrap_dir.join("demo-2.json"), text).unwrap();
+        };
+        write_entry(false);
+        run(&req).await.unwrap();
+        assert!(req.config_out.exists(), "a first join starts on an empty volume");
+        std::fs::remove_file(&req.config_out).unwrap();
+
+        write_entry(true);
+        let err = run(&req).await.unwrap_err();
+        assert!(matches!(err, Error::NoData { .. }), "{err}");
+        assert_eq!(err.exit_code(), 3);
+        assert!(!req.config_out.exists(), "no configuration, so etcd cannot start");
+        // An empty `member` directory (an interrupted first start) is no data either.
+        std::fs::create_dir_all(req.data_dir.join("member/wal")).unwrap();
+        assert!(matches!(run(&req).await, Err(Error::NoData { .. })));
+
+        std::fs::write(req.data_dir.join("member/wal/0000000000000000-0000000000000000.wal"), "")
+            .unwrap();
+        run(&req).await.unwrap();
+        assert!(req.config_out.exists(), "on its data it starts");
     }
 
     #[tokio::test]

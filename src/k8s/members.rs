@@ -14,6 +14,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use super::bootstrap::BootstrapEntry;
+use super::member_init::NO_DATA_EXIT_CODE;
 use super::objects::bootstrap_configmap;
 use crate::etcd::ClusterState;
 use crate::membership::planner::Wanted;
@@ -80,12 +81,33 @@ impl KubeMembers {
     /// member asks its peers and is sent their data, or, with none to ask, does not start,
     /// which the operator sees as the loss it is. Only a new pod reads the entry: a container
     /// restarted in the same pod still starts on the configuration member-init wrote then.
+    /// Every member of a static bootstrap is a voter from its first start, so each entry also
+    /// requires its data from now on.
     pub async fn settle_bootstrap(&self) -> Result<(), Error> {
         let mut entries = self.entries().await?;
         let mut changed = false;
         for entry in entries.values_mut().filter(|e| e.state == ClusterState::New) {
             entry.state = ClusterState::Existing;
+            entry.data_required = true;
             changed = true;
+        }
+        if changed {
+            self.apply_entries(&entries).await?;
+        }
+        Ok(())
+    }
+
+    /// The entries of `voters` require their data (see [`BootstrapEntry::data_required`]).
+    /// Promotion marks a learner before it votes; this catches the entries an earlier release
+    /// of the operator wrote without the mark.
+    pub async fn require_data_of(&self, voters: &BTreeSet<String>) -> Result<(), Error> {
+        let mut entries = self.entries().await?;
+        let mut changed = false;
+        for entry in entries.values_mut().filter(|e| voters.contains(&e.name)) {
+            if entry.state == ClusterState::Existing && !entry.data_required {
+                entry.data_required = true;
+                changed = true;
+            }
         }
         if changed {
             self.apply_entries(&entries).await?;
@@ -225,6 +247,22 @@ fn started_etcd(pod: &Pod) -> bool {
             c.name == "etcd" && (ran(c.state.as_ref()) || ran(c.last_state.as_ref()))
         })
     })
+}
+
+/// The pod's member-init refused to start etcd because the volume lost the member's data
+/// ([`super::member_init::Error::NoData`], told by its exit code), and its etcd never ran: a pod
+/// whose etcd ran had its data when it started.
+fn found_no_data(pod: &Pod) -> bool {
+    let statuses = pod.status.as_ref().and_then(|s| s.init_container_statuses.as_ref());
+    let refused = statuses.is_some_and(|statuses| {
+        statuses.iter().filter(|c| c.name == "member-init").any(|c| {
+            [c.state.as_ref(), c.last_state.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|s| s.terminated.as_ref().is_some_and(|t| t.exit_code == NO_DATA_EXIT_CODE))
+        })
+    });
+    refused && !started_etcd(pod)
 }
 
 /// Member pods that cannot start: each as the pod's name and what stops it.
@@ -373,11 +411,20 @@ impl MemberPort for KubeMembers {
         Ok(BTreeSet::new())
     }
 
-    /// Members whose volume exists (with ephemeral storage, whose pod runs).
+    /// Members whose volume exists (with ephemeral storage, whose pod runs), less those whose
+    /// member-init found the volume empty though the member had been a voter: their claim was
+    /// replaced (a lost local volume, "delete the PVC and the pod"), and only a new member may
+    /// start on it.
     async fn with_data(&self) -> Result<BTreeSet<String>, Error> {
         if self.cluster.spec.storage.ephemeral {
             return self.running().await;
         }
+        let pods = self.pods().await?;
+        let emptied: BTreeSet<String> = pods
+            .iter()
+            .filter(|p| found_no_data(p))
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
         let claims = match &self.claims {
             Some(claims) => claims.clone(),
             None => {
@@ -394,6 +441,7 @@ impl MemberPort for KubeMembers {
             .into_iter()
             .filter(|c| c.metadata.deletion_timestamp.is_none())
             .filter_map(|c| names::member_of_claim(&c.metadata.name?).map(str::to_owned))
+            .filter(|member| !emptied.contains(member))
             .collect())
     }
 
@@ -404,13 +452,21 @@ impl MemberPort for KubeMembers {
         state: ClusterState,
         token: &str,
     ) -> Result<(), Error> {
+        let mut entries = self.entries().await?;
         let mut entry = BootstrapEntry::new(name, initial, state, token);
+        // A restart keeps the mark (a voter stays one); a learner's first start has no entry
+        // left (the ordinal's previous member was wiped with it).
+        entry.data_required = match state {
+            ClusterState::New => false,
+            ClusterState::Existing => entries.get(name).is_some_and(|e| e.data_required),
+            // Forcing a new cluster from an empty directory would make an empty cluster.
+            ClusterState::ForceNew => true,
+        };
         if state == ClusterState::ForceNew {
             // The entry is read on every start of the pod; member-init forces once per attempt.
             let attempt = k8s_openapi::jiff::Timestamp::now().as_millisecond();
             entry.attempt = Some(attempt.to_string());
         }
-        let mut entries = self.entries().await?;
         entries.insert(name.to_owned(), entry);
         self.apply_entries(&entries).await?;
         let wanted = ordinal(name).map_or(0, |o| o + 1);
@@ -462,6 +518,38 @@ impl MemberPort for KubeMembers {
             })
             .cloned()
             .collect())
+    }
+
+    /// Entries that still say ForceNew, of pods that started etcd on them: a restart of that
+    /// container reuses the configuration member-init wrote at the pod's start, which forces.
+    async fn forced(&self) -> Result<BTreeSet<String>, Error> {
+        let entries = self.entries().await?;
+        if !entries.values().any(|e| e.state == ClusterState::ForceNew) {
+            return Ok(BTreeSet::new());
+        }
+        let running = self.running().await?;
+        Ok(entries
+            .into_values()
+            .filter(|e| e.state == ClusterState::ForceNew && running.contains(&e.name))
+            .map(|e| e.name)
+            .collect())
+    }
+
+    /// The entry says "existing" (the member keeps needing its data), then the pod goes: only a
+    /// new pod reads the entry, and the one the StatefulSet creates starts etcd normally.
+    async fn end_force(&self, name: &str) -> Result<(), Error> {
+        let mut entries = self.entries().await?;
+        if let Some(entry) = entries.get_mut(name).filter(|e| e.state == ClusterState::ForceNew) {
+            entry.state = ClusterState::Existing;
+            entry.attempt = None;
+            entry.data_required = true;
+            self.apply_entries(&entries).await?;
+        }
+        self.delete_pod(name).await
+    }
+
+    async fn require_data(&self, name: &str) -> Result<(), Error> {
+        self.require_data_of(&BTreeSet::from([name.to_owned()])).await
     }
 
     async fn release_removed(&self, name: &str) -> Result<(), Error> {
@@ -542,6 +630,35 @@ mod tests {
         assert!(super::superseded(&pods, &[]).is_empty(), "the controller has not caught up");
         let pulling = on("demo-5d4", pod_waiting("PodInitializing", "ContainerCreating"));
         assert!(super::superseded(&[pulling], &revisions(&["demo-1aa", "demo-7f9"])).is_empty());
+    }
+
+    /// The kubelet keeps the refused member-init's exit in `lastState` while it waits to retry
+    /// (`pkg/kubelet/kuberuntime/kuberuntime_container.go`); any other failure is not data loss,
+    /// nor a refusal from before etcd ran in this pod.
+    #[test]
+    fn a_pod_whose_member_init_found_no_data_is_told_by_its_exit_code() {
+        let pod = |code: i32, etcd_ran: bool| -> Pod {
+            let etcd = if etcd_ran {
+                serde_json::json!({"running": {"startedAt": "2026-12-07T00:00:00Z"}})
+            } else {
+                serde_json::json!({"waiting": {"reason": "PodInitializing"}})
+            };
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "demo-1"},
+                "status": {
+                    "initContainerStatuses": [{"name": "member-init", "image": "op", "imageID": "",
+                        "ready": false, "restartCount": 2,
+                        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                        "lastState": {"terminated": {"exitCode": code, "reason": "Error"}}}],
+                    "containerStatuses": [{"name": "etcd", "image": "etcd", "imageID": "",
+                        "ready": false, "restartCount": 0, "state": etcd}],
+                }
+            }))
+            .unwrap_or_default()
+        };
+        assert!(super::found_no_data(&pod(3, false)));
+        assert!(!super::found_no_data(&pod(1, false)), "another failure");
+        assert!(!super::found_no_data(&pod(3, true)), "etcd ran in this pod");
     }
 
     #[test]

@@ -100,6 +100,22 @@ pub trait MemberPort: Sync {
             self.wipe(name).await
         }
     }
+    /// `name`, a learner about to be promoted, will vote: from now on it must never start
+    /// without its data (on Kubernetes its bootstrap entry says so; a local member's start
+    /// looks inside its data directory itself).
+    fn require_data(&self, _name: &str) -> impl Future<Output = Result<(), Error>> + Send {
+        async { Ok(()) }
+    }
+    /// Of the members recovery forced, those whose process would force again if it restarted.
+    /// A local member's configuration is rendered on every start: none.
+    fn forced(&self) -> impl Future<Output = Result<BTreeSet<String>, Error>> + Send {
+        async { Ok(BTreeSet::new()) }
+    }
+    /// Restarts `name`, which recovery forced, on a configuration that does not force.
+    fn end_force(&self, name: &str) -> impl Future<Output = Result<(), Error>> + Send {
+        let err = Error::NotHere { name: name.to_owned(), what: "ending a forced start" };
+        async { Err(err) }
+    }
     /// Clears what keeps the ordinal of a member that etcd no longer has from running again (on
     /// Kubernetes: its old pod stuck Terminating on a node that does not answer). Only for a
     /// removed member's name, whose old process can no longer rejoin.

@@ -41,6 +41,10 @@ pub struct Observed {
     /// Names whose process is on its way out but may still run (on Kubernetes, a Terminating
     /// pod within its grace period); looked for only when nothing should run.
     pub stopping: BTreeSet<String>,
+    /// Names whose process a recovery started with `--force-new-cluster` and that would force
+    /// again if it restarted (on Kubernetes, a container restart reuses the configuration its
+    /// pod started with).
+    pub forced: BTreeSet<String>,
     /// Names the platform is already starting again on its own (on Kubernetes, a rolled or
     /// crashed pod the StatefulSet and kubelet bring back): nothing for the operator to do.
     pub restarting: BTreeSet<String>,
@@ -102,6 +106,12 @@ pub enum Step {
         keep: String,
         discard: Vec<String>,
     },
+    /// The member a recovery forced answers alone: restart it on a configuration that does not
+    /// force, before any learner joins, so that a later restart of its process cannot force a
+    /// second new cluster beside the members that joined since.
+    EndForce {
+        name: String,
+    },
     /// Scale to zero: record the membership, then stop every member, keeping data.
     StopAll {
         names: Vec<String>,
@@ -126,6 +136,7 @@ impl Step {
             Step::Retire { .. } => "retire",
             Step::Upgrade { .. } => "upgrade",
             Step::ForceNewCluster { .. } => "force-new-cluster",
+            Step::EndForce { .. } => "end-force",
             Step::StopAll { .. } => "stop-all",
             Step::Wait { .. } => "wait",
             Step::Done => "done",
@@ -161,6 +172,10 @@ impl std::fmt::Display for Step {
                 f,
                 "recovering from quorum loss: wiping {} and restarting {keep} alone on its data (--force-new-cluster)",
                 discard.join(", ")
+            ),
+            Step::EndForce { name } => write!(
+                f,
+                "restarting {name}, recovered alone, on a configuration that no longer forces a new cluster"
             ),
             Step::StopAll { names } => {
                 write!(f, "stopping every member ({}), keeping their data", names.join(", "))
@@ -224,6 +239,14 @@ pub fn next_step(wanted: &[Wanted], observed: &Observed) -> Step {
     // Processes that are no longer members (removed, or a learner removed before it started).
     if let Some(name) = observed.running.iter().find(|n| !members.iter().any(|m| &m.name == *n)) {
         return Step::Retire { name: name.clone() };
+    }
+
+    // Recovered alone: no longer forcing before anyone joins it.
+    if let [only] = members.as_slice()
+        && only.healthy
+        && observed.forced.contains(&only.name)
+    {
+        return Step::EndForce { name: only.name.clone() };
     }
 
     // A learner in flight: finish it (or drop it if it is no longer wanted).
@@ -389,6 +412,26 @@ mod tests {
         assert_eq!(next_step(&wanted(3), &observed), Step::Bootstrap { members: wanted(3) });
     }
 
+    /// After a force, the survivor is restarted not forcing before it grows back; a member that
+    /// does not answer alone (the force has not taken effect) is not.
+    #[test]
+    fn a_forced_member_stops_forcing_before_anyone_joins_it() {
+        let forced = |members: Vec<Seen>| Observed {
+            forced: ["c-0".to_owned()].into(),
+            ..observed(members, 0)
+        };
+        assert_eq!(
+            next_step(&wanted(3), &forced(vec![voter(0)])),
+            Step::EndForce { name: "c-0".into() }
+        );
+        let grown = observed(vec![voter(0)], 0);
+        assert!(matches!(next_step(&wanted(3), &grown), Step::AddLearner { .. }));
+        let old_membership = forced(vec![voter(0), voter(1), voter(2)]);
+        assert_eq!(next_step(&wanted(3), &old_membership), Step::Done);
+        let silent = forced(vec![Seen { healthy: false, ..voter(0) }]);
+        assert!(matches!(next_step(&wanted(3), &silent), Step::Wait { .. }));
+    }
+
     /// The operator's leader changed after starting c-0 of three: c-1 and c-2 have no entry
     /// and would never start, and c-0 alone never answers.
     #[test]
@@ -473,6 +516,7 @@ mod tests {
             bootstrapped: true,
             stopping: BTreeSet::new(),
             restarting: BTreeSet::new(),
+            forced: BTreeSet::new(),
         };
         // A process on its way out (a Terminating pod) may still write: not done until it is gone.
         let stopping = Observed { stopping: ["c-2".to_owned()].into(), ..stopped.clone() };

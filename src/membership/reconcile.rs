@@ -138,6 +138,10 @@ pub async fn observe(
                 if !down.is_empty() {
                     observation.planner.restarting = port.restarting(&down).await?;
                 }
+                // Only a member that answers alone can have been forced; looked for only then.
+                if seen.len() == 1 {
+                    observation.planner.forced = port.forced().await?;
+                }
                 observation.planner.members = Some(seen);
             }
             Err(err) => observation.unreachable = Some(err.to_string()),
@@ -219,7 +223,10 @@ pub async fn act(
             port.release_removed(&member.name).await?;
             port.start(&member.name, initial, ClusterState::Existing, &target.token).await?
         }
-        Step::Promote { id, .. } => {
+        Step::Promote { id, name } => {
+            // Marked first: a crash in between leaves a learner that needs its data, never a
+            // voter that may start without it.
+            port.require_data(name).await?;
             let mut client = etcd::connect(&endpoints()?, tls).await?;
             settle(etcd::promote(&mut client, *id).await)?;
         }
@@ -258,6 +265,7 @@ pub async fn act(
             let alone = [Wanted { name: keep.clone(), peer_url: port.urls(keep)?.peer }];
             port.start(keep, &alone, ClusterState::ForceNew, &target.token).await?;
         }
+        Step::EndForce { name } => port.end_force(name).await?,
         Step::StopAll { names } => {
             // Highest ordinal first: a StatefulSet only shrinks from the top.
             for name in names.iter().rev() {

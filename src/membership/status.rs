@@ -76,7 +76,9 @@ pub fn status(
         // Stopping to zero: the last processes are on their way out.
         _ if target.size == 0 => ClusterPhase::Scaling,
         Step::Bootstrap { .. } => ClusterPhase::Creating,
-        Step::Restart { .. } | Step::ForceNewCluster { .. } => ClusterPhase::Recovering,
+        Step::Restart { .. } | Step::ForceNewCluster { .. } | Step::EndForce { .. } => {
+            ClusterPhase::Recovering
+        }
         Step::Done if ready == target.size => ClusterPhase::Running,
         // No member answers: Degraded at once, Failed only once that has lasted (a member
         // restarting, a DNS or network blip is not a lost cluster).

@@ -119,7 +119,10 @@ async fn new_cluster_gets_secrets_objects_status_events_and_a_static_bootstrap()
         "/apis/apps/v1/namespaces/prod/statefulsets/demo",
         sts(0),
     ));
-    // Which members have data: the claims listed above, not listed again.
+    // Which members run etcd.
+    script.push(Exchange::new(Method::GET, format!("{NS}/pods"), list("PodList")));
+    // Which members have data: the claims listed above (not listed again), less those whose
+    // member-init found their volume empty.
     script.push(Exchange::new(Method::GET, format!("{NS}/pods"), list("PodList")));
     // Whether the scheduler placed every member pod (MembersScheduled).
     script.push(Exchange::new(Method::GET, format!("{NS}/pods"), list("PodList")));
@@ -207,8 +210,8 @@ async fn new_cluster_gets_secrets_objects_status_events_and_a_static_bootstrap()
     );
 
     // Status applied before acting: phase Creating, conditions, selector, generation.
-    assert_eq!(seen[18].content_type.as_deref(), Some("application/apply-patch+yaml"));
-    let status = &seen[18].body["status"];
+    assert_eq!(seen[19].content_type.as_deref(), Some("application/apply-patch+yaml"));
+    let status = &seen[19].body["status"];
     assert_eq!(status["phase"], "Creating");
     assert_eq!(status["observedGeneration"], 1);
     assert_eq!(status["selector"], "app.kubernetes.io/instance=demo,app.kubernetes.io/name=etcd");
@@ -232,19 +235,19 @@ async fn new_cluster_gets_secrets_objects_status_events_and_a_static_bootstrap()
     );
 
     // Events: the phase change and the bootstrap.
-    assert_eq!(seen[19].body["reason"], "PhaseChanged");
-    assert_eq!(seen[20].body["reason"], "Bootstrap");
-    assert_eq!(seen[20].body["regarding"]["name"], "demo");
+    assert_eq!(seen[20].body["reason"], "PhaseChanged");
+    assert_eq!(seen[21].body["reason"], "Bootstrap");
+    assert_eq!(seen[21].body["regarding"]["name"], "demo");
 
     // Each member's bootstrap entry (static, state New, all three peers), then one more pod.
     for (round, member) in ["demo-0", "demo-1", "demo-2"].iter().enumerate() {
-        let cm = &seen[22 + round * 4].body;
+        let cm = &seen[23 + round * 4].body;
         let entry: Value =
             serde_json::from_str(cm["data"][format!("{member}.json")].as_str().unwrap()).unwrap();
         assert_eq!(entry["state"], "New");
         assert_eq!(entry["initialCluster"].as_array().unwrap().len(), 3);
         assert_eq!(entry["initialCluster"][2]["peerURL"], "https://demo-2.demo.prod.svc:2380");
-        assert_eq!(seen[24 + round * 4].body, json!({"spec": {"replicas": round + 1}}));
+        assert_eq!(seen[25 + round * 4].body, json!({"spec": {"replicas": round + 1}}));
     }
 }
 

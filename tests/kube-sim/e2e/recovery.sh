@@ -5,7 +5,7 @@
 # Terminating, and the force waits until a person confirms the nodes are down), the survivor
 # restarts alone with --force-new-cluster and the cluster grows back learner-first: the same
 # cluster ID, every acknowledged write. The lost nodes come back afterwards; their old members
-# are not let in.
+# are not let in. Last the survivor's etcd container restarts, and forces nothing again.
 source "$(dirname "$0")/lib.sh"
 install_operator
 create_cluster demo 3 3.4.23 "recovery: {quorumLossAfterSeconds: 20}" >/dev/null
@@ -61,4 +61,17 @@ wait_running demo 3 60
 three() { [ "$(ctl demo member list | wc -l)" = 3 ]; }
 wait_for "etcd lists the 3 members of the recovered cluster" 30 three
 ctl demo get w/first >/dev/null || fail "the cluster does not answer after the lost nodes came back"
+
+# The survivor's etcd container restarts (a crash, an OOM kill). Its pod was replaced on a
+# configuration that no longer forces before anyone joined it, so this is an ordinary restart:
+# not a second one-member cluster beside the members that joined since.
+ended=$(kubectl get events.events.k8s.io -o jsonpath='{range .items[?(@.reason=="EndForceNewCluster")]}{.note}{"\n"}{end}')
+[ -n "$ended" ] || fail "no EndForceNewCluster Event: the survivor still runs on the forcing configuration"
+writer_start demo
+fault kill "pod=default/demo-0" "container=etcd"
+log "killed demo-0's etcd container"
+sleep 20
+wait_running demo 3 120
+[ "$(field demo '{.status.members[*].id}')" = "$members" ] || fail "membership changed after the survivor's etcd restarted: $members → $(field demo '{.status.members[*].id}')"
+writer_check demo
 log "PASS"

@@ -65,6 +65,11 @@ fn members_never_share_a_node_and_an_unplaceable_member_is_reported() {
 }
 
 #[test]
+fn a_member_whose_volume_comes_back_empty_joins_again_under_a_new_id() {
+    scenario("lost-volume");
+}
+
+#[test]
 fn draining_the_nodes_of_two_members_keeps_a_quorum() {
     scenario("drain");
 }
