@@ -266,7 +266,10 @@ async fn membership_step(
         replace_after: Target::replace_after_seconds(cluster.spec.replace_unhealthy_after_seconds),
         version: Some(cluster.spec.version.clone()),
         rolls_versions: false,
-        recovery: recovery::Policy::of(cluster),
+        recovery: recovery::Policy {
+            ephemeral: cluster.spec.storage.ephemeral,
+            ..recovery::Policy::of(cluster)
+        },
     };
     let previous = cluster.status.clone().unwrap_or_default();
     if quorum_lost_for(&previous) >= target.recovery.after {

@@ -27,6 +27,10 @@ pub struct Policy {
     /// The newest verified backup of this cluster, restored when no member survives (known on
     /// Kubernetes, from the EtcdBackups that target the cluster).
     pub newest_backup: Option<RestorePoint>,
+    /// Members keep their data only as long as their pod (`storage.ephemeral` on Kubernetes;
+    /// `local` keeps data directories whatever the spec says): the stop and start that forcing
+    /// a new cluster takes would delete the survivor's data.
+    pub ephemeral: bool,
 }
 
 /// A verified backup recovery can restore.
@@ -53,6 +57,7 @@ impl Policy {
                 .and_then(|a| a.get(etcd_crds::APPROVE_RECOVERY_ANNOTATION))
                 .cloned(),
             newest_backup: None,
+            ephemeral: false,
         }
     }
 }
@@ -116,6 +121,14 @@ pub fn decide(policy: &Policy, lost: &Lost<'_>) -> Decision {
     };
     let survive: Vec<String> =
         survivors.iter().map(|m| format!("{} (raft index {})", m.name, index(m))).collect();
+    if policy.ephemeral {
+        message.push_str(&format!(
+            "; survive: {}. Storage is ephemeral: forcing a new cluster restarts the survivor's pod, which deletes its data, so recovery does not force. Save a snapshot from {} now (etcdctl snapshot save needs no quorum) and restore it with an EtcdRestore of type Replace",
+            survive.join(", "),
+            keep.name
+        ));
+        return restore_backup(policy, lost, message);
+    }
     let discard: Vec<String> =
         members.iter().filter(|m| m.name != keep.name).map(|m| m.name.clone()).collect();
     message.push_str(&format!(
@@ -210,7 +223,28 @@ mod tests {
     }
 
     fn policy(automatic: bool) -> Policy {
-        Policy { automatic, after: Duration::from_secs(60), approval: None, newest_backup: None }
+        Policy {
+            automatic,
+            after: Duration::from_secs(60),
+            approval: None,
+            newest_backup: None,
+            ephemeral: false,
+        }
+    }
+
+    /// Forcing restarts the survivor's pod; with an emptyDir that is its data gone.
+    #[test]
+    fn an_ephemeral_survivor_is_never_forced() {
+        let members = vec![seen(0, true), seen(1, false), seen(2, false)];
+        let statuses = vec![status(0, 7)];
+        let lost = lost(&members, &statuses, 600);
+        let ephemeral =
+            Policy { approval: Some("abc-1700000000".into()), ephemeral: true, ..policy(true) };
+        let Decision::Failed { message } = decide(&ephemeral, &lost) else { panic!() };
+        assert!(
+            message.contains("Storage is ephemeral") && message.contains("snapshot from c-0"),
+            "{message}"
+        );
     }
 
     #[test]
