@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_crds::conditions::{condition, set_condition};
-use etcd_crds::{EtcdCluster, MemberRole};
+use etcd_crds::{ClusterPhase, EtcdCluster, MemberRole};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -328,10 +328,16 @@ async fn membership_step(
     if let Some(point) = restore {
         restore_from_backup(cluster, ctx, namespace, &point, &previous).await?;
     }
+    // Mid-change, the next step waits on something no watched object reports (a learner
+    // answering: `/readyz` keeps its pod unready; a member just promoted answering as a voter),
+    // so look again soon.
+    let changing = matches!(status.phase, Some(ClusterPhase::Creating | ClusterPhase::Scaling));
     Ok(match step {
         Step::Done => Action::requeue(ctx.health_interval),
+        Step::Wait { .. } if changing => Action::requeue(Duration::from_secs(1)),
         Step::Wait { .. } => Action::requeue(Duration::from_secs(5)),
-        _ => Action::requeue(Duration::from_secs(2)),
+        // A step's effect (a learner added, promoted) is the next step's cue.
+        _ => Action::requeue(Duration::from_secs(1)),
     })
 }
 
