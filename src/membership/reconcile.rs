@@ -64,7 +64,8 @@ pub struct Observation {
     pub cluster_id: Option<u64>,
     /// Status of each member that answered, by name.
     pub statuses: Vec<(String, EndpointStatus)>,
-    /// Why the member list could not be read, when members run but none answered.
+    /// Why the member list could not be read, when members run but none answered, or when no
+    /// member is left that could (none runs, none has its data).
     pub unreachable: Option<String>,
 }
 
@@ -161,6 +162,17 @@ pub async fn observe(
         if !down.is_empty() {
             observation.planner.restarting = port.restarting(&down).await?;
         }
+    }
+    // Nothing left to answer: no member runs and none has its data (every volume lost, or an
+    // ephemeral cluster whose pods all went). A loss like members that run and never answer:
+    // after `quorumLossAfterSeconds` it is Failed, and only a backup can bring it back.
+    if observation.planner.bootstrapped
+        && observation.planner.members.is_none()
+        && !wanted.is_empty()
+        && running.is_empty()
+        && with_data.is_empty()
+    {
+        observation.unreachable = Some("no member runs and none has its data".to_owned());
     }
     observation.planner.running = running;
     observation.planner.with_data = with_data;
