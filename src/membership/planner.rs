@@ -241,12 +241,18 @@ pub fn next_step(wanted: &[Wanted], observed: &Observed) -> Step {
         return Step::Retire { name: name.clone() };
     }
 
-    // Recovered alone: no longer forcing before anyone joins it.
+    // Recovered alone: no longer forcing before anyone joins it. Not before it leads: the
+    // member list it answers with comes from the forced entries applied at its start, which
+    // are durable only once it has led (its first commit as leader is written with them); a
+    // restart before that finds the old membership and never gets a quorum (seen in CI).
     if let [only] = members.as_slice()
-        && only.healthy
         && observed.forced.contains(&only.name)
     {
-        return Step::EndForce { name: only.name.clone() };
+        return if only.healthy && observed.leader == Some(only.id) {
+            Step::EndForce { name: only.name.clone() }
+        } else {
+            wait(format!("{} forced a new cluster and is not leading yet", only.name))
+        };
     }
 
     // A learner in flight: finish it (or drop it if it is no longer wanted).
@@ -430,6 +436,9 @@ mod tests {
         assert_eq!(next_step(&wanted(3), &old_membership), Step::Done);
         let silent = forced(vec![Seen { healthy: false, ..voter(0) }]);
         assert!(matches!(next_step(&wanted(3), &silent), Step::Wait { .. }));
+        // Answering, but no leader yet: neither restarted nor grown.
+        let leaderless = Observed { leader: None, ..forced(vec![voter(0)]) };
+        assert!(matches!(next_step(&wanted(3), &leaderless), Step::Wait { .. }));
     }
 
     /// The operator's leader changed after starting c-0 of three: c-1 and c-2 have no entry
