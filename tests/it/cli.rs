@@ -166,16 +166,3 @@ fn webhook_serves_with_a_certificate_it_issues_into_the_cert_dir() {
         assert!(dir.path().join(file).exists(), "{file} not issued");
     }
 }
-
-#[test]
-fn the_binary_is_linked_at_a_fixed_address() {
-    // ELF's e_type, at byte 16: 2 for an executable linked at a fixed address, 3 for a shared
-    // object (what a position-independent executable is), which glibc relocates at start.
-    use std::io::Read;
-    let mut header = [0u8; 18];
-    std::fs::File::open(env!("CARGO_BIN_EXE_etcd-operator"))
-        .and_then(|mut binary| binary.read_exact(&mut header))
-        .expect("the binary's ELF header reads");
-    let e_type = u16::from_le_bytes([header[16], header[17]]);
-    assert_eq!(e_type, 2, "etcd-operator is not linked position-dependent (build.rs)");
-}

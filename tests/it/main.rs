@@ -6,6 +6,7 @@ mod support;
 
 mod architecture;
 mod cli;
+mod hardening;
 mod controller {
     mod backup;
     mod cluster;
