@@ -289,8 +289,8 @@ impl PodTemplateOverrides {
     }
 }
 
-/// etcd settings passed as flags. Flags the operator owns (names, URLs, data dir, certificates,
-/// initial cluster) are refused in `extraArgs`: see [`crate::RESERVED_FLAGS`].
+/// etcd settings passed as flags. `extraArgs` takes tuning flags only: see
+/// [`crate::TUNING_FLAGS`].
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EtcdOptions {
@@ -304,7 +304,9 @@ pub struct EtcdOptions {
     /// `--auto-compaction-retention`: a duration (`1h`) in Periodic mode, a revision count in Revision mode.
     #[serde(default = "defaults::auto_compaction_retention")]
     pub auto_compaction_retention: String,
-    /// Further `--flag=value` pairs, without the leading dashes.
+    /// Further `--flag=value` pairs, without the leading dashes: etcd's tuning flags only
+    /// (timeouts, snapshot and WAL counts, request limits, compaction, corruption checks, feature
+    /// gates, log level, TLS cipher suites and versions); anything else is refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra_args: BTreeMap<String, String>,
 }

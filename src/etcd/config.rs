@@ -92,6 +92,17 @@ impl MemberConfig {
         let mut set = |key: &str, value: Value| {
             config.insert(key.into(), value);
         };
+        // Tuning first, the operator's own keys after: a later key replaces an earlier one, so
+        // nothing in extraArgs overrides them, and a flag outside the tuning list (on an object
+        // admitted before the list existed) is never written.
+        for (flag, value) in &options.extra_args {
+            let flag = flag.trim_start_matches('-');
+            if etcd_crds::TUNING_FLAGS.contains(&flag) {
+                set(flag, typed(value));
+            } else {
+                tracing::warn!(member = %self.name, flag, "extraArgs: not a tuning flag; left out");
+            }
+        }
         set("name", self.name.clone().into());
         set("data-dir", self.data_dir.clone().into());
         set("listen-peer-urls", self.listen_peer.clone().into());
@@ -113,9 +124,6 @@ impl MemberConfig {
         if let Some((server, peer)) = &self.tls {
             set("client-transport-security", server.block());
             set("peer-transport-security", peer.block());
-        }
-        for (flag, value) in &options.extra_args {
-            set(flag.trim_start_matches('-'), typed(value));
         }
         serde_yaml::to_string(&config).unwrap_or_default()
     }

@@ -77,4 +77,36 @@ mod tests {
         assert_eq!(config["snapshot-count"], 5000);
         assert_eq!(config["quota-backend-bytes"], 2147483648i64);
     }
+
+    /// An object admitted before extraArgs became a list of tuning flags may still carry others:
+    /// the operator's keys win, and what is not tuning is never written.
+    #[test]
+    fn extra_args_never_override_the_operators_keys() {
+        let initial = [Wanted {
+            name: "demo-1".into(),
+            peer_url: "https://demo-1.demo.prod.svc:2380".into(),
+        }];
+        let entry = BootstrapEntry::new("demo-1", &initial, ClusterState::Existing, "tok");
+        let mut options = EtcdOptions::default();
+        for (flag, value) in [
+            ("name", "stolen"),
+            ("data-dir", "/tmp/elsewhere"),
+            ("listen-client-http-urls", "http://0.0.0.0:2390"),
+            ("enable-pprof", "true"),
+            ("heartbeat-interval", "200"),
+        ] {
+            options.extra_args.insert(flag.into(), value.into());
+        }
+        let yaml = render(
+            &entry,
+            &Placement { cluster: "demo".into(), namespace: "prod".into(), tls: true },
+            &options,
+        );
+        let config: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
+        assert_eq!(config["name"], "demo-1");
+        assert_ne!(config["data-dir"], "/tmp/elsewhere");
+        assert!(config.get("listen-client-http-urls").is_none(), "{yaml}");
+        assert!(config.get("enable-pprof").is_none(), "{yaml}");
+        assert_eq!(config["heartbeat-interval"], 200);
+    }
 }

@@ -2,7 +2,7 @@
 //! upgrades, fields that cannot change after creation, and etcd flags the operator owns.
 
 use etcd_crds::{
-    AutoCompactionMode, EtcdClusterSpec, EtcdVersion, RESERVED_FLAGS, SUPPORTED_MINORS, TlsSpec,
+    AutoCompactionMode, EtcdClusterSpec, EtcdVersion, SUPPORTED_MINORS, TUNING_FLAGS, TlsSpec,
 };
 
 use crate::quantity;
@@ -139,12 +139,24 @@ fn tls(verdict: &mut Verdict, path: &str, tls: &TlsSpec) {
     }
 }
 
+/// The largest backend quota admitted: snapshots are bounded by it when they are restored.
+const MAX_QUOTA_BACKEND_BYTES: i64 = 64 << 30;
+
 fn options(verdict: &mut Verdict, path: &str, spec: &EtcdClusterSpec) {
     let options = &spec.options;
     if options.quota_backend_bytes <= 0 {
         verdict.deny(
             &format!("{path}.quotaBackendBytes"),
             format!("must be positive; got {}", options.quota_backend_bytes),
+        );
+    } else if options.quota_backend_bytes > MAX_QUOTA_BACKEND_BYTES {
+        verdict.deny(
+            &format!("{path}.quotaBackendBytes"),
+            format!(
+                "must be at most 64 GiB; got {}: a restore verifies snapshots up to twice the \
+                 quota in scratch space, and etcd's own guidance stops at 8 GiB",
+                options.quota_backend_bytes
+            ),
         );
     } else if options.quota_backend_bytes > 8 * 1024 * 1024 * 1024 {
         verdict.warn(
@@ -165,17 +177,22 @@ fn options(verdict: &mut Verdict, path: &str, spec: &EtcdClusterSpec) {
     }
     for flag in options.extra_args.keys() {
         let name = flag.trim_start_matches('-');
-        if RESERVED_FLAGS.contains(&name) {
-            verdict.deny(
-                &format!("{path}.extraArgs[{flag}]"),
-                format!("--{name} is set by the operator (or has its own field in spec) and cannot be overridden"),
-            );
-        } else if name.is_empty()
+        if name.is_empty()
             || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         {
             verdict.deny(
                 &format!("{path}.extraArgs[{flag}]"),
                 "is not an etcd flag name (lowercase letters, digits and dashes)",
+            );
+        } else if !TUNING_FLAGS.contains(&name) {
+            verdict.deny(
+                &format!("{path}.extraArgs[{flag}]"),
+                format!(
+                    "--{name} is not a tuning flag: extraArgs takes only {} (the operator sets \
+                     names, URLs, data directories, certificates and security itself, and \
+                     options with fields of their own go there)",
+                    TUNING_FLAGS.join(", ")
+                ),
             );
         }
     }
@@ -372,8 +389,38 @@ mod tests {
         assert!(
             verdict
                 .message()
-                .contains("spec.options.extraArgs[--data-dir]: --data-dir is set by the operator")
+                .contains("spec.options.extraArgs[--data-dir]: --data-dir is not a tuning flag")
         );
+    }
+
+    #[test]
+    fn the_backend_quota_has_an_upper_bound() {
+        let at =
+            |bytes: i64| validate(&spec(json!({"options": {"quotaBackendBytes": bytes}})), None);
+        assert!(at(64 << 30).is_allowed());
+        assert!(at((64 << 30) + 1).message().contains("must be at most 64 GiB"));
+    }
+
+    #[test]
+    fn flags_that_would_weaken_the_cluster_are_refused() {
+        for flag in [
+            "client-transport-security",
+            "peer-transport-security",
+            "listen-client-http-urls",
+            "enable-pprof",
+            "unsafe-no-fsync",
+            "log-outputs",
+            "experimental-peer-skip-client-san-verification",
+            "quota-backend-bytes",
+        ] {
+            let verdict = validate(&spec(json!({"options": {"extraArgs": {flag: "x"}}})), None);
+            assert!(
+                verdict.message().contains(&format!("--{flag} is not a tuning flag")),
+                "{flag}: {verdict:?}"
+            );
+        }
+        let tuning = json!({"options": {"extraArgs": {"heartbeat-interval": "200", "election-timeout": "2000", "feature-gates": "InitialCorruptCheck=true"}}});
+        assert!(validate(&spec(tuning), None).is_allowed());
     }
 
     #[test]
