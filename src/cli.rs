@@ -299,7 +299,16 @@ async fn restore(args: RestoreArgs) -> Result<()> {
         tools: None,
     };
     let key = args.encryption_key_file.as_deref().map(Key::from_file).transpose()?;
-    crate::backup::restore::restore(&from, args.sha256.as_deref(), &member, key.as_ref()).await?;
+    // A person restoring on their own machine: no bound beyond their disk.
+    let unbounded = u64::MAX;
+    crate::backup::restore::restore(
+        &from,
+        args.sha256.as_deref(),
+        &member,
+        key.as_ref(),
+        unbounded,
+    )
+    .await?;
     eprintln!("restored {} into {}", from.url, member.data_dir.display());
     Ok(())
 }

@@ -33,9 +33,12 @@ pub struct EtcdBackupSpec {
     /// The EtcdCluster to back up.
     pub cluster_ref: ClusterReference,
     pub destination: BackupDestination,
-    /// Secret with the object store's credentials (keys as the backend's usual environment
-    /// variables: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `GOOGLE_SERVICE_ACCOUNT_KEY`,
-    /// `AZURE_STORAGE_ACCOUNT_KEY`).
+    /// Secret with the object store's credentials, keyed as the backend's environment variables;
+    /// needed for s3, gcs and azure (the operator never lends a backup its own identity). Only
+    /// credential keys are taken, any other key is refused: s3 `AWS_ACCESS_KEY_ID` +
+    /// `AWS_SECRET_ACCESS_KEY` (+ `AWS_SESSION_TOKEN`); gcs `GOOGLE_SERVICE_ACCOUNT_KEY` (the key's
+    /// JSON); azure `AZURE_STORAGE_ACCOUNT_KEY`, or `AZURE_STORAGE_SAS_KEY`, or `AZURE_CLIENT_ID` +
+    /// `AZURE_CLIENT_SECRET` + `AZURE_TENANT_ID`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretReference>,
     /// Cron expression (five fields, or six with seconds); absent means one backup, now.

@@ -51,7 +51,9 @@ pub struct S3Destination {
     /// Key prefix of every object, e.g. `prod/etcd-main/`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub prefix: String,
-    /// Endpoint of an S3-compatible service; empty means AWS.
+    /// Endpoint of an S3-compatible service; empty means AWS. For an EtcdBackup it must be HTTPS
+    /// to an address outside the cluster, unless the operator's administrator allows its host
+    /// (`--backup-endpoint-allow`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,6 +1,11 @@
 //! Fetching a backup for a restore: the stored bytes are downloaded and their SHA-256 checked
 //! against the manifest (or a checksum the caller names) BEFORE they are decompressed, so a
 //! corrupt or substituted object is refused with a checksum error and never reaches etcd.
+//!
+//! What is read from a store is bounded: a manifest is read up to [`MANIFEST_LIMIT`], a snapshot
+//! is decompressed up to the bound the caller gives (a few kilobytes of zstd can expand to
+//! gigabytes), and with a key configured only a sealed object is accepted, so an object written
+//! in plain text by someone without the key is not restored as if it were the encrypted backup.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +13,7 @@ use async_compression::tokio::bufread::{GzipDecoder, ZstdDecoder};
 use etcd_crds::{BackupRecord, Compression};
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
-use tokio::io::{AsyncRead, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use super::digest::HashingWriter;
 use super::encrypt::{Key, is_sealed_header, open_file};
@@ -19,40 +24,68 @@ use super::{Error, Location};
 pub struct Expected {
     pub sha256: String,
     pub compression: Compression,
+    /// The most bytes the snapshot may decompress to ([`snapshot_bound`]).
+    pub max_bytes: u64,
 }
 
 impl Expected {
     /// From the manifest beside the object, or from `sha256` with the compression its name says.
-    pub async fn resolve(from: &Location, sha256: Option<&str>) -> Result<Self, Error> {
+    pub async fn resolve(
+        from: &Location,
+        sha256: Option<&str>,
+        max_bytes: u64,
+    ) -> Result<Self, Error> {
         if let Some(sha256) = sha256 {
             return Ok(Self {
                 sha256: sha256.trim().to_ascii_lowercase(),
                 compression: compression_of_name(&from.url),
+                max_bytes,
             });
         }
         let record = read_manifest(from).await?;
-        Ok(Self { sha256: record.sha256, compression: record.compression })
+        Ok(Self { sha256: record.sha256, compression: record.compression, max_bytes })
     }
 }
+
+/// The largest snapshot a member with backend quota `quota_backend_bytes` can have written
+/// (etcd's database stops growing soon after it passes the quota), with room to spare: twice the
+/// quota, etcd's default of 2 GiB where none is set.
+pub fn snapshot_bound(quota_backend_bytes: i64) -> u64 {
+    const ETCD_DEFAULT_QUOTA: u64 = 2 << 30;
+    let quota = u64::try_from(quota_backend_bytes).unwrap_or(0);
+    (if quota == 0 { ETCD_DEFAULT_QUOTA } else { quota }).saturating_mul(2)
+}
+
+/// A manifest is a few hundred bytes; more is not one.
+pub const MANIFEST_LIMIT: usize = 64 * 1024;
 
 /// The manifest of the snapshot at `from`.
 pub async fn read_manifest(from: &Location) -> Result<BackupRecord, Error> {
     let manifest = from.manifest();
-    let body = match manifest.store.get(&manifest.path).await {
-        Ok(result) => result.bytes().await,
-        Err(err) => Err(err),
-    };
-    let body = match body {
-        Ok(body) => body,
+    let store_error = |source| Error::Store { what: "get", location: manifest.url.clone(), source };
+    let mut stream = match manifest.store.get(&manifest.path).await {
+        Ok(result) => result.into_stream(),
         Err(object_store::Error::NotFound { .. }) => {
-            return Err(Error::NoManifest { location: from.url.clone(), manifest: manifest.url });
+            return Err(Error::NoManifest {
+                location: from.url.clone(),
+                manifest: manifest.url.clone(),
+            });
         }
-        Err(source) => {
-            return Err(Error::Store { what: "get", location: manifest.url, source });
-        }
+        Err(source) => return Err(store_error(source)),
     };
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        body.extend_from_slice(&chunk.map_err(store_error)?);
+        if body.len() > MANIFEST_LIMIT {
+            return Err(Error::TooLarge {
+                what: "manifest",
+                location: manifest.url.clone(),
+                limit: MANIFEST_LIMIT as u64,
+            });
+        }
+    }
     serde_json::from_slice(&body)
-        .map_err(|source| Error::BadManifest { manifest: manifest.url, source })
+        .map_err(|source| Error::BadManifest { manifest: manifest.url.clone(), source })
 }
 
 fn compression_of_name(name: &str) -> Compression {
@@ -78,7 +111,11 @@ pub async fn fetch_verified(
     let snapshot = work_dir.join("snapshot.db");
     let result = async {
         download_and_verify(from, expected, &download).await?;
-        let compressed = if is_sealed(&download).await? {
+        let sealed = is_sealed(&download).await?;
+        if key.is_some() && !sealed {
+            return Err(Error::NotSealed { location: from.url.clone() });
+        }
+        let compressed = if sealed {
             let key = key.ok_or_else(|| Error::KeyNeeded { location: from.url.clone() })?.clone();
             let (sealed, opened_path) = (download.clone(), opened.clone());
             tokio::task::spawn_blocking(move || open_file(&sealed, &opened_path, &key))
@@ -91,7 +128,14 @@ pub async fn fetch_verified(
         } else {
             &download
         };
-        decompress(compressed, expected.compression, &snapshot).await
+        decompress(compressed, expected.compression, &snapshot, expected.max_bytes).await.map_err(
+            |err| match err {
+                Error::TooLarge { what, limit, .. } => {
+                    Error::TooLarge { what, location: from.url.clone(), limit }
+                }
+                other => other,
+            },
+        )
     }
     .await;
     // Intermediate files are never needed again; a failure leaves no snapshot.
@@ -145,19 +189,34 @@ async fn download_and_verify(
     Ok(())
 }
 
-async fn decompress(from: &Path, compression: Compression, to: &Path) -> Result<(), Error> {
+async fn decompress(
+    from: &Path,
+    compression: Compression,
+    to: &Path,
+    max_bytes: u64,
+) -> Result<(), Error> {
     let io = |what, path: &Path| {
         let path = path.display().to_string();
         move |source| Error::Io { what, path, source }
     };
     let input = BufReader::new(tokio::fs::File::open(from).await.map_err(io("cannot open", from))?);
-    let mut reader: Box<dyn AsyncRead + Unpin + Send> = match compression {
+    let reader: Box<dyn AsyncRead + Unpin + Send> = match compression {
         Compression::None => Box::new(input),
         Compression::Gzip => Box::new(GzipDecoder::new(input)),
         Compression::Zstd => Box::new(ZstdDecoder::new(input)),
     };
     let mut output = tokio::fs::File::create(to).await.map_err(io("cannot create", to))?;
-    tokio::io::copy(&mut reader, &mut output).await.map_err(io("cannot decompress into", to))?;
+    let mut bounded = reader.take(max_bytes.saturating_add(1));
+    let written = tokio::io::copy(&mut bounded, &mut output)
+        .await
+        .map_err(io("cannot decompress into", to))?;
+    if written > max_bytes {
+        return Err(Error::TooLarge {
+            what: "decompressed snapshot",
+            location: from.display().to_string(),
+            limit: max_bytes,
+        });
+    }
     output.sync_all().await.map_err(io("cannot write", to))?;
     Ok(())
 }
@@ -165,6 +224,13 @@ async fn decompress(from: &Path, compression: Compression, to: &Path) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_snapshot_bound_is_twice_the_quota() {
+        assert_eq!(snapshot_bound(0), 4 << 30);
+        assert_eq!(snapshot_bound(-1), 4 << 30);
+        assert_eq!(snapshot_bound(100 << 20), 200 << 20);
+    }
 
     #[test]
     fn compression_follows_the_name() {

@@ -24,6 +24,8 @@ pub struct Job {
     pub retention: usize,
     /// Seals every snapshot when set.
     pub key: Option<Key>,
+    /// The cluster's snapshot bound ([`super::fetch::snapshot_bound`]), for verification.
+    pub max_snapshot_bytes: u64,
 }
 
 /// What a run stored and what remains after retention, newest first.
@@ -52,7 +54,7 @@ impl Job {
         let mut record =
             save(&self.endpoints, self.tls.as_ref(), &to, self.compression, self.key.as_ref())
                 .await?;
-        let verified = verify(&record, &to, self.key.as_ref()).await?;
+        let verified = verify(&record, &to, self.key.as_ref(), self.max_snapshot_bytes).await?;
         record.verified_time =
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now_in_seconds()));
         record.key_count = Some(verified.keys);

@@ -1,9 +1,12 @@
 //! Where a snapshot is: an object store and a path in it, named by a URL.
 //!
 //! `s3://bucket/key`, `gs://bucket/key`, `az://container/key`, `file:///dir/key`, or a plain path.
-//! Credentials and endpoints come from the backend's usual environment variables (`AWS_*`,
-//! `GOOGLE_*`, `AZURE_*`) and, for the controllers, from an EtcdBackup's destination and
-//! credentials Secret, which take precedence.
+//! On the command line and in a member's pod, credentials and endpoints come from the backend's
+//! usual environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`): the environment is the user's
+//! own. For a tenant's EtcdBackup the operator uses only the destination and a few credential
+//! keys of the tenant's Secret ([`Access::Tenant`]): never its own environment, and never a key
+//! that names a file, a URL or an endpoint, each of which would let a tenant send the operator's
+//! own identity (its service-account token, its node's cloud role) wherever they chose.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,7 +21,95 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{BackoffConfig, ObjectStore, ObjectStoreScheme, RetryConfig};
 
+use super::endpoints::{EndpointPolicy, GuardedConnector};
 use super::{Error, MANIFEST_SUFFIX};
+
+/// Whose rights reach the store.
+pub enum Access<'a> {
+    /// The environment's: the CLI, `local`, and member-init, whose pod's environment holds its
+    /// own cluster's credentials.
+    Environment,
+    /// A tenant's, from the operator: the credentials Secret's entries, by allowed key only,
+    /// and endpoints the policy allows.
+    Tenant { credentials: &'a BTreeMap<String, String>, endpoints: &'a EndpointPolicy },
+}
+
+/// The credential keys a tenant's Secret may hold, per backend (matched without regard to case),
+/// and the sets of which one must be complete. Requiring a complete set keeps object_store from
+/// falling back to the ambient identity (instance metadata, workload identity), which is the
+/// operator's, not the tenant's.
+struct CredentialKeys {
+    backend: &'static str,
+    allowed: &'static [&'static str],
+    one_of: &'static [&'static [&'static str]],
+}
+
+const S3_KEYS: CredentialKeys = CredentialKeys {
+    backend: "s3",
+    allowed: &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"],
+    one_of: &[&["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]],
+};
+const GCS_KEYS: CredentialKeys = CredentialKeys {
+    backend: "gcs",
+    allowed: &["GOOGLE_SERVICE_ACCOUNT_KEY"],
+    one_of: &[&["GOOGLE_SERVICE_ACCOUNT_KEY"]],
+};
+const AZURE_KEYS: CredentialKeys = CredentialKeys {
+    backend: "azure",
+    allowed: &[
+        "AZURE_STORAGE_ACCOUNT_KEY",
+        "AZURE_STORAGE_SAS_KEY",
+        "AZURE_CLIENT_ID",
+        "AZURE_CLIENT_SECRET",
+        "AZURE_TENANT_ID",
+    ],
+    one_of: &[
+        &["AZURE_STORAGE_ACCOUNT_KEY"],
+        &["AZURE_STORAGE_SAS_KEY"],
+        &["AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID"],
+    ],
+};
+
+impl CredentialKeys {
+    /// The Secret's entries as object_store options, or why they cannot be used.
+    fn options(
+        &self,
+        credentials: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, String> {
+        let mut options = BTreeMap::new();
+        let mut refused = Vec::new();
+        for (key, value) in credentials {
+            match self.allowed.iter().find(|k| k.eq_ignore_ascii_case(key)) {
+                Some(known) => {
+                    options.insert(known.to_ascii_lowercase(), value.clone());
+                }
+                None => refused.push(key.as_str()),
+            }
+        }
+        if !refused.is_empty() {
+            return Err(format!(
+                "{} not credentials the operator takes for {}; it takes only {}",
+                match refused.as_slice() {
+                    [one] => format!("key {one} is"),
+                    many => format!("keys {} are", many.join(", ")),
+                },
+                self.backend,
+                self.allowed.join(", ")
+            ));
+        }
+        let complete =
+            |set: &&[&str]| set.iter().all(|k| options.contains_key(&k.to_ascii_lowercase()));
+        if !self.one_of.iter().any(complete) {
+            let sets: Vec<String> = self.one_of.iter().map(|set| set.join(" + ")).collect();
+            return Err(format!(
+                "{} needs credentials in the Secret: {} (the operator never lends a tenant its own identity)",
+                self.backend,
+                sets.join(", or ")
+            ));
+        }
+        Ok(options)
+    }
+}
 
 /// One object (or a prefix of objects) in a store.
 #[derive(Clone)]
@@ -38,61 +129,88 @@ impl std::fmt::Debug for Location {
 impl Location {
     /// Parses a location with options from the environment; `options` override them.
     pub fn parse(location: &str, options: &BTreeMap<String, String>) -> Result<Self, Error> {
-        let bad = |reason: String| Error::BadLocation { location: location.to_owned(), reason };
-        let url = if location.contains("://") {
-            url::Url::parse(location).map_err(|e| bad(e.to_string()))?
-        } else {
-            let absolute = std::path::absolute(location).map_err(|e| bad(e.to_string()))?;
-            url::Url::from_file_path(&absolute)
-                .map_err(|()| bad("not an absolute file path".to_owned()))?
-        };
+        let url = parse_url(location)?;
         let mut all = environment_options();
         all.extend(options.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())));
+        Self::open(location, url, &all, None)
+    }
+
+    fn open(
+        location: &str,
+        url: url::Url,
+        options: &BTreeMap<String, String>,
+        connector: Option<GuardedConnector>,
+    ) -> Result<Self, Error> {
+        let bad = |reason: String| Error::BadLocation { location: location.to_owned(), reason };
         let (scheme, path) = ObjectStoreScheme::parse(&url).map_err(|e| bad(e.to_string()))?;
-        let store = open_store(&scheme, &url, &all).map_err(|e| bad(e.to_string()))?;
+        let store =
+            open_store(&scheme, &url, options, connector).map_err(|e| bad(e.to_string()))?;
         Ok(Self { store, path, url: url.to_string() })
     }
 
-    /// The prefix an EtcdBackup destination names, with the credentials Secret's entries (keyed
-    /// as the backend's environment variables) as options.
+    /// The URL of the prefix an EtcdBackup destination names, as status shows it.
+    pub fn url_of(destination: &BackupDestination) -> Result<String, Error> {
+        Ok(parse_url(&destination_url(destination)?)?.to_string())
+    }
+
+    /// The prefix an EtcdBackup destination names, reached with `access`.
     pub fn for_destination(
         destination: &BackupDestination,
-        credentials: &BTreeMap<String, String>,
+        access: &Access,
     ) -> Result<Self, Error> {
-        let mut options: BTreeMap<String, String> =
-            credentials.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
-        let url = match (&destination.s3, &destination.gcs, &destination.azure, &destination.volume)
-        {
-            (Some(s3), None, None, None) => {
-                if let Some(endpoint) = &s3.endpoint {
-                    options.insert("aws_endpoint".into(), endpoint.clone());
-                    options.insert(
-                        "aws_allow_http".into(),
-                        endpoint.starts_with("http://").to_string(),
-                    );
-                    options.insert(
-                        "aws_virtual_hosted_style_request".into(),
-                        (!s3.force_path_style).to_string(),
-                    );
-                }
-                let region = s3.region.clone().unwrap_or_else(|| "us-east-1".to_owned());
-                options.insert("aws_region".into(), region);
-                join_url(&format!("s3://{}", s3.bucket), &s3.prefix)
-            }
-            (None, Some(gcs), None, None) => join_url(&format!("gs://{}", gcs.bucket), &gcs.prefix),
-            (None, None, Some(azure), None) => {
-                options.insert("azure_storage_account_name".into(), azure.storage_account.clone());
-                join_url(&format!("az://{}", azure.container), &azure.prefix)
-            }
-            (None, None, None, Some(volume)) => volume.path.clone(),
-            _ => {
-                return Err(Error::BadLocation {
-                    location: format!("{:?}", destination.backends()),
-                    reason: "a destination needs exactly one of s3, gcs, azure, volume".to_owned(),
-                });
+        let text = destination_url(destination)?;
+        let url = parse_url(&text)?;
+        let bad = |reason: String| Error::BadLocation { location: text.clone(), reason };
+        let (mut options, connector) = match access {
+            Access::Environment => (environment_options(), None),
+            Access::Tenant { credentials, endpoints } => {
+                let keys = match (&destination.s3, &destination.gcs, &destination.azure) {
+                    (Some(_), _, _) => Some(&S3_KEYS),
+                    (_, Some(_), _) => Some(&GCS_KEYS),
+                    (_, _, Some(_)) => Some(&AZURE_KEYS),
+                    // A volume is the operator pod's own file system: no credentials, no network.
+                    _ => None,
+                };
+                let options = match keys {
+                    Some(keys) => keys
+                        .options(credentials)
+                        .map_err(|reason| Error::BadCredentials { reason })?,
+                    None => BTreeMap::new(),
+                };
+                let endpoint = destination.s3.as_ref().and_then(|s3| s3.endpoint.as_deref());
+                let allow_http = match endpoint {
+                    Some(endpoint) => {
+                        let endpoint = url::Url::parse(endpoint)
+                            .map_err(|e| bad(format!("endpoint {endpoint}: {e}")))?;
+                        endpoints.check_url(&endpoint).map_err(bad)?;
+                        endpoint.scheme() == "http"
+                    }
+                    None => false,
+                };
+                (options, Some(endpoints.connector(allow_http)))
             }
         };
-        Self::parse(&url, &options)
+        if let Some(s3) = &destination.s3 {
+            if let Some(endpoint) = &s3.endpoint {
+                options.insert("aws_endpoint".into(), endpoint.clone());
+                options
+                    .insert("aws_allow_http".into(), endpoint.starts_with("http://").to_string());
+                options.insert(
+                    "aws_virtual_hosted_style_request".into(),
+                    (!s3.force_path_style).to_string(),
+                );
+            }
+            let region = s3.region.clone().unwrap_or_else(|| "us-east-1".to_owned());
+            // The region becomes part of the store's host name.
+            if !region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                return Err(bad(format!("region {region:?} is not a region name")));
+            }
+            options.insert("aws_region".into(), region);
+        }
+        if let Some(azure) = &destination.azure {
+            options.insert("azure_storage_account_name".into(), azure.storage_account.clone());
+        }
+        Self::open(&text, url, &options, connector)
     }
 
     /// An object under this prefix.
@@ -138,6 +256,7 @@ fn open_store(
     scheme: &ObjectStoreScheme,
     url: &url::Url,
     options: &BTreeMap<String, String>,
+    connector: Option<GuardedConnector>,
 ) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
     fn configure<B, K: std::str::FromStr>(
         builder: B,
@@ -156,15 +275,24 @@ fn open_store(
         // in the page cache, and a node that lost power then lost the backup the status named.
         ObjectStoreScheme::Local => Arc::new(LocalFileSystem::new().with_fsync(true)),
         ObjectStoreScheme::AmazonS3 => {
-            let builder = AmazonS3Builder::new().with_url(url).with_retry(retry());
+            let mut builder = AmazonS3Builder::new().with_url(url).with_retry(retry());
+            if let Some(connector) = connector {
+                builder = builder.with_http_connector(connector);
+            }
             Arc::new(configure(builder, options, |b, k, v| b.with_config(k, v)).build()?)
         }
         ObjectStoreScheme::GoogleCloudStorage => {
-            let builder = GoogleCloudStorageBuilder::new().with_url(url).with_retry(retry());
+            let mut builder = GoogleCloudStorageBuilder::new().with_url(url).with_retry(retry());
+            if let Some(connector) = connector {
+                builder = builder.with_http_connector(connector);
+            }
             Arc::new(configure(builder, options, |b, k, v| b.with_config(k, v)).build()?)
         }
         ObjectStoreScheme::MicrosoftAzure => {
-            let builder = MicrosoftAzureBuilder::new().with_url(url).with_retry(retry());
+            let mut builder = MicrosoftAzureBuilder::new().with_url(url).with_retry(retry());
+            if let Some(connector) = connector {
+                builder = builder.with_http_connector(connector);
+            }
             Arc::new(configure(builder, options, |b, k, v| b.with_config(k, v)).build()?)
         }
         other => {
@@ -173,6 +301,33 @@ fn open_store(
             });
         }
     })
+}
+
+fn parse_url(location: &str) -> Result<url::Url, Error> {
+    let bad = |reason: String| Error::BadLocation { location: location.to_owned(), reason };
+    if location.contains("://") {
+        url::Url::parse(location).map_err(|e| bad(e.to_string()))
+    } else {
+        let absolute = std::path::absolute(location).map_err(|e| bad(e.to_string()))?;
+        url::Url::from_file_path(&absolute)
+            .map_err(|()| bad("not an absolute file path".to_owned()))
+    }
+}
+
+/// The URL a destination names: its backend's scheme, bucket and prefix.
+fn destination_url(destination: &BackupDestination) -> Result<String, Error> {
+    match (&destination.s3, &destination.gcs, &destination.azure, &destination.volume) {
+        (Some(s3), None, None, None) => Ok(join_url(&format!("s3://{}", s3.bucket), &s3.prefix)),
+        (None, Some(gcs), None, None) => Ok(join_url(&format!("gs://{}", gcs.bucket), &gcs.prefix)),
+        (None, None, Some(azure), None) => {
+            Ok(join_url(&format!("az://{}", azure.container), &azure.prefix))
+        }
+        (None, None, None, Some(volume)) => Ok(volume.path.clone()),
+        _ => Err(Error::BadLocation {
+            location: format!("{:?}", destination.backends()),
+            reason: "a destination needs exactly one of s3, gcs, azure, volume".to_owned(),
+        }),
+    }
 }
 
 fn join_url(base: &str, name: &str) -> String {
@@ -236,8 +391,99 @@ mod tests {
             ("AWS_ACCESS_KEY_ID".to_owned(), "id".to_owned()),
             ("AWS_SECRET_ACCESS_KEY".to_owned(), "secret".to_owned()),
         ]);
-        let location = Location::for_destination(&destination, &credentials).unwrap();
+        let endpoints = EndpointPolicy::parse(&["127.0.0.1"]).unwrap();
+        let access = Access::Tenant { credentials: &credentials, endpoints: &endpoints };
+        let location = Location::for_destination(&destination, &access).unwrap();
         assert_eq!(location.url, "s3://b/prod");
         assert_eq!(location.child("x").url, "s3://b/prod/x");
+        assert_eq!(Location::url_of(&destination).unwrap(), "s3://b/prod");
+    }
+
+    #[test]
+    fn a_tenant_secret_holds_credentials_only() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let destination = |endpoint: Option<&str>| BackupDestination {
+            s3: Some(etcd_crds::S3Destination {
+                bucket: "b".into(),
+                prefix: String::new(),
+                endpoint: endpoint.map(str::to_owned),
+                region: None,
+                force_path_style: true,
+            }),
+            ..Default::default()
+        };
+        let endpoints = EndpointPolicy::default();
+        let keys = [("AWS_ACCESS_KEY_ID", "id"), ("AWS_SECRET_ACCESS_KEY", "secret")];
+        // Each of these would have the operator read a file or call a URL of the tenant's choosing.
+        for key in [
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_ENDPOINT_URL_STS",
+            "aws_endpoint",
+            "AWS_PROXY_URL",
+            "AWS_METADATA_ENDPOINT",
+        ] {
+            let credentials: BTreeMap<String, String> = keys
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .chain([(key.to_owned(), "x".to_owned())])
+                .collect();
+            let access = Access::Tenant { credentials: &credentials, endpoints: &endpoints };
+            let err =
+                Location::for_destination(&destination(None), &access).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("AWS_ACCESS_KEY_ID"), "{key}: {err}");
+        }
+        // Without keys object_store would take the ambient identity: the operator's.
+        let none = BTreeMap::new();
+        let access = Access::Tenant { credentials: &none, endpoints: &endpoints };
+        let err = Location::for_destination(&destination(None), &access).unwrap_err().to_string();
+        assert!(err.contains("AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY"), "{err}");
+        // Keys are matched without regard to case, as before.
+        let lower: BTreeMap<String, String> =
+            keys.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_string())).collect();
+        let access = Access::Tenant { credentials: &lower, endpoints: &endpoints };
+        Location::for_destination(&destination(None), &access).unwrap();
+        // The endpoint is checked too.
+        let err = Location::for_destination(&destination(Some("https://169.254.169.254")), &access)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("169.254.169.254"), "{err}");
+    }
+
+    #[test]
+    fn azure_and_gcs_need_a_complete_credential() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let endpoints = EndpointPolicy::default();
+        let azure = BackupDestination {
+            azure: Some(etcd_crds::AzureDestination {
+                storage_account: "acct".into(),
+                container: "c".into(),
+                prefix: String::new(),
+            }),
+            ..Default::default()
+        };
+        let half = BTreeMap::from([("AZURE_CLIENT_ID".to_owned(), "id".to_owned())]);
+        let access = Access::Tenant { credentials: &half, endpoints: &endpoints };
+        let err = Location::for_destination(&azure, &access).unwrap_err().to_string();
+        assert!(err.contains("AZURE_CLIENT_ID + AZURE_CLIENT_SECRET + AZURE_TENANT_ID"), "{err}");
+        for key in ["AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST", "AZURE_USE_EMULATOR"] {
+            let credentials = BTreeMap::from([
+                ("AZURE_STORAGE_ACCOUNT_KEY".to_owned(), "a2V5".to_owned()),
+                (key.to_owned(), "x".to_owned()),
+            ]);
+            let access = Access::Tenant { credentials: &credentials, endpoints: &endpoints };
+            let err = Location::for_destination(&azure, &access).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        let gcs = BackupDestination {
+            gcs: Some(etcd_crds::GcsDestination { bucket: "b".into(), prefix: String::new() }),
+            ..Default::default()
+        };
+        let path =
+            BTreeMap::from([("GOOGLE_SERVICE_ACCOUNT_PATH".to_owned(), "/var/run/x".to_owned())]);
+        let access = Access::Tenant { credentials: &path, endpoints: &endpoints };
+        let err = Location::for_destination(&gcs, &access).unwrap_err().to_string();
+        assert!(err.contains("GOOGLE_SERVICE_ACCOUNT_PATH"), "{err}");
     }
 }

@@ -27,17 +27,18 @@ pub struct MemberSpec {
 }
 
 /// Fetches the snapshot at `from`, verifies it against `sha256` or its manifest, and restores
-/// `member`'s data directory from it.
+/// `member`'s data directory from it, refusing a snapshot that decompresses past `max_bytes`.
 pub async fn restore(
     from: &Location,
     sha256: Option<&str>,
     member: &MemberSpec,
     key: Option<&Key>,
+    max_bytes: u64,
 ) -> Result<(), Error> {
     if member.data_dir.exists() {
         return Err(Error::DataDirExists(member.data_dir.display().to_string()));
     }
-    let expected = Expected::resolve(from, sha256).await?;
+    let expected = Expected::resolve(from, sha256, max_bytes).await?;
     let parent = member.data_dir.parent().unwrap_or(Path::new("."));
     let io = |what, path: &Path| {
         let path = path.display().to_string();

@@ -29,16 +29,19 @@ struct SnapshotStatus {
     total_key: i64,
 }
 
-/// Verifies the backup `record` describes, stored at `location`.
+/// Verifies the backup `record` describes, stored at `location`, of a cluster whose snapshots
+/// are at most `max_bytes`.
 pub async fn verify(
     record: &BackupRecord,
     location: &Location,
     key: Option<&Key>,
+    max_bytes: u64,
 ) -> Result<Verified, Error> {
     let work = tempfile::Builder::new().prefix("etcd-verify-").tempdir().map_err(|source| {
         Error::Io { what: "cannot create a scratch directory in", path: "TMPDIR".into(), source }
     })?;
-    let expected = Expected { sha256: record.sha256.clone(), compression: record.compression };
+    let expected =
+        Expected { sha256: record.sha256.clone(), compression: record.compression, max_bytes };
     let snapshot = fetch_verified(location, &expected, work.path(), key).await?;
     let status = snapshot_status(&snapshot).await?;
     let scratch = MemberSpec {

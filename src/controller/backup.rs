@@ -27,7 +27,9 @@ use prometheus_client::registry::Registry;
 use super::{Context, Error, Problem, RETRY_AFTER_PROBLEM, namespace_of};
 use crate::backup::Location;
 use crate::backup::encrypt::Key;
+use crate::backup::fetch::snapshot_bound;
 use crate::backup::job::Job;
+use crate::backup::location::Access;
 use crate::backup::schedule::Schedule;
 use crate::etcd::ClientTls;
 use crate::membership::recovery::RestorePoint;
@@ -78,7 +80,8 @@ pub async fn reconcile_at(
                 | crate::backup::Error::ChecksumMismatch { .. } => "BackupUnverified",
                 _ => "BackupFailed",
             };
-            Problem::lasting(reason, crate::telemetry::chain(&err))
+            tracing::warn!(backup = %name, error = %crate::telemetry::chain(&err), "backup failed");
+            Problem::lasting(reason, err.for_tenant())
         }),
         Err(problem) => Err(problem),
     };
@@ -181,7 +184,10 @@ pub(super) async fn final_backup(
     let outcome = job
         .run_final(now)
         .await
-        .map_err(|err| Problem::temporary("FinalBackupFailed", crate::telemetry::chain(&err)))?;
+        .map_err(|err| {
+            tracing::warn!(backup = %name, error = %crate::telemetry::chain(&err), "final backup failed");
+            Problem::temporary("FinalBackupFailed", err.for_tenant())
+        })?;
     let labels = BackupLabels::of(backup, &namespace);
     ctx.backups.record_success(&labels, &outcome.record, started.elapsed(), now);
     let previous = backup.status.clone().unwrap_or_default();
@@ -315,7 +321,8 @@ async fn job_for(
     if let Some(volume) = &spec.destination.volume {
         writable_dir(&volume.path)?;
     }
-    let prefix = Location::for_destination(&spec.destination, &credentials)
+    let access = Access::Tenant { credentials: &credentials, endpoints: &ctx.backup_endpoints };
+    let prefix = Location::for_destination(&spec.destination, &access)
         .map_err(|err| Problem::lasting("InvalidDestination", err.to_string()))?
         .child(&format!("{namespace}/{}", backup.name_any()));
     let key = match &spec.encryption {
@@ -345,6 +352,7 @@ async fn job_for(
         prefix,
         compression: spec.compression,
         retention: usize::try_from(spec.retention).unwrap_or(1).max(1),
+        max_snapshot_bytes: snapshot_bound(cluster.spec.options.quota_backend_bytes),
     })
 }
 

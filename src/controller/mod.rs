@@ -45,6 +45,8 @@ pub struct Context {
     /// that a reconcile that would find nothing changed asks the API server nothing. Without
     /// watches (`Context::new`) nothing is trusted and every request is made.
     pub owned: owned::Owned,
+    /// Where a tenant's backup destination may point beyond the public internet.
+    pub backup_endpoints: crate::backup::endpoints::EndpointPolicy,
     /// Registered into /metrics by `run`.
     pub backups: backup::BackupMetrics,
     pub clusters: crate::cluster_metrics::ClusterMetrics,
@@ -61,6 +63,7 @@ impl Context {
             health_interval: Duration::from_secs(30),
             ca_bundle_propagation: Duration::from_secs(180),
             owned: owned::Owned::unwatched(),
+            backup_endpoints: Default::default(),
             backups: backup::BackupMetrics::default(),
             clusters: crate::cluster_metrics::ClusterMetrics::default(),
             reconciles: ReconcileMetrics::default(),

@@ -266,16 +266,13 @@ async fn resolve_source(
             ),
         ));
     };
-    let root = Location::for_destination(&backup.spec.destination, &Default::default())
+    let root = Location::url_of(&backup.spec.destination)
         .map_err(|err| Problem::lasting("InvalidDestination", err.to_string()))?;
-    let key = record.location.strip_prefix(&root.url).map(|k| k.trim_start_matches('/').to_owned());
+    let key = record.location.strip_prefix(&root).map(|k| k.trim_start_matches('/').to_owned());
     let Some(key) = key else {
         return Err(Problem::lasting(
             "InvalidDestination",
-            format!(
-                "record {} is not under the backup's destination {}",
-                record.location, root.url
-            ),
+            format!("record {} is not under the backup's destination {}", record.location, root),
         ));
     };
     let location = SnapshotLocation {
@@ -291,8 +288,7 @@ async fn resolve_source(
 }
 
 fn describe(location: &SnapshotLocation) -> String {
-    Location::for_destination(&location.destination, &Default::default())
-        .map(|l| l.url)
+    Location::url_of(&location.destination)
         .unwrap_or_else(|_| format!("{:?}", location.destination.backends()))
 }
 

@@ -10,6 +10,7 @@ use etcd_certs::resolver::{ReloadableCert, certified_key};
 use kube::core::PartialObjectMeta;
 
 use super::leader::Leadership;
+use crate::backup::endpoints::{ALLOW_FLAG, EndpointPolicy};
 use crate::retry::{self, with_backoff};
 use crate::server::{Metrics, Readiness, router, serve};
 use crate::tls;
@@ -34,6 +35,8 @@ pub enum Error {
     LostLeadership,
     #[error("{0}")]
     Usage(&'static str),
+    #[error("{flag}: {reason}")]
+    Flag { flag: &'static str, reason: String },
     #[error("a task failed: {0}")]
     Task(String),
 }
@@ -78,9 +81,16 @@ pub struct RunArgs {
     /// limit. A reconcile of a cluster that does not answer holds its place up to ~20 s.
     #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 32)]
     pub max_concurrent_reconciles: u16,
+    /// Host names, addresses and CIDR ranges that tenants' backup destinations may name although
+    /// they are inside the cluster or the node (an in-cluster MinIO Service, say); these may also
+    /// be plain HTTP. Comma-separated. Otherwise an endpoint must be HTTPS to a public address.
+    #[arg(long, env = "BACKUP_ENDPOINT_ALLOW", value_delimiter = ',', value_name = "HOST|CIDR")]
+    pub backup_endpoint_allow: Vec<String>,
 }
 
 pub async fn run(args: RunArgs) -> Result<()> {
+    let backup_endpoints = EndpointPolicy::parse(&args.backup_endpoint_allow)
+        .map_err(|reason| Error::Flag { flag: ALLOW_FLAG, reason })?;
     let client = super::api_client::connect()
         .await
         .map_err(|source| Error::Kube { what: "connect to the Kubernetes API", source })?;
@@ -158,6 +168,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     tracing::info!(%operator_image, "etcd pods run this image as member-init");
     let mut context = super::Context::new(client.clone(), operator_image, identity);
     context.ca_bundle_propagation = Duration::from_secs(args.ca_bundle_propagation_seconds);
+    context.backup_endpoints = backup_endpoints;
     let (owned, owned_writers) = super::owned::Owned::watched();
     context.owned = owned;
     let context = Arc::new(context);

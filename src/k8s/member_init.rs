@@ -85,17 +85,54 @@ pub async fn run(request: &Request) -> Result<BootstrapEntry, Error> {
             expected: request.pod_name.clone(),
         });
     }
+    check_entry(&entry, &request.placement)
+        .map_err(|reason| Error::BadEntry { path: path.clone(), reason })?;
     if entry.data_required && !holds_member_data(&request.data_dir) {
         return Err(Error::NoData { member: entry.name, data_dir: request.data_dir.clone() });
     }
     if let Some(source) = &request.restore {
-        restore_data(&entry, source, &request.data_dir).await?;
+        restore_data(&entry, source, request).await?;
     }
     if entry.state == ClusterState::ForceNew {
         entry.state = force_once(&entry, &request.data_dir)?;
     }
     write(&request.config_out, &render(&entry, &request.placement, &request.options))?;
     Ok(entry)
+}
+
+/// The entry is a ConfigMap in the tenant's namespace, which more people may write than may
+/// change the EtcdCluster: every field is held to what the operator writes. The attempt names a
+/// file beside the data directory (digits only, so `../` cannot leave it); every peer is a member
+/// of this cluster at its own DNS name, so no peer URL can point etcd's replication elsewhere.
+fn check_entry(entry: &BootstrapEntry, placement: &Placement) -> Result<(), String> {
+    if let Some(attempt) = &entry.attempt
+        && (attempt.is_empty()
+            || attempt.len() > 20
+            || !attempt.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(format!("attempt {attempt:?} is not a number"));
+    }
+    if entry.token.is_empty()
+        || !entry.token.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+    {
+        return Err(format!("cluster token {:?} is not a token the operator writes", entry.token));
+    }
+    for peer in &entry.initial_cluster {
+        let ordinal = peer.name.strip_prefix(&format!("{}-", placement.cluster));
+        if !ordinal.is_some_and(|o| !o.is_empty() && o.bytes().all(|b| b.is_ascii_digit())) {
+            return Err(format!("peer {} is not a member of {}", peer.name, placement.cluster));
+        }
+        let (expected, _) = crate::names::member_urls(
+            &placement.cluster,
+            &placement.namespace,
+            &peer.name,
+            placement.tls,
+        );
+        if peer.peer_url != expected {
+            return Err(format!("peer {} has URL {}, not {expected}", peer.name, peer.peer_url));
+        }
+    }
+    Ok(())
 }
 
 /// Recovery restarts this member alone with `--force-new-cluster`, once per attempt: the marker
@@ -128,15 +165,20 @@ fn holds_member_data(data_dir: &Path) -> bool {
 async fn restore_data(
     entry: &BootstrapEntry,
     source: &SnapshotLocation,
-    data_dir: &Path,
+    request: &Request,
 ) -> Result<(), Error> {
+    let data_dir = request.data_dir.as_path();
     if entry.state != ClusterState::New || data_dir.join("member").exists() {
         return Ok(());
     }
     let restore_error =
         |source| Error::Restore { member: entry.name.clone(), source: Box::new(source) };
     let location =
-        crate::backup::Location::for_destination(&source.destination, &Default::default())
+        // The pod's environment holds its own cluster's credentials (from restore's Secret).
+        crate::backup::Location::for_destination(
+            &source.destination,
+            &crate::backup::location::Access::Environment,
+        )
             .map_err(restore_error)?
             .child(&source.key);
     let peer_url = entry
@@ -160,9 +202,16 @@ async fn restore_data(
             .map_err(|source| Error::Write { path: data_dir.to_owned(), source })?;
     }
     let key = crate::backup::encrypt::Key::from_env().map_err(restore_error)?;
-    crate::backup::restore::restore(&location, source.sha256.as_deref(), &member, key.as_ref())
-        .await
-        .map_err(restore_error)?;
+    let bound = crate::backup::fetch::snapshot_bound(request.options.quota_backend_bytes);
+    crate::backup::restore::restore(
+        &location,
+        source.sha256.as_deref(),
+        &member,
+        key.as_ref(),
+        bound,
+    )
+    .await
+    .map_err(restore_error)?;
     tracing::info!(member = %entry.name, from = %location.url, "restored the member's data from the snapshot");
     Ok(())
 }
@@ -192,6 +241,10 @@ mod tests {
             data_dir: dir.join("volume/data"),
             restore: None,
         }
+    }
+
+    fn own_peer() -> [Wanted; 1] {
+        [Wanted { name: "demo-2".into(), peer_url: "https://demo-2.demo.prod.svc:2380".into() }]
     }
 
     #[tokio::test]
@@ -235,8 +288,7 @@ mod tests {
         let req = request(dir.path(), Duration::from_secs(1));
         std::fs::create_dir_all(&req.bootstrap_dir).unwrap();
         let write_entry = |attempt: &str| {
-            let initial = [Wanted { name: "demo-2".into(), peer_url: "https://p2".into() }];
-            let mut entry = BootstrapEntry::new("demo-2", &initial, ClusterState::ForceNew, "t");
+            let mut entry = BootstrapEntry::new("demo-2", &own_peer(), ClusterState::ForceNew, "t");
             entry.attempt = Some(attempt.into());
             std::fs::write(
                 req.bootstrap_dir.join("demo-2.json"),
@@ -265,8 +317,7 @@ mod tests {
         let req = request(dir.path(), Duration::from_secs(1));
         std::fs::create_dir_all(&req.bootstrap_dir).unwrap();
         let write_entry = |required: bool| {
-            let initial = [Wanted { name: "demo-2".into(), peer_url: "https://p2".into() }];
-            let mut entry = BootstrapEntry::new("demo-2", &initial, ClusterState::Existing, "t");
+            let mut entry = BootstrapEntry::new("demo-2", &own_peer(), ClusterState::Existing, "t");
             entry.data_required = required;
             let text = serde_json::to_string(&entry).unwrap();
             std::fs::write(req.bootstrap_dir.join("demo-2.json"), text).unwrap();
@@ -303,5 +354,43 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(run(&req).await, Err(Error::WrongMember { .. })));
+    }
+
+    /// Written by someone who may edit ConfigMaps in the namespace: nothing leaves the volume,
+    /// and no peer points elsewhere.
+    #[tokio::test]
+    async fn an_entry_holds_only_what_the_operator_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let req = request(dir.path(), Duration::from_secs(1));
+        std::fs::create_dir_all(&req.bootstrap_dir).unwrap();
+        let try_entry = |edit: &dyn Fn(&mut BootstrapEntry)| {
+            let mut entry =
+                BootstrapEntry::new("demo-2", &own_peer(), ClusterState::ForceNew, "t-1.x_");
+            edit(&mut entry);
+            let text = serde_json::to_string(&entry).unwrap();
+            std::fs::write(req.bootstrap_dir.join("demo-2.json"), text).unwrap();
+        };
+        try_entry(&|e| e.attempt = Some("../../../escaped".into()));
+        let err = run(&req).await.unwrap_err().to_string();
+        assert!(err.contains("is not a number"), "{err}");
+        assert!(!dir.path().join("escaped").exists() && !req.config_out.exists());
+
+        try_entry(&|e| e.initial_cluster[0].peer_url = "https://attacker.example:2380".into());
+        let err = run(&req).await.unwrap_err().to_string();
+        assert!(err.contains("not https://demo-2.demo.prod.svc:2380"), "{err}");
+        try_entry(&|e| {
+            e.initial_cluster.push(Wanted {
+                name: "other-0".into(),
+                peer_url: "https://other-0.other.prod.svc:2380".into(),
+            })
+        });
+        let err = run(&req).await.unwrap_err().to_string();
+        assert!(err.contains("other-0 is not a member of demo"), "{err}");
+        try_entry(&|e| e.token = "t\nforce-new-cluster: true".into());
+        assert!(run(&req).await.is_err());
+
+        try_entry(&|e| e.attempt = Some("1700000000001".into()));
+        run(&req).await.unwrap();
+        assert!(req.config_out.exists());
     }
 }

@@ -120,7 +120,8 @@ async fn restore_members(
             data_dir: members.data_dir(&member.name),
             tools: target.version.as_deref().and_then(|v| installs.dir(v)).map(Path::to_owned),
         };
-        crate::backup::restore::restore(&location, None, &spec, key.as_ref()).await?;
+        // The user's own backup on their own machine: no bound beyond their disk.
+        crate::backup::restore::restore(&location, None, &spec, key.as_ref(), u64::MAX).await?;
         tracing::info!(member = %member.name, from = %location.url, "restored from backup");
     }
     Ok(())

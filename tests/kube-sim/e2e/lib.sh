@@ -58,16 +58,23 @@ install_operator() {
   wait_for "operator installed and its webhooks trusted" 120 operator_ready
 }
 
+# set_operator_env NAME VALUE: sets an environment variable of the operator's Deployment and waits
+# for both replicas to run with it.
+set_operator_env() {
+  ENV_NAME=$1 ENV_VALUE=$2
+  kubectl -n "$SYSTEM" set env deployment/etcd-operator "$ENV_NAME=$ENV_VALUE" >/dev/null
+  wait_for "operator pods rolled with $ENV_NAME=$ENV_VALUE" 180 operator_env_set
+}
+operator_env_set() {
+  [ "$(kubectl -n "$SYSTEM" get pods -o jsonpath="{.items[*].spec.containers[0].env[?(@.name==\"$ENV_NAME\")].value}")" = "$ENV_VALUE $ENV_VALUE" ] &&
+    operator_ready
+}
+
 # set_propagation SECONDS: how long the operator waits for a changed CA bundle to reach every
 # pod (scenarios that run kube-sim with a shorter Secret volume sync say so).
 set_propagation() {
   PROPAGATION=$1
-  kubectl -n "$SYSTEM" set env deployment/etcd-operator "CA_BUNDLE_PROPAGATION_SECONDS=$PROPAGATION" >/dev/null
-  wait_for "operator pods rolled with the propagation setting" 180 propagation_set
-}
-propagation_set() {
-  [ "$(kubectl -n "$SYSTEM" get pods -o jsonpath='{.items[*].spec.containers[0].env[?(@.name=="CA_BUNDLE_PROPAGATION_SECONDS")].value}')" = "$PROPAGATION $PROPAGATION" ] &&
-    operator_ready
+  set_operator_env CA_BUNDLE_PROPAGATION_SECONDS "$PROPAGATION"
 }
 
 field() { kubectl get etcdcluster "$1" -o jsonpath="$2"; }
