@@ -73,20 +73,18 @@ impl Metrics {
     }
 }
 
-/// Middleware: counts and times every request. Unknown paths share one label so that a scanner
-/// cannot grow the label set without bound.
+/// Middleware: counts and times every request. Paths no route matched share one label, so that
+/// a scanner cannot grow the label set without bound.
 pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let path = request.uri().path().to_owned();
+    let path = match request.extensions().get::<axum::extract::MatchedPath>() {
+        Some(matched) => matched.as_str().to_owned(),
+        None => "other".to_owned(),
+    };
     let start = Instant::now();
     let response = next.run(request).await;
     let result = match response.extensions().get::<Outcome>() {
         Some(outcome) => outcome.as_str().to_owned(),
         None => format!("{}xx", response.status().as_u16() / 100),
-    };
-    let path = if response.status() == axum::http::StatusCode::NOT_FOUND {
-        "other".to_owned()
-    } else {
-        path
     };
     let labels = RequestLabels { path, result };
     metrics.requests.get_or_create(&labels).inc();

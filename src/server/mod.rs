@@ -8,11 +8,17 @@ pub mod tls_listener;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 pub use health::Readiness;
 pub use metrics::Metrics;
 pub use tls_listener::{Error, serve};
+
+/// A request, its body read and its answer written, takes at most this long: kube-apiserver
+/// waits at most 30 s for a webhook (ours ask for 10), so a slower one helps nobody.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Every route of the service. `metrics` counts and times each request by path and outcome.
 pub fn router(metrics: Arc<Metrics>, readiness: Readiness) -> Router {
@@ -21,7 +27,29 @@ pub fn router(metrics: Arc<Metrics>, readiness: Readiness) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz).with_state(readiness))
         .route("/metrics", get(metrics::render).with_state(metrics.clone()))
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(etcd_webhook::routes::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
+        .layer(axum::middleware::from_fn(within_deadline))
+}
+
+/// An unknown path reads the body it was sent before it answers: answered unread, the
+/// connection would be closed with the body still arriving, and the client would see a reset
+/// instead of the 404.
+async fn not_found(_body: axum::body::Bytes) -> StatusCode {
+    StatusCode::NOT_FOUND
+}
+
+/// Ends a request that takes longer than [`REQUEST_TIMEOUT`], a body that never finishes
+/// arriving included, with 408.
+async fn within_deadline(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (StatusCode::REQUEST_TIMEOUT, "the request took too long").into_response(),
+    }
 }
 
 /// Listens on `addr`. The IPv6 wildcard takes IPv4 connections too (Linux's default

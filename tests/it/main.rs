@@ -33,6 +33,7 @@ mod tls {
 }
 mod webhook {
     mod https;
+    mod slow_clients;
 }
 mod backup {
     mod bounds;

@@ -10,9 +10,10 @@ use axum::routing::post;
 use crate::mutate::Kind;
 use crate::review::{Mode, Outcome, review};
 
-/// Larger bodies get HTTP 413. kube-apiserver caps objects at about 3 MiB; a review holds the
-/// object and the old object.
-pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// Larger bodies get HTTP 413. A review holds the object and the old object, each at most what
+/// etcd stores behind kube-apiserver (1.5 MiB, its default `--max-request-bytes`), in an
+/// envelope of a few KiB: nothing larger is a review.
+pub const MAX_BODY_BYTES: usize = 2 * 1536 * 1024 + 64 * 1024;
 
 /// Every admission route. The response carries its [`Outcome`] as an extension for metrics.
 pub fn router() -> Router {
