@@ -85,6 +85,14 @@ impl Error {
             Error::Store { what, location, source } => {
                 format!("object store {what} of {location} failed: {}", store_failure(source))
             }
+            // An upload's writer carries the store's error inside an I/O error.
+            Error::Io { what, path, source } => {
+                match source.get_ref().and_then(|inner| inner.downcast_ref::<object_store::Error>())
+                {
+                    Some(store) => format!("{what} {path}: {}", store_failure(store)),
+                    None => crate::telemetry::chain(self),
+                }
+            }
             other => crate::telemetry::chain(other),
         }
     }

@@ -143,10 +143,22 @@ async fn a_stores_answer_is_not_read_back_to_the_tenant() {
         Location::for_destination(&s3(&format!("http://127.0.0.1:{}", store.port)), &access)
             .unwrap();
     let err = location.store.get(&location.child("x").path).await.unwrap_err();
+    let url = location.url.clone();
     let err =
-        etcd_operator::backup::Error::Store { what: "read", location: location.url, source: err };
+        etcd_operator::backup::Error::Store { what: "read", location: url.clone(), source: err };
     assert!(etcd_operator::telemetry::chain(&err).contains("INTERNAL-SECRET"), "{err}");
     let message = err.for_tenant();
     assert!(!message.contains("INTERNAL-SECRET"), "{message}");
     assert!(message.contains("HTTP 400"), "{message}");
+
+    // An upload fails inside the writer, which wraps the store's error in an I/O error.
+    let put = location.store.put(&location.child("y").path, "x".into()).await.unwrap_err();
+    let err = etcd_operator::backup::Error::Io {
+        what: "cannot upload the snapshot to",
+        path: url,
+        source: std::io::Error::other(put),
+    };
+    assert!(etcd_operator::telemetry::chain(&err).contains("INTERNAL-SECRET"), "{err}");
+    let message = err.for_tenant();
+    assert!(!message.contains("INTERNAL-SECRET") && message.contains("HTTP 400"), "{message}");
 }
