@@ -12,6 +12,7 @@ pub mod k8s;
 pub mod local;
 pub mod membership;
 pub mod names;
+pub mod ownership;
 pub mod retry;
 pub mod server;
 pub mod shutdown;

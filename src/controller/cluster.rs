@@ -77,8 +77,20 @@ where
         return Ok(());
     }
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    // Forced only over this cluster's own object (another manager's edit of a field the operator
+    // sets is undone, as Kubernetes' controllers do); a new object is applied unforced, so one
+    // created meanwhile by someone else conflicts instead of being taken over.
+    let current =
+        api.get_metadata_opt(&name).await.map_err(kube_err(format!("get {kind} {name}")))?;
+    if let Some(why) =
+        current.as_ref().and_then(|c| crate::ownership::foreign(&kind, &c.metadata, &owner))
+    {
+        return Err(Error::NotOwned(why));
+    }
+    let params = PatchParams::apply(FIELD_MANAGER);
+    let params = if current.is_some() { params.force() } else { params };
     let applied = api
-        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object))
+        .patch(&name, &params, &Patch::Apply(object))
         .await
         .map_err(kube_err(format!("apply {kind} {name}")))?;
     ctx.owned.record_apply(&owner, &kind, &name, digest, applied.meta().resource_version.clone());
@@ -108,12 +120,31 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
     let current_sts =
         sts_api.get_opt(&name).await.map_err(kube_err(format!("get StatefulSet {name}")))?;
+    let uid = cluster.uid().unwrap_or_default();
     let tls = match ensure_tls(cluster, ctx, &namespace, current_sts.as_ref()).await? {
         Ok(tls) => tls,
-        Err(invalid) => return refuse_user_tls(cluster, ctx, &namespace, invalid).await,
+        Err(invalid) => return refuse(cluster, ctx, &namespace, TLS_CONDITION, invalid).await,
     };
-    let volumes = apply_objects(cluster, ctx, &namespace, current_sts, tls.as_ref()).await?;
+    if let Some(why) = current_sts
+        .as_ref()
+        .and_then(|sts| crate::ownership::foreign("StatefulSet", &sts.metadata, &uid))
+    {
+        return refuse(cluster, ctx, &namespace, OBJECTS_CONDITION, not_owned(why)).await;
+    }
+    let volumes = match apply_objects(cluster, ctx, &namespace, current_sts, tls.as_ref()).await {
+        Err(Error::NotOwned(why)) => {
+            return refuse(cluster, ctx, &namespace, OBJECTS_CONDITION, not_owned(why)).await;
+        }
+        volumes => volumes?,
+    };
     membership_step(cluster, ctx, &namespace, tls.as_ref(), volumes).await
+}
+
+/// Whether the objects the cluster is made of are its own to write ([`crate::ownership`]).
+pub const OBJECTS_CONDITION: &str = "ObjectsOwned";
+
+fn not_owned(message: String) -> etcd_certs::ValidationError {
+    etcd_certs::ValidationError { reason: "ObjectNotOwned", message }
 }
 
 /// The TLS the operator talks to members with: the cluster's own PKI (created, renewed and
@@ -155,7 +186,11 @@ async fn ensure_tls(
     }
     let now = time::OffsetDateTime::now_utc();
     let ensured =
-        ensure_cluster_pki(&ctx.client, namespace, &request, &owner, &rollout, now).await?;
+        match ensure_cluster_pki(&ctx.client, namespace, &request, &owner, &rollout, now).await {
+            Ok(ensured) => ensured,
+            Err(crate::tls::Error::NotOwned(why)) => return Ok(Err(not_owned(why))),
+            Err(err) => return Err(err.into()),
+        };
     ctx.clusters.certificates(&metric_labels(cluster), &ensured.pki);
     if let PkiOutcome::Rotated(what) = &ensured.outcome {
         ctx.event(cluster, EventType::Normal, "CertificatesRotated", what.clone()).await;
@@ -289,6 +324,17 @@ async fn membership_step(
             cluster.metadata.generation,
         );
         set_condition(&mut status.conditions, valid);
+    }
+    // A refusal that no longer holds (the foreign object was removed) is cleared.
+    for (kind, reason, message) in [
+        (OBJECTS_CONDITION, "ObjectsOwned", "every object of the cluster is its own"),
+        (TLS_CONDITION, "SecretsValid", "the cluster's TLS Secrets are usable"),
+    ] {
+        if status.conditions.iter().any(|c| c.type_ == kind && c.status == "False") {
+            let cleared =
+                condition(kind, true, reason, message.into(), cluster.metadata.generation);
+            set_condition(&mut status.conditions, cleared);
+        }
     }
     if let Some(expansion) = volumes.expansion {
         set_condition(&mut status.conditions, expansion);
@@ -618,19 +664,21 @@ async fn user_tls(
     })
 }
 
-/// A user Secret that cannot be used stops the reconcile before any membership step: the
-/// condition says which Secret and why, and the reconcile looks again in 30 s.
-async fn refuse_user_tls(
+/// A Secret that cannot be used, or an object that is not the cluster's own, stops the reconcile
+/// before any membership step: the condition (`kind`) says which and why, and the reconcile looks
+/// again in 30 s.
+async fn refuse(
     cluster: &EtcdCluster,
     ctx: &Context,
     namespace: &str,
+    kind: &str,
     invalid: etcd_certs::ValidationError,
 ) -> Result<Action, Error> {
     let name = cluster.name_any();
     let previous = cluster.status.clone().unwrap_or_default();
     let mut status = previous.clone();
     let refused = condition(
-        TLS_CONDITION,
+        kind,
         false,
         invalid.reason,
         invalid.message.clone(),

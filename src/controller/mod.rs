@@ -108,6 +108,9 @@ pub enum Error {
     DeletionWaits { cluster: String, message: String },
     #[error("{kind} {name} has no UID yet, so nothing can be owned by it")]
     NoOwnerReference { kind: String, name: String },
+    /// An object the cluster needs exists under another owner ([`crate::ownership`]).
+    #[error("{0}")]
+    NotOwned(String),
 }
 
 impl Error {
@@ -125,6 +128,7 @@ impl Error {
             Error::DeletionWaits { .. } => "DeletionWaits",
             Error::NoNamespace { .. } => "NoNamespace",
             Error::NoOwnerReference { .. } => "NoOwnerReference",
+            Error::NotOwned(_) => "NotOwned",
         }
     }
 }

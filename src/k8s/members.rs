@@ -54,6 +54,13 @@ impl KubeMembers {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace());
         let name = names::bootstrap_configmap(&self.name());
         let map = api.get_opt(&name).await.map_err(kube_err(format!("get ConfigMap {name}")))?;
+        // Entries are written back (apply_entries) only after they were read here.
+        let uid = self.cluster.metadata.uid.as_deref().unwrap_or_default();
+        if let Some(why) =
+            map.as_ref().and_then(|m| crate::ownership::foreign("ConfigMap", &m.metadata, uid))
+        {
+            return Err(Error::State { path: format!("ConfigMap {name}").into(), reason: why });
+        }
         Ok(map
             .and_then(|m| m.data)
             .unwrap_or_default()

@@ -93,6 +93,11 @@ pub async fn ensure_cluster_pki(
             existing.insert(part, secret);
         }
     }
+    if let Some(why) =
+        existing.values().find_map(|s| crate::ownership::foreign("Secret", &s.metadata, &owner.uid))
+    {
+        return Err(Error::NotOwned(why));
+    }
     let ca_name = &PkiPart::Ca.secret_name(&request.cluster);
     let Some(ca_secret) = existing.get(&PkiPart::Ca) else {
         let pki = etcd_certs::issue_cluster_pki(request, now)?;
@@ -106,6 +111,11 @@ pub async fn ensure_cluster_pki(
                 Err(err) if is_conflict(&err) => {
                     let current =
                         api.get(&name).await.map_err(kube_err(format!("get Secret {name}")))?;
+                    if let Some(why) =
+                        crate::ownership::foreign("Secret", &current.metadata, &owner.uid)
+                    {
+                        return Err(Error::NotOwned(why));
+                    }
                     secret.metadata.resource_version = current.metadata.resource_version;
                     api.replace(&name, &PostParams::default(), &secret)
                         .await

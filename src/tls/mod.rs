@@ -24,6 +24,9 @@ pub enum Error {
     PartialDir { dir: PathBuf, missing: &'static str },
     #[error("Kubernetes API call failed ({what}): {source}")]
     Kube { what: String, source: kube::Error },
+    /// A Secret of the cluster's PKI exists under another owner ([`crate::ownership`]).
+    #[error("{0}")]
+    NotOwned(String),
 }
 
 impl Error {

@@ -52,7 +52,8 @@ fn configmap(members: &[&str]) -> Value {
             )
         })
         .collect();
-    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "demo-bootstrap"}, "data": data})
+    let owner = json!({"apiVersion": "etcd.etcd.io/v1alpha1", "kind": "EtcdCluster", "name": "demo", "uid": "0b1c-uid", "controller": true});
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "demo-bootstrap", "ownerReferences": [owner]}, "data": data})
 }
 
 #[tokio::test]
@@ -96,16 +97,35 @@ async fn new_cluster_gets_secrets_objects_status_events_and_a_static_bootstrap()
             .status(StatusCode::CREATED),
         );
     }
+    // Whose it is, if it exists: the operator writes only what its cluster controls.
+    script.push(
+        Exchange::new(Method::GET, format!("{NS}/services/demo"), not_found())
+            .status(StatusCode::NOT_FOUND),
+    );
     script.push(Exchange::new(
         Method::PATCH,
         format!("{NS}/services/demo"),
         json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "demo"}}),
     ));
+    // Whose it is, if it exists: the operator writes only what its cluster controls.
+    script.push(
+        Exchange::new(Method::GET, format!("{NS}/services/demo-client"), not_found())
+            .status(StatusCode::NOT_FOUND),
+    );
     script.push(Exchange::new(
         Method::PATCH,
         format!("{NS}/services/demo-client"),
         json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "demo-client"}}),
     ));
+    // Whose it is, if it exists: the operator writes only what its cluster controls.
+    script.push(
+        Exchange::new(
+            Method::GET,
+            "/apis/policy/v1/namespaces/prod/poddisruptionbudgets/demo",
+            not_found(),
+        )
+        .status(StatusCode::NOT_FOUND),
+    );
     script.push(Exchange::new(Method::PATCH, "/apis/policy/v1/namespaces/prod/poddisruptionbudgets/demo", json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "demo"}})));
     // The claims, to grow them to the spec's storage size (none yet), before the StatefulSet:
     // a file system that grows only on restart changes its template.
@@ -114,6 +134,11 @@ async fn new_cluster_gets_secrets_objects_status_events_and_a_static_bootstrap()
         format!("{NS}/persistentvolumeclaims"),
         list("PersistentVolumeClaimList"),
     ));
+    // Whose it is, if it exists: the operator writes only what its cluster controls.
+    script.push(
+        Exchange::new(Method::GET, "/apis/apps/v1/namespaces/prod/statefulsets/demo", not_found())
+            .status(StatusCode::NOT_FOUND),
+    );
     script.push(Exchange::new(
         Method::PATCH,
         "/apis/apps/v1/namespaces/prod/statefulsets/demo",
@@ -187,31 +212,33 @@ async fn new_cluster_gets_secrets_objects_status_events_and_a_static_bootstrap()
         .subject_alt_names;
     assert!(names.contains(&"demo-2.demo.prod.svc".to_owned()));
 
-    // Server-side apply of the objects, with our field manager, forced.
-    for i in [11, 12, 13, 15] {
+    // Server-side apply of the objects, with our field manager; not forced, since none existed
+    // (one that someone else created meanwhile conflicts instead of being taken over).
+    for i in [12, 14, 16, 19] {
+        assert_eq!(seen[i - 1].method, Method::GET, "#{i}: ownership is read first");
         assert_eq!(seen[i].content_type.as_deref(), Some("application/apply-patch+yaml"), "#{i}");
         assert!(
             seen[i].query.contains("fieldManager=etcd-operator")
-                && seen[i].query.contains("force=true"),
+                && !seen[i].query.contains("force=true"),
             "#{i}: {}",
             seen[i].query
         );
     }
     assert_eq!(
-        seen[15].body["spec"]["replicas"], 0,
+        seen[19].body["spec"]["replicas"], 0,
         "a new StatefulSet starts with no admitted member"
     );
-    assert_eq!(seen[15].body["spec"]["podManagementPolicy"], "Parallel");
+    assert_eq!(seen[19].body["spec"]["podManagementPolicy"], "Parallel");
     // The pods carry the fingerprint of the CA bundle they load: a new bundle rolls them.
     let bundle = decode_field(peer, "ca.crt");
     assert_eq!(
-        seen[15].body["spec"]["template"]["metadata"]["annotations"]["etcd.etcd.io/trust-bundle"],
+        seen[19].body["spec"]["template"]["metadata"]["annotations"]["etcd.etcd.io/trust-bundle"],
         etcd_operator::tls::cluster_secrets::bundle_fingerprint(&bundle)
     );
 
     // Status applied before acting: phase Creating, conditions, selector, generation.
-    assert_eq!(seen[19].content_type.as_deref(), Some("application/apply-patch+yaml"));
-    let status = &seen[19].body["status"];
+    assert_eq!(seen[23].content_type.as_deref(), Some("application/apply-patch+yaml"));
+    let status = &seen[23].body["status"];
     assert_eq!(status["phase"], "Creating");
     assert_eq!(status["observedGeneration"], 1);
     assert_eq!(status["selector"], "app.kubernetes.io/instance=demo,app.kubernetes.io/name=etcd");
@@ -235,19 +262,19 @@ async fn new_cluster_gets_secrets_objects_status_events_and_a_static_bootstrap()
     );
 
     // Events: the phase change and the bootstrap.
-    assert_eq!(seen[20].body["reason"], "PhaseChanged");
-    assert_eq!(seen[21].body["reason"], "Bootstrap");
-    assert_eq!(seen[21].body["regarding"]["name"], "demo");
+    assert_eq!(seen[24].body["reason"], "PhaseChanged");
+    assert_eq!(seen[25].body["reason"], "Bootstrap");
+    assert_eq!(seen[25].body["regarding"]["name"], "demo");
 
     // Each member's bootstrap entry (static, state New, all three peers), then one more pod.
     for (round, member) in ["demo-0", "demo-1", "demo-2"].iter().enumerate() {
-        let cm = &seen[23 + round * 4].body;
+        let cm = &seen[27 + round * 4].body;
         let entry: Value =
             serde_json::from_str(cm["data"][format!("{member}.json")].as_str().unwrap()).unwrap();
         assert_eq!(entry["state"], "New");
         assert_eq!(entry["initialCluster"].as_array().unwrap().len(), 3);
         assert_eq!(entry["initialCluster"][2]["peerURL"], "https://demo-2.demo.prod.svc:2380");
-        assert_eq!(seen[25 + round * 4].body, json!({"spec": {"replicas": round + 1}}));
+        assert_eq!(seen[29 + round * 4].body, json!({"spec": {"replicas": round + 1}}));
     }
 }
 
@@ -301,6 +328,60 @@ async fn a_missing_user_secret_is_a_condition_and_no_membership_step() {
     assert_eq!(condition["reason"], "SecretMissing");
     assert!(condition["message"].as_str().unwrap().contains("my-server"), "{condition}");
     assert_eq!(seen[4].body["type"], "Warning");
+}
+
+/// An EtcdCluster named `demo` in a namespace that already has a Secret `demo-server-tls` of
+/// someone else's: before, the operator replaced it with its own certificate, added the cluster's
+/// ownerReference (so the garbage collector deleted it with the cluster), and created the rest.
+/// Now nothing is written; the condition names the Secret.
+#[tokio::test]
+async fn a_secret_of_someone_elses_is_never_written() {
+    let theirs = json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": "demo-server-tls", "namespace": "prod", "resourceVersion": "7"},
+        "data": {"tls.crt": "", "tls.key": ""}
+    });
+    let mut script = vec![
+        Exchange::new(Method::GET, "/apis/apps/v1/namespaces/prod/statefulsets/demo", not_found())
+            .status(StatusCode::NOT_FOUND),
+    ];
+    for secret in
+        ["demo-ca", "demo-peer-tls", "demo-server-tls", "demo-client-tls", "demo-user-client-tls"]
+    {
+        let path = format!("{NS}/secrets/{secret}");
+        script.push(if secret == "demo-server-tls" {
+            Exchange::new(Method::GET, path, theirs.clone())
+        } else {
+            Exchange::new(Method::GET, path, not_found()).status(StatusCode::NOT_FOUND)
+        });
+    }
+    script.push(Exchange::new(
+        Method::PATCH,
+        "/apis/etcd.etcd.io/v1alpha1/namespaces/prod/etcdclusters/demo/status",
+        serde_json::to_value(cluster(json!([FINALIZER]))).unwrap(),
+    ));
+    script.push(Exchange::new(
+        Method::POST,
+        "/apis/events.k8s.io/v1/namespaces/prod/events",
+        event(),
+    ));
+    let expected = script.len();
+    let (client, recorded) = serve(script);
+    let ctx = Arc::new(Context::new(client, "op:1".into(), None));
+    reconcile(Arc::new(cluster(json!([FINALIZER]))), ctx).await.unwrap();
+    let seen = recorded.await.unwrap();
+    assert_eq!(seen.len(), expected, "nothing but the status and an Event is written");
+    let condition = &seen[6].body["status"]["conditions"][0];
+    assert_eq!(condition["type"], "TLSSecretsValid");
+    assert_eq!(
+        (condition["status"].as_str(), condition["reason"].as_str()),
+        (Some("False"), Some("ObjectNotOwned"))
+    );
+    let message = condition["message"].as_str().unwrap();
+    assert!(
+        message.contains("Secret demo-server-tls") && message.contains("no controller"),
+        "{message}"
+    );
 }
 
 /// A Secret's data field, decoded.
