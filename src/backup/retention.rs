@@ -6,7 +6,6 @@
 //! made by an earlier operator version, are still counted and pruned.
 
 use etcd_crds::BackupRecord;
-use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 
@@ -20,11 +19,13 @@ pub struct Stored {
     pub record: BackupRecord,
 }
 
-/// The backups under `prefix`, newest first.
+/// The backups directly under `prefix`, newest first. Only this level is listed: another
+/// EtcdBackup's prefix may lie inside this one's (a destination prefix is the tenant's choice),
+/// and its backups must neither count here nor be pruned, nor be restored as this one's.
 pub async fn list(prefix: &Location) -> Result<Vec<Stored>, Error> {
     let store_error = |source| Error::Store { what: "list", location: prefix.url.clone(), source };
-    let objects: Vec<_> = match prefix.store.list(Some(&prefix.path)).try_collect().await {
-        Ok(objects) => objects,
+    let objects = match prefix.store.list_with_delimiter(Some(&prefix.path)).await {
+        Ok(listed) => listed.objects,
         Err(object_store::Error::NotFound { .. }) => Vec::new(),
         Err(source) => return Err(store_error(source)),
     };
@@ -103,6 +104,20 @@ mod tests {
         let snapshot =
             Location { store: Arc::new(InMemory::new()), url: name.into(), path: Path::from(name) };
         Stored { snapshot, record }
+    }
+
+    /// Before, the listing was recursive: a backup under a nested prefix was counted here.
+    #[tokio::test]
+    async fn only_this_prefixs_own_backups_are_listed() {
+        let store: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
+        let manifest = serde_json::to_vec(&BackupRecord::default()).unwrap();
+        for path in ["ns/daily/a.db.manifest.json", "ns/daily/other/ns2/b/c.db.manifest.json"] {
+            store.put(&Path::from(path), manifest.clone().into()).await.unwrap();
+        }
+        let prefix = Location { store, url: "mem://ns/daily".into(), path: Path::from("ns/daily") };
+        let listed = list(&prefix).await.unwrap();
+        let urls: Vec<_> = listed.iter().map(|s| s.snapshot.url.as_str()).collect();
+        assert_eq!(urls, ["mem://ns/daily/a.db"]);
     }
 
     #[test]
