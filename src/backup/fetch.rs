@@ -168,16 +168,37 @@ async fn download_and_verify(
     expected: &Expected,
     download: &Path,
 ) -> Result<(), Error> {
-    let io = |what| move |source| Error::Io { what, path: download.display().to_string(), source };
+    let io =
+        |source| Error::Io { what: "cannot create", path: download.display().to_string(), source };
+    let file = tokio::fs::File::create(download).await.map_err(io)?;
+    copy_verified(from, expected, tokio::io::BufWriter::new(file), &download.display().to_string())
+        .await
+}
+
+/// Reads the object at `from` whole and compares its SHA-256 with `sha256` or its manifest's,
+/// keeping nothing: proof, before anything is deleted for it, that a restore from it would not
+/// stop at its first check.
+pub async fn check(from: &Location, sha256: Option<&str>) -> Result<(), Error> {
+    let expected = Expected::resolve(from, sha256, u64::MAX).await?;
+    copy_verified(from, &expected, tokio::io::sink(), "nowhere").await
+}
+
+/// Streams the object at `from` into `to` (named `to_name` in errors), then checks its SHA-256.
+async fn copy_verified(
+    from: &Location,
+    expected: &Expected,
+    to: impl tokio::io::AsyncWrite + Unpin,
+    to_name: &str,
+) -> Result<(), Error> {
+    let io = |source| Error::Io { what: "cannot write", path: to_name.to_owned(), source };
     let store_error = |source| Error::Store { what: "get", location: from.url.clone(), source };
-    let file = tokio::fs::File::create(download).await.map_err(io("cannot create"))?;
-    let mut writer = HashingWriter::new(tokio::io::BufWriter::new(file));
+    let mut writer = HashingWriter::new(to);
     let mut stream = from.store.get(&from.path).await.map_err(store_error)?.into_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(store_error)?;
-        writer.write_all(&chunk).await.map_err(io("cannot write"))?;
+        writer.write_all(&chunk).await.map_err(io)?;
     }
-    writer.shutdown().await.map_err(io("cannot write"))?;
+    writer.shutdown().await.map_err(io)?;
     let actual = writer.into_parts().1.hex();
     if actual != expected.sha256 {
         return Err(Error::ChecksumMismatch {

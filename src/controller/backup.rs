@@ -392,7 +392,7 @@ async fn get_secret(ctx: &Context, namespace: &str, name: &str) -> Result<Secret
 }
 
 /// A credentials Secret's entries as strings (keys as the backend's environment variables).
-async fn secret_strings(
+pub(super) async fn secret_strings(
     ctx: &Context,
     namespace: &str,
     name: &str,

@@ -25,6 +25,7 @@ use kube::runtime::events::EventType;
 
 use super::{Context, Error, Problem, RETRY_AFTER_PROBLEM, namespace_of, write_status};
 use crate::backup::Location;
+use crate::backup::location::Access;
 use crate::names;
 
 /// Label on a cluster created by a restore, naming the EtcdRestore.
@@ -106,6 +107,7 @@ async fn step(
             // Keep the spec before anything is deleted: the restore needs it to bring the
             // cluster back even if it is interrupted once the old one is gone.
             if status.cluster_spec.is_none() {
+                check_snapshot(ctx, namespace, &source).await?;
                 status.cluster_spec = Some(EtcdClusterSpec { restore: None, ..old.spec.clone() });
                 progress(
                     restore,
@@ -285,6 +287,39 @@ async fn resolve_source(
     };
     status.restored = Some(record);
     Ok(location)
+}
+
+/// A Replace deletes the cluster it replaces, so the snapshot that will take its place is read
+/// first, whole, and its checksum compared (with the restore's own credentials): a mistyped key,
+/// a record whose object retention pruned, or an object changed since it was recorded fails the
+/// restore while the cluster is still there.
+async fn check_snapshot(
+    ctx: &Context,
+    namespace: &str,
+    source: &SnapshotLocation,
+) -> Result<(), Problem> {
+    let credentials = match &source.credentials_secret_ref {
+        Some(reference) => super::backup::secret_strings(ctx, namespace, &reference.name).await?,
+        None => Default::default(),
+    };
+    let access = Access::Tenant { credentials: &credentials, endpoints: &ctx.backup_endpoints };
+    let unusable = |err: crate::backup::Error| {
+        let message = format!("nothing was deleted: {}", err.for_tenant());
+        tracing::warn!(error = %crate::telemetry::chain(&err), "a Replace restore's snapshot is unusable");
+        match err {
+            // The store did not answer as a store: worth asking again.
+            crate::backup::Error::Store { source, .. }
+                if !matches!(source, object_store::Error::NotFound { .. }) =>
+            {
+                Problem::temporary("SnapshotUnreachable", message)
+            }
+            _ => Problem::lasting("SnapshotUnusable", message),
+        }
+    };
+    let location = Location::for_destination(&source.destination, &access)
+        .map_err(unusable)?
+        .child(&source.key);
+    crate::backup::fetch::check(&location, source.sha256.as_deref()).await.map_err(unusable)
 }
 
 fn describe(location: &SnapshotLocation) -> String {

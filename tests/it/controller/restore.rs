@@ -156,13 +156,54 @@ async fn type_new_never_touches_an_existing_cluster() {
     );
 }
 
+/// A snapshot the operator can read, in a directory of its own, and the location naming it.
+fn stored_snapshot(dir: &std::path::Path) -> Value {
+    let bytes = b"a snapshot, as far as its checksum goes";
+    std::fs::write(dir.join("main.db.zst"), bytes).unwrap();
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let sha256: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    json!({"location": {"destination": {"volume": {"path": dir.to_str().unwrap()}}, "key": "main.db.zst", "sha256": sha256}})
+}
+
+/// Before, a Replace from a snapshot that does not exist deleted the cluster and its volumes,
+/// then failed to restore.
+#[tokio::test]
+async fn a_replace_from_a_snapshot_that_is_not_there_deletes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut source = stored_snapshot(dir.path());
+    source["location"]["key"] = json!("typo.db.zst");
+    let spec = json!({"clusterName": "main", "type": "Replace", "source": source});
+    let theirs = cluster(json!({}), json!({"phase": "Running"}));
+    let seen = run(
+        &restore(spec.clone(), json!({})),
+        vec![
+            Exchange::new(Method::GET, format!("{CRD}/etcdclusters/main"), theirs),
+            Exchange::new(Method::POST, EVENTS, event()),
+            patch_status(),
+        ],
+    )
+    .await;
+    let status = &seen.last().unwrap().body["status"];
+    assert_eq!(status["phase"], "Failed", "{status}");
+    let condition = &status["conditions"][0];
+    assert_eq!(condition["reason"], "SnapshotUnusable");
+    let message = condition["message"].as_str().unwrap();
+    assert!(
+        message.contains("nothing was deleted") && message.contains("typo.db.zst"),
+        "{message}"
+    );
+    assert!(seen.iter().all(|r| r.method != Method::DELETE));
+}
+
 #[tokio::test]
 async fn type_replace_keeps_the_spec_deletes_cluster_and_volumes_then_recreates_it() {
-    let spec = json!({"clusterName": "main", "type": "Replace", "source": direct_location()});
+    let dir = tempfile::tempdir().unwrap();
+    let spec =
+        json!({"clusterName": "main", "type": "Replace", "source": stored_snapshot(dir.path())});
     let theirs = || cluster(json!({}), json!({"phase": "Running"}));
     let status_of = |seen: &[Recorded]| seen.last().unwrap().body["status"].clone();
 
-    // 1: the old spec is kept before anything is deleted.
+    // 1: the snapshot is read and checked, and the old spec kept, before anything is deleted.
     let seen = run(
         &restore(spec.clone(), json!({})),
         vec![
