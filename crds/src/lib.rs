@@ -55,6 +55,12 @@ pub const APPROVE_RECOVERY_ANNOTATION: &str = "etcd.etcd.io/approve-recovery";
 /// value; say why): for a cluster whose data is not wanted, or that cannot be backed up.
 pub const SKIP_FINAL_BACKUP_ANNOTATION: &str = "etcd.etcd.io/skip-final-backup";
 
+/// Label keys the operator sets on member pods and selects them by; `podTemplate.labels` may not
+/// set them (a pod labelled as another cluster's would be selected by that cluster's Services and
+/// disruption budget).
+pub const OPERATOR_LABEL_KEYS: &[&str] =
+    &["app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by"];
+
 /// The etcd flags `spec.options.extraArgs` may set: tuning only. Everything else is the
 /// operator's (names, URLs, data directory, certificates, the initial cluster, fields of their
 /// own in spec) or would weaken the cluster behind the operator's back (a plaintext listener,

@@ -259,8 +259,10 @@ pub fn statefulset(
     let spec = &cluster.spec;
     let tls = spec.security.tls.enabled;
     let overrides = &spec.pod_template;
-    let mut pod_labels = selector(&name);
-    pod_labels.extend(overrides.labels.clone());
+    // The selector's labels last: an override (admitted before the webhook refused them) never
+    // moves a member out of its cluster or into another's.
+    let mut pod_labels = overrides.labels.clone();
+    pod_labels.extend(selector(&name));
     let mut pod_annotations = overrides.annotations.clone();
     if let Some(fingerprint) = &restart.trust {
         pod_annotations.insert(names::TRUST_BUNDLE_ANNOTATION.to_owned(), fingerprint.clone());

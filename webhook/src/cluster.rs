@@ -2,7 +2,8 @@
 //! upgrades, fields that cannot change after creation, and etcd flags the operator owns.
 
 use etcd_crds::{
-    AutoCompactionMode, EtcdClusterSpec, EtcdVersion, SUPPORTED_MINORS, TUNING_FLAGS, TlsSpec,
+    AutoCompactionMode, EtcdClusterSpec, EtcdVersion, OPERATOR_LABEL_KEYS, SUPPORTED_MINORS,
+    TUNING_FLAGS, TlsSpec,
 };
 
 use crate::quantity;
@@ -33,6 +34,14 @@ pub fn validate_at(prefix: &str, spec: &EtcdClusterSpec, old: Option<&EtcdCluste
     );
     tls(&mut verdict, &path("security.tls"), &spec.security.tls);
     options(&mut verdict, &path("options"), spec);
+    for key in spec.pod_template.labels.keys() {
+        if OPERATOR_LABEL_KEYS.contains(&key.as_str()) {
+            verdict.deny(
+                &format!("{}[{key}]", path("podTemplate.labels")),
+                "is set by the operator, which selects the cluster's pods by it",
+            );
+        }
+    }
     if let Some(old) = old {
         update(&mut verdict, prefix, spec, old, version);
     }
@@ -391,6 +400,18 @@ mod tests {
                 .message()
                 .contains("spec.options.extraArgs[--data-dir]: --data-dir is not a tuning flag")
         );
+    }
+
+    /// Before, a pod template labelled `instance: other` made the members of one cluster
+    /// endpoints of another's Services.
+    #[test]
+    fn the_selector_labels_are_the_operators() {
+        for key in ["app.kubernetes.io/instance", "app.kubernetes.io/name"] {
+            let verdict = validate(&spec(json!({"podTemplate": {"labels": {key: "other"}}})), None);
+            assert!(verdict.message().contains("is set by the operator"), "{key}: {verdict:?}");
+        }
+        let own = json!({"podTemplate": {"labels": {"team": "payments"}}});
+        assert!(validate(&spec(own), None).is_allowed());
     }
 
     #[test]

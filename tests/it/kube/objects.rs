@@ -23,6 +23,19 @@ fn cluster(spec: serde_json::Value) -> EtcdCluster {
     .unwrap()
 }
 
+/// A pod template labelled as another cluster's (admitted before the webhook refused it) keeps
+/// its members in their own cluster: before, the override won and the pods carried
+/// `instance: other`, so the other cluster's Services selected them.
+#[test]
+fn selector_labels_win_over_pod_template_labels() {
+    let c = cluster(json!({"size": 3, "version": "3.5.21",
+        "podTemplate": {"labels": {"app.kubernetes.io/instance": "other", "team": "payments"}}}));
+    let sts = statefulset(&c, 3, "op:1", &RestartFor::default());
+    let labels = sts.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+    assert_eq!(labels["app.kubernetes.io/instance"], "demo");
+    assert_eq!(labels["team"], "payments");
+}
+
 #[test]
 fn statefulset_runs_members_in_parallel_with_member_init_and_volumes() {
     let c = cluster(
