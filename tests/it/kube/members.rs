@@ -28,7 +28,8 @@ fn bootstrap(members: &[&str]) -> Value {
             (format!("{m}.json"), Value::String(entry.to_string()))
         })
         .collect();
-    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "demo-bootstrap"}, "data": data})
+    let owner = json!({"apiVersion": "etcd.etcd.io/v1alpha1", "kind": "EtcdCluster", "name": "demo", "uid": "0b1c-uid", "controller": true});
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "demo-bootstrap", "ownerReferences": [owner]}, "data": data})
 }
 
 /// A pod of demo-1 whose etcd runs.

@@ -184,7 +184,8 @@ fn cluster_secret_json(
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     json!({
         "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": name, "namespace": "prod", "resourceVersion": format!("rv-{name}")},
+        "metadata": {"name": name, "namespace": "prod", "resourceVersion": format!("rv-{name}"),
+                     "ownerReferences": [owner()]},
         "type": "kubernetes.io/tls",
         "data": {"tls.crt": b64(&pair.cert_pem), "tls.key": b64(&pair.key_pem), "ca.crt": b64(ca_pem)}
     })
