@@ -71,7 +71,11 @@ async fn server_side() {
     let ca_path = dir.path().join("ca.crt");
     std::fs::write(&ca_path, &pki.ca.cert_pem).unwrap();
     let resolver = Arc::new(ReloadableCert::new(certified_key(&pki.serving).unwrap()));
-    let real = etcd_operator::server::router(Default::default(), Default::default());
+    let real = etcd_operator::server::router(
+        Default::default(),
+        Default::default(),
+        std::sync::Arc::new(NoSecretsNamed),
+    );
     let minimal = serde_json::to_vec(&json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": "b3b2", "allowed": true}})).unwrap();
     let (answer, _) = review(Kind::EtcdCluster, Mode::Mutate, &request()).unwrap();
     let handlers = [
@@ -234,4 +238,22 @@ async fn client(addr: SocketAddr, path: String, ca_pem: String, rate: Option<u64
         pct(99),
         all.len()
     );
+}
+
+/// The reviews here are mutations, which never ask whether Secrets may be read.
+struct NoSecretsNamed;
+
+impl etcd_webhook::Authorizer for NoSecretsNamed {
+    fn unreadable<'a>(
+        &'a self,
+        _check: &'a etcd_webhook::secrets::Check,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<Vec<etcd_webhook::secrets::SecretUse>, String>>
+                + Send
+                + 'a,
+        >,
+    > {
+        Box::pin(async { Err("a mutation asked whether Secrets may be read".to_owned()) })
+    }
 }

@@ -114,7 +114,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     readiness.set(READINESS_COMPONENT, Some("the webhook certificate is not read yet".into()));
     let listener = crate::server::bind(args.listen).await?;
     let metrics = Arc::new(Metrics::default());
-    let app = router(metrics.clone(), readiness.clone());
+    let authorizer = Arc::new(crate::server::secret_access::SubjectAccess::new(client.clone()));
+    let app = router(metrics.clone(), readiness.clone(), authorizer);
     let mut server =
         tokio::spawn(serve(listener, resolver.clone(), app, crate::shutdown::signal()));
     tracing::info!(listen = %args.listen, "serving /healthz, /readyz and /metrics; webhooks once the certificate is read");

@@ -3,6 +3,7 @@
 
 pub mod health;
 pub mod metrics;
+pub mod secret_access;
 pub mod tls_listener;
 
 use std::sync::Arc;
@@ -20,10 +21,16 @@ pub use tls_listener::{Error, serve};
 /// waits at most 30 s for a webhook (ours ask for 10), so a slower one helps nobody.
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// Every route of the service. `metrics` counts and times each request by path and outcome.
-pub fn router(metrics: Arc<Metrics>, readiness: Readiness) -> Router {
+/// Every route of the service. `metrics` counts and times each request by path and outcome;
+/// `authorizer` answers whether a request's author may read the Secrets it names
+/// ([`secret_access::SubjectAccess`] in the operator).
+pub fn router(
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+    authorizer: Arc<dyn etcd_webhook::Authorizer>,
+) -> Router {
     Router::new()
-        .merge(etcd_webhook::router())
+        .merge(etcd_webhook::router(authorizer))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz).with_state(readiness))
         .route("/metrics", get(metrics::render).with_state(metrics.clone()))

@@ -9,9 +9,11 @@ pub mod quantity;
 pub mod restore;
 pub mod review;
 pub mod routes;
+pub mod secrets;
 pub mod verdict;
 
 pub use routes::{MAX_BODY_BYTES, router};
+pub use secrets::Authorizer;
 pub use verdict::Verdict;
 
 /// A request that cannot be answered with an AdmissionReview (HTTP 400). Everything else, a

@@ -1,4 +1,5 @@
 pub mod apiserver;
+pub mod authorizer;
 pub mod etcd;
 pub mod https;
 pub mod local;

