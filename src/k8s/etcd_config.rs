@@ -46,21 +46,23 @@ mod tests {
     use crate::etcd::ClusterState;
     use crate::membership::planner::Wanted;
 
+    /// demo-1's configuration, joining `initial` in namespace prod with TLS: parsed, and as text.
+    fn rendered(initial: &[Wanted], options: &EtcdOptions) -> (serde_yaml::Value, String) {
+        let entry = BootstrapEntry::new("demo-1", initial, ClusterState::Existing, "tok");
+        let placement = Placement { cluster: "demo".into(), namespace: "prod".into(), tls: true };
+        let yaml = render(&entry, &placement, options);
+        (serde_yaml::from_str(&yaml).unwrap(), yaml)
+    }
+
     #[test]
     fn a_joining_member_gets_existing_state_dns_urls_and_tls_files() {
         let initial = vec![
             Wanted { name: "demo-0".into(), peer_url: "https://demo-0.demo.prod.svc:2380".into() },
             Wanted { name: "demo-1".into(), peer_url: "https://demo-1.demo.prod.svc:2380".into() },
         ];
-        let entry = BootstrapEntry::new("demo-1", &initial, ClusterState::Existing, "tok");
         let mut options = EtcdOptions::default();
         options.extra_args.insert("snapshot-count".into(), "5000".into());
-        let yaml = render(
-            &entry,
-            &Placement { cluster: "demo".into(), namespace: "prod".into(), tls: true },
-            &options,
-        );
-        let config: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
+        let (config, _) = rendered(&initial, &options);
         assert_eq!(config["name"], "demo-1");
         assert_eq!(config["initial-cluster-state"], "existing");
         assert_eq!(
@@ -86,7 +88,6 @@ mod tests {
             name: "demo-1".into(),
             peer_url: "https://demo-1.demo.prod.svc:2380".into(),
         }];
-        let entry = BootstrapEntry::new("demo-1", &initial, ClusterState::Existing, "tok");
         let mut options = EtcdOptions::default();
         for (flag, value) in [
             ("name", "stolen"),
@@ -97,12 +98,7 @@ mod tests {
         ] {
             options.extra_args.insert(flag.into(), value.into());
         }
-        let yaml = render(
-            &entry,
-            &Placement { cluster: "demo".into(), namespace: "prod".into(), tls: true },
-            &options,
-        );
-        let config: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
+        let (config, yaml) = rendered(&initial, &options);
         assert_eq!(config["name"], "demo-1");
         assert_ne!(config["data-dir"], "/tmp/elsewhere");
         assert!(config.get("listen-client-http-urls").is_none(), "{yaml}");

@@ -39,6 +39,19 @@ fn event() -> Value {
     json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}, "eventTime": "2026-11-22T00:00:00.000000Z"})
 }
 
+/// The cluster's status written, as the API server answers it.
+fn status_patch() -> Exchange {
+    Exchange::new(
+        Method::PATCH,
+        "/apis/etcd.etcd.io/v1alpha1/namespaces/prod/etcdclusters/demo/status",
+        serde_json::to_value(cluster(json!([FINALIZER]))).unwrap(),
+    )
+}
+
+fn event_post() -> Exchange {
+    Exchange::new(Method::POST, "/apis/events.k8s.io/v1/namespaces/prod/events", event())
+}
+
 fn configmap(members: &[&str]) -> Value {
     let data: serde_json::Map<String, Value> = members
         .iter()
@@ -151,21 +164,9 @@ async fn new_cluster_gets_secrets_objects_status_events_and_a_static_bootstrap()
     script.push(Exchange::new(Method::GET, format!("{NS}/pods"), list("PodList")));
     // Whether the scheduler placed every member pod (MembersScheduled).
     script.push(Exchange::new(Method::GET, format!("{NS}/pods"), list("PodList")));
-    script.push(Exchange::new(
-        Method::PATCH,
-        "/apis/etcd.etcd.io/v1alpha1/namespaces/prod/etcdclusters/demo/status",
-        serde_json::to_value(cluster(json!([FINALIZER]))).unwrap(),
-    ));
-    script.push(Exchange::new(
-        Method::POST,
-        "/apis/events.k8s.io/v1/namespaces/prod/events",
-        event(),
-    ));
-    script.push(Exchange::new(
-        Method::POST,
-        "/apis/events.k8s.io/v1/namespaces/prod/events",
-        event(),
-    ));
+    script.push(status_patch());
+    script.push(event_post());
+    script.push(event_post());
     let admitted: [&[&str]; 3] = [&[], &["demo-0"], &["demo-0", "demo-1"]];
     for (i, before) in admitted.iter().enumerate() {
         let cm = if before.is_empty() {
@@ -355,16 +356,8 @@ async fn a_secret_of_someone_elses_is_never_written() {
             Exchange::new(Method::GET, path, not_found()).status(StatusCode::NOT_FOUND)
         });
     }
-    script.push(Exchange::new(
-        Method::PATCH,
-        "/apis/etcd.etcd.io/v1alpha1/namespaces/prod/etcdclusters/demo/status",
-        serde_json::to_value(cluster(json!([FINALIZER]))).unwrap(),
-    ));
-    script.push(Exchange::new(
-        Method::POST,
-        "/apis/events.k8s.io/v1/namespaces/prod/events",
-        event(),
-    ));
+    script.push(status_patch());
+    script.push(event_post());
     let expected = script.len();
     let (client, recorded) = serve(script);
     let ctx = Arc::new(Context::new(client, "op:1".into(), None));

@@ -12,14 +12,15 @@ use etcd_certs::resolver::{ReloadableCert, certified_key};
 use etcd_operator::server::{Metrics, Readiness, router, serve};
 use serde_json::{Value, json};
 
-struct Server {
-    addr: SocketAddr,
-    ca_pem: String,
+/// The operator's HTTPS service on a loopback port, until dropped.
+pub(super) struct Server {
+    pub(super) addr: SocketAddr,
+    pub(super) ca_pem: String,
     readiness: Readiness,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-async fn start() -> Server {
+pub(super) async fn start() -> Server {
     start_with(Unreadable::none()).await
 }
 

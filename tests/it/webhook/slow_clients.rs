@@ -3,42 +3,14 @@
 //! this server, and with `failurePolicy: Fail` every EtcdCluster write waits on it, so no client
 //! may hold it longer than a request takes.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_certs::resolver::{ReloadableCert, certified_key};
-use etcd_operator::server::{Metrics, Readiness, router, serve};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::https::{Server, start};
 use crate::support::https::{HttpsClient, connector};
-
-struct Server {
-    addr: SocketAddr,
-    ca_pem: String,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-async fn start() -> Server {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let pki = etcd_certs::issue_webhook_pki(&["localhost".into()], time::OffsetDateTime::now_utc())
-        .unwrap();
-    let resolver = Arc::new(ReloadableCert::new(certified_key(&pki.serving).unwrap()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = router(
-        Arc::new(Metrics::default()),
-        Readiness::default(),
-        crate::support::authorizer::Unreadable::none(),
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(listener, resolver, app, async {
-        let _ = stopped.await;
-    }));
-    Server { addr, ca_pem: pki.ca.cert_pem, _stop: stop }
-}
 
 /// A TLS connection that speaks HTTP/1.1 by hand.
 async fn raw(server: &Server) -> tokio_rustls::client::TlsStream<TcpStream> {
