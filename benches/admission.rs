@@ -74,7 +74,10 @@ async fn server_side() {
     let real = etcd_operator::server::router(
         Default::default(),
         Default::default(),
-        std::sync::Arc::new(NoSecretsNamed),
+        etcd_webhook::Policy {
+            authorizer: std::sync::Arc::new(NoSecretsNamed),
+            repositories: Vec::new(),
+        },
     );
     let minimal = serde_json::to_vec(&json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": "b3b2", "allowed": true}})).unwrap();
     let (answer, _) = review(Kind::EtcdCluster, Mode::Mutate, &request()).unwrap();

@@ -341,8 +341,11 @@ async fn serve_webhook(args: &WebhookArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|source| crate::server::Error::Bind { addr: args.listen.to_string(), source })?;
-    let authorizer = std::sync::Arc::new(crate::server::secret_access::NoApiServer);
-    let app = crate::server::router(Default::default(), Default::default(), authorizer);
+    let policy = etcd_webhook::Policy {
+        authorizer: std::sync::Arc::new(crate::server::secret_access::NoApiServer),
+        repositories: etcd_crds::OFFICIAL_REPOSITORIES.iter().map(|r| r.to_string()).collect(),
+    };
+    let app = crate::server::router(Default::default(), Default::default(), policy);
     tracing::info!(listen = %args.listen, cert_dir = %args.cert_dir.display(), "serving admission webhooks");
     crate::server::serve(listener, resolver, app, async {
         let _ = tokio::signal::ctrl_c().await;

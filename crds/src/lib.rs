@@ -55,6 +55,10 @@ pub const APPROVE_RECOVERY_ANNOTATION: &str = "etcd.etcd.io/approve-recovery";
 /// value; say why): for a cluster whose data is not wanted, or that cannot be backed up.
 pub const SKIP_FINAL_BACKUP_ANNOTATION: &str = "etcd.etcd.io/skip-final-backup";
 
+/// The image repositories of etcd's own releases (tags `vX.Y.Z`), which members may run unless
+/// the operator's administrator allows others.
+pub const OFFICIAL_REPOSITORIES: &[&str] = &["gcr.io/etcd-development/etcd", "quay.io/coreos/etcd"];
+
 /// Label keys the operator sets on member pods and selects them by; `podTemplate.labels` may not
 /// set them (a pod labelled as another cluster's would be selected by that cluster's Services and
 /// disruption budget).

@@ -121,6 +121,16 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     let current_sts =
         sts_api.get_opt(&name).await.map_err(kube_err(format!("get StatefulSet {name}")))?;
     let uid = cluster.uid().unwrap_or_default();
+    let repository = &cluster.spec.repository;
+    if !ctx.image_repositories.contains(repository) {
+        let message = format!(
+            "{repository} is not an image repository this operator runs members from; it allows \
+             {} (--allowed-image-repositories); nothing is changed until it is",
+            ctx.image_repositories.join(", ")
+        );
+        let refusal = etcd_certs::ValidationError { reason: "RepositoryNotAllowed", message };
+        return refuse(cluster, ctx, &namespace, IMAGE_ALLOWED_CONDITION, refusal).await;
+    }
     let tls = match ensure_tls(cluster, ctx, &namespace, current_sts.as_ref()).await? {
         Ok(tls) => tls,
         Err(invalid) => return refuse(cluster, ctx, &namespace, TLS_CONDITION, invalid).await,
@@ -142,6 +152,9 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
 
 /// Whether the objects the cluster is made of are its own to write ([`crate::ownership`]).
 pub const OBJECTS_CONDITION: &str = "ObjectsOwned";
+
+/// Whether the cluster's image repository is one the operator's administrator allows.
+pub const IMAGE_ALLOWED_CONDITION: &str = "ImageAllowed";
 
 fn not_owned(message: String) -> etcd_certs::ValidationError {
     etcd_certs::ValidationError { reason: "ObjectNotOwned", message }
@@ -328,6 +341,7 @@ async fn membership_step(
     // A refusal that no longer holds (the foreign object was removed) is cleared.
     for (kind, reason, message) in [
         (OBJECTS_CONDITION, "ObjectsOwned", "every object of the cluster is its own"),
+        (IMAGE_ALLOWED_CONDITION, "RepositoryAllowed", "the image repository is allowed"),
         (TLS_CONDITION, "SecretsValid", "the cluster's TLS Secrets are usable"),
     ] {
         if status.conditions.iter().any(|c| c.type_ == kind && c.status == "False") {

@@ -47,6 +47,9 @@ pub struct Context {
     pub owned: owned::Owned,
     /// Where a tenant's backup destination may point beyond the public internet.
     pub backup_endpoints: crate::backup::endpoints::EndpointPolicy,
+    /// The image repositories members may run (the webhook's rule, held again for objects
+    /// admitted before it).
+    pub image_repositories: Vec<String>,
     /// Registered into /metrics by `run`.
     pub backups: backup::BackupMetrics,
     pub clusters: crate::cluster_metrics::ClusterMetrics,
@@ -64,6 +67,10 @@ impl Context {
             ca_bundle_propagation: Duration::from_secs(180),
             owned: owned::Owned::unwatched(),
             backup_endpoints: Default::default(),
+            image_repositories: etcd_crds::OFFICIAL_REPOSITORIES
+                .iter()
+                .map(|r| r.to_string())
+                .collect(),
             backups: backup::BackupMetrics::default(),
             clusters: crate::cluster_metrics::ClusterMetrics::default(),
             reconciles: ReconcileMetrics::default(),

@@ -86,6 +86,15 @@ pub struct RunArgs {
     /// be plain HTTP. Comma-separated. Otherwise an endpoint must be HTTPS to a public address.
     #[arg(long, env = "BACKUP_ENDPOINT_ALLOW", value_delimiter = ',', value_name = "HOST|CIDR")]
     pub backup_endpoint_allow: Vec<String>,
+    /// Image repositories members may run (`REPOSITORY:vVERSION`), comma-separated: etcd's own
+    /// release repositories unless set (add a registry mirror here).
+    #[arg(
+        long,
+        env = "ALLOWED_IMAGE_REPOSITORIES",
+        value_delimiter = ',',
+        default_values_t = etcd_crds::OFFICIAL_REPOSITORIES.iter().map(|r| r.to_string())
+    )]
+    pub allowed_image_repositories: Vec<String>,
 }
 
 pub async fn run(args: RunArgs) -> Result<()> {
@@ -114,8 +123,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
     readiness.set(READINESS_COMPONENT, Some("the webhook certificate is not read yet".into()));
     let listener = crate::server::bind(args.listen).await?;
     let metrics = Arc::new(Metrics::default());
-    let authorizer = Arc::new(crate::server::secret_access::SubjectAccess::new(client.clone()));
-    let app = router(metrics.clone(), readiness.clone(), authorizer);
+    let policy = etcd_webhook::Policy {
+        authorizer: Arc::new(crate::server::secret_access::SubjectAccess::new(client.clone())),
+        repositories: args.allowed_image_repositories.clone(),
+    };
+    let app = router(metrics.clone(), readiness.clone(), policy);
     let mut server =
         tokio::spawn(serve(listener, resolver.clone(), app, crate::shutdown::signal()));
     tracing::info!(listen = %args.listen, "serving /healthz, /readyz and /metrics; webhooks once the certificate is read");
@@ -170,6 +182,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let mut context = super::Context::new(client.clone(), operator_image, identity);
     context.ca_bundle_propagation = Duration::from_secs(args.ca_bundle_propagation_seconds);
     context.backup_endpoints = backup_endpoints;
+    context.image_repositories = args.allowed_image_repositories.clone();
     let (owned, owned_writers) = super::owned::Owned::watched();
     context.owned = owned;
     let context = Arc::new(context);

@@ -22,15 +22,12 @@ pub use tls_listener::{Error, serve};
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Every route of the service. `metrics` counts and times each request by path and outcome;
-/// `authorizer` answers whether a request's author may read the Secrets it names
-/// ([`secret_access::SubjectAccess`] in the operator).
-pub fn router(
-    metrics: Arc<Metrics>,
-    readiness: Readiness,
-    authorizer: Arc<dyn etcd_webhook::Authorizer>,
-) -> Router {
+/// `policy` is the administrator's (the image repositories allowed, and the authorizer that
+/// answers whether a request's author may read the Secrets it names:
+/// [`secret_access::SubjectAccess`] in the operator).
+pub fn router(metrics: Arc<Metrics>, readiness: Readiness, policy: etcd_webhook::Policy) -> Router {
     Router::new()
-        .merge(etcd_webhook::router(authorizer))
+        .merge(etcd_webhook::router(policy))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz).with_state(readiness))
         .route("/metrics", get(metrics::render).with_state(metrics.clone()))

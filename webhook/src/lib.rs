@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod cluster;
+pub mod images;
 pub mod mutate;
 pub mod quantity;
 pub mod restore;
@@ -12,7 +13,7 @@ pub mod routes;
 pub mod secrets;
 pub mod verdict;
 
-pub use routes::{MAX_BODY_BYTES, router};
+pub use routes::{MAX_BODY_BYTES, Policy, router};
 pub use secrets::Authorizer;
 pub use verdict::Verdict;
 

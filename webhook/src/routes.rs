@@ -18,21 +18,29 @@ use crate::secrets::{self, Authorizer};
 /// envelope of a few KiB: nothing larger is a review.
 pub const MAX_BODY_BYTES: usize = 2 * 1536 * 1024 + 64 * 1024;
 
-/// Every admission route. Validation also asks `authorizer` whether the author of a request may
-/// read the Secrets it newly names ([`secrets`]). The response carries its [`Outcome`] as an
-/// extension for metrics.
-pub fn router(authorizer: Arc<dyn Authorizer>) -> Router {
+/// What the operator's administrator decides beyond the API's own rules.
+pub struct Policy {
+    /// Whether a request's author may read the Secrets it names ([`secrets`]).
+    pub authorizer: Arc<dyn Authorizer>,
+    /// The image repositories members may run ([`crate::images`]).
+    pub repositories: Vec<String>,
+}
+
+/// Every admission route; validation also applies `policy`. The response carries its
+/// [`Outcome`] as an extension for metrics.
+pub fn router(policy: Policy) -> Router {
+    let policy = Arc::new(policy);
     let mut router = Router::new();
     for (plural, kind) in [
         ("etcdclusters", Kind::EtcdCluster),
         ("etcdbackups", Kind::EtcdBackup),
         ("etcdrestores", Kind::EtcdRestore),
     ] {
-        let authorizer = authorizer.clone();
+        let policy = policy.clone();
         router = router
             .route(
                 &format!("/validate/{plural}"),
-                post(move |body: Bytes| handle(kind, Mode::Validate, body, Some(authorizer))),
+                post(move |body: Bytes| handle(kind, Mode::Validate, body, Some(policy))),
             )
             .route(
                 &format!("/mutate/{plural}"),
@@ -42,15 +50,17 @@ pub fn router(authorizer: Arc<dyn Authorizer>) -> Router {
     router.layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
-async fn handle(
-    kind: Kind,
-    mode: Mode,
-    body: Bytes,
-    authorizer: Option<Arc<dyn Authorizer>>,
-) -> Response {
-    let reviewed = match (review(kind, mode, &body), authorizer) {
-        (Ok((answer, Outcome::Allowed)), Some(authorizer)) => {
-            Ok(authorize(kind, &body, answer, authorizer.as_ref()).await)
+async fn handle(kind: Kind, mode: Mode, body: Bytes, policy: Option<Arc<Policy>>) -> Response {
+    let reviewed = match (review(kind, mode, &body), policy) {
+        (Ok((mut answer, Outcome::Allowed)), Some(policy)) => {
+            match crate::images::denial(kind, &body, &policy.repositories) {
+                Some(denial) => {
+                    answer.allowed = false;
+                    answer.message = denial;
+                    Ok((answer, Outcome::Denied))
+                }
+                None => Ok(authorize(kind, &body, answer, policy.authorizer.as_ref()).await),
+            }
         }
         (other, _) => other,
     };

@@ -377,6 +377,32 @@ async fn a_secret_of_someone_elses_is_never_written() {
     );
 }
 
+/// An EtcdCluster admitted before its repository was refused (or by an operator with another
+/// list) runs nothing new: no Secret, no apply, a condition saying what to allow.
+#[tokio::test]
+async fn a_repository_the_administrator_does_not_allow_changes_nothing() {
+    let mut object = cluster(json!([FINALIZER]));
+    object.spec.repository = "evil.example/etcd".into();
+    let script = vec![
+        Exchange::new(Method::GET, "/apis/apps/v1/namespaces/prod/statefulsets/demo", not_found())
+            .status(StatusCode::NOT_FOUND),
+        status_patch(),
+        event_post(),
+    ];
+    let (client, recorded) = serve(script);
+    let ctx = Arc::new(Context::new(client, "op:1".into(), None));
+    reconcile(Arc::new(object), ctx).await.unwrap();
+    let seen = recorded.await.unwrap();
+    let condition = &seen[1].body["status"]["conditions"][0];
+    assert_eq!(condition["type"], "ImageAllowed");
+    assert_eq!(condition["reason"], "RepositoryNotAllowed");
+    let message = condition["message"].as_str().unwrap();
+    assert!(
+        message.contains("evil.example/etcd") && message.contains("gcr.io/etcd-development/etcd"),
+        "{message}"
+    );
+}
+
 /// A Secret's data field, decoded.
 fn decode_field(secret: &serde_json::Value, key: &str) -> String {
     let bytes = base64::engine::general_purpose::STANDARD

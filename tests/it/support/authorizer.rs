@@ -22,6 +22,14 @@ impl Unreadable {
     pub fn of(names: &[&'static str]) -> Arc<Self> {
         Arc::new(Self { names: names.to_vec(), ..Self::default() })
     }
+
+    /// The operator's policy with this authorizer and etcd's own image repositories.
+    pub fn policy(self: &Arc<Self>) -> etcd_webhook::Policy {
+        etcd_webhook::Policy {
+            authorizer: self.clone(),
+            repositories: etcd_crds::OFFICIAL_REPOSITORIES.iter().map(|r| r.to_string()).collect(),
+        }
+    }
 }
 
 impl Authorizer for Unreadable {

@@ -20,7 +20,7 @@ async fn rotation_takes_effect_on_the_next_connection() {
     let app = router(
         Arc::new(Metrics::default()),
         Readiness::default(),
-        crate::support::authorizer::Unreadable::none(),
+        crate::support::authorizer::Unreadable::none().policy(),
     );
     tokio::spawn(serve(listener, resolver.clone(), app, std::future::pending()));
 

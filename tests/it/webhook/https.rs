@@ -35,7 +35,7 @@ async fn start_with(authorizer: Arc<Unreadable>) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let readiness = Readiness::default();
-    let app = router(Arc::new(Metrics::default()), readiness.clone(), authorizer);
+    let app = router(Arc::new(Metrics::default()), readiness.clone(), authorizer.policy());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(serve(listener, resolver, app, async {
         let _ = stopped.await;
@@ -204,6 +204,35 @@ async fn a_spec_may_name_only_secrets_its_author_can_read() {
         &mut client,
         "/validate/etcdclusters",
         &review("CREATE", cluster(tls("demo-server")), Value::Null, false),
+    )
+    .await;
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+}
+
+/// Before, any repository ran: a member pod with the cluster's data and Secrets mounted, on an
+/// image of the author's choice.
+#[tokio::test]
+async fn members_run_only_images_the_administrator_allows() {
+    let server = start().await;
+    let mut client = HttpsClient::connect(server.addr, "localhost", &server.ca_pem).await.unwrap();
+    let spec = json!({"size": 3, "version": "3.5.21", "repository": "evil.example/etcd"});
+    let (_, answer) = post(
+        &mut client,
+        "/validate/etcdclusters",
+        &review("CREATE", cluster(spec), Value::Null, false),
+    )
+    .await;
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    let message = answer["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("spec.repository: evil.example/etcd is not an image repository"),
+        "{message}"
+    );
+    let mirror = json!({"size": 3, "version": "3.5.21", "repository": "quay.io/coreos/etcd"});
+    let (_, answer) = post(
+        &mut client,
+        "/validate/etcdclusters",
+        &review("CREATE", cluster(mirror), Value::Null, false),
     )
     .await;
     assert_eq!(answer["response"]["allowed"], true, "{answer}");

@@ -125,6 +125,24 @@ echo "$out" | grep -q "spec.credentialsSecretRef: mallory may not read Secret ba
   || fail "the denial does not say why: $out"
 log "refused: $out"
 
+# Members run only the image repositories the administrator allows.
+if out=$(kubectl create -f - 2>&1 <<YAML
+apiVersion: etcd.etcd.io/v1alpha1
+kind: EtcdCluster
+metadata:
+  name: elsewhere
+spec:
+  size: 1
+  version: 3.5.36
+  repository: evil.example/etcd
+YAML
+); then
+  fail "a cluster from an unlisted repository was admitted: $out"
+fi
+echo "$out" | grep -q "spec.repository: evil.example/etcd is not an image repository" \
+  || fail "the denial does not say why: $out"
+log "refused: $out"
+
 # The test's S3 server is on the node network: the administrator allows it.
 set_operator_env BACKUP_ENDPOINT_ALLOW 10.244.0.1
 
