@@ -4,39 +4,15 @@
 //! author's to choose. Checked when a request sets a repository it did not have before.
 
 use etcd_crds::{EtcdClusterSpec, EtcdRestoreSpec};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use crate::mutate::Kind;
+use crate::policy::Request;
 
-#[derive(Deserialize)]
-struct Incoming<'a> {
-    #[serde(borrow)]
-    request: Option<Request<'a>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Request<'a> {
-    #[serde(borrow, default)]
-    object: Option<Object<'a>>,
-    #[serde(borrow, default)]
-    old_object: Option<Object<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Object<'a> {
-    #[serde(borrow, default)]
-    spec: Option<&'a RawValue>,
-}
-
-/// Why a review body's repository is refused, if it is: one that `allowed` does not list, newly
-/// set by the request.
-pub fn denial(kind: Kind, body: &[u8], allowed: &[String]) -> Option<String> {
-    let incoming: Incoming = serde_json::from_slice(body).ok()?;
-    let request = incoming.request?;
-    let (field, new) = repository(kind, request.object.as_ref())?;
-    let old = request.old_object.as_ref().and_then(|o| repository(kind, Some(o)));
+/// Why a request's repository is refused, if it is: one that `allowed` does not list, newly set
+/// by the request.
+pub fn denial(kind: Kind, request: &Request, allowed: &[String]) -> Option<String> {
+    let (field, new) = repository(kind, request.spec())?;
+    let old = repository(kind, request.old_spec());
     if old.is_some_and(|(_, old)| old == new) || allowed.iter().any(|a| a == &new) {
         return None;
     }
@@ -47,8 +23,8 @@ pub fn denial(kind: Kind, body: &[u8], allowed: &[String]) -> Option<String> {
     ))
 }
 
-fn repository(kind: Kind, object: Option<&Object>) -> Option<(&'static str, String)> {
-    let text = object?.spec.map_or("{}", RawValue::get);
+fn repository(kind: Kind, spec: Option<&str>) -> Option<(&'static str, String)> {
+    let text = spec?;
     match kind {
         Kind::EtcdCluster => {
             let spec: EtcdClusterSpec = serde_json::from_str(text).ok()?;
@@ -73,6 +49,10 @@ mod tests {
             .into_bytes()
     }
 
+    fn denied(kind: Kind, body: &[u8], allowed: &[String]) -> Option<String> {
+        denial(kind, &Request::parse(body)?, allowed)
+    }
+
     fn official() -> Vec<String> {
         etcd_crds::OFFICIAL_REPOSITORIES.iter().map(|r| r.to_string()).collect()
     }
@@ -80,17 +60,17 @@ mod tests {
     #[test]
     fn only_allowed_repositories_are_admitted() {
         let ours = json!({"size": 3, "version": "3.5.21"});
-        assert_eq!(denial(Kind::EtcdCluster, &body(ours, None), &official()), None);
+        assert_eq!(denied(Kind::EtcdCluster, &body(ours, None), &official()), None);
         let theirs = json!({"size": 3, "version": "3.5.21", "repository": "evil.example/etcd"});
-        let why = denial(Kind::EtcdCluster, &body(theirs.clone(), None), &official()).unwrap();
+        let why = denied(Kind::EtcdCluster, &body(theirs.clone(), None), &official()).unwrap();
         assert!(why.starts_with("spec.repository: evil.example/etcd is not"), "{why}");
         assert!(why.contains("gcr.io/etcd-development/etcd"), "{why}");
         // A restore's cluster spec too.
         let restore = json!({"clusterName": "c", "type": "New", "source": {"backupRef": {"name": "b"}}, "clusterSpec": theirs.clone()});
-        assert!(denial(Kind::EtcdRestore, &body(restore, None), &official()).is_some());
+        assert!(denied(Kind::EtcdRestore, &body(restore, None), &official()).is_some());
         // An update that keeps a repository admitted earlier is not judged again.
         let mut scaled = theirs.clone();
         scaled["size"] = json!(5);
-        assert_eq!(denial(Kind::EtcdCluster, &body(scaled, Some(theirs)), &official()), None);
+        assert_eq!(denied(Kind::EtcdCluster, &body(scaled, Some(theirs)), &official()), None);
     }
 }

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod cluster;
 pub mod images;
 pub mod mutate;
+pub mod policy;
 pub mod quantity;
 pub mod restore;
 pub mod review;
@@ -13,7 +14,8 @@ pub mod routes;
 pub mod secrets;
 pub mod verdict;
 
-pub use routes::{MAX_BODY_BYTES, Policy, router};
+pub use policy::Policy;
+pub use routes::{MAX_BODY_BYTES, router};
 pub use secrets::Authorizer;
 pub use verdict::Verdict;
 

@@ -14,9 +14,9 @@ use std::pin::Pin;
 use etcd_crds::{EtcdBackupSpec, EtcdClusterSpec, EtcdRestoreSpec, SnapshotLocation};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::value::RawValue;
 
 use crate::mutate::Kind;
+use crate::policy::Request;
 
 /// A Secret a spec names, and where.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,50 +53,19 @@ pub trait Authorizer: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = Result<Vec<SecretUse>, String>> + Send + 'a>>;
 }
 
-#[derive(Deserialize)]
-struct Incoming<'a> {
-    #[serde(borrow)]
-    request: Option<Request<'a>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Request<'a> {
-    #[serde(default)]
-    namespace: String,
-    #[serde(default)]
-    user_info: Requester,
-    #[serde(borrow, default)]
-    object: Option<Object<'a>>,
-    #[serde(borrow, default)]
-    old_object: Option<Object<'a>>,
-}
-
-#[derive(Deserialize)]
-struct Object<'a> {
-    #[serde(borrow, default)]
-    spec: Option<&'a RawValue>,
-}
-
-/// What a review body asks to be checked: `None` when it names no Secret it did not name before
+/// What a request asks to be checked: `None` when it names no Secret it did not name before
 /// (a spec that does not parse names none: validation has denied it already).
-pub fn check(kind: Kind, body: &[u8]) -> Option<Check> {
-    let incoming: Incoming = serde_json::from_slice(body).ok()?;
-    let request = incoming.request?;
-    let before = named(kind, spec_text(request.old_object.as_ref()));
-    let secrets: Vec<SecretUse> = named(kind, spec_text(request.object.as_ref()))
+pub fn check(kind: Kind, request: &Request) -> Option<Check> {
+    let before = named(kind, request.old_spec());
+    let secrets: Vec<SecretUse> = named(kind, request.spec())
         .into_iter()
         .filter(|new| !before.iter().any(|old| old.name == new.name))
         .collect();
-    (!secrets.is_empty()).then_some(Check {
-        namespace: request.namespace,
-        requester: request.user_info,
+    (!secrets.is_empty()).then(|| Check {
+        namespace: request.namespace.clone(),
+        requester: request.user_info.clone(),
         secrets,
     })
-}
-
-fn spec_text<'a>(object: Option<&Object<'a>>) -> Option<&'a str> {
-    object.and_then(|o| o.spec).map(RawValue::get)
 }
 
 /// The Secrets a spec of `kind` names.
@@ -173,6 +142,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn checked(kind: Kind, body: &[u8]) -> Option<Check> {
+        check(kind, &Request::parse(body)?)
+    }
+
     fn body(spec: serde_json::Value, old: Option<serde_json::Value>) -> Vec<u8> {
         json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
             "uid": "u", "namespace": "team-a", "operation": if old.is_some() { "UPDATE" } else { "CREATE" },
@@ -190,7 +163,7 @@ mod tests {
             "podTemplate": {"imagePullSecrets": [{"name": "pull"}]},
             "restore": {"destination": {"s3": {"bucket": "b"}}, "key": "k", "credentialsSecretRef": {"name": "creds"},
                         "encryption": {"keySecretRef": {"name": "key", "key": "k"}}}});
-        let check = check(Kind::EtcdCluster, &body(spec, None)).unwrap();
+        let check = checked(Kind::EtcdCluster, &body(spec, None)).unwrap();
         assert_eq!(check.namespace, "team-a");
         assert_eq!(check.requester.username, "alice");
         let found: Vec<(&str, &str)> =
@@ -213,9 +186,9 @@ mod tests {
         let old = json!({"clusterRef": {"name": "main"}, "destination": {"volume": {"path": "/b"}},
                          "credentialsSecretRef": {"name": "creds"}});
         let mut new = old.clone();
-        assert_eq!(check(Kind::EtcdBackup, &body(new.clone(), Some(old.clone()))), None);
+        assert_eq!(checked(Kind::EtcdBackup, &body(new.clone(), Some(old.clone()))), None);
         new["encryption"] = json!({"keySecretRef": {"name": "key", "key": "k"}});
-        let check = check(Kind::EtcdBackup, &body(new, Some(old))).unwrap();
+        let check = checked(Kind::EtcdBackup, &body(new, Some(old))).unwrap();
         assert_eq!(
             check.secrets,
             [SecretUse { field: "spec.encryption.keySecretRef".into(), name: "key".into() }]
@@ -227,7 +200,7 @@ mod tests {
         let spec = json!({"clusterName": "main", "type": "New",
             "source": {"location": {"destination": {"volume": {"path": "/b"}}, "key": "k", "credentialsSecretRef": {"name": "creds"}}},
             "clusterSpec": {"size": 1, "version": "3.5.21", "podTemplate": {"imagePullSecrets": [{"name": "pull"}]}}});
-        let names: Vec<String> = check(Kind::EtcdRestore, &body(spec, None))
+        let names: Vec<String> = checked(Kind::EtcdRestore, &body(spec, None))
             .unwrap()
             .secrets
             .into_iter()

@@ -1,0 +1,110 @@
+//! The operator administrator's rules, applied to a request validation has allowed: which image
+//! repositories members may run ([`crate::images`]) and which Secrets a request's author may
+//! name ([`crate::secrets`]). Both read what validation skips: the author, the namespace and the
+//! old object.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::mutate::Kind;
+use crate::review::{Answer, Outcome};
+use crate::secrets::{self, Authorizer, Requester};
+
+/// What the operator's administrator decides beyond the API's own rules.
+pub struct Policy {
+    /// Whether a request's author may read the Secrets it names.
+    pub authorizer: Arc<dyn Authorizer>,
+    /// The image repositories members may run.
+    pub repositories: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Incoming<'a> {
+    #[serde(borrow)]
+    request: Option<Request<'a>>,
+}
+
+/// What these rules read of a review.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Request<'a> {
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default)]
+    pub user_info: Requester,
+    #[serde(borrow, default)]
+    object: Option<Object<'a>>,
+    #[serde(borrow, default)]
+    old_object: Option<Object<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Object<'a> {
+    #[serde(borrow, default)]
+    spec: Option<&'a RawValue>,
+}
+
+impl<'a> Request<'a> {
+    /// Reads a review body; `None` for one that is not a review with a request (validation has
+    /// answered it already).
+    pub fn parse(body: &'a [u8]) -> Option<Self> {
+        serde_json::from_slice::<Incoming>(body).ok()?.request
+    }
+
+    /// The object's spec as JSON text, `None` without an object; `{}` for an object without one.
+    pub fn spec(&self) -> Option<&'a str> {
+        Some(spec_text(self.object.as_ref()?))
+    }
+
+    /// The old object's spec (an UPDATE), the same way.
+    pub fn old_spec(&self) -> Option<&'a str> {
+        Some(spec_text(self.old_object.as_ref()?))
+    }
+}
+
+fn spec_text<'a>(object: &Object<'a>) -> &'a str {
+    object.spec.map_or("{}", RawValue::get)
+}
+
+/// `answer` (allowed by validation) as `policy` would have it: denied for a repository it does
+/// not allow, or for Secrets its author may not read (each named), or when that cannot be
+/// asked (the request can be made again).
+pub async fn admit(
+    kind: Kind,
+    body: &[u8],
+    mut answer: Answer,
+    policy: &Policy,
+) -> (Answer, Outcome) {
+    let Some(request) = Request::parse(body) else {
+        return (answer, Outcome::Allowed);
+    };
+    let denial = match crate::images::denial(kind, &request, &policy.repositories) {
+        Some(denial) => denial,
+        None => {
+            let Some(check) = secrets::check(kind, &request) else {
+                return (answer, Outcome::Allowed);
+            };
+            let who = &check.requester.username;
+            match policy.authorizer.unreadable(&check).await {
+                Ok(unreadable) if unreadable.is_empty() => return (answer, Outcome::Allowed),
+                Ok(unreadable) => unreadable
+                    .iter()
+                    .map(|u| {
+                        format!(
+                            "{}: {who} may not read Secret {} in {}; a spec may name only Secrets \
+                             its author can read",
+                            u.field, u.name, check.namespace
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                Err(why) => format!("cannot check which Secrets {who} may read: {why}"),
+            }
+        }
+    };
+    answer.allowed = false;
+    answer.message = denial;
+    (answer, Outcome::Denied)
+}
