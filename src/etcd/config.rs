@@ -67,6 +67,18 @@ impl TlsFiles {
     }
 }
 
+/// etcd's own corruption checks, on unless the cluster's tuning says otherwise: at start a member
+/// compares the hash of its data with its peers' and refuses to start on a mismatch (a changed
+/// byte on disk has no checksum to catch it, and the member would serve it); after each
+/// compaction the leader compares the members' hashes and raises the CORRUPT alarm. The keys are
+/// 3.4's and 3.5's (3.4 and 3.5 before 3.5.5 ignore the second); 3.6 reads them as its feature
+/// gates of the second name and refuses both spellings at once, so `feature-gates` in extraArgs
+/// that names a gate keeps its own choice. extraArgs may also turn a key off.
+const CORRUPTION_CHECKS: [(&str, &str); 2] = [
+    ("experimental-initial-corrupt-check", "InitialCorruptCheck"),
+    ("experimental-compact-hash-check-enabled", "CompactHashCheck"),
+];
+
 /// Everything one member's configuration says, wherever it runs (a pod, a local process).
 #[derive(Clone, Debug)]
 pub struct MemberConfig {
@@ -92,6 +104,15 @@ impl MemberConfig {
         let mut set = |key: &str, value: Value| {
             config.insert(key.into(), value);
         };
+        let gates = options
+            .extra_args
+            .iter()
+            .find(|(flag, _)| flag.trim_start_matches('-') == "feature-gates");
+        for (key, gate) in CORRUPTION_CHECKS {
+            if !gates.is_some_and(|(_, value)| value.contains(gate)) {
+                set(key, true.into());
+            }
+        }
         // Tuning first, the operator's own keys after: a later key replaces an earlier one, so
         // nothing in extraArgs overrides them, and a flag outside the tuning list (on an object
         // admitted before the list existed) is never written.
@@ -138,5 +159,48 @@ fn typed(value: &str) -> Value {
         "true" => true.into(),
         "false" => false.into(),
         other => other.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(extra: &[(&str, &str)]) -> serde_yaml::Value {
+        let mut options = EtcdOptions::default();
+        for (flag, value) in extra {
+            options.extra_args.insert((*flag).into(), (*value).into());
+        }
+        let config = MemberConfig {
+            name: "m".into(),
+            data_dir: "/data".into(),
+            listen_peer: "http://0.0.0.0:2380".into(),
+            listen_client: "http://0.0.0.0:2379".into(),
+            listen_metrics: None,
+            advertise_peer: "http://m:2380".into(),
+            advertise_client: "http://m:2379".into(),
+            initial_cluster: "m=http://m:2380".into(),
+            state: ClusterState::New,
+            token: "t".into(),
+            tls: None,
+        };
+        serde_yaml::from_str(&config.render(&options)).unwrap()
+    }
+
+    #[test]
+    fn corruption_checks_are_on_unless_the_tuning_chooses() {
+        let config = rendered(&[]);
+        assert_eq!(config["experimental-initial-corrupt-check"], true);
+        assert_eq!(config["experimental-compact-hash-check-enabled"], true);
+
+        let off = rendered(&[("experimental-initial-corrupt-check", "false")]);
+        assert_eq!(off["experimental-initial-corrupt-check"], false);
+        assert_eq!(off["experimental-compact-hash-check-enabled"], true);
+
+        // 3.6 refuses a key and its feature gate together: the gate named decides alone.
+        let gated = rendered(&[("feature-gates", "InitialCorruptCheck=false")]);
+        assert!(gated.get("experimental-initial-corrupt-check").is_none());
+        assert_eq!(gated["experimental-compact-hash-check-enabled"], true);
+        assert_eq!(gated["feature-gates"], "InitialCorruptCheck=false");
     }
 }

@@ -15,6 +15,7 @@ mod controller {
     mod restore;
 }
 mod membership {
+    mod corruption;
     mod crash;
     mod local_admission;
     mod local_metrics;

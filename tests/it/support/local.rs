@@ -53,12 +53,17 @@ impl Local {
 
     /// As [`Local::start_with`], for a cluster of etcd `version`.
     pub fn start_on(version: &str, size: i32, args: &[&str]) -> Self {
+        Self::start_spec(version, size, "", args)
+    }
+
+    /// As [`Local::start_on`], with further spec lines (see [`Local::set_spec`]).
+    pub fn start_spec(version: &str, size: i32, extra: &str, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("cluster.yaml");
         let args = args.iter().map(|a| (*a).to_owned()).collect();
         let version = version.to_owned();
         let mut local = Self { dir, file, operator: None, args, version };
-        local.set_size(size);
+        local.set_spec(size, extra);
         local.run_operator(&[]);
         local
     }
