@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::encrypt::Key;
 use super::fetch::{Expected, fetch_verified};
-use super::restore::{MemberSpec, restore_data_dir, snapshot_tool};
+use super::restore::{MemberSpec, Revisions, restore_data_dir, snapshot_tool};
 use super::{Error, Location};
 
 /// What a restore of the stored object showed.
@@ -52,7 +52,8 @@ pub async fn verify(
         data_dir: work.path().join("restored"),
         tools: None,
     };
-    restore_data_dir(&snapshot, &scratch, &scratch.data_dir).await?;
+    // A scratch copy to prove the snapshot restores: its revisions stay as stored.
+    restore_data_dir(&snapshot, &scratch, &scratch.data_dir, Revisions::AsSnapshot).await?;
     let unverified =
         |reason: String| Error::Unverified { location: record.location.clone(), reason };
     if !scratch.data_dir.join("member/snap/db").is_file() {

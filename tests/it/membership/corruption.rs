@@ -5,20 +5,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::support::local::{DISTRO_VERSION, Local, PATH_VERSION, distro_flag};
+use crate::support::local::{DISTRO_VERSION, Local, PATH_VERSION, distro_flag, release_flag};
 use etcd_client::GetOptions;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 const INTACT: &[u8] = b"intact-3f9c2a71d04b8e65";
 const BROKEN: &[u8] = b"broken-3f9c2a71d04b8e65";
-
-/// `--etcd VERSION=DIR` for a release `scripts/go-binaries` built (`target/go-bin/etcd-MINOR`).
-fn built(version: &str, minor: &str) -> String {
-    let dir =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/go-bin").join(format!("etcd-{minor}"));
-    assert!(dir.join("etcd").is_file(), "{} is missing: run ./scripts/go-binaries", dir.display());
-    format!("--etcd={version}={}", dir.display())
-}
 
 /// Replaces every copy of `from` in `file` by `to` (same length); how many there were.
 fn flip(file: &Path, from: &[u8], to: &[u8]) -> usize {
@@ -134,5 +126,5 @@ async fn changed_data_is_refused_on_3_5_36() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_data_is_refused_on_3_6_17() {
-    a_member_with_silently_changed_data_never_serves_it("3.6.17", &[&built("3.6.17", "3.6")]).await;
+    a_member_with_silently_changed_data_never_serves_it("3.6.17", &[&release_flag("3.6.17")]).await;
 }

@@ -40,6 +40,17 @@ pub fn distro_flag() -> String {
     format!("{DISTRO_VERSION}={}", dir.display())
 }
 
+/// `--etcd=VERSION=DIR` for a release `scripts/go-binaries` built into `target/go-bin/etcd-MINOR`
+/// (the newest 3.5 and 3.6 patches).
+pub fn release_flag(version: &str) -> String {
+    let minor = version.rsplit_once('.').map_or(version, |(minor, _)| minor);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/go-bin")
+        .join(format!("etcd-{minor}"));
+    assert!(dir.join("etcd").is_file(), "{} is missing: run ./scripts/go-binaries", dir.display());
+    format!("--etcd={version}={}", dir.display())
+}
+
 impl Local {
     /// Writes a cluster file of `size` members and starts the operator on it.
     pub fn start(size: i32) -> Self {
