@@ -191,6 +191,17 @@ pub fn quorum(voters: usize) -> usize {
     voters / 2 + 1
 }
 
+/// Whether the cluster has a quorum, seen from the operator: a majority of `voters` answers it,
+/// or a member that answers follows a leader (`led`). The second holds when the operator is cut
+/// off from a live majority (a NetworkPolicy, a CNI fault): etcd's leader steps down when it has
+/// not heard from a quorum for an election timeout (raft's CheckQuorum, always on in etcd), and a
+/// follower forgets its leader when it stops hearing from it, so a leader reported is a quorum
+/// that worked within about a second. Counting only the members that answer would fence that
+/// majority and force the minority.
+pub fn quorum_present(voters: usize, answering: usize, led: bool) -> bool {
+    voters > 0 && (answering >= quorum(voters) || led)
+}
+
 fn wait(reason: impl Into<String>) -> Step {
     Step::Wait { reason: reason.into() }
 }

@@ -12,7 +12,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::planner::{Seen, Step, quorum};
+use super::planner::{Seen, Step, quorum_present};
 use crate::etcd::EndpointStatus;
 
 /// What the spec and the platform allow.
@@ -95,7 +95,10 @@ pub fn decide(policy: &Policy, lost: &Lost<'_>) -> Decision {
     let voters: Vec<&Seen> = members.iter().copied().filter(|m| !m.is_learner).collect();
     let answering = |m: &&Seen| m.healthy && lost.statuses.iter().any(|(n, _)| *n == m.name);
     let survivors: Vec<&Seen> = voters.iter().copied().filter(answering).collect();
-    if voters.is_empty() || survivors.len() >= quorum(voters.len()) || lost.lost_for < policy.after
+    let led = lost.statuses.iter().any(|(_, status)| status.leader != 0);
+    if voters.is_empty()
+        || quorum_present(voters.len(), survivors.len(), led)
+        || lost.lost_for < policy.after
     {
         return Decision::None;
     }
@@ -287,6 +290,18 @@ mod tests {
         let statuses = vec![status(0, 7), status(1, 7)];
         let ok = Lost { members: &healthy, statuses: &statuses, ..lost };
         assert_eq!(decide(&policy(true), &ok), Decision::None, "2 of 3 is a quorum");
+    }
+
+    /// One of three answers, long past the threshold, under Automatic: if it follows a leader,
+    /// a majority the operator cannot reach is alive, and nothing is forced.
+    #[test]
+    fn a_member_that_follows_a_leader_proves_a_quorum() {
+        let members = vec![seen(0, true), seen(1, false), seen(2, false)];
+        let led = vec![(status(0, 7).0, EndpointStatus { leader: 2, ..status(0, 7).1 })];
+        assert_eq!(decide(&policy(true), &lost(&members, &led, 600)), Decision::None);
+        let leaderless = vec![status(0, 7)];
+        let lost = lost(&members, &leaderless, 600);
+        assert!(matches!(decide(&policy(true), &lost), Decision::Recover { .. }));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use etcd_crds::{ClusterPhase, EtcdClusterStatus, MemberRole, MemberStatus, Stopp
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use super::planner::Step;
+use super::planner::{Step, quorum_present};
 use super::reconcile::{Observation, Target};
 use crate::etcd::hex_id;
 
@@ -64,7 +64,7 @@ pub fn status(
     };
     let ready = members.iter().filter(|m| m.ready).count();
     let voters = members.iter().filter(|m| m.role == Some(MemberRole::Voter)).count();
-    let quorum_ok = voters > 0 && ready >= super::planner::quorum(voters);
+    let quorum_ok = quorum_present(voters, ready, observation.planner.leader.is_some());
     let cluster_id = observation.cluster_id.map(hex_id).or_else(|| previous.cluster_id.clone());
     let phase = match step {
         _ if target.size == 0
