@@ -377,6 +377,11 @@ pub struct EtcdClusterStatus {
     /// Recorded when the cluster is scaled to zero: what bringing the same members back needs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped: Option<StoppedCluster>,
+    /// The highest raft commit index any member of this cluster ID has reported: entries up to
+    /// it were committed by a quorum, so recovery that forces a survivor behind it loses the
+    /// difference, and is never automatic then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub highest_committed_index: Option<u64>,
 }
 
 /// The lifecycle phase shown in `kubectl get etcdcluster`.

@@ -340,6 +340,7 @@ pub async fn plan(
             size: target.size,
             lost_for: quorum_lost_for(previous),
             token: token.clone(),
+            highest_committed: previous.highest_committed_index,
         };
         recovery::decide(&target.recovery, &lost)
     };

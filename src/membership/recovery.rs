@@ -86,6 +86,8 @@ pub struct Lost<'a> {
     /// and when it began, so that an approval never applies to a later loss).
     pub lost_for: Duration,
     pub token: String,
+    /// The highest commit index any member reported before (the status's record).
+    pub highest_committed: Option<u64>,
 }
 
 pub fn decide(policy: &Policy, lost: &Lost<'_>) -> Decision {
@@ -141,7 +143,18 @@ pub fn decide(policy: &Policy, lost: &Lost<'_>) -> Decision {
         discard.join(", "),
         lost.size
     ));
-    if !policy.automatic && policy.approval.as_deref() != Some(lost.token.as_str()) {
+    // Forcing discards what the survivor has not seen committed: entries a quorum committed
+    // beyond its index are gone with the force. A person decides that, whatever the policy.
+    let behind = lost.highest_committed.and_then(|h| h.checked_sub(index(keep))).filter(|d| *d > 0);
+    if let Some(behind) = behind {
+        message.push_str(&format!(
+            ". {} is {behind} raft entries behind the highest commit index seen ({}): forcing it loses them, so recovery is not automatic",
+            keep.name,
+            index(keep) + behind
+        ));
+    }
+    let automatic = policy.automatic && behind.is_none();
+    if !automatic && policy.approval.as_deref() != Some(lost.token.as_str()) {
         message.push_str(&format!(
             ". Approve with the annotation {}={}",
             etcd_crds::APPROVE_RECOVERY_ANNOTATION,
@@ -222,6 +235,7 @@ mod tests {
             size: members.len(),
             lost_for: Duration::from_secs(seconds),
             token: "abc-1700000000".into(),
+            highest_committed: None,
         }
     }
 
@@ -302,6 +316,25 @@ mod tests {
         let leaderless = vec![status(0, 7)];
         let lost = lost(&members, &leaderless, 600);
         assert!(matches!(decide(&policy(true), &lost), Decision::Recover { .. }));
+    }
+
+    /// Entries committed beyond the survivor's index are lost by forcing it: never automatic.
+    #[test]
+    fn a_survivor_behind_the_highest_commit_seen_waits_for_a_person() {
+        let members = vec![seen(0, true), seen(1, false), seen(2, false)];
+        let statuses = vec![status(0, 90)];
+        let mut lost = lost(&members, &statuses, 600);
+        lost.highest_committed = Some(90);
+        assert!(matches!(decide(&policy(true), &lost), Decision::Recover { .. }), "not behind");
+        lost.highest_committed = Some(120);
+        let Decision::Failed { message } = decide(&policy(true), &lost) else { panic!() };
+        assert!(
+            message.contains("c-0 is 30 raft entries behind the highest commit index seen (120)"),
+            "{message}"
+        );
+        assert!(message.contains("approve-recovery=abc-1700000000"), "{message}");
+        let approved = Policy { approval: Some("abc-1700000000".into()), ..policy(true) };
+        assert!(matches!(decide(&approved, &lost), Decision::Recover { .. }));
     }
 
     #[test]

@@ -182,8 +182,21 @@ pub fn status(
         observed_generation: generation,
         stopped,
         selector: None,
+        highest_committed_index: highest_committed_index(observation, previous),
         members,
     }
+}
+
+/// The highest commit index reported so far, this observation's included; a new cluster ID (a
+/// restore) starts again.
+fn highest_committed_index(observation: &Observation, previous: &EtcdClusterStatus) -> Option<u64> {
+    let same_cluster = match (observation.cluster_id, &previous.cluster_id) {
+        (Some(now), Some(before)) => hex_id(now) == *before,
+        _ => true,
+    };
+    let recorded = previous.highest_committed_index.filter(|_| same_cluster);
+    let seen = observation.statuses.iter().map(|(_, s)| s.raft_index).max();
+    recorded.max(seen)
 }
 
 /// The version every member runs, when all `members` answered and agree.
@@ -278,6 +291,30 @@ mod tests {
         let step = next_step(&[], &observation.planner);
         let stopped = status(&target(0), &observation, &step, &stopping);
         assert_eq!(stopped.phase, Some(ClusterPhase::Stopped), "{stopped:#?}");
+    }
+
+    /// The record only grows, and a new cluster ID (a restore) starts it again.
+    #[test]
+    fn the_highest_commit_index_is_kept_per_cluster_id() {
+        let mut observation = Observation { cluster_id: Some(0xa), ..Observation::default() };
+        let index = |raft_index| EndpointStatus {
+            member_id: 0,
+            leader: 0,
+            cluster_id: 0xa,
+            version: "3.5.9".into(),
+            is_learner: false,
+            raft_index,
+        };
+        observation.statuses = vec![("c-0".into(), index(90)), ("c-1".into(), index(120))];
+        let first = status_of(&target(3), &observation);
+        assert_eq!(first.highest_committed_index, Some(120));
+        observation.statuses = vec![("c-0".into(), index(100))];
+        let later = status(&target(3), &observation, &Step::Done, &first);
+        assert_eq!(later.highest_committed_index, Some(120), "a lagging member lowers nothing");
+        observation.cluster_id = Some(0xb);
+        observation.statuses = vec![("c-0".into(), index(5))];
+        let restored = status(&target(3), &observation, &Step::Done, &later);
+        assert_eq!(restored.highest_committed_index, Some(5));
     }
 
     fn status_of(target: &Target, observation: &Observation) -> EtcdClusterStatus {

@@ -154,3 +154,64 @@ async fn with_manual_recovery_a_lost_quorum_waits_for_approval_of_this_loss() {
 async fn with_automatic_recovery_a_lost_quorum_comes_back_by_itself() {
     two_of_three_lost("Automatic").await;
 }
+
+/// The only survivor lagged behind what a quorum committed (its process stopped while the other
+/// two went on writing, then those two were lost with their disks). Forcing it would drop those
+/// writes, so even under `Automatic` recovery waits for a person, naming how far behind it is.
+/// (Before the operator recorded the highest commit index it saw, it forced it-0 at once.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_survivor_behind_what_was_committed_is_not_forced_automatically() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let local = Local::start(3);
+    write_cluster(&local, "Automatic", None);
+    local.wait_running(3, Duration::from_secs(60)).await;
+    let behind = pid(&local, "it-0").unwrap();
+    // SAFETY: kill(2) on the pid of an etcd process this test's operator started.
+    unsafe { libc::kill(behind, libc::SIGSTOP) };
+    let recorded = |local: &Local| local.status().highest_committed_index.unwrap_or(0);
+    let before = recorded(&local);
+    let mut client = etcd_operator::etcd::connect(&[local.client_url("it-1")], Some(&local.tls()))
+        .await
+        .unwrap();
+    // More than the kernel buffers for the stopped it-0 (its sockets take what the leader sends
+    // while it sleeps, and it would catch up from them): 200 values of 256 KiB. If it-0 led, the
+    // others elect a leader first, and a put may fail until then.
+    let value = vec![b'v'; 256 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut written = 0;
+    while written < 200 {
+        assert!(Instant::now() < deadline, "it-1 and it-2 took no writes");
+        if client.put(format!("late-{written}"), value.clone(), None).await.is_ok() {
+            written += 1;
+        }
+    }
+    while recorded(&local) < before + 200 {
+        assert!(Instant::now() < deadline, "the operator never saw the new commits");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for name in ["it-1", "it-2"] {
+        let pid = pid(&local, name).unwrap();
+        std::fs::remove_dir_all(local.state().join("members").join(name).join("data")).unwrap();
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(behind, libc::SIGCONT) };
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let message = loop {
+        let status = local.status();
+        if let Some(message) = quorum_lost(&status).filter(|m| m.contains("raft entries behind")) {
+            break message;
+        }
+        assert_eq!(pid(&local, "it-0"), Some(behind), "it-0 was restarted: {status:#?}");
+        assert!(Instant::now() < deadline, "no quorum loss reported: {status:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(message.contains("it-0 is") && message.contains("approve-recovery="), "{message}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = local.status();
+    assert_eq!(status.phase, Some(ClusterPhase::Failed), "{status:#?}");
+    assert_eq!(pid(&local, "it-0"), Some(behind), "nothing was forced");
+    assert!(!local.operator_log().contains("--force-new-cluster"), "nothing was forced");
+}
