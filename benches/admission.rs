@@ -243,20 +243,20 @@ async fn client(addr: SocketAddr, path: String, ca_pem: String, rate: Option<u64
     );
 }
 
-/// The reviews here are mutations, which never ask whether Secrets may be read.
+/// The reviews here are mutations, which never ask anything of their author's rights.
 struct NoSecretsNamed;
 
 impl etcd_webhook::Authorizer for NoSecretsNamed {
-    fn unreadable<'a>(
+    fn denied<'a>(
         &'a self,
-        _check: &'a etcd_webhook::secrets::Check,
+        _check: &'a etcd_webhook::access::Check,
     ) -> std::pin::Pin<
         Box<
-            dyn std::future::Future<Output = Result<Vec<etcd_webhook::secrets::SecretUse>, String>>
+            dyn std::future::Future<Output = Result<Vec<etcd_webhook::access::Use>, String>>
                 + Send
                 + 'a,
         >,
     > {
-        Box::pin(async { Err("a mutation asked whether Secrets may be read".to_owned()) })
+        Box::pin(async { Err("a mutation asked what its author may do".to_owned()) })
     }
 }

@@ -342,7 +342,7 @@ async fn serve_webhook(args: &WebhookArgs) -> Result<()> {
         .await
         .map_err(|source| crate::server::Error::Bind { addr: args.listen.to_string(), source })?;
     let policy = etcd_webhook::Policy {
-        authorizer: std::sync::Arc::new(crate::server::secret_access::NoApiServer),
+        authorizer: std::sync::Arc::new(crate::server::subject_access::NoApiServer),
         repositories: etcd_crds::OFFICIAL_REPOSITORIES.iter().map(|r| r.to_string()).collect(),
     };
     let app = crate::server::router(Default::default(), Default::default(), policy);

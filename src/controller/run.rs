@@ -124,7 +124,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let listener = crate::server::bind(args.listen).await?;
     let metrics = Arc::new(Metrics::default());
     let policy = etcd_webhook::Policy {
-        authorizer: Arc::new(crate::server::secret_access::SubjectAccess::new(client.clone())),
+        authorizer: Arc::new(crate::server::subject_access::SubjectAccess::new(client.clone())),
         repositories: args.allowed_image_repositories.clone(),
     };
     let app = router(metrics.clone(), readiness.clone(), policy);

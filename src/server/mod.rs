@@ -3,7 +3,7 @@
 
 pub mod health;
 pub mod metrics;
-pub mod secret_access;
+pub mod subject_access;
 pub mod tls_listener;
 
 use std::sync::Arc;
@@ -23,8 +23,8 @@ pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 
 /// Every route of the service. `metrics` counts and times each request by path and outcome;
 /// `policy` is the administrator's (the image repositories allowed, and the authorizer that
-/// answers whether a request's author may read the Secrets it names:
-/// [`secret_access::SubjectAccess`] in the operator).
+/// answers whether a request's author may do what it asks of the operator:
+/// [`subject_access::SubjectAccess`] in the operator).
 pub fn router(metrics: Arc<Metrics>, readiness: Readiness, policy: etcd_webhook::Policy) -> Router {
     Router::new()
         .merge(etcd_webhook::router(policy))

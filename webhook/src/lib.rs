@@ -2,6 +2,7 @@
 //! EtcdRestore as pure functions over the API types, and the axum routes that serve them as
 //! AdmissionReview v1 webhooks.
 
+pub mod access;
 pub mod backup;
 pub mod cluster;
 pub mod images;
@@ -11,12 +12,11 @@ pub mod quantity;
 pub mod restore;
 pub mod review;
 pub mod routes;
-pub mod secrets;
 pub mod verdict;
 
+pub use access::Authorizer;
 pub use policy::Policy;
 pub use routes::{MAX_BODY_BYTES, router};
-pub use secrets::Authorizer;
 pub use verdict::Verdict;
 
 /// A request that cannot be answered with an AdmissionReview (HTTP 400). Everything else, a

@@ -1,20 +1,20 @@
 //! The operator administrator's rules, applied to a request validation has allowed: which image
-//! repositories members may run ([`crate::images`]) and which Secrets a request's author may
-//! name ([`crate::secrets`]). Both read what validation skips: the author, the namespace and the
-//! old object.
+//! repositories members may run ([`crate::images`]) and what a request may ask of the operator
+//! that its author could not do themselves ([`crate::access`]). Both read what validation
+//! skips: the author, the namespace and the old object.
 
 use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::access::{self, Authorizer, Requester};
 use crate::mutate::Kind;
 use crate::review::{Answer, Outcome};
-use crate::secrets::{self, Authorizer, Requester};
 
 /// What the operator's administrator decides beyond the API's own rules.
 pub struct Policy {
-    /// Whether a request's author may read the Secrets it names.
+    /// Whether a request's author may do what it asks of the operator.
     pub authorizer: Arc<dyn Authorizer>,
     /// The image repositories members may run.
     pub repositories: Vec<String>,
@@ -69,7 +69,7 @@ fn spec_text<'a>(object: &Object<'a>) -> &'a str {
 }
 
 /// `answer` (allowed by validation) as `policy` would have it: denied for a repository it does
-/// not allow, or for Secrets its author may not read (each named), or when that cannot be
+/// not allow, or for what its author may not do themselves (each named), or when that cannot be
 /// asked (the request can be made again).
 pub async fn admit(
     kind: Kind,
@@ -83,24 +83,27 @@ pub async fn admit(
     let denial = match crate::images::denial(kind, &request, &policy.repositories) {
         Some(denial) => denial,
         None => {
-            let Some(check) = secrets::check(kind, &request) else {
+            let Some(check) = access::check(kind, &request) else {
                 return (answer, Outcome::Allowed);
             };
             let who = &check.requester.username;
-            match policy.authorizer.unreadable(&check).await {
-                Ok(unreadable) if unreadable.is_empty() => return (answer, Outcome::Allowed),
-                Ok(unreadable) => unreadable
+            match policy.authorizer.denied(&check).await {
+                Ok(denied) if denied.is_empty() => return (answer, Outcome::Allowed),
+                Ok(denied) => denied
                     .iter()
                     .map(|u| {
                         format!(
-                            "{}: {who} may not read Secret {} in {}; a spec may name only Secrets \
-                             its author can read",
-                            u.field, u.name, check.namespace
+                            "{}: {who} may not {} {} in {}; {}",
+                            u.field,
+                            u.need.words(),
+                            u.name,
+                            check.namespace,
+                            u.need.why()
                         )
                     })
                     .collect::<Vec<_>>()
                     .join("; "),
-                Err(why) => format!("cannot check which Secrets {who} may read: {why}"),
+                Err(why) => format!("cannot check what {who} may do: {why}"),
             }
         }
     };

@@ -1,12 +1,12 @@
-//! An [`Authorizer`] for tests of the HTTPS server: the named Secrets are unreadable to everyone,
-//! every other Secret readable, and each check is kept for the test to look at.
+//! An [`Authorizer`] for tests of the HTTPS server: whatever names one of the given objects is
+//! denied to everyone, everything else allowed, and each check is kept for the test to look at.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use etcd_webhook::Authorizer;
-use etcd_webhook::secrets::{Check, SecretUse};
+use etcd_webhook::access::{Check, Use};
 
 #[derive(Default)]
 pub struct Unreadable {
@@ -33,14 +33,13 @@ impl Unreadable {
 }
 
 impl Authorizer for Unreadable {
-    fn unreadable<'a>(
+    fn denied<'a>(
         &'a self,
         check: &'a Check,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<SecretUse>, String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Use>, String>> + Send + 'a>> {
         self.asked.lock().unwrap().push(check.clone());
-        let denied =
-            check.secrets.iter().filter(|s| self.names.contains(&s.name.as_str())).cloned();
-        let denied: Vec<SecretUse> = denied.collect();
+        let denied = check.uses.iter().filter(|u| self.names.contains(&u.name.as_str())).cloned();
+        let denied: Vec<Use> = denied.collect();
         Box::pin(async move { Ok(denied) })
     }
 }

@@ -198,7 +198,7 @@ async fn a_spec_may_name_only_secrets_its_author_can_read() {
     let asked = authorizer.asked.lock().unwrap()[0].clone();
     assert_eq!(asked.requester.groups, ["system:authenticated", "my-admin-group"]);
     assert_eq!(asked.namespace, "prod");
-    assert_eq!(asked.secrets.len(), 3);
+    assert_eq!(asked.uses.len(), 3);
 
     let (_, answer) = post(
         &mut client,
@@ -206,6 +206,42 @@ async fn a_spec_may_name_only_secrets_its_author_can_read() {
         &review("CREATE", cluster(tls("demo-server")), Value::Null, false),
     )
     .await;
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+}
+
+/// Before, anyone who could create an EtcdRestore could have the operator delete any cluster of
+/// the namespace, and its volumes, with a Replace.
+#[tokio::test]
+async fn a_replace_needs_the_right_to_delete_the_cluster_it_replaces() {
+    let authorizer = Unreadable::of(&["payments"]);
+    let server = start_with(authorizer.clone()).await;
+    let mut client = HttpsClient::connect(server.addr, "localhost", &server.ca_pem).await.unwrap();
+    let replace = |cluster: &str| {
+        let restore = json!({
+            "apiVersion": "etcd.etcd.io/v1alpha1",
+            "kind": "EtcdRestore",
+            "metadata": {"name": "undo", "namespace": "prod", "uid": "5d1c0c9f-5f6b-4d1a-9d39-0d0c1f1b2f6e"},
+            "spec": {"clusterName": cluster, "type": "Replace",
+                     "source": {"location": {"destination": {"volume": {"path": "/backups"}}, "key": "demo.db"}}}
+        });
+        let mut body = review("CREATE", restore, Value::Null, false);
+        let request = &mut body["request"];
+        for field in ["kind", "requestKind"] {
+            request[field]["kind"] = json!("EtcdRestore");
+        }
+        for field in ["resource", "requestResource"] {
+            request[field]["resource"] = json!("etcdrestores");
+        }
+        body
+    };
+    let (_, answer) = post(&mut client, "/validate/etcdrestores", &replace("payments")).await;
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    assert_eq!(
+        answer["response"]["status"]["message"],
+        "spec.type: admin may not delete EtcdCluster payments in prod; a restore of type Replace \
+         deletes the cluster and its volumes first"
+    );
+    let (_, answer) = post(&mut client, "/validate/etcdrestores", &replace("demo")).await;
     assert_eq!(answer["response"]["allowed"], true, "{answer}");
 }
 

@@ -88,7 +88,7 @@ metadata:
   name: backup-author
 rules:
   - apiGroups: ["etcd.etcd.io"]
-    resources: ["etcdbackups"]
+    resources: ["etcdbackups", "etcdrestores"]
     verbs: ["create"]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
@@ -108,6 +108,25 @@ if out=$(outside_backup borrowed-credentials backup-credentials | kubectl --as=m
   fail "mallory named a Secret she cannot read: $out"
 fi
 echo "$out" | grep -q "spec.credentialsSecretRef: mallory may not read Secret backup-credentials" \
+  || fail "the denial does not say why: $out"
+log "refused: $out"
+# Nor have it delete a cluster she may not delete, by asking for a Replace.
+if out=$(kubectl --as=mallory create -f - 2>&1 <<YAML
+apiVersion: etcd.etcd.io/v1alpha1
+kind: EtcdRestore
+metadata:
+  name: undo-demo
+spec:
+  clusterName: demo
+  type: Replace
+  source:
+    backupRef:
+      name: demo-now
+YAML
+); then
+  fail "mallory had demo replaced: $out"
+fi
+echo "$out" | grep -q "spec.type: mallory may not delete EtcdCluster demo" \
   || fail "the denial does not say why: $out"
 log "refused: $out"
 

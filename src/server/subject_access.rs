@@ -1,14 +1,15 @@
-//! The webhook's [`Authorizer`]: whether the author of a request may read the Secrets it names,
-//! asked of kube-apiserver with a SubjectAccessReview per Secret (verb `get`, in the object's
-//! namespace, as the request's user, groups and extra), so that RBAC, the Node authorizer and
-//! any webhook authorizer all have their say.
+//! The webhook's [`Authorizer`]: whether the author of a request may do what it asks of the
+//! operator (read a Secret it names, create or delete the cluster an EtcdRestore names, read the
+//! EtcdBackup it restores from), asked of kube-apiserver with a SubjectAccessReview each, in the
+//! object's namespace, as the request's user, groups and extra, so that RBAC, the Node
+//! authorizer and any webhook authorizer all have their say.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
 use etcd_webhook::Authorizer;
-use etcd_webhook::secrets::{Check, SecretUse};
+use etcd_webhook::access::{Check, Use};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
@@ -26,8 +27,9 @@ impl SubjectAccess {
         Self { client }
     }
 
-    async fn readable(&self, check: &Check, secret: &SecretUse) -> Result<bool, String> {
+    async fn allowed(&self, check: &Check, asked: &Use) -> Result<bool, String> {
         let requester = &check.requester;
+        let (group, resource, verb) = asked.need.attributes();
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 user: Some(requester.username.clone()),
@@ -36,9 +38,10 @@ impl SubjectAccess {
                 extra: Some(requester.extra.clone()),
                 resource_attributes: Some(ResourceAttributes {
                     namespace: Some(check.namespace.clone()),
-                    verb: Some("get".into()),
-                    resource: Some("secrets".into()),
-                    name: Some(secret.name.clone()),
+                    group: Some(group.into()),
+                    verb: Some(verb.into()),
+                    resource: Some(resource.into()),
+                    name: Some(asked.name.clone()),
                     ..ResourceAttributes::default()
                 }),
                 ..SubjectAccessReviewSpec::default()
@@ -46,28 +49,27 @@ impl SubjectAccess {
             ..SubjectAccessReview::default()
         };
         let api: Api<SubjectAccessReview> = Api::all(self.client.clone());
-        let answered = api
-            .create(&PostParams::default(), &review)
-            .await
-            .map_err(|err| format!("SubjectAccessReview for Secret {}: {err}", secret.name))?;
+        let answered = api.create(&PostParams::default(), &review).await.map_err(|err| {
+            format!("SubjectAccessReview to {} {}: {err}", asked.need.words(), asked.name)
+        })?;
         Ok(answered.status.is_some_and(|status| status.allowed))
     }
 }
 
 impl Authorizer for SubjectAccess {
-    fn unreadable<'a>(
+    fn denied<'a>(
         &'a self,
         check: &'a Check,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<SecretUse>, String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Use>, String>> + Send + 'a>> {
         Box::pin(async move {
             let asked = async {
-                let mut unreadable = Vec::new();
-                for secret in &check.secrets {
-                    if !self.readable(check, secret).await? {
-                        unreadable.push(secret.clone());
+                let mut denied = Vec::new();
+                for asked in &check.uses {
+                    if !self.allowed(check, asked).await? {
+                        denied.push(asked.clone());
                     }
                 }
-                Ok(unreadable)
+                Ok(denied)
             };
             tokio::time::timeout(ANSWER_WITHIN, asked)
                 .await
@@ -76,15 +78,15 @@ impl Authorizer for SubjectAccess {
     }
 }
 
-/// For the standalone `webhook` command, which has no API server to ask: a request that names
-/// Secrets is refused, saying why, rather than admitted unchecked.
+/// For the standalone `webhook` command, which has no API server to ask: a request that asks
+/// anything of its author's rights is refused, saying why, rather than admitted unchecked.
 pub struct NoApiServer;
 
 impl Authorizer for NoApiServer {
-    fn unreadable<'a>(
+    fn denied<'a>(
         &'a self,
         _check: &'a Check,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<SecretUse>, String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Use>, String>> + Send + 'a>> {
         Box::pin(async {
             Err("this webhook runs without an API server to ask (etcd-operator webhook); \
                  etcd-operator run checks them"

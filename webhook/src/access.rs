@@ -1,28 +1,77 @@
-//! The Secrets a spec names, and who names them.
+//! What a request asks of its author's own rights.
 //!
-//! The operator reads every Secret a spec names with its own rights: TLS Secrets it mounts into
-//! member pods, backup credentials it signs requests with, encryption keys it seals snapshots
-//! with, pull secrets the kubelet uses. So a spec may name only Secrets its author could read
-//! themselves; otherwise whoever may create an EtcdCluster in a namespace could put any of its
-//! Secrets to use. Which Secrets a request newly names is decided here, purely; whether its
-//! author may read them is asked of the API server by an [`Authorizer`] (a SubjectAccessReview).
+//! The operator acts on a spec with its own rights: it reads every Secret a spec names (TLS
+//! Secrets it mounts into member pods, backup credentials it signs requests with, encryption keys
+//! it seals snapshots with, pull secrets the kubelet uses), and an EtcdRestore has it create a
+//! cluster, delete one (type Replace) and read an EtcdBackup's snapshots with that backup's
+//! credentials. So a request may ask only for what its author could do themselves; otherwise
+//! whoever may create one of these objects in a namespace could use every Secret there and
+//! delete every cluster. What a request newly asks for is decided here, purely; whether its
+//! author may is asked of the API server by an [`Authorizer`] (a SubjectAccessReview each).
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 
-use etcd_crds::{EtcdBackupSpec, EtcdClusterSpec, EtcdRestoreSpec, SnapshotLocation};
+use etcd_crds::{EtcdBackupSpec, EtcdClusterSpec, EtcdRestoreSpec, RestoreType, SnapshotLocation};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::mutate::Kind;
 use crate::policy::Request;
 
-/// A Secret a spec names, and where.
+/// What the author must be allowed to do for a request to ask it of the operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    ReadSecret,
+    ReadBackup,
+    CreateCluster,
+    DeleteCluster,
+}
+
+impl Need {
+    /// The API group, resource and verb a SubjectAccessReview asks about.
+    pub fn attributes(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Need::ReadSecret => ("", "secrets", "get"),
+            Need::ReadBackup => (etcd_crds::GROUP, "etcdbackups", "get"),
+            Need::CreateCluster => (etcd_crds::GROUP, "etcdclusters", "create"),
+            Need::DeleteCluster => (etcd_crds::GROUP, "etcdclusters", "delete"),
+        }
+    }
+
+    /// "read Secret", as a denial says it.
+    pub fn words(self) -> &'static str {
+        match self {
+            Need::ReadSecret => "read Secret",
+            Need::ReadBackup => "read EtcdBackup",
+            Need::CreateCluster => "create EtcdCluster",
+            Need::DeleteCluster => "delete EtcdCluster",
+        }
+    }
+
+    /// Why the request needs it, as a denial says it.
+    pub fn why(self) -> &'static str {
+        match self {
+            Need::ReadSecret => "a spec may name only Secrets its author can read",
+            Need::ReadBackup => {
+                "a restore reads the backup's snapshots with the backup's own credentials"
+            }
+            Need::CreateCluster => "a restore of type New creates the cluster",
+            Need::DeleteCluster => {
+                "a restore of type Replace deletes the cluster and its volumes first"
+            }
+        }
+    }
+}
+
+/// One thing a request asks for, and the field that asks it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SecretUse {
-    /// The field that names it, e.g. `spec.credentialsSecretRef`.
+pub struct Use {
+    /// The field that asks, e.g. `spec.credentialsSecretRef`.
     pub field: String,
+    pub need: Need,
+    /// The object's name, in the request's namespace.
     pub name: String,
 }
 
@@ -36,40 +85,40 @@ pub struct Requester {
     pub extra: BTreeMap<String, Vec<String>>,
 }
 
-/// The Secrets a request names that its object did not name before, in its namespace.
+/// What a request asks for that its object did not ask before, in its namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Check {
     pub namespace: String,
     pub requester: Requester,
-    pub secrets: Vec<SecretUse>,
+    pub uses: Vec<Use>,
 }
 
-/// Asks whether a requester may read Secrets; returns those they may not, or why it could not
-/// be asked.
+/// Asks whether a requester may do what a check lists; returns what they may not, or why it
+/// could not be asked.
 pub trait Authorizer: Send + Sync + 'static {
-    fn unreadable<'a>(
+    fn denied<'a>(
         &'a self,
         check: &'a Check,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<SecretUse>, String>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Use>, String>> + Send + 'a>>;
 }
 
-/// What a request asks to be checked: `None` when it names no Secret it did not name before
-/// (a spec that does not parse names none: validation has denied it already).
+/// What a request asks to be checked: `None` when it asks nothing its object did not ask before
+/// (a spec that does not parse asks nothing: validation has denied it already).
 pub fn check(kind: Kind, request: &Request) -> Option<Check> {
-    let before = named(kind, request.old_spec());
-    let secrets: Vec<SecretUse> = named(kind, request.spec())
+    let before = uses(kind, request.old_spec());
+    let uses: Vec<Use> = uses(kind, request.spec())
         .into_iter()
-        .filter(|new| !before.iter().any(|old| old.name == new.name))
+        .filter(|new| !before.iter().any(|old| old.need == new.need && old.name == new.name))
         .collect();
-    (!secrets.is_empty()).then(|| Check {
+    (!uses.is_empty()).then(|| Check {
         namespace: request.namespace.clone(),
         requester: request.user_info.clone(),
-        secrets,
+        uses,
     })
 }
 
-/// The Secrets a spec of `kind` names.
-pub fn named(kind: Kind, spec: Option<&str>) -> Vec<SecretUse> {
+/// What a spec of `kind` asks for.
+pub fn uses(kind: Kind, spec: Option<&str>) -> Vec<Use> {
     let mut uses = Vec::new();
     match kind {
         Kind::EtcdCluster => {
@@ -90,6 +139,15 @@ pub fn named(kind: Kind, spec: Option<&str>) -> Vec<SecretUse> {
         }
         Kind::EtcdRestore => {
             if let Some(spec) = read::<EtcdRestoreSpec>(spec) {
+                let need = match spec.restore_type {
+                    RestoreType::New => Need::CreateCluster,
+                    RestoreType::Replace => Need::DeleteCluster,
+                };
+                uses.push(Use { field: "spec.type".into(), need, name: spec.cluster_name.clone() });
+                if let Some(backup) = &spec.source.backup_ref {
+                    let name = Some(backup.name.clone());
+                    add_need(&mut uses, "spec.source.backupRef", Need::ReadBackup, name);
+                }
                 if let Some(location) = &spec.source.location {
                     snapshot(&mut uses, "spec.source.location", location);
                 }
@@ -102,7 +160,7 @@ pub fn named(kind: Kind, spec: Option<&str>) -> Vec<SecretUse> {
     uses
 }
 
-fn cluster(uses: &mut Vec<SecretUse>, at: &str, spec: &EtcdClusterSpec) {
+fn cluster(uses: &mut Vec<Use>, at: &str, spec: &EtcdClusterSpec) {
     let tls = &spec.security.tls;
     for (field, reference) in [
         ("peerSecretRef", &tls.peer_secret_ref),
@@ -120,16 +178,20 @@ fn cluster(uses: &mut Vec<SecretUse>, at: &str, spec: &EtcdClusterSpec) {
     }
 }
 
-fn snapshot(uses: &mut Vec<SecretUse>, at: &str, location: &SnapshotLocation) {
+fn snapshot(uses: &mut Vec<Use>, at: &str, location: &SnapshotLocation) {
     let credentials = location.credentials_secret_ref.as_ref().map(|r| r.name.clone());
     add(uses, &format!("{at}.credentialsSecretRef"), credentials);
     let key = location.encryption.as_ref().map(|e| e.key_secret_ref.name.clone());
     add(uses, &format!("{at}.encryption.keySecretRef"), key);
 }
 
-fn add(uses: &mut Vec<SecretUse>, field: &str, name: Option<String>) {
+fn add(uses: &mut Vec<Use>, field: &str, name: Option<String>) {
+    add_need(uses, field, Need::ReadSecret, name);
+}
+
+fn add_need(uses: &mut Vec<Use>, field: &str, need: Need, name: Option<String>) {
     if let Some(name) = name.filter(|n| !n.is_empty()) {
-        uses.push(SecretUse { field: field.to_owned(), name });
+        uses.push(Use { field: field.to_owned(), need, name });
     }
 }
 
@@ -167,7 +229,7 @@ mod tests {
         assert_eq!(check.namespace, "team-a");
         assert_eq!(check.requester.username, "alice");
         let found: Vec<(&str, &str)> =
-            check.secrets.iter().map(|u| (u.field.as_str(), u.name.as_str())).collect();
+            check.uses.iter().map(|u| (u.field.as_str(), u.name.as_str())).collect();
         assert_eq!(
             found,
             [
@@ -190,22 +252,41 @@ mod tests {
         new["encryption"] = json!({"keySecretRef": {"name": "key", "key": "k"}});
         let check = checked(Kind::EtcdBackup, &body(new, Some(old))).unwrap();
         assert_eq!(
-            check.secrets,
-            [SecretUse { field: "spec.encryption.keySecretRef".into(), name: "key".into() }]
+            check.uses,
+            [Use {
+                field: "spec.encryption.keySecretRef".into(),
+                need: Need::ReadSecret,
+                name: "key".into()
+            }]
         );
     }
 
     #[test]
-    fn a_restore_names_its_sources_and_its_clusters_secrets() {
+    fn a_restore_asks_for_its_cluster_its_backup_and_their_secrets() {
         let spec = json!({"clusterName": "main", "type": "New",
             "source": {"location": {"destination": {"volume": {"path": "/b"}}, "key": "k", "credentialsSecretRef": {"name": "creds"}}},
             "clusterSpec": {"size": 1, "version": "3.5.21", "podTemplate": {"imagePullSecrets": [{"name": "pull"}]}}});
-        let names: Vec<String> = checked(Kind::EtcdRestore, &body(spec, None))
-            .unwrap()
-            .secrets
-            .into_iter()
-            .map(|u| u.name)
-            .collect();
-        assert_eq!(names, ["creds", "pull"]);
+        let asked = |spec| -> Vec<(Need, String)> {
+            checked(Kind::EtcdRestore, &body(spec, None))
+                .unwrap()
+                .uses
+                .into_iter()
+                .map(|u| (u.need, u.name))
+                .collect()
+        };
+        assert_eq!(
+            asked(spec),
+            [
+                (Need::CreateCluster, "main".to_owned()),
+                (Need::ReadSecret, "creds".to_owned()),
+                (Need::ReadSecret, "pull".to_owned())
+            ]
+        );
+        let replace = json!({"clusterName": "main", "type": "Replace",
+            "source": {"backupRef": {"name": "nightly"}}});
+        assert_eq!(
+            asked(replace),
+            [(Need::DeleteCluster, "main".to_owned()), (Need::ReadBackup, "nightly".to_owned())]
+        );
     }
 }
