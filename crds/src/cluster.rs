@@ -382,6 +382,18 @@ pub struct EtcdClusterStatus {
     /// difference, and is never automatic then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub highest_committed_index: Option<u64>,
+    /// The member recovery restarted alone with `--force-new-cluster`, and when, while it has
+    /// not answered since: how long the cluster has waited for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forced_start: Option<ForcedStart>,
+}
+
+/// A member restarted alone with `--force-new-cluster`, not answering yet.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ForcedStart {
+    pub member: String,
+    pub at: Time,
 }
 
 /// The lifecycle phase shown in `kubectl get etcdcluster`.

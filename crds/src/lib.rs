@@ -17,8 +17,8 @@ pub mod version;
 pub use backup::{BackupPhase, ClusterReference, EtcdBackup, EtcdBackupSpec, EtcdBackupStatus};
 pub use cluster::{
     AutoCompactionMode, ClusterPhase, EtcdCluster, EtcdClusterSpec, EtcdClusterStatus, EtcdOptions,
-    MemberRole, MemberStatus, PodTemplateOverrides, ReclaimPolicy, RecoveryPolicy, RecoverySpec,
-    SecretReference, SecuritySpec, StoppedCluster, StorageSpec, TlsSpec,
+    ForcedStart, MemberRole, MemberStatus, PodTemplateOverrides, ReclaimPolicy, RecoveryPolicy,
+    RecoverySpec, SecretReference, SecuritySpec, StoppedCluster, StorageSpec, TlsSpec,
 };
 pub use restore::{
     BackupReference, EtcdRestore, EtcdRestoreSpec, EtcdRestoreStatus, RestorePhase, RestoreSource,

@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use etcd_crds::EtcdClusterStatus;
@@ -380,11 +381,34 @@ pub async fn plan(
     }
     let mut status = status(target, &observation, &step, previous);
     if observation.planner.members.is_none() && recovering(previous) {
-        // Still recovering: the condition says what recovery did, until the member answers.
-        status.phase = Some(etcd_crds::ClusterPhase::Recovering);
+        // Still recovering: the condition says what recovery did, until the member answers, or
+        // for how long it has not.
+        let (phase, stalled) = recovery_wait(previous, Timestamp::now());
+        status.phase = Some(phase);
+        if let Some(message) = stalled {
+            let condition = etcd_crds::conditions::condition(
+                QUORUM_LOST_CONDITION,
+                true,
+                "Recovering",
+                message,
+                target.generation,
+            );
+            etcd_crds::conditions::set_condition(&mut status.conditions, condition);
+        }
     } else {
         report_quorum_loss(&mut status, &decision, previous, target.generation);
     }
+    // The last pass that decided to force is the one whose step stopped and started the kept
+    // member (earlier ones waited for the fenced members to go): the wait counts from there.
+    status.forced_start = match &decision {
+        Decision::Recover { step: Step::ForceNewCluster { keep, .. }, .. } => {
+            Some(etcd_crds::ForcedStart { member: keep.clone(), at: Time(Timestamp::now()) })
+        }
+        _ if recovering(&status) && observation.planner.members.is_none() => {
+            previous.forced_start.clone()
+        }
+        _ => None,
+    };
     status.client_endpoints = wanted
         .iter()
         .filter(|w| status.members.iter().any(|m| m.name == w.name && m.ready))
@@ -422,6 +446,34 @@ fn recorded_voters(previous: &EtcdClusterStatus) -> Vec<Seen> {
 pub const QUORUM_LOST_CONDITION: &str = "QuorumLost";
 
 /// The previous pass started recovery (the QuorumLost condition says Recovering).
+/// How long the kept member may take to answer alone after its forced start (a pod scheduled,
+/// its image pulled, etcd opening and checking a large backend) before the cluster is Failed.
+pub const RECOVERY_STALLED_AFTER: Duration = Duration::from_secs(600);
+
+/// The phase while the kept member has not answered since its forced start: Recovering, then
+/// Failed once that has lasted past [`RECOVERY_STALLED_AFTER`], with what to look at. Nothing
+/// else is forced meanwhile: the kept member had the newest data, and a second force from
+/// another member would be a second cluster if the first one came up after all.
+fn recovery_wait(
+    previous: &EtcdClusterStatus,
+    now: Timestamp,
+) -> (etcd_crds::ClusterPhase, Option<String>) {
+    let Some(forced) = &previous.forced_start else {
+        return (etcd_crds::ClusterPhase::Recovering, None);
+    };
+    let waited = u64::try_from(now.as_second() - forced.at.0.as_second()).unwrap_or_default();
+    let waited = Duration::from_secs(waited);
+    if waited < RECOVERY_STALLED_AFTER {
+        return (etcd_crds::ClusterPhase::Recovering, None);
+    }
+    let kept = &forced.member;
+    let message = format!(
+        "recovery stalled: {kept} has not answered for {}s since it was restarted alone with --force-new-cluster; its logs say why (on Kubernetes: kubectl logs {kept} -c etcd, and its pod's events). Nothing else is forced meanwhile: it holds the newest data. Once it answers, recovery goes on",
+        waited.as_secs()
+    );
+    (etcd_crds::ClusterPhase::Failed, Some(message))
+}
+
 fn recovering(previous: &EtcdClusterStatus) -> bool {
     previous
         .conditions
@@ -494,6 +546,27 @@ mod tests {
     use k8s_openapi::jiff::Timestamp;
 
     use super::*;
+
+    /// The kept member that never answers after its forced start: Recovering for ten minutes,
+    /// then Failed saying which member to look at; nothing else is forced meanwhile.
+    #[test]
+    fn a_forced_start_that_never_answers_fails_after_a_bound() {
+        let at = Timestamp::from_second(2_000_000).unwrap();
+        let previous = EtcdClusterStatus {
+            forced_start: Some(etcd_crds::ForcedStart { member: "c-2".into(), at: Time(at) }),
+            ..EtcdClusterStatus::default()
+        };
+        let later = |seconds: i64| Timestamp::from_second(2_000_000 + seconds).unwrap();
+        assert_eq!(
+            recovery_wait(&previous, later(599)),
+            (etcd_crds::ClusterPhase::Recovering, None)
+        );
+        let (phase, message) = recovery_wait(&previous, later(600));
+        assert_eq!(phase, etcd_crds::ClusterPhase::Failed);
+        let message = message.unwrap();
+        assert!(message.contains("c-2 has not answered for 600s"), "{message}");
+        assert!(message.contains("kubectl logs c-2 -c etcd"), "{message}");
+    }
 
     /// A voter silent for ten minutes is replaced if its process ran; not while the platform is
     /// still starting its pod (an image that cannot be pulled, a volume that will not attach).

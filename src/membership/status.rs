@@ -183,6 +183,8 @@ pub fn status(
         stopped,
         selector: None,
         highest_committed_index: highest_committed_index(observation, previous),
+        // Recovery's to set (see reconcile).
+        forced_start: None,
         members,
     }
 }
