@@ -26,6 +26,9 @@ pub struct Job {
     pub key: Option<Key>,
     /// The cluster's snapshot bound ([`super::fetch::snapshot_bound`]), for verification.
     pub max_snapshot_bytes: u64,
+    /// The backups the operator recorded itself (the EtcdBackup's status): with this run's, the
+    /// only ones retention trusts as verified (see [`super::retention`]).
+    pub recorded: Vec<BackupRecord>,
 }
 
 /// What a run stored and what remains after retention, newest first.
@@ -59,7 +62,9 @@ impl Job {
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now_in_seconds()));
         record.key_count = Some(verified.keys);
         write_manifest(&to, &record).await?;
-        let kept = prune(&self.prefix, self.retention.max(1)).await?;
+        let recorded: Vec<BackupRecord> =
+            self.recorded.iter().cloned().chain([record.clone()]).collect();
+        let kept = prune(&self.prefix, self.retention.max(1), &recorded).await?;
         Ok(RunOutcome { record, kept })
     }
 }

@@ -2,8 +2,13 @@
 //! are kept, and an unverified one only while it is newer than the oldest of those (a person
 //! may want to look at it; it never counts towards N).
 //!
-//! The store, not the EtcdBackup's status, is the truth: a status lost with its object, or runs
-//! made by an earlier operator version, are still counted and pruned.
+//! A manifest is only what someone wrote to the store, and more may write there than the
+//! operator (whoever holds the bucket's credentials). So a backup counts as verified only when
+//! the operator recorded it so itself (the EtcdBackup's status, or this run): a manifest that
+//! claims verification the operator never recorded is neither counted, pruned, listed in the
+//! status nor ever restored. Otherwise a few such manifests would push the real backups out of
+//! retention, and name themselves the newest for recovery. A status lost with its object leaves
+//! the backups it recorded alone in the store, for a person to restore by location.
 
 use etcd_crds::BackupRecord;
 use object_store::ObjectStoreExt;
@@ -50,11 +55,16 @@ pub async fn list(prefix: &Location) -> Result<Vec<Stored>, Error> {
     Ok(stored)
 }
 
-/// Deletes what retention no longer keeps under `prefix` (see the module); returns what is kept,
-/// newest first. The manifest goes first: a crash between the two deletes leaves an unlisted
-/// object, never a listed backup without its data.
-pub async fn prune(prefix: &Location, keep: usize) -> Result<Vec<Stored>, Error> {
-    let (stored, expired) = retained(list(prefix).await?, keep);
+/// Deletes what retention no longer keeps under `prefix` (see the module), trusting only the
+/// verification `recorded` says the operator made; returns what is kept, newest first. The
+/// manifest goes first: a crash between the two deletes leaves an unlisted object, never a
+/// listed backup without its data.
+pub async fn prune(
+    prefix: &Location,
+    keep: usize,
+    recorded: &[BackupRecord],
+) -> Result<Vec<Stored>, Error> {
+    let (stored, expired) = retained(vouched(list(prefix).await?, recorded), keep);
     for old in expired {
         for object in [old.snapshot.manifest(), old.snapshot.clone()] {
             match object.store.delete(&object.path).await {
@@ -67,6 +77,37 @@ pub async fn prune(prefix: &Location, keep: usize) -> Result<Vec<Stored>, Error>
         tracing::info!(location = %old.snapshot.url, "deleted a backup past retention");
     }
     Ok(stored)
+}
+
+/// `listed` as the operator recorded it: a backup it recorded carries its own record (times,
+/// verification), not what the manifest says; one it did not record stays only while it claims
+/// no verification. Newest first, by the times kept.
+fn vouched(listed: Vec<Stored>, recorded: &[BackupRecord]) -> Vec<Stored> {
+    let mut vouched: Vec<Stored> = listed
+        .into_iter()
+        .filter_map(|stored| {
+            let own = recorded.iter().find(|r| {
+                r.location == stored.snapshot.url && r.sha256 == stored.record.sha256
+            });
+            match own {
+                Some(own) => Some(Stored { record: own.clone(), ..stored }),
+                None if stored.record.verified_time.is_none() => Some(stored),
+                None => {
+                    tracing::warn!(
+                        location = %stored.snapshot.url,
+                        "a manifest claims a verified backup the operator never recorded; left alone, never counted or restored"
+                    );
+                    None
+                }
+            }
+        })
+        .collect();
+    vouched.sort_by(|a, b| {
+        let key =
+            |s: &Stored| (s.record.completion_time.clone().map(|t| t.0), s.snapshot.url.clone());
+        key(b).cmp(&key(a))
+    });
+    vouched
 }
 
 /// Splits `stored` (newest first) into what retention keeps and what it deletes.
@@ -118,6 +159,29 @@ mod tests {
         let listed = list(&prefix).await.unwrap();
         let urls: Vec<_> = listed.iter().map(|s| s.snapshot.url.as_str()).collect();
         assert_eq!(urls, ["mem://ns/daily/a.db"]);
+    }
+
+    /// A manifest counts as verified only if the operator recorded it so, with that checksum.
+    #[test]
+    fn only_what_the_operator_recorded_is_trusted_as_verified() {
+        let mut own = stored("own", true);
+        own.record.location = "own".into();
+        own.record.sha256 = "aa".into();
+        let mut swapped = stored("own-swapped", true);
+        swapped.record.location = "own-swapped".into();
+        swapped.record.sha256 = "bb".into();
+        let recorded = vec![
+            own.record.clone(),
+            BackupRecord {
+                location: "own-swapped".into(),
+                sha256: "cc".into(),
+                ..own.record.clone()
+            },
+        ];
+        let listed = vec![stored("forged", true), own, swapped, stored("failed-run", false)];
+        let urls: Vec<String> =
+            vouched(listed, &recorded).into_iter().map(|s| s.snapshot.url).collect();
+        assert_eq!(urls, ["own", "failed-run"]);
     }
 
     #[test]

@@ -353,6 +353,7 @@ async fn job_for(
         compression: spec.compression,
         retention: usize::try_from(spec.retention).unwrap_or(1).max(1),
         max_snapshot_bytes: snapshot_bound(cluster.spec.options.quota_backend_bytes),
+        recorded: backup.status.as_ref().map(|s| s.backups.clone()).unwrap_or_default(),
     })
 }
 

@@ -228,13 +228,14 @@ async fn a_store_gone_mid_upload_fails_the_run_and_records_nothing() {
 async fn a_schedule_driven_by_a_test_clock_keeps_exactly_the_newest_n() {
     use etcd_operator::backup::job::{Job, object_name};
     use etcd_operator::backup::schedule::Schedule;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::{Timestamp, ToSpan};
 
     let source = Source::start(1, 200, 32).await;
     let (pki, cluster) = (&source.pki, &source.cluster);
     let moto = Moto::start("backups");
     const RETENTION: usize = 3;
-    let job = Job {
+    let mut job = Job {
         cluster: "main".into(),
         endpoints: cluster.client_urls(),
         tls: Some(tls(pki)),
@@ -243,6 +244,7 @@ async fn a_schedule_driven_by_a_test_clock_keeps_exactly_the_newest_n() {
         retention: RETENTION,
         key: None,
         max_snapshot_bytes: etcd_operator::backup::fetch::snapshot_bound(0),
+        recorded: Vec::new(),
     };
     let schedule = Schedule::parse("0 * * * *", None).unwrap();
 
@@ -255,6 +257,8 @@ async fn a_schedule_driven_by_a_test_clock_keeps_exactly_the_newest_n() {
         if let Some(due) = schedule.due(last, now) {
             let outcome = job.run(due).await.unwrap();
             assert!(outcome.kept.len() <= RETENTION);
+            // What the controller writes to the EtcdBackup's status, and reads back next run.
+            job.recorded = outcome.kept.into_iter().map(|s| s.record).collect();
             runs.push(due);
             last = due;
         }
@@ -281,6 +285,31 @@ async fn a_schedule_driven_by_a_test_clock_keeps_exactly_the_newest_n() {
     assert!(
         kept.iter().all(|s| s.record.verified_time.is_some() && s.record.key_count >= Some(200))
     );
+
+    // Someone else with the bucket's credentials writes manifests that claim newer verified
+    // backups. Before, the next run counted them: the real backups were pruned, and the newest
+    // "verified" backup recovery would offer was theirs.
+    use object_store::ObjectStoreExt;
+    let forged_at: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
+    for i in 0..RETENTION {
+        let name = format!("main-forged-{i}.db.zst");
+        let mut record = kept[0].record.clone();
+        record.location = job.prefix.child(&name).url;
+        record.completion_time = Some(Time(forged_at));
+        record.verified_time = Some(Time(forged_at));
+        let path = job.prefix.child(&format!("{name}.manifest.json")).path;
+        job.prefix.store.put(&path, serde_json::to_vec(&record).unwrap().into()).await.unwrap();
+    }
+    let next = *runs.last().unwrap() + 1.hours();
+    let outcome = job.run(next).await.unwrap();
+    let kept_names: Vec<&str> =
+        outcome.kept.iter().map(|s| s.snapshot.url.rsplit('/').next().unwrap()).collect();
+    let mut expected = vec![object_name("main", next, Compression::Zstd)];
+    expected.extend(newest.iter().take(RETENTION - 1).cloned());
+    assert_eq!(kept_names, expected, "only what the operator recorded counts");
+    let objects: Vec<_> =
+        job.prefix.store.list(Some(&job.prefix.path)).try_collect().await.unwrap();
+    assert_eq!(objects.len(), 2 * RETENTION + RETENTION, "forged manifests are left alone");
 }
 
 #[tokio::test(flavor = "multi_thread")]
