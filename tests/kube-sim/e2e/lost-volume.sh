@@ -39,6 +39,7 @@ node1=$(node scratch-1) node2=$(node scratch-2)
 [ "$(node scratch-0)" != "$node1" ] && [ "$(node scratch-0)" != "$node2" ] \
   || fail "scratch-0 shares a node with a member to be lost"
 survivor=$(kubectl get pod scratch-0 -o jsonpath='{.metadata.uid}')
+writer_start scratch
 fault freeze "pod=default/scratch-1"
 fault freeze "pod=default/scratch-2"
 lost() { field scratch '{.status.conditions[?(@.type=="QuorumLost")].message}'; }
@@ -52,4 +53,5 @@ sleep 15
 fault unfreeze "node=$node1"
 fault unfreeze "node=$node2"
 wait_running scratch 3 180
+writer_check scratch
 log "PASS"
