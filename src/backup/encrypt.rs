@@ -3,10 +3,18 @@
 //! lays it out), so that a snapshot of any size is sealed in segments as it streams, and a
 //! truncated, reordered or altered object fails to open.
 //!
-//! Layout: `MAGIC`, a 7-byte random nonce prefix, then segments of `SEGMENT` plaintext bytes
-//! sealed with a 16-byte tag each; the final segment (0..=SEGMENT bytes) is sealed as the last,
-//! which is how a reader knows nothing was cut off. The nonce of segment `i` is the prefix, `i` as
-//! a big-endian u32, and one byte that is 1 for the last segment and 0 before it.
+//! Layout: `MAGIC_BOUND`, the length (u16, big-endian) and JSON of the [`Binding`], a 7-byte
+//! random nonce prefix, then segments of `SEGMENT` plaintext bytes sealed with a 16-byte tag each
+//! and the header before the nonce prefix as associated data; the final segment (0..=SEGMENT
+//! bytes) is sealed as the last, which is how a reader knows nothing was cut off. The nonce of
+//! segment `i` is the prefix, `i` as a big-endian u32, and one byte that is 1 for the last
+//! segment and 0 before it. Objects sealed before bindings existed (`MAGIC`, no binding, no
+//! associated data) still open.
+//!
+//! The binding ties the object to its manifest: the cluster, revision and time the manifest
+//! records are sealed into every segment, so a manifest that describes another snapshot (a
+//! newer revision, another cluster) beside this object is refused when it opens, not restored
+//! as what the manifest claims.
 //!
 //! ring's AES-GCM seals: its assembly runs at the same speed whatever the build optimises for
 //! (RustCrypto's `aes-gcm`, used before with the same layout, lost a sixth of a backup's throughput
@@ -27,9 +35,43 @@ use super::Error;
 pub const KEY_ENV: &str = "ETCD_OPERATOR_ENCRYPTION_KEY";
 
 const MAGIC: &[u8; 8] = b"ETCDOPE1";
+const MAGIC_BOUND: &[u8; 8] = b"ETCDOPE2";
+/// A binding is a few dozen bytes of JSON; more is not one.
+const BINDING_LIMIT: usize = 1024;
 const NONCE_PREFIX: usize = 7;
 const SEGMENT: usize = 64 * 1024;
 const TAG: usize = 16;
+
+/// What a sealed snapshot says of itself, authenticated with every segment: what its manifest
+/// records of the snapshot (see the module).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Binding {
+    #[serde(rename = "clusterID")]
+    pub cluster_id: Option<String>,
+    pub revision: i64,
+    /// When the snapshot was started, in seconds since the epoch.
+    pub start_time: Option<i64>,
+}
+
+impl Binding {
+    /// What `record` (a manifest) says of its snapshot.
+    pub fn of(record: &etcd_crds::BackupRecord) -> Self {
+        Self {
+            cluster_id: record.cluster_id.clone(),
+            revision: record.revision,
+            start_time: record.start_time.as_ref().map(|t| t.0.as_second()),
+        }
+    }
+}
+
+impl std::fmt::Display for Binding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cluster = self.cluster_id.as_deref().unwrap_or("unknown");
+        let started = self.start_time.map_or_else(|| "unknown".to_owned(), |t| t.to_string());
+        write!(f, "cluster {cluster}, revision {}, started at {started}", self.revision)
+    }
+}
 
 /// A 256-bit key. `Debug` never shows it.
 #[derive(Clone)]
@@ -84,6 +126,9 @@ impl Key {
 struct Stream {
     key: LessSafeKey,
     prefix: [u8; NONCE_PREFIX],
+    /// Authenticated with every segment: the header before the nonce prefix (none before
+    /// bindings existed).
+    aad: Vec<u8>,
     /// The next segment's number; `None` once the last segment is sealed or opened.
     position: Option<u32>,
 }
@@ -93,8 +138,8 @@ struct Stream {
 struct Spent;
 
 impl Stream {
-    fn new(key: &Key, prefix: [u8; NONCE_PREFIX]) -> Self {
-        Self { key: key.0.clone(), prefix, position: Some(0) }
+    fn new(key: &Key, prefix: [u8; NONCE_PREFIX], aad: Vec<u8>) -> Self {
+        Self { key: key.0.clone(), prefix, aad, position: Some(0) }
     }
 
     /// The last segment has passed: no segment may follow it.
@@ -119,14 +164,14 @@ impl Stream {
     /// Seals `segment` where it is, its tag appended.
     fn seal(&mut self, segment: &mut Vec<u8>, last: bool) -> Result<(), Spent> {
         let nonce = self.nonce(last)?;
-        self.key.seal_in_place_append_tag(nonce, Aad::empty(), segment).map_err(|_| Spent)
+        self.key.seal_in_place_append_tag(nonce, Aad::from(&self.aad), segment).map_err(|_| Spent)
     }
 
     /// Opens a sealed segment where it is; `None` when it does not open (wrong key, altered,
     /// out of place).
     fn open<'a>(&mut self, sealed: &'a mut [u8], last: bool) -> Option<&'a mut [u8]> {
         let nonce = self.nonce(last).ok()?;
-        self.key.open_in_place(nonce, Aad::empty(), sealed).ok()
+        self.key.open_in_place(nonce, Aad::from(&self.aad), sealed).ok()
     }
 }
 
@@ -146,7 +191,8 @@ struct Sealing {
 }
 
 impl<W> SealingWriter<W> {
-    pub fn new(inner: W, key: Option<&Key>) -> Result<Self, Error> {
+    /// Seals into `inner` with `key`, bound to what the manifest will say (see the module).
+    pub fn new(inner: W, key: Option<&Key>, binding: &Binding) -> Result<Self, Error> {
         let Some(key) = key else { return Ok(Self { inner, sealing: None }) };
         let mut prefix = [0u8; NONCE_PREFIX];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut prefix).map_err(
@@ -155,16 +201,31 @@ impl<W> SealingWriter<W> {
                 reason: "no randomness for a nonce".into(),
             },
         )?;
-        Ok(Self::with_prefix(inner, key, prefix))
+        Ok(Self::with_prefix(inner, key, prefix, Some(binding)))
     }
 
-    fn with_prefix(inner: W, key: &Key, prefix: [u8; NONCE_PREFIX]) -> Self {
+    /// With `binding` `None`, the layout from before bindings (only tests write it).
+    fn with_prefix(
+        inner: W,
+        key: &Key,
+        prefix: [u8; NONCE_PREFIX],
+        binding: Option<&Binding>,
+    ) -> Self {
+        let aad = match binding {
+            Some(binding) => {
+                let json = serde_json::to_vec(binding).unwrap_or_default();
+                let len = u16::try_from(json.len()).unwrap_or(u16::MAX);
+                [&MAGIC_BOUND[..], &len.to_be_bytes(), &json].concat()
+            }
+            None => MAGIC.to_vec(),
+        };
         // Both buffers hold a sealed segment without growing: they trade places at each seal.
         let mut out = Vec::with_capacity(SEGMENT + TAG);
-        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&aad);
         out.extend_from_slice(&prefix);
+        let aad = if binding.is_some() { aad } else { Vec::new() };
         let sealing = Sealing {
-            stream: Stream::new(key, prefix),
+            stream: Stream::new(key, prefix, aad),
             plain: Vec::with_capacity(SEGMENT + TAG),
             out,
             sent: 0,
@@ -249,11 +310,12 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for SealingWriter<W> {
 
 /// Whether `header` (the first 8 bytes of an object) starts a sealed snapshot.
 pub fn is_sealed_header(header: &[u8]) -> bool {
-    header.starts_with(MAGIC)
+    header.starts_with(MAGIC) || header.starts_with(MAGIC_BOUND)
 }
 
-/// Opens a sealed file into `to`. Blocking: run it off the async runtime.
-pub fn open_file(from: &Path, to: &Path, key: &Key) -> Result<(), Error> {
+/// Opens a sealed file into `to`; what it was bound to (`None` for an object sealed before
+/// bindings). Blocking: run it off the async runtime.
+pub fn open_file(from: &Path, to: &Path, key: &Key) -> Result<Option<Binding>, Error> {
     let io = |what, path: &Path| {
         let path = path.display().to_string();
         move |source| Error::Io { what, path, source }
@@ -264,14 +326,32 @@ pub fn open_file(from: &Path, to: &Path, key: &Key) -> Result<(), Error> {
     };
     let mut input =
         std::io::BufReader::new(std::fs::File::open(from).map_err(io("cannot open", from))?);
-    let mut header = [0u8; MAGIC.len() + NONCE_PREFIX];
-    input.read_exact(&mut header).map_err(|_| refused("too short to be an encrypted snapshot"))?;
-    if &header[..MAGIC.len()] != MAGIC {
+    let short = || refused("too short to be an encrypted snapshot");
+    let mut magic = [0u8; MAGIC.len()];
+    input.read_exact(&mut magic).map_err(|_| short())?;
+    let (binding, aad) = if &magic == MAGIC_BOUND {
+        let mut len = [0u8; 2];
+        input.read_exact(&mut len).map_err(|_| short())?;
+        let len = usize::from(u16::from_be_bytes(len));
+        if len > BINDING_LIMIT {
+            return Err(refused("its binding is larger than any the operator writes"));
+        }
+        let mut json = vec![0u8; len];
+        input.read_exact(&mut json).map_err(|_| short())?;
+        // Read before it is authenticated (the first segment's tag covers it): only to be
+        // returned once every segment has opened.
+        let binding: Binding =
+            serde_json::from_slice(&json).map_err(|_| refused("its binding is not readable"))?;
+        let len = u16::try_from(len).unwrap_or(u16::MAX).to_be_bytes();
+        (Some(binding), [&magic[..], &len, &json].concat())
+    } else if &magic == MAGIC {
+        (None, Vec::new())
+    } else {
         return Err(refused("not an encrypted snapshot (no header)"));
-    }
-    let prefix: [u8; NONCE_PREFIX] =
-        header[MAGIC.len()..].try_into().map_err(|_| refused("bad header"))?;
-    let mut stream = Stream::new(key, prefix);
+    };
+    let mut prefix = [0u8; NONCE_PREFIX];
+    input.read_exact(&mut prefix).map_err(|_| short())?;
+    let mut stream = Stream::new(key, prefix, aad);
     let mut output =
         std::io::BufWriter::new(std::fs::File::create(to).map_err(io("cannot create", to))?);
     let mut segment = vec![0u8; SEGMENT + TAG];
@@ -292,7 +372,7 @@ pub fn open_file(from: &Path, to: &Path, key: &Key) -> Result<(), Error> {
         }
     }
     output.flush().map_err(io("cannot write", to))?;
-    Ok(())
+    Ok(binding)
 }
 
 /// Reads until `buf` is full or the input ends; returns how much was read.
@@ -320,8 +400,18 @@ mod tests {
         Key::parse(&[7u8; 32], "test").unwrap()
     }
 
+    fn binding() -> Binding {
+        Binding { cluster_id: Some("c0ffee".into()), revision: 42, start_time: Some(1_800_000_000) }
+    }
+
+    /// The bytes before the first segment.
+    fn header_len(sealed: &[u8]) -> usize {
+        let len = usize::from(u16::from_be_bytes([sealed[8], sealed[9]]));
+        MAGIC_BOUND.len() + 2 + len + NONCE_PREFIX
+    }
+
     async fn seal(data: &[u8], key: &Key) -> Vec<u8> {
-        let mut writer = SealingWriter::new(Vec::new(), Some(key)).unwrap();
+        let mut writer = SealingWriter::new(Vec::new(), Some(key), &binding()).unwrap();
         // Odd-sized writes, so that segments are assembled across calls.
         for chunk in data.chunks(10_007) {
             writer.write_all(chunk).await.unwrap();
@@ -330,11 +420,28 @@ mod tests {
         writer.into_inner()
     }
 
-    fn open(sealed: &[u8], key: &Key) -> Result<Vec<u8>, Error> {
+    fn open_bound(sealed: &[u8], key: &Key) -> Result<(Vec<u8>, Option<Binding>), Error> {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("in"), sealed).unwrap();
-        open_file(&dir.path().join("in"), &dir.path().join("out"), key)?;
-        Ok(std::fs::read(dir.path().join("out")).unwrap())
+        let binding = open_file(&dir.path().join("in"), &dir.path().join("out"), key)?;
+        Ok((std::fs::read(dir.path().join("out")).unwrap(), binding))
+    }
+
+    fn open(sealed: &[u8], key: &Key) -> Result<Vec<u8>, Error> {
+        open_bound(sealed, key).map(|(data, _)| data)
+    }
+
+    /// The binding comes back as sealed; a changed byte of it and the object no longer opens.
+    #[tokio::test]
+    async fn the_binding_is_sealed_with_every_segment() {
+        let data = vec![7u8; SEGMENT + 3];
+        let sealed = seal(&data, &key()).await;
+        assert_eq!(open_bound(&sealed, &key()).unwrap(), (data, Some(binding())));
+        let text = String::from_utf8_lossy(&sealed[..header_len(&sealed)]).into_owned();
+        let at = text.find("42").unwrap();
+        let mut rebound = sealed.clone();
+        rebound[at] = b'9';
+        assert!(matches!(open(&rebound, &key()), Err(Error::Decrypt { .. })));
     }
 
     #[tokio::test]
@@ -342,7 +449,7 @@ mod tests {
         for len in [0, 1, SEGMENT - 1, SEGMENT, SEGMENT + 1, 3 * SEGMENT, 3 * SEGMENT + 5] {
             let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let sealed = seal(&data, &key()).await;
-            assert_ne!(&sealed[MAGIC.len() + NONCE_PREFIX..], &data[..], "len {len} is sealed");
+            assert_ne!(&sealed[header_len(&sealed)..], &data[..], "len {len} is sealed");
             assert_eq!(open(&sealed, &key()).unwrap(), data, "len {len}");
         }
     }
@@ -351,20 +458,21 @@ mod tests {
     async fn a_cut_an_altered_byte_or_another_key_is_refused() {
         let data = vec![42u8; 2 * SEGMENT + 100];
         let sealed = seal(&data, &key()).await;
-        let cut = &sealed[..MAGIC.len() + NONCE_PREFIX + SEGMENT + TAG];
+        let cut = &sealed[..header_len(&sealed) + SEGMENT + TAG];
         assert!(
             matches!(open(cut, &key()), Err(Error::Decrypt { .. })),
             "truncated at a segment boundary"
         );
         let mut altered = sealed.clone();
-        altered[MAGIC.len() + NONCE_PREFIX + 5] ^= 1;
+        altered[header_len(&sealed) + 5] ^= 1;
         assert!(matches!(open(&altered, &key()), Err(Error::Decrypt { .. })));
         let other = Key::parse(&[8u8; 32], "other").unwrap();
         assert!(matches!(open(&sealed, &other), Err(Error::Decrypt { .. })));
     }
 
-    /// Sealed objects written before keep opening: the layout is byte for byte the one the
-    /// `aead` crate's `EncryptorBE32` over RustCrypto's AES-256-GCM wrote (digests taken from it).
+    /// Sealed objects written before bindings keep opening: that layout is byte for byte the one
+    /// the `aead` crate's `EncryptorBE32` over RustCrypto's AES-256-GCM wrote (digests taken
+    /// from it), and opens with no binding.
     #[tokio::test]
     async fn the_layout_is_the_streams_byte_for_byte() {
         for (len, digest) in [
@@ -372,14 +480,15 @@ mod tests {
             (2 * SEGMENT + 100, "14a3c78b9fa1c352b46e1c800f766e1e762de7c735733fcdfe1a37b86431826d"),
         ] {
             let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-            let mut writer = SealingWriter::with_prefix(Vec::new(), &key(), [1, 2, 3, 4, 5, 6, 7]);
+            let prefix = [1, 2, 3, 4, 5, 6, 7];
+            let mut writer = SealingWriter::with_prefix(Vec::new(), &key(), prefix, None);
             writer.write_all(&data).await.unwrap();
             writer.shutdown().await.unwrap();
             let sealed = writer.into_inner();
             let got = ring::digest::digest(&ring::digest::SHA256, &sealed);
             let hex: String = got.as_ref().iter().map(|b| format!("{b:02x}")).collect();
             assert_eq!(hex, digest, "{len} bytes");
-            assert_eq!(open(&sealed, &key()).unwrap(), data);
+            assert_eq!(open_bound(&sealed, &key()).unwrap(), (data, None));
         }
     }
 

@@ -16,7 +16,7 @@ use object_store::ObjectStoreExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use super::digest::HashingWriter;
-use super::encrypt::{Key, is_sealed_header, open_file};
+use super::encrypt::{Binding, Key, is_sealed_header, open_file};
 use super::{Error, Location};
 
 /// What a restore expects of the object at a location.
@@ -26,6 +26,9 @@ pub struct Expected {
     pub compression: Compression,
     /// The most bytes the snapshot may decompress to ([`snapshot_bound`]).
     pub max_bytes: u64,
+    /// What the manifest says of the snapshot, which a sealed object must have been sealed for
+    /// (none with a checksum given by hand).
+    pub binding: Option<Binding>,
 }
 
 impl Expected {
@@ -40,10 +43,20 @@ impl Expected {
                 sha256: sha256.trim().to_ascii_lowercase(),
                 compression: compression_of_name(&from.url),
                 max_bytes,
+                binding: None,
             });
         }
-        let record = read_manifest(from).await?;
-        Ok(Self { sha256: record.sha256, compression: record.compression, max_bytes })
+        Ok(Self::of(&read_manifest(from).await?, max_bytes))
+    }
+
+    /// What `record` (a manifest, or the operator's record of it) says to expect.
+    pub fn of(record: &BackupRecord, max_bytes: u64) -> Self {
+        Self {
+            sha256: record.sha256.clone(),
+            compression: record.compression,
+            max_bytes,
+            binding: Some(Binding::of(record)),
+        }
     }
 }
 
@@ -118,12 +131,22 @@ pub async fn fetch_verified(
         let compressed = if sealed {
             let key = key.ok_or_else(|| Error::KeyNeeded { location: from.url.clone() })?.clone();
             let (sealed, opened_path) = (download.clone(), opened.clone());
-            tokio::task::spawn_blocking(move || open_file(&sealed, &opened_path, &key))
+            let bound = tokio::task::spawn_blocking(move || open_file(&sealed, &opened_path, &key))
                 .await
                 .map_err(|err| Error::Decrypt {
                     path: from.url.clone(),
                     reason: err.to_string(),
                 })??;
+            if let (Some(sealed_for), Some(said)) = (&bound, &expected.binding)
+                && sealed_for != said
+            {
+                return Err(Error::Decrypt {
+                    path: from.url.clone(),
+                    reason: format!(
+                        "it was sealed for {sealed_for}, but its manifest says {said}: the manifest does not describe this object"
+                    ),
+                });
+            }
             &opened
         } else {
             &download

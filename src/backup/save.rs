@@ -15,7 +15,7 @@ use object_store::{ObjectStoreExt, PutPayload};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::digest::HashingWriter;
-use super::encrypt::{Key, SealingWriter};
+use super::encrypt::{Binding, Key, SealingWriter};
 use super::{Error, Location};
 use crate::etcd::{self, ClientTls};
 
@@ -39,10 +39,18 @@ pub async fn save(
 ) -> Result<BackupRecord, Error> {
     let started = now_in_seconds();
     let source = pick_member(endpoints, tls).await?;
+    let cluster_id = Some(etcd::hex_id(source.cluster_id));
     let upload = BufWriter::with_capacity(to.store.clone(), to.path.clone(), PART_SIZE)
         .with_max_concurrency(PARTS_IN_FLIGHT);
+    // What the manifest will say of the snapshot, sealed into it (see `encrypt`).
+    let binding = Binding {
+        cluster_id: cluster_id.clone(),
+        revision: source.revision,
+        start_time: Some(started.as_second()),
+    };
     // Compressed first (sealed bytes do not compress), sealed, then hashed as stored.
-    let sink = Encoder::new(compression, SealingWriter::new(HashingWriter::new(upload), key)?);
+    let sealing = SealingWriter::new(HashingWriter::new(upload), key, &binding)?;
+    let sink = Encoder::new(compression, sealing);
     let (mut sink, copied) = copy_snapshot(&source.endpoint, tls, sink, to).await;
     if let Err(err) = copied {
         // Best effort: the abort failing leaves an incomplete multipart upload, never an object.
@@ -60,7 +68,7 @@ pub async fn save(
         size: i64::try_from(digest.bytes()).unwrap_or(i64::MAX),
         sha256: digest.hex(),
         revision: source.revision,
-        cluster_id: Some(etcd::hex_id(source.cluster_id)),
+        cluster_id,
         compression,
         encrypted: key.is_some(),
         start_time: Some(Time(started)),

@@ -40,8 +40,7 @@ pub async fn verify(
     let work = tempfile::Builder::new().prefix("etcd-verify-").tempdir().map_err(|source| {
         Error::Io { what: "cannot create a scratch directory in", path: "TMPDIR".into(), source }
     })?;
-    let expected =
-        Expected { sha256: record.sha256.clone(), compression: record.compression, max_bytes };
+    let expected = Expected::of(record, max_bytes);
     let snapshot = fetch_verified(location, &expected, work.path(), key).await?;
     let status = snapshot_status(&snapshot).await?;
     let scratch = MemberSpec {

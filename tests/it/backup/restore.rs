@@ -470,6 +470,20 @@ async fn an_encrypted_backup_hides_the_data_and_restores_only_with_its_key() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!data_dir.exists());
+    // A manifest that describes another snapshot (here: a newer revision) beside this object,
+    // its checksum kept: before, the object restored as what the manifest claimed.
+    let manifest = from.manifest();
+    let honest = from.store.get(&manifest.path).await.unwrap().bytes().await.unwrap();
+    let mut claimed: BackupRecord = serde_json::from_slice(&honest).unwrap();
+    claimed.revision += 1_000;
+    let forged = serde_json::to_vec(&claimed).unwrap();
+    from.store.put(&manifest.path, forged.into()).await.unwrap();
+    let (out, data_dir, _) = restore_with(Some(&key_file), "other-manifest");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the manifest does not describe this object"), "{stderr}");
+    assert!(!data_dir.exists());
+    from.store.put(&manifest.path, honest.into()).await.unwrap();
+
     let (out, data_dir, peer) = restore_with(Some(&key_file), "right-key");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_restored("r0", peer, data_dir, work.path(), &written).await;
