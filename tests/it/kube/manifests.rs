@@ -54,6 +54,23 @@ fn kubernetes_validate() -> PathBuf {
     path
 }
 
+/// The file a release ships, and the end-to-end scenarios install from, is what kustomize
+/// renders from manifests/: one source, never drifting.
+#[test]
+fn install_yaml_is_what_manifests_render() {
+    let path = root().join("manifests/install.yaml");
+    let committed = std::fs::read_to_string(&path).expect("manifests/install.yaml is committed");
+    let body: String =
+        committed.lines().skip(INSTALL_HEADER_LINES).map(|l| format!("{l}\n")).collect();
+    assert!(
+        body == rendered(),
+        "manifests/install.yaml differs from manifests/; regenerate it: head -{INSTALL_HEADER_LINES} manifests/install.yaml > /tmp/h && (cat /tmp/h; kubectl kustomize manifests) > manifests/install.yaml.new && mv manifests/install.yaml.new manifests/install.yaml"
+    );
+}
+
+/// The comment lines above the rendered manifests in install.yaml.
+const INSTALL_HEADER_LINES: usize = 3;
+
 #[test]
 fn manifests_validate_against_kubernetes_schemas() {
     let report = validate(&rendered());
