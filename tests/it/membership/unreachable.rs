@@ -81,6 +81,18 @@ fn signal_one(dir: &std::path::Path, member: usize, signal: i32) {
 
 struct StopOnDrop(ProcessMembers);
 
+/// Three TLS members converged to Running: their directory, the guard that stops them (dropped
+/// before the directory), the client certificate, and the last pass's status.
+async fn three_running() -> (tempfile::TempDir, StopOnDrop, ClientTls, EtcdClusterStatus) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let members = StopOnDrop(ProcessMembers::new(dir.path(), true));
+    let tls = pki(&members.0);
+    let mut status = EtcdClusterStatus::default();
+    converge(&members.0, &tls, &mut status).await;
+    (dir, members, tls, status)
+}
+
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
         for name in self.0.running_now() {
@@ -91,13 +103,8 @@ impl Drop for StopOnDrop {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unanswering_members_are_reported_and_nothing_destructive_happens() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().unwrap();
-    let members = StopOnDrop(ProcessMembers::new(dir.path(), true));
-    let tls = pki(&members.0);
-    let mut status = EtcdClusterStatus::default();
-    let running = converge(&members.0, &tls, &mut status).await;
-    let cluster_id = running.cluster_id.clone().expect("a cluster ID");
+    let (dir, members, tls, mut status) = three_running().await;
+    let cluster_id = status.cluster_id.clone().expect("a cluster ID");
 
     signal_all(dir.path(), libc::SIGSTOP);
     // Several passes: each is bounded by the client's deadlines, and each must only wait.
@@ -137,12 +144,7 @@ async fn unanswering_members_are_reported_and_nothing_destructive_happens() {
 /// member must never read as the whole cluster unreachable (all members not ready).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_silent_member_does_not_hide_the_others() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().unwrap();
-    let members = StopOnDrop(ProcessMembers::new(dir.path(), true));
-    let tls = pki(&members.0);
-    let mut status = EtcdClusterStatus::default();
-    converge(&members.0, &tls, &mut status).await;
+    let (dir, members, tls, status) = three_running().await;
 
     let dropping = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dropping_url = format!("https://{}", dropping.local_addr().unwrap());
@@ -217,12 +219,7 @@ impl MemberPort for CutOff {
 /// member the operator could see into a cluster of its own.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_majority_the_operator_cannot_reach_is_not_a_lost_quorum() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().unwrap();
-    let members = StopOnDrop(ProcessMembers::new(dir.path(), true));
-    let tls = pki(&members.0);
-    let mut status = EtcdClusterStatus::default();
-    converge(&members.0, &tls, &mut status).await;
+    let (dir, members, tls, mut status) = three_running().await;
     let cluster_id = status.cluster_id.clone();
 
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
