@@ -155,6 +155,33 @@ pub struct EndpointStatus {
     pub version: String,
     pub is_learner: bool,
     pub raft_index: u64,
+    /// The cluster's active alarms, as every member reports them with its status.
+    pub alarms: Vec<Alarm>,
+}
+
+/// An alarm etcd raised for a member (what `etcdctl alarm list` shows): `NOSPACE` when its
+/// backend reached the quota (writes are refused until space is freed and the alarm disarmed),
+/// `CORRUPT` when the members' data differ (requests are refused).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Alarm {
+    pub member_id: u64,
+    pub kind: String,
+}
+
+/// The alarms among a status response's errors, written as `memberID:N alarm:KIND` (protobuf's
+/// text form of an alarm); other errors (no leader) are not alarms.
+fn alarms_of(errors: &[String]) -> Vec<Alarm> {
+    errors
+        .iter()
+        .filter_map(|error| {
+            let field = |name: &str| {
+                error.split_whitespace().find_map(|part| part.strip_prefix(name)).map(str::to_owned)
+            };
+            let member_id = field("memberID:")?.parse().ok()?;
+            let kind = field("alarm:")?;
+            Some(Alarm { member_id, kind })
+        })
+        .collect()
 }
 
 /// The cluster ID and member list, from the first of `endpoints` that answers. Each is asked on
@@ -252,10 +279,33 @@ pub async fn endpoint_status(
         version: status.version().to_owned(),
         is_learner: status.is_learner(),
         raft_index: status.raft_index(),
+        alarms: alarms_of(status.errors()),
     })
 }
 
 /// A member ID as etcdctl prints it.
 pub fn hex_id(id: u64) -> String {
     format!("{id:x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// etcd writes each alarm of a status response as protobuf's text form, beside other errors.
+    #[test]
+    fn alarms_are_read_from_a_status_responses_errors() {
+        let errors = [
+            "etcdserver: no leader".to_owned(),
+            "memberID:10276657743932975437 alarm:NOSPACE ".to_owned(),
+            "memberID:42 alarm:CORRUPT".to_owned(),
+        ];
+        assert_eq!(
+            alarms_of(&errors),
+            [
+                Alarm { member_id: 10276657743932975437, kind: "NOSPACE".into() },
+                Alarm { member_id: 42, kind: "CORRUPT".into() },
+            ]
+        );
+    }
 }

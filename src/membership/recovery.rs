@@ -216,6 +216,7 @@ mod tests {
             version: "3.5.1".into(),
             is_learner: false,
             raft_index,
+            alarms: Vec::new(),
         };
         (format!("c-{i}"), s)
     }

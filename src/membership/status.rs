@@ -132,6 +132,10 @@ pub fn status(
             generation,
         ),
     );
+    let alarms = alarms(observation);
+    if !alarms.is_empty() || previous.conditions.iter().any(|c| c.type_ == ALARMS_CONDITION) {
+        set_condition(&mut conditions, alarms_condition(&alarms, generation));
+    }
     let progressing = !matches!(step, Step::Done | Step::Wait { .. });
     let step_message = match step {
         Step::Wait { reason } => reason.clone(),
@@ -199,6 +203,57 @@ fn highest_committed_index(observation: &Observation, previous: &EtcdClusterStat
     let recorded = previous.highest_committed_index.filter(|_| same_cluster);
     let seen = observation.statuses.iter().map(|(_, s)| s.raft_index).max();
     recorded.max(seen)
+}
+
+/// Condition type of etcd's own alarms; present once an alarm has been seen.
+pub const ALARMS_CONDITION: &str = "EtcdAlarms";
+
+/// The cluster's active alarms, as the members that answered report them, by member name (or ID
+/// when the member is not in the list).
+fn alarms(observation: &Observation) -> std::collections::BTreeSet<(String, String)> {
+    let name = |id: u64| {
+        let members = observation.planner.members.iter().flatten();
+        members.clone().find(|m| m.id == id).map_or_else(|| hex_id(id), |m| m.name.clone())
+    };
+    observation
+        .statuses
+        .iter()
+        .flat_map(|(_, status)| &status.alarms)
+        .map(|alarm| (alarm.kind.clone(), name(alarm.member_id)))
+        .collect()
+}
+
+/// `EtcdAlarms`: which alarm on which member, and what it stops.
+fn alarms_condition(
+    alarms: &std::collections::BTreeSet<(String, String)>,
+    generation: Option<i64>,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    let Some((first, _)) = alarms.first() else {
+        return condition(
+            ALARMS_CONDITION,
+            false,
+            "NoAlarms",
+            "etcd raises no alarm".into(),
+            generation,
+        );
+    };
+    let mut kinds: Vec<&String> = alarms.iter().map(|(kind, _)| kind).collect();
+    kinds.dedup();
+    let message = kinds
+        .into_iter()
+        .map(|kind| {
+            let on: Vec<&str> =
+                alarms.iter().filter(|(k, _)| k == kind).map(|(_, m)| m.as_str()).collect();
+            let meaning = match kind.as_str() {
+                "NOSPACE" => "the backend reached quotaBackendBytes, and etcd refuses writes until space is freed (compact, defragment) and the alarm is disarmed (etcdctl alarm disarm)",
+                "CORRUPT" => "the members' data differ, and etcd refuses requests; the member whose hash differs (its log says, or etcdctl check hashkv) must be replaced before the alarm is disarmed",
+                _ => "see etcd's log",
+            };
+            format!("{kind} on {}: {meaning}", on.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    condition(ALARMS_CONDITION, true, first, message, generation)
 }
 
 /// The version every member runs, when all `members` answered and agree.
@@ -269,6 +324,7 @@ mod tests {
             version: v.into(),
             is_learner: false,
             raft_index: 1,
+            alarms: Vec::new(),
         };
         observation.statuses = vec![
             ("c-0".into(), version("3.5.9")),
@@ -306,6 +362,7 @@ mod tests {
             version: "3.5.9".into(),
             is_learner: false,
             raft_index,
+            alarms: Vec::new(),
         };
         observation.statuses = vec![("c-0".into(), index(90)), ("c-1".into(), index(120))];
         let first = status_of(&target(3), &observation);

@@ -85,6 +85,7 @@ mod tests {
             version: version.into(),
             is_learner: false,
             raft_index,
+            alarms: Vec::new(),
         };
         (format!("c-{i}"), s)
     }

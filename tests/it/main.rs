@@ -15,8 +15,8 @@ mod controller {
     mod restore;
 }
 mod membership {
-    mod corruption;
     mod crash;
+    mod etcd_health;
     mod local_admission;
     mod local_metrics;
     mod local_restore;

@@ -1,6 +1,7 @@
-//! etcd's own corruption checks are on: a member whose data silently differs from its peers'
-//! (a flipped byte on disk, with no checksum to notice it) refuses to start instead of serving
-//! the wrong value. Without the initial check it starts and answers with what the disk says.
+//! etcd's own health, watched: its corruption checks are on, so a member whose data silently
+//! differs from its peers' (a flipped byte on disk, with no checksum to notice it) refuses to
+//! start instead of serving the wrong value (without the initial check it starts and answers
+//! with what the disk says); and its alarms reach the cluster's status.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -127,4 +128,38 @@ async fn changed_data_is_refused_on_3_5_36() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_data_is_refused_on_3_6_17() {
     a_member_with_silently_changed_data_never_serves_it("3.6.17", &[&release_flag("3.6.17")]).await;
+}
+
+/// A cluster that fills its backend quota: etcd raises NOSPACE and refuses writes, and the
+/// status says so and what to do (before, nothing in the status changed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_backend_is_reported_as_etcds_nospace_alarm() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let options = "  options:\n    quotaBackendBytes: 4194304\n";
+    let local = Local::start_spec(PATH_VERSION, 1, options, &[]);
+    local.wait_running(1, TIMEOUT).await;
+    let endpoint = local.client_url("it-0");
+    let mut client = etcd_operator::etcd::connect(&[endpoint], Some(&local.tls())).await.unwrap();
+    let value = vec![b'x'; 256 * 1024];
+    let mut refused = None;
+    for i in 0..64 {
+        if let Err(err) = client.put(format!("fill-{i}"), value.clone(), None).await {
+            refused = Some(err.to_string());
+            break;
+        }
+    }
+    let refused = refused.expect("a 4 MiB quota refuses 16 MiB of writes");
+    assert!(refused.contains("database space exceeded"), "{refused}");
+    let deadline = Instant::now() + TIMEOUT;
+    let alarm = loop {
+        let status = local.status();
+        if let Some(c) = status.conditions.iter().find(|c| c.type_ == "EtcdAlarms") {
+            break c.clone();
+        }
+        assert!(Instant::now() < deadline, "no alarm in the status: {status:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!((alarm.status.as_str(), alarm.reason.as_str()), ("True", "NOSPACE"));
+    assert!(alarm.message.starts_with("NOSPACE on it-0: "), "{}", alarm.message);
+    assert!(alarm.message.contains("etcdctl alarm disarm"), "{}", alarm.message);
 }
