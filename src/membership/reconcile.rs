@@ -445,7 +445,6 @@ fn recorded_voters(previous: &EtcdClusterStatus) -> Vec<Seen> {
 /// Condition type of quorum loss: what was lost, what survives, what recovery does.
 pub const QUORUM_LOST_CONDITION: &str = "QuorumLost";
 
-/// The previous pass started recovery (the QuorumLost condition says Recovering).
 /// How long the kept member may take to answer alone after its forced start (a pod scheduled,
 /// its image pulled, etcd opening and checking a large backend) before the cluster is Failed.
 pub const RECOVERY_STALLED_AFTER: Duration = Duration::from_secs(600);
@@ -474,6 +473,7 @@ fn recovery_wait(
     (etcd_crds::ClusterPhase::Failed, Some(message))
 }
 
+/// The previous pass started recovery (the QuorumLost condition says Recovering).
 fn recovering(previous: &EtcdClusterStatus) -> bool {
     previous
         .conditions
