@@ -47,11 +47,7 @@ pub async fn list(prefix: &Location) -> Result<Vec<Stored>, Error> {
         let record = read_manifest(&snapshot).await?;
         stored.push(Stored { snapshot, record });
     }
-    stored.sort_by(|a, b| {
-        let key =
-            |s: &Stored| (s.record.completion_time.clone().map(|t| t.0), s.snapshot.url.clone());
-        key(b).cmp(&key(a))
-    });
+    newest_first(&mut stored);
     Ok(stored)
 }
 
@@ -102,12 +98,15 @@ fn vouched(listed: Vec<Stored>, recorded: &[BackupRecord]) -> Vec<Stored> {
             }
         })
         .collect();
-    vouched.sort_by(|a, b| {
-        let key =
-            |s: &Stored| (s.record.completion_time.clone().map(|t| t.0), s.snapshot.url.clone());
-        key(b).cmp(&key(a))
-    });
+    newest_first(&mut vouched);
     vouched
+}
+
+/// Newest first, by completion time (then name, so that the order is the same every time).
+fn newest_first(stored: &mut [Stored]) {
+    stored.sort_by_key(|s| {
+        std::cmp::Reverse((s.record.completion_time.clone().map(|t| t.0), s.snapshot.url.clone()))
+    });
 }
 
 /// Splits `stored` (newest first) into what retention keeps and what it deletes.
