@@ -266,7 +266,10 @@ impl ControlPlane {
     /// from etcd. SIGTERM first, as the kubelet stops a static pod, then SIGKILL after a grace of
     /// 5 s (kubeadm gives kube-apiserver 30 s; left alone it drains in-flight requests for up to
     /// its 60 s request timeout, which would make every restart a minute's outage).
-    pub fn restart_apiserver(&self) -> Result<(), String> {
+    /// Returns how long the API server was away. A start whose process exits is tried again, as
+    /// the kubelet restarts a static pod that crashed.
+    pub fn restart_apiserver(&self) -> Result<Duration, String> {
+        let down = Instant::now();
         self.ready.store(false, std::sync::atomic::Ordering::SeqCst);
         if let Some(mut child) = self.apiserver.lock().unwrap_or_else(|p| p.into_inner()).take() {
             // SAFETY: signalling a child this process started.
@@ -278,7 +281,15 @@ impl ControlPlane {
             let _ = child.kill();
             let _ = child.wait();
         }
-        self.start_apiserver()
+        let mut tries = 1;
+        while let Err(why) = self.start_apiserver() {
+            if tries == 3 {
+                return Err(why);
+            }
+            tracing::warn!(%why, "kube-apiserver did not come back; starting it again");
+            tries += 1;
+        }
+        Ok(down.elapsed())
     }
 }
 

@@ -163,10 +163,10 @@ impl Control {
             }
             "restart-apiserver" => {
                 let plane = self.plane.clone();
-                tokio::task::spawn_blocking(move || plane.restart_apiserver())
+                let away = tokio::task::spawn_blocking(move || plane.restart_apiserver())
                     .await
                     .map_err(|e| e.to_string())??;
-                Ok(json!({"restarted": "kube-apiserver"}))
+                Ok(json!({"restarted": "kube-apiserver", "awaySeconds": away.as_secs_f64()}))
             }
             "fail" => {
                 let permille: u32 =
