@@ -43,6 +43,7 @@ mod backup {
 }
 mod kube {
     mod api_client;
+    mod chart;
     mod dockerfile;
     mod manifests;
     mod members;

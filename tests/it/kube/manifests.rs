@@ -10,7 +10,7 @@ use serde_yaml::Value;
 /// The oldest Kubernetes version supported (k8s-openapi feature `v1_33`).
 const KUBERNETES_VERSION: &str = "1.33";
 
-fn root() -> &'static Path {
+pub(super) fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -19,7 +19,7 @@ fn rendered() -> String {
 }
 
 /// `kubectl kustomize DIR`, DIR relative to the repository.
-fn rendered_from(dir: &str) -> String {
+pub(super) fn rendered_from(dir: &str) -> String {
     let out = Command::new("kubectl")
         .args(["kustomize", dir])
         .current_dir(root())
@@ -33,7 +33,7 @@ fn rendered_from(dir: &str) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
-fn documents(yaml: &str) -> Vec<Value> {
+pub(super) fn documents(yaml: &str) -> Vec<Value> {
     serde_yaml::Deserializer::from_str(yaml)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect()
@@ -123,7 +123,7 @@ fn the_private_control_plane_overlay_listens_where_its_port_says() {
 }
 
 /// kubernetes-validate's report on `yaml`; fails the test if it refuses any object.
-fn validate(yaml: &str) -> String {
+pub(super) fn validate(yaml: &str) -> String {
     let mut child = Command::new(kubernetes_validate())
         .args(["--strict", "-k", KUBERNETES_VERSION, "-"])
         .stdin(Stdio::piped())
