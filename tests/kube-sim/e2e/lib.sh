@@ -63,6 +63,18 @@ install_operator() {
   wait_for "operator installed and its webhooks trusted" 120 operator_ready
 }
 
+# uninstalling COMMAND...: runs COMMAND, which uninstalls the operator, and waits until its pods
+# are gone. The operator's calls refused meanwhile are expected (its RBAC bindings go while its
+# pods shut down): the window is recorded for the test's audit-log check (tests/e2e.rs).
+uninstalling() {
+  local from
+  from=$(date -u +%Y-%m-%dT%H:%M:%S.%6NZ)
+  "$@" >/dev/null
+  operator_gone() { [ -z "$(kubectl -n "$SYSTEM" get deployment,pods -o name)" ]; }
+  wait_for "the operator uninstalled ($*)" 120 operator_gone
+  echo "$from $(date -u +%Y-%m-%dT%H:%M:%S.%6NZ)" >>"$KUBE_SIM_STATE/uninstalling"
+}
+
 # set_operator_env NAME VALUE: sets an environment variable of the operator's Deployment and waits
 # for both replicas to run with it.
 set_operator_env() {
