@@ -9,6 +9,7 @@ pub mod controller;
 pub mod error;
 pub mod etcd;
 pub mod k8s;
+pub mod kubectl_plugin;
 pub mod local;
 pub mod membership;
 pub mod names;

@@ -51,6 +51,14 @@ pub const ROTATE_CA_ANNOTATION: &str = "etcd.etcd.io/rotate-ca";
 /// Manual`): its value must be the cluster ID that status reports for the failure.
 pub const APPROVE_RECOVERY_ANNOTATION: &str = "etcd.etcd.io/approve-recovery";
 
+/// The approval token a `QuorumLost` condition's message asks for (`...approve-recovery=TOKEN`),
+/// if it asks for one: what `kubectl etcd approve-recovery` reads, and the operator writes.
+pub fn approval_token(message: &str) -> Option<&str> {
+    let (_, after) = message.split_once(&format!("{APPROVE_RECOVERY_ANNOTATION}="))?;
+    let end = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).unwrap_or(after.len());
+    Some(&after[..end]).filter(|t| !t.is_empty())
+}
+
 /// Annotation of an EtcdCluster letting its deletion go on without the final backup (any
 /// value; say why): for a cluster whose data is not wanted, or that cannot be backed up.
 pub const SKIP_FINAL_BACKUP_ANNOTATION: &str = "etcd.etcd.io/skip-final-backup";

@@ -277,7 +277,8 @@ mod tests {
             message.contains("c-2 (raft index 120)") && message.contains("keeps c-2"),
             "{message}"
         );
-        assert!(message.contains("approve-recovery=abc-1700000000"), "{message}");
+        // What `kubectl etcd approve-recovery` reads from the condition.
+        assert_eq!(etcd_crds::approval_token(&message), Some("abc-1700000000"), "{message}");
 
         let approved = Policy { approval: Some("abc-1700000000".into()), ..policy(false) };
         let Decision::Recover { step, .. } = decide(&approved, &lost) else { panic!() };
@@ -333,7 +334,8 @@ mod tests {
             message.contains("c-0 is 30 raft entries behind the highest commit index seen (120)"),
             "{message}"
         );
-        assert!(message.contains("approve-recovery=abc-1700000000"), "{message}");
+        // What `kubectl etcd approve-recovery` reads from the condition.
+        assert_eq!(etcd_crds::approval_token(&message), Some("abc-1700000000"), "{message}");
         let approved = Policy { approval: Some("abc-1700000000".into()), ..policy(true) };
         assert!(matches!(decide(&approved, &lost), Decision::Recover { .. }));
     }
@@ -357,10 +359,8 @@ mod tests {
             message.contains("revision 4242") && message.contains("every write after it is lost"),
             "{message}"
         );
-        assert!(
-            message.contains("approve-recovery=abc-1700000000 (even under policy Automatic)"),
-            "{message}"
-        );
+        assert!(message.contains("(even under policy Automatic)"), "{message}");
+        assert_eq!(etcd_crds::approval_token(&message), Some("abc-1700000000"), "{message}");
 
         let approved = Policy { approval: Some("abc-1700000000".into()), ..known };
         let Decision::Restore { point: chosen, .. } = decide(&approved, &lost) else { panic!() };

@@ -175,6 +175,19 @@ refused() {
 }
 wait_for "a volume destination without a volume refused, saying what to mount" 60 refused
 
+# `kubectl etcd status`: the cluster, its members and its backups on one screen.
+screen=$(kubectl etcd status demo) || fail "kubectl etcd status failed: $screen"
+for line in 'EtcdCluster default/demo: Running, 3/3 ready' 'demo-0' 'demo-now' 'demo-to-volume'; do
+  grep -q "$line" <<<"$screen" || fail "kubectl etcd status lacks '$line':\n$screen"
+done
+log "kubectl etcd status:"$'\n'"$screen"
+# `kubectl etcd backup`: demo has two EtcdBackups, so it asks which destination; then one now.
+if out=$(kubectl etcd backup demo 2>&1); then fail "kubectl etcd backup chose between two EtcdBackups: $out"; fi
+grep -q -- '--like' <<<"$out" || fail "kubectl etcd backup did not say how to choose: $out"
+out=$(kubectl etcd backup demo --like demo-now --timeout 180) || fail "kubectl etcd backup failed: $out"
+grep -q 'verified by a restore' <<<"$out" || fail "kubectl etcd backup did not report a verified backup: $out"
+log "kubectl etcd backup: $(tail -1 <<<"$out")"
+
 # restore_new NAME SIZE: an EtcdRestore of type New from demo-now's newest backup.
 restore_new() {
   kubectl apply -f - >/dev/null <<YAML
@@ -221,8 +234,10 @@ final=$(kubectl get etcdbackup demo-now -o jsonpath='{.status.backups[0].locatio
 case $final in *"/demo-final-"*) ;; *) fail "the newest backup of demo-now is $final, not a final backup" ;; esac
 log "final backup: $final"
 # It restores with every write acknowledged before the deletion.
-restore_new demo-final 1
-wait_running demo-final 1 300
+out=$(kubectl etcd restore demo-final --from demo-now --size 1 --version 3.4.23 --timeout 300) ||
+  fail "kubectl etcd restore failed: $out"
+grep -q 'type New of EtcdCluster demo-final' <<<"$out" || fail "kubectl etcd restore did not say what it created: $out"
+wait_running demo-final 1 60
 writer_check demo-final
 
 # No member of demo-restored survives: every claim loses its data. The cluster is Failed naming
@@ -235,6 +250,8 @@ s3_backup demo-restored-now demo-restored
 verified() { [ -n "$(kubectl get etcdbackup demo-restored-now -o jsonpath='{.status.backups[0].verifiedTime}')" ]; }
 wait_for "the backup of demo-restored verified" 120 verified
 old_id=$(field demo-restored '{.status.clusterID}')
+if out=$(kubectl etcd approve-recovery demo-restored --yes 2>&1); then fail "an approval of a healthy cluster was set: $out"; fi
+grep -q 'nothing to approve' <<<"$out" || fail "kubectl etcd approve-recovery did not say why it refused: $out"
 kubectl patch etcdcluster demo-restored --type merge -p '{"spec":{"recovery":{"quorumLossAfterSeconds":20}}}' >/dev/null
 # The disks are lost with their pods (local volumes): each recreated pod finds an empty volume.
 for i in 0 1 2; do
@@ -251,13 +268,27 @@ token=$(lost | sed -n 's/.*approve-recovery=\([0-9a-f]*-[0-9]*\).*/\1/p')
 [ -n "$token" ] || fail "no approval token in the condition"
 sleep 10
 [ -z "$(kubectl get etcdrestore -o name | grep recovery)" ] || fail "a restore began without approval"
-kubectl annotate etcdcluster demo-restored "etcd.etcd.io/approve-recovery=$token" >/dev/null
+out=$(kubectl etcd approve-recovery demo-restored --yes) || fail "kubectl etcd approve-recovery failed: $out"
+grep -q 'EtcdBackup demo-restored-now' <<<"$out" || fail "kubectl etcd approve-recovery did not show the plan: $out"
+[ "$(field demo-restored '{.metadata.annotations.etcd\.etcd\.io/approve-recovery}')" = "$token" ] ||
+  fail "kubectl etcd approve-recovery set another token than the condition's $token"
 made() { kubectl get etcdrestore -o name | grep -q "demo-restored-recovery-"; }
 wait_for "the EtcdRestore made for the recovery" 60 made
 restored_again() { [ "$(field demo-restored '{.status.phase}')" = Running ] && [ "$(field demo-restored '{.status.clusterID}')" != "$old_id" ] && [ -n "$(field demo-restored '{.status.clusterID}')" ]; }
 wait_for "demo-restored running again from its backup, as a new cluster" 300 restored_again
 wait_running demo-restored 3 120
 writer_check demo-restored
+
+# `kubectl etcd skip-final-backup`: the deletion goes on without a final backup, as asked.
+out=$(kubectl etcd skip-final-backup demo-restored --reason "e2e: the data is not wanted") ||
+  fail "kubectl etcd skip-final-backup failed: $out"
+grep -q "skip-final-backup='e2e: the data is not wanted'" <<<"$out" || fail "kubectl etcd skip-final-backup did not say what it did: $out"
+kubectl delete etcdcluster demo-restored --wait=false >/dev/null
+restored_gone() { ! kubectl get etcdcluster demo-restored >/dev/null 2>&1; }
+wait_for "demo-restored deleted without a final backup" 120 restored_gone
+case $(kubectl get etcdbackup demo-restored-now -o jsonpath='{.status.backups[*].location}') in
+  *"/demo-restored-final-"*) fail "a final backup of demo-restored was stored although skipped" ;;
+esac
 
 # `kubectl delete namespace` of a tenant with a cluster, its EtcdBackup and the backup's
 # credentials: the namespace controller deletes them all at once, pods included. The deletion

@@ -20,7 +20,11 @@ signed_by() { openssl verify -partial_chain -CAfile <(echo "$2") <(echo "$1") >/
 pod_uids() { kubectl get pods -l app.kubernetes.io/instance=demo -o jsonpath='{.items[*].metadata.uid}'; }
 old_ca=$(pem demo-ca tls.crt)
 before=$(pod_uids)
-kubectl annotate etcdcluster demo etcd.etcd.io/rotate-ca=2026-11-24 >/dev/null
+# Asked for with the kubectl plugin: it sets the annotation a person would, and says so.
+out=$(kubectl etcd rotate-ca demo) || fail "kubectl etcd rotate-ca failed: $out"
+grep -q 'the same as: kubectl -n default annotate etcdcluster demo --overwrite etcd.etcd.io/rotate-ca=' <<<"$out" ||
+  fail "kubectl etcd rotate-ca did not say what it did: $out"
+[ -n "$(field demo '{.metadata.annotations.etcd\.etcd\.io/rotate-ca}')" ] || fail "no rotate-ca annotation after kubectl etcd rotate-ca"
 
 start=$SECONDS
 moved=""

@@ -6,6 +6,11 @@ ROOT=${ROOT:?the repository root}
 WORK=${WORK:-$(mktemp -d)}
 mkdir -p "$WORK"
 SYSTEM=etcd-operator-system
+# `kubectl etcd`: the operator's binary (the one its image runs here) under the plugin's name on
+# PATH, as a user installs it.
+mkdir -p "$WORK/bin"
+ln -sfn "$KUBE_SIM_STATE/images/operator/etcd-operator" "$WORK/bin/kubectl-etcd"
+PATH=$WORK/bin:$PATH
 
 log() { echo "[$(date +%T)] $*" >&2; }
 
