@@ -318,6 +318,7 @@ async fn membership_step(
             ephemeral: cluster.spec.storage.ephemeral,
             ..recovery::Policy::of(cluster)
         },
+        quota_backend_bytes: cluster.spec.options.quota_backend_bytes,
     };
     let previous = cluster.status.clone().unwrap_or_default();
     if quorum_lost_for(&previous) >= target.recovery.after {
@@ -721,6 +722,9 @@ fn step_reason(step: &Step) -> &'static str {
         Step::ForceNewCluster { .. } => "ForceNewCluster",
         Step::EndForce { .. } => "EndForceNewCluster",
         Step::StopAll { .. } => "StopCluster",
+        Step::Compact => "NospaceCompact",
+        Step::Defragment { .. } => "NospaceDefragment",
+        Step::Disarm { .. } => "NospaceDisarm",
         Step::Wait { .. } => "Waiting",
         Step::Done => "Converged",
     }

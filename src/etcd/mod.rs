@@ -8,7 +8,10 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use etcd_client::{Certificate, Client, ConnectOptions, Identity, MemberAddOptions, TlsOptions};
+use etcd_client::{
+    AlarmAction, AlarmOptions, AlarmType, Certificate, Client, CompactionOptions, ConnectOptions,
+    GetOptions, Identity, MemberAddOptions, TlsOptions,
+};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
@@ -19,6 +22,11 @@ pub use config::ClusterState;
 /// How long one call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a compaction or a defragmentation may take: each rewrites or walks the whole
+/// backend (etcd's largest recommended, 8 GiB, takes minutes on a slow disk).
+const MAINTENANCE_TIMEOUT: Duration = Duration::from_secs(600);
+/// etcd's backend quota where a member is given none (`--quota-backend-bytes` 0): 2 GiB.
+pub const DEFAULT_QUOTA_BYTES: i64 = 2 * 1024 * 1024 * 1024;
 /// How long a call asked of any one member waits for an answer before asking the next as well.
 const ASK_NEXT_AFTER: Duration = Duration::from_millis(300);
 
@@ -30,8 +38,8 @@ pub enum Error {
     Call { call: &'static str, source: etcd_client::Error },
     #[error("etcd is not ready for {call} yet: {reason}")]
     NotYet { call: &'static str, reason: String },
-    #[error("etcd {call} got no answer within {}s", CALL_TIMEOUT.as_secs())]
-    Timeout { call: &'static str },
+    #[error("etcd {call} got no answer within {}s", within.as_secs())]
+    Timeout { call: &'static str, within: Duration },
     #[error("etcd {call}: no endpoint to ask")]
     NoEndpoint { call: &'static str },
     #[error("cannot read {path}: {source}")]
@@ -91,9 +99,17 @@ async fn bounded<T>(
     call: &'static str,
     request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<T, Error> {
-    match tokio::time::timeout(CALL_TIMEOUT, request).await {
+    bounded_within(CALL_TIMEOUT, call, request).await
+}
+
+async fn bounded_within<T>(
+    within: Duration,
+    call: &'static str,
+    request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(within, request).await {
         Ok(result) => result.map_err(|e| Error::from_call(call, e)),
-        Err(_) => Err(Error::Timeout { call }),
+        Err(_) => Err(Error::Timeout { call, within }),
     }
 }
 
@@ -124,7 +140,7 @@ async fn open(
         Ok(result) => {
             result.map_err(|source| Error::Connect { endpoints: endpoints.join(","), source })
         }
-        Err(_) => Err(Error::Timeout { call: "connect" }),
+        Err(_) => Err(Error::Timeout { call: "connect", within: CONNECT_TIMEOUT }),
     }
 }
 
@@ -133,6 +149,62 @@ pub async fn revision(client: &mut Client) -> Result<i64, Error> {
     let options = etcd_client::GetOptions::new().with_count_only();
     let response = bounded("get (revision)", client.get("\0", Some(options))).await?;
     Ok(response.header().map(|h| h.revision()).unwrap_or_default())
+}
+
+/// What etcd answers for a revision compacted away.
+fn is_compacted(err: &Error) -> bool {
+    matches!(err, Error::Call { source, .. } if source.to_string().contains("required revision has been compacted"))
+}
+
+/// The current revision, and whether the history before it is compacted away already (a read
+/// at the revision before answers "compacted"): under NOSPACE, what compaction can free is freed.
+pub async fn history_compacted(client: &mut Client) -> Result<(i64, bool), Error> {
+    let current = revision(client).await?;
+    if current <= 1 {
+        return Ok((current, true));
+    }
+    let options = GetOptions::new().with_revision(current - 1).with_count_only();
+    match bounded("get (compacted?)", client.get("\0", Some(options))).await {
+        Ok(_) => Ok((current, false)),
+        Err(err) if is_compacted(&err) => Ok((current, true)),
+        Err(err) => Err(err),
+    }
+}
+
+/// Compacts the history up to the current revision and waits until every member's backend has
+/// applied it (`physical`); returns that revision. Compacted already is done.
+pub async fn compact_history(client: &mut Client) -> Result<i64, Error> {
+    let current = revision(client).await?;
+    let options = CompactionOptions::new().with_physical();
+    match bounded_within(MAINTENANCE_TIMEOUT, "compact", client.compact(current, Some(options)))
+        .await
+    {
+        Ok(_) => Ok(current),
+        Err(err) if is_compacted(&err) => Ok(current),
+        Err(err) => Err(err),
+    }
+}
+
+/// Defragments the backend of the member at `endpoint` (asked of it alone): its file shrinks to
+/// the data it holds. The member serves nothing meanwhile.
+pub async fn defragment(endpoint: &str, tls: Option<&ClientTls>) -> Result<(), Error> {
+    let mut client = connect(&[endpoint.to_owned()], tls).await?;
+    bounded_within(MAINTENANCE_TIMEOUT, "defragment", client.defragment()).await?;
+    Ok(())
+}
+
+/// Disarms the NOSPACE alarm of each of `members`: writes are accepted again.
+pub async fn disarm_nospace(client: &mut Client, members: &[u64]) -> Result<(), Error> {
+    for member in members {
+        let mut options = AlarmOptions::new();
+        options.with_member(*member);
+        bounded(
+            "alarm disarm",
+            client.alarm(AlarmAction::Deactivate, AlarmType::Nospace, Some(options)),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// A member as etcd lists it.
@@ -157,6 +229,10 @@ pub struct EndpointStatus {
     pub raft_index: u64,
     /// The cluster's active alarms, as every member reports them with its status.
     pub alarms: Vec<Alarm>,
+    /// Size of the member's backend file, and of the data in it (the rest is free pages that
+    /// only a defragmentation returns), in bytes.
+    pub db_size: i64,
+    pub db_size_in_use: i64,
 }
 
 /// An alarm etcd raised for a member (what `etcdctl alarm list` shows): `NOSPACE` when its
@@ -280,6 +356,8 @@ pub async fn endpoint_status(
         is_learner: status.is_learner(),
         raft_index: status.raft_index(),
         alarms: alarms_of(status.errors()),
+        db_size: status.db_size(),
+        db_size_in_use: status.raft_used_db_size(),
     })
 }
 

@@ -140,6 +140,7 @@ fn target(cluster: &EtcdCluster, name: &str, token: &str, installs: &Installatio
         version,
         rolls_versions: true,
         recovery: recovery::Policy::of(cluster),
+        quota_backend_bytes: cluster.spec.options.quota_backend_bytes,
     }
 }
 

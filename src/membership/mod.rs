@@ -4,6 +4,7 @@
 pub mod planner;
 pub mod reconcile;
 pub mod recovery;
+pub mod space;
 pub mod status;
 pub mod upgrade;
 

@@ -112,6 +112,18 @@ pub enum Step {
     EndForce {
         name: String,
     },
+    /// NOSPACE (see [`super::space`]): compact the history up to the current revision.
+    Compact,
+    /// NOSPACE: defragment one member's backend; it does not serve meanwhile. `revision` is the
+    /// compacted revision it is defragmented at.
+    Defragment {
+        name: String,
+        revision: i64,
+    },
+    /// NOSPACE: space is free again; disarm the alarm raised for these members.
+    Disarm {
+        members: Vec<u64>,
+    },
     /// Scale to zero: record the membership, then stop every member, keeping data.
     StopAll {
         names: Vec<String>,
@@ -137,6 +149,9 @@ impl Step {
             Step::Upgrade { .. } => "upgrade",
             Step::ForceNewCluster { .. } => "force-new-cluster",
             Step::EndForce { .. } => "end-force",
+            Step::Compact => "compact",
+            Step::Defragment { .. } => "defragment",
+            Step::Disarm { .. } => "disarm",
             Step::StopAll { .. } => "stop-all",
             Step::Wait { .. } => "wait",
             Step::Done => "done",
@@ -159,7 +174,10 @@ impl std::fmt::Display for Step {
             Step::StartLearner { member, .. } => write!(f, "starting learner {}", member.name),
             Step::Promote { name, .. } => write!(f, "promoting {name} to a voting member"),
             Step::MoveLeader { from, to } => {
-                write!(f, "moving leadership from {from:x} to {to:x} before {from:x} stops")
+                write!(
+                    f,
+                    "moving leadership from {from:x} to {to:x} before {from:x} is stopped or defragmented"
+                )
             }
             Step::Remove { name, .. } => write!(f, "removing {name} from the cluster"),
             Step::Retire { name } => {
@@ -176,6 +194,18 @@ impl std::fmt::Display for Step {
             Step::EndForce { name } => write!(
                 f,
                 "restarting {name}, recovered alone, on a configuration that no longer forces a new cluster"
+            ),
+            Step::Compact => write!(
+                f,
+                "NOSPACE: compacting the history up to the current revision to free space (older revisions can no longer be read or watched from)"
+            ),
+            Step::Defragment { name, .. } => {
+                write!(f, "NOSPACE: defragmenting {name}, which serves nothing meanwhile")
+            }
+            Step::Disarm { members } => write!(
+                f,
+                "NOSPACE: space freed on every member; disarming the alarm of {}, writes are accepted again",
+                members.iter().map(|m| format!("{m:x}")).collect::<Vec<_>>().join(", ")
             ),
             Step::StopAll { names } => {
                 write!(f, "stopping every member ({}), keeping their data", names.join(", "))

@@ -17,8 +17,8 @@ use futures::future::join_all;
 use super::planner::{Observed, Seen, Step, Wanted, next_step};
 use super::recovery::{self, Decision, Lost};
 use super::status::{quorum_lost_for, quorum_lost_since, status, unhealthy_since};
-use super::upgrade;
 use super::{Error, MemberPort};
+use super::{space, upgrade};
 use crate::etcd::ClusterState;
 use crate::etcd::{self, ClientTls, EndpointStatus, hex_id};
 
@@ -39,6 +39,8 @@ pub struct Target {
     pub rolls_versions: bool,
     /// What quorum loss may lead to.
     pub recovery: recovery::Policy,
+    /// Each member's `--quota-backend-bytes` (0: etcd's default): what NOSPACE is judged by.
+    pub quota_backend_bytes: i64,
 }
 
 impl Target {
@@ -68,6 +70,22 @@ pub struct Observation {
     /// Why the member list could not be read, when members run but none answered, or when no
     /// member is left that could (none runs, none has its data).
     pub unreachable: Option<String>,
+    /// The current revision and whether the history before it is compacted away; asked only
+    /// while NOSPACE is raised (see [`super::space`]).
+    pub revision: i64,
+    pub compacted: bool,
+}
+
+/// The members this process defragmented under NOSPACE (see [`space`]'s documentation for why
+/// this is remembered here rather than read from etcd).
+static DEFRAGMENTED: std::sync::LazyLock<space::Defragmented> =
+    std::sync::LazyLock::new(space::Defragmented::default);
+
+impl Target {
+    /// The key of this cluster in the process's memory of defragmentations.
+    fn memory_key(&self) -> String {
+        format!("{}/{}", self.token, self.cluster)
+    }
 }
 
 pub async fn observe(
@@ -122,6 +140,10 @@ pub async fn observe(
                 observation.statuses = statuses.into_iter().flatten().collect();
                 observation.planner.leader =
                     observation.statuses.iter().map(|(_, s)| s.leader).find(|l| *l != 0);
+                if !space::raised(&observation.statuses).is_empty() {
+                    (observation.revision, observation.compacted) =
+                        compacted(&endpoints, tls).await;
+                }
                 let seen: Vec<Seen> = named
                     .into_iter()
                     .map(|(name, m)| Seen {
@@ -192,6 +214,19 @@ async fn accepting(endpoints: Vec<String>) -> Vec<String> {
         matches!(accepted, Ok(Ok(_))).then_some(endpoint)
     });
     join_all(checks).await.into_iter().flatten().collect()
+}
+
+/// The current revision and whether the history is compacted away; when no member says, not
+/// yet (a compaction that is not needed is a no-op).
+async fn compacted(endpoints: &[String], tls: Option<&ClientTls>) -> (i64, bool) {
+    let asked = async {
+        let mut client = etcd::connect(endpoints, tls).await?;
+        etcd::history_compacted(&mut client).await
+    };
+    asked
+        .await
+        .inspect_err(|err| tracing::debug!(%err, "compaction not known"))
+        .unwrap_or((0, false))
 }
 
 /// Performs one step. Steps etcd is not ready for yet ("learner not in sync") are not errors: the
@@ -279,6 +314,19 @@ pub async fn act(
             port.start(keep, &alone, ClusterState::ForceNew, &target.token).await?;
         }
         Step::EndForce { name } => port.end_force(name).await?,
+        Step::Compact => {
+            let mut client = etcd::connect(&endpoints()?, tls).await?;
+            let revision = etcd::compact_history(&mut client).await?;
+            tracing::info!(cluster = %target.cluster, revision, "NOSPACE: history compacted");
+        }
+        Step::Defragment { name, revision } => {
+            etcd::defragment(&port.urls(name)?.client, tls).await?;
+            DEFRAGMENTED.record(&target.memory_key(), *revision, name);
+        }
+        Step::Disarm { members } => {
+            let mut client = etcd::connect(&endpoints()?, tls).await?;
+            etcd::disarm_nospace(&mut client, members).await?;
+        }
         Step::StopAll { names } => {
             // Highest ordinal first: a StatefulSet only shrinks from the top.
             for name in names.iter().rev() {
@@ -324,6 +372,20 @@ pub async fn plan(
             .collect();
         let (statuses, leader) = (&observation.statuses, observation.planner.leader);
         step = upgrade::next(version, members, statuses, leader, &current).unwrap_or(Step::Done);
+    }
+    if let (Step::Done, Some(members)) = (&step, &observation.planner.members) {
+        let quota = match target.quota_backend_bytes {
+            0 => etcd::DEFAULT_QUOTA_BYTES,
+            set => set,
+        };
+        let space = space::Space {
+            quota,
+            revision: observation.revision,
+            compacted: observation.compacted,
+            defragmented: DEFRAGMENTED.at(&target.memory_key(), observation.revision),
+        };
+        let (statuses, leader) = (&observation.statuses, observation.planner.leader);
+        step = space::next(members, statuses, leader, &space).unwrap_or(Step::Done);
     }
     let lost_long_enough = quorum_lost_for(previous) >= target.recovery.after;
     // The approval token: the cluster ID and when the quorum was lost, so that an approval
@@ -581,6 +643,7 @@ mod tests {
             version: None,
             rolls_versions: false,
             recovery: recovery::Policy::default(),
+            quota_backend_bytes: 0,
         };
         let now = Timestamp::from_second(2_000_000).unwrap();
         let silent_since = Time(Timestamp::from_second(2_000_000 - 600).unwrap());

@@ -228,7 +228,7 @@ fn alarms_condition(
     alarms: &std::collections::BTreeSet<(String, String)>,
     generation: Option<i64>,
 ) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-    let Some((first, _)) = alarms.first() else {
+    if alarms.is_empty() {
         return condition(
             ALARMS_CONDITION,
             false,
@@ -236,15 +236,17 @@ fn alarms_condition(
             "etcd raises no alarm".into(),
             generation,
         );
-    };
-    let mut kinds: Vec<&String> = alarms.iter().map(|(kind, _)| kind).collect();
+    }
+    let mut kinds: Vec<&str> = alarms.iter().map(|(kind, _)| kind.as_str()).collect();
     kinds.dedup();
+    // Every kind raised, comma-separated (a reason may hold commas): what /metrics reports.
+    let reason = kinds.join(",");
     let message = kinds
         .into_iter()
         .map(|kind| {
             let on: Vec<&str> =
                 alarms.iter().filter(|(k, _)| k == kind).map(|(_, m)| m.as_str()).collect();
-            let meaning = match kind.as_str() {
+            let meaning = match kind {
                 "NOSPACE" => "the backend reached quotaBackendBytes, and etcd refuses writes until space is freed (compact, defragment) and the alarm is disarmed (etcdctl alarm disarm)",
                 "CORRUPT" => "the members' data differ, and etcd refuses requests; the member whose hash differs (its log says, or etcdctl check hashkv) must be replaced before the alarm is disarmed",
                 _ => "see etcd's log",
@@ -253,7 +255,7 @@ fn alarms_condition(
         })
         .collect::<Vec<_>>()
         .join("; ");
-    condition(ALARMS_CONDITION, true, first, message, generation)
+    condition(ALARMS_CONDITION, true, &reason, message, generation)
 }
 
 /// The version every member runs, when all `members` answered and agree.
@@ -302,6 +304,7 @@ mod tests {
             version: None,
             rolls_versions: false,
             recovery: Policy { after: Duration::from_secs(300), ..Policy::default() },
+            quota_backend_bytes: 0,
         }
     }
 
@@ -325,6 +328,8 @@ mod tests {
             is_learner: false,
             raft_index: 1,
             alarms: Vec::new(),
+            db_size: 0,
+            db_size_in_use: 0,
         };
         observation.statuses = vec![
             ("c-0".into(), version("3.5.9")),
@@ -363,6 +368,8 @@ mod tests {
             is_learner: false,
             raft_index,
             alarms: Vec::new(),
+            db_size: 0,
+            db_size_in_use: 0,
         };
         observation.statuses = vec![("c-0".into(), index(90)), ("c-1".into(), index(120))];
         let first = status_of(&target(3), &observation);

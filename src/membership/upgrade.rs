@@ -86,6 +86,8 @@ mod tests {
             is_learner: false,
             raft_index,
             alarms: Vec::new(),
+            db_size: 0,
+            db_size_in_use: 0,
         };
         (format!("c-{i}"), s)
     }

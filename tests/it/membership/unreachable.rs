@@ -28,6 +28,7 @@ fn target(size: usize) -> Target {
         version: None,
         rolls_versions: false,
         recovery: Policy { after: Duration::from_secs(300), ..Policy::default() },
+        quota_backend_bytes: 0,
     }
 }
 
