@@ -1,7 +1,7 @@
 //! Per-cluster figures for `/metrics`, set from the status each reconcile computes (the same on
 //! Kubernetes and in `local`): size and membership, readiness, quorum, the leader and how often
 //! it changed, the phase (one series per phase, 1 for the current one), the versions, when each
-//! certificate expires, and the membership steps taken. Every series carries `namespace` and `cluster`, and all of a
+//! certificate expires, etcd's alarms, and the membership steps taken. Every series carries `namespace` and `cluster`, and all of a
 //! cluster's series go when it is deleted.
 
 use std::collections::HashMap;
@@ -43,6 +43,24 @@ struct CertificateLabels {
     cluster: String,
     /// ca, peer, server, client (the operator's) or user-client.
     certificate: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlarmLabels {
+    namespace: String,
+    cluster: String,
+    alarm: String,
+}
+
+/// etcd's alarm kinds (besides NONE): each has a series, 0 or 1.
+const ALARMS: [&str; 2] = ["NOSPACE", "CORRUPT"];
+
+fn alarm_labels(labels: &ClusterLabels, alarm: &str) -> AlarmLabels {
+    AlarmLabels {
+        namespace: labels.namespace.clone(),
+        cluster: labels.cluster.clone(),
+        alarm: alarm.to_owned(),
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -107,6 +125,7 @@ pub struct ClusterMetrics {
     phase: Family<PhaseLabels, Gauge>,
     version: Family<VersionLabels, Gauge>,
     steps: Family<StepLabels, Counter>,
+    alarms: Family<AlarmLabels, Gauge>,
     certificate_expiry: Family<CertificateLabels, Gauge>,
     last: Arc<Mutex<HashMap<ClusterLabels, Last>>>,
 }
@@ -140,6 +159,11 @@ impl ClusterMetrics {
             "cluster_certificate_expiry_timestamp_seconds",
             "When each certificate of the cluster's PKI expires (the operator renews it before)",
             self.certificate_expiry.clone(),
+        );
+        registry.register(
+            "cluster_alarm",
+            "1 while etcd raises the alarm (NOSPACE: writes refused; CORRUPT: members' data differ)",
+            self.alarms.clone(),
         );
         registry.register(
             "cluster_membership_steps",
@@ -176,6 +200,14 @@ impl ClusterMetrics {
                 phase: phase_name(phase),
             };
             self.phase.get_or_create(&series).set(i64::from(status.phase == Some(phase)));
+        }
+        let raised = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == crate::membership::status::ALARMS_CONDITION && c.status == "True");
+        for alarm in ALARMS {
+            let on = raised.is_some_and(|c| c.reason.split(',').any(|kind| kind == alarm));
+            self.alarms.get_or_create(&alarm_labels(labels, alarm)).set(i64::from(on));
         }
         let version = VersionLabels {
             namespace: labels.namespace.clone(),
@@ -248,6 +280,9 @@ impl ClusterMetrics {
             family.remove(labels);
         }
         self.leader_changes.remove(labels);
+        for alarm in ALARMS {
+            self.alarms.remove(&alarm_labels(labels, alarm));
+        }
         for part in etcd_certs::PkiPart::ALL {
             self.certificate_expiry.remove(&certificate_labels(labels, part));
         }
@@ -307,6 +342,16 @@ mod tests {
         metrics.step(&labels, "promote");
         metrics.step(&labels, "wait");
         status.leader_id = Some("b".into());
+        status.conditions.push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: crate::membership::status::ALARMS_CONDITION.into(),
+            status: "True".into(),
+            reason: "CORRUPT,NOSPACE".into(),
+            message: "NOSPACE on main-0: ...".into(),
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ),
+            observed_generation: None,
+        });
         metrics.observe(&labels, 5, "3.6.0", &status);
         let out = text(&metrics);
         let series = |line: &str| out.lines().any(|l| l == line);
@@ -340,6 +385,11 @@ mod tests {
             r#"etcd_operator_cluster_membership_steps_total{namespace="prod",cluster="main",step="promote"} 1"#
         ));
         assert!(!out.contains(r#"step="wait""#));
+        for alarm in ["NOSPACE", "CORRUPT"] {
+            assert!(series(&format!(
+                r#"etcd_operator_cluster_alarm{{namespace="prod",cluster="main",alarm="{alarm}"}} 1"#
+            )));
+        }
 
         let request = etcd_certs::ClusterPkiRequest {
             cluster: "main".into(),
