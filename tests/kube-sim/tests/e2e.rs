@@ -128,6 +128,11 @@ fn helm_install_upgrade_and_uninstall_keep_the_cluster_serving() {
 }
 
 #[test]
+fn a_full_backend_is_freed_without_a_person() {
+    scenario("nospace");
+}
+
+#[test]
 fn rolling_upgrade_from_3_4_to_3_5_under_a_writer() {
     scenario("upgrade");
 }
