@@ -17,6 +17,7 @@ mod controller {
 mod membership {
     mod crash;
     mod etcd_health;
+    mod linearizability;
     mod local_admission;
     mod local_metrics;
     mod local_restore;

@@ -1,9 +1,11 @@
 //! The planner, the etcd layer and the process adapter against real etcd (TLS on), through the
 //! real `etcd-operator local`: scaling 1 → 3 → 5 → 3 → 1 and 3 → 0 → 3 with a writer running,
-//! every acknowledged write read back, quorum never lost.
+//! every acknowledged write read back, quorum never lost, and the history of three concurrent
+//! clients (puts, linearizable gets, compare-and-swaps, deletes) linearizable.
 
 use std::time::Duration;
 
+use crate::support::history::{self, Recorder, Targets};
 use crate::support::local::{Local, Writer, assert_all_present};
 use etcd_operator::etcd;
 
@@ -74,6 +76,7 @@ async fn scale_1_3_5_3_1_keeps_every_acknowledged_write() {
     // demo-0 is never removed: the writer and the probe talk to it throughout.
     let endpoint = local.client_url("it-0");
     let writer = Writer::start(vec![endpoint.clone()], tls.clone());
+    let recorder = Recorder::start(3, Targets::one(vec![endpoint.clone()], tls.clone()));
     let (stop_probe, probe) = quorum_probe(endpoint.clone(), tls.clone());
     for size in [3, 5, 3, 1] {
         local.set_size(size);
@@ -82,6 +85,12 @@ async fn scale_1_3_5_3_1_keeps_every_acknowledged_write() {
         assert_eq!(status.client_endpoints.len(), size as usize);
     }
     let (keys, failures) = writer.finish().await;
+    let path = local.state().join("history.jsonl");
+    let (operations, completed) = recorder.finish(&path).await;
+    let verdict = history::check(&path);
+    println!("history: {operations} operations, {completed} completed: {verdict:?}");
+    assert!(completed > 100, "the clients made progress: {completed} operations completed");
+    verdict.expect("the clients' history is linearizable");
     let _ = stop_probe.send(true);
     let (judged, unjudged) = probe.await.unwrap();
     println!(
