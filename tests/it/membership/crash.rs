@@ -1,9 +1,11 @@
 //! Crash safety: the operator dies right after each kind of membership action (after the learner
 //! is added, after it is started, after the promote, after a removal), is started again, and the
-//! cluster converges with no stray learner and no lost write.
+//! cluster converges with no stray learner and no lost write, and what concurrent clients saw
+//! meanwhile is linearizable.
 
 use std::time::Duration;
 
+use crate::support::history::{self, Recorder, Targets};
 use crate::support::local::{Local, Writer, assert_all_present};
 use etcd_crds::MemberRole;
 use etcd_operator::local::{EXIT_AFTER_CODE, EXIT_AFTER_ENV};
@@ -26,6 +28,7 @@ async fn killed_after_every_kind_of_action_the_cluster_converges() {
     let tls = local.tls();
     let endpoint = local.client_url("it-0");
     let writer = Writer::start(vec![endpoint.clone()], tls.clone());
+    let recorder = Recorder::start(3, Targets::one(vec![endpoint.clone()], tls.clone()));
 
     local.set_size(3);
     for kind in ["add-learner", "start-member", "promote"] {
@@ -45,6 +48,7 @@ async fn killed_after_every_kind_of_action_the_cluster_converges() {
 
     let (keys, failures) = writer.finish().await;
     println!("writes acknowledged {}, failed {failures}", keys.len());
+    history::assert_linearizable(recorder, &local.state().join("history.jsonl"), 100).await;
     assert!(keys.len() > 50);
     assert_all_present(&[endpoint], &tls, &keys).await;
 }

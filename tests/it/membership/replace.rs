@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::history::{self, Recorder, Targets};
 use crate::support::local::{Local, Writer, assert_all_present};
 use etcd_crds::MemberRole;
 
@@ -20,6 +21,7 @@ async fn a_member_that_cannot_start_is_replaced_and_no_write_is_lost() {
     let tls = local.tls();
     let endpoint = local.client_url("it-0");
     let writer = Writer::start(vec![endpoint.clone()], tls.clone());
+    let recorder = Recorder::start(3, Targets::one(vec![endpoint.clone()], tls.clone()));
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // Corrupt it-2's database under the running process (a new file renamed over it, so the
@@ -61,4 +63,5 @@ async fn a_member_that_cannot_start_is_replaced_and_no_write_is_lost() {
     println!("writes acknowledged {}, failed {failures}", keys.len());
     assert!(keys.len() > 50);
     assert_all_present(&[local.client_url("it-2")], &tls, &keys).await;
+    history::assert_linearizable(recorder, &local.state().join("history.jsonl"), 100).await;
 }

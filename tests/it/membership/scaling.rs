@@ -85,12 +85,7 @@ async fn scale_1_3_5_3_1_keeps_every_acknowledged_write() {
         assert_eq!(status.client_endpoints.len(), size as usize);
     }
     let (keys, failures) = writer.finish().await;
-    let path = local.state().join("history.jsonl");
-    let (operations, completed) = recorder.finish(&path).await;
-    let verdict = history::check(&path);
-    println!("history: {operations} operations, {completed} completed: {verdict:?}");
-    assert!(completed > 100, "the clients made progress: {completed} operations completed");
-    verdict.expect("the clients' history is linearizable");
+    history::assert_linearizable(recorder, &local.state().join("history.jsonl"), 100).await;
     let _ = stop_probe.send(true);
     let (judged, unjudged) = probe.await.unwrap();
     println!(

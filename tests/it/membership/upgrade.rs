@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::history::{self, Recorder, Targets};
 use crate::support::local::{
     DISTRO_VERSION, Local, PATH_VERSION, Writer, assert_all_present, distro_flag,
 };
@@ -65,6 +66,7 @@ async fn a_rolling_upgrade_moves_one_member_at_a_time_leader_last_and_survives_a
     let before = local.wait_running(3, Duration::from_secs(60)).await;
     assert_eq!(before.current_version.as_deref(), Some(PATH_VERSION));
     let writer = Writer::start(before.client_endpoints.clone(), local.tls());
+    let recorder = Recorder::start(3, Targets::one(before.client_endpoints.clone(), local.tls()));
     let names: Vec<String> = before.members.iter().map(|m| m.name.clone()).collect();
     let urls = names.iter().map(|n| (n.clone(), local.client_url(n))).collect();
     let (stop_sampling, sampler) = sample(urls, local.tls());
@@ -131,6 +133,7 @@ async fn a_rolling_upgrade_moves_one_member_at_a_time_leader_last_and_survives_a
     let (keys, _) = writer.finish().await;
     assert!(keys.len() > 100, "the writer kept writing: {}", keys.len());
     assert_all_present(&after.client_endpoints, &local.tls(), &keys).await;
+    history::assert_linearizable(recorder, &local.state().join("history.jsonl"), 100).await;
 
     // What etcd itself said during the roll.
     let log = local.operator_log();

@@ -205,3 +205,15 @@ pub fn check(path: &Path) -> Result<String, String> {
         _ => panic!("the checker could not decide: {report}"),
     }
 }
+
+/// Stops `recorder`, writes its history to `path` and asserts that at least `least` operations
+/// completed (a stalled recorder cannot pass) and that the history is linearizable.
+pub async fn assert_linearizable(recorder: Recorder, path: &Path, least: usize) {
+    let (operations, completed) = recorder.finish(path).await;
+    let verdict = check(path);
+    println!("history: {operations} operations, {completed} completed: {verdict:?}");
+    assert!(completed >= least, "the clients made progress: {completed} operations completed");
+    if let Err(report) = verdict {
+        panic!("the clients' history is not linearizable ({}): {report}", path.display());
+    }
+}
