@@ -5,6 +5,7 @@
 pub mod backup;
 pub mod cli;
 pub mod cluster_metrics;
+pub mod columns;
 pub mod controller;
 pub mod error;
 pub mod etcd;

@@ -4,24 +4,11 @@
 use etcd_crds::{EtcdBackup, EtcdCluster, MemberRole};
 use kube::ResourceExt;
 
-/// Aligned columns: every cell padded to its column's widest, two spaces apart.
+/// The header, then the rows, as aligned columns.
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let padded: Vec<String> =
-            cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        format!("{}\n", padded.join("  ").trim_end())
-    };
-    let mut out = line(header.iter().map(|h| h.to_string()).collect());
-    for row in rows {
-        out += &line(row.clone());
-    }
-    out
+    let mut all = vec![header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>()];
+    all.extend_from_slice(rows);
+    crate::columns::table(&all)
 }
 
 fn or_dash(value: Option<&str>) -> String {

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use etcd_crds::{EtcdCluster, EtcdClusterStatus, MemberRole};
 
+use crate::columns::table;
 use crate::membership::Error;
 
 /// The report of the local cluster in `dir`.
@@ -86,29 +87,4 @@ pub fn render(dir: &Path) -> Result<String, Error> {
         ));
     }
     Ok(out)
-}
-
-/// Rows as columns padded to their widest cell, two spaces apart.
-fn table(rows: &[Vec<String>]) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let width = |i: usize| rows.iter().filter_map(|r| r.get(i)).map(|c| c.chars().count()).max();
-    let widths: Vec<usize> = (0..columns).map(|i| width(i).unwrap_or(0)).collect();
-    let mut out = String::new();
-    for row in rows {
-        let cells: Vec<String> =
-            row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_table_pads_each_column_to_its_widest_cell() {
-        let rows =
-            vec![vec!["A".to_owned(), "BB".to_owned()], vec!["ccc".to_owned(), "d".to_owned()]];
-        assert_eq!(super::table(&rows), "A    BB\nccc  d\n");
-    }
 }
