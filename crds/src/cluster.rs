@@ -386,6 +386,22 @@ pub struct EtcdClusterStatus {
     /// not answered since: how long the cluster has waited for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forced_start: Option<ForcedStart>,
+    /// While membership changes (phase Scaling): the voters etcd has, the size the spec asks
+    /// for, and the step in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<ScalingProgress>,
+}
+
+/// How far a change of membership has come.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingProgress {
+    /// Voting members in etcd's member list.
+    pub current_size: i32,
+    /// `spec.size`.
+    pub target_size: i32,
+    /// The step being taken, or what the change waits for.
+    pub step: String,
 }
 
 /// A member restarted alone with `--force-new-cluster`, not answering yet.

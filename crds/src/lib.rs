@@ -18,7 +18,8 @@ pub use backup::{BackupPhase, ClusterReference, EtcdBackup, EtcdBackupSpec, Etcd
 pub use cluster::{
     AutoCompactionMode, ClusterPhase, EtcdCluster, EtcdClusterSpec, EtcdClusterStatus, EtcdOptions,
     ForcedStart, MemberRole, MemberStatus, PodTemplateOverrides, ReclaimPolicy, RecoveryPolicy,
-    RecoverySpec, SecretReference, SecuritySpec, StoppedCluster, StorageSpec, TlsSpec,
+    RecoverySpec, ScalingProgress, SecretReference, SecuritySpec, StoppedCluster, StorageSpec,
+    TlsSpec,
 };
 pub use restore::{
     BackupReference, EtcdRestore, EtcdRestoreSpec, EtcdRestoreStatus, RestorePhase, RestoreSource,

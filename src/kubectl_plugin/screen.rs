@@ -38,6 +38,12 @@ pub fn status(cluster: &EtcdCluster, backups: &[EtcdBackup]) -> String {
     if !status.client_endpoints.is_empty() {
         out += &format!("clients: {}\n", status.client_endpoints.join(", "));
     }
+    if let Some(scaling) = &status.scaling {
+        out += &format!(
+            "scaling {} → {} voters: {}\n",
+            scaling.current_size, scaling.target_size, scaling.step
+        );
+    }
 
     let members: Vec<Vec<String>> = status
         .members

@@ -36,6 +36,12 @@ pub fn render(dir: &Path) -> Result<String, Error> {
             text(status.cluster_id.clone()),
         ],
     ]);
+    if let Some(scaling) = &status.scaling {
+        out.push_str(&format!(
+            "scaling {} → {} voters: {}\n",
+            scaling.current_size, scaling.target_size, scaling.step
+        ));
+    }
     out.push('\n');
     let mut members = vec![
         ["MEMBER", "ROLE", "HEALTH", "VERSION", "LEADER", "CLIENT URL"].map(String::from).to_vec(),

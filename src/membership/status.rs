@@ -189,6 +189,11 @@ pub fn status(
         highest_committed_index: highest_committed_index(observation, previous),
         // Recovery's to set (see reconcile).
         forced_start: None,
+        scaling: (phase == ClusterPhase::Scaling).then(|| etcd_crds::ScalingProgress {
+            current_size: voters as i32,
+            target_size: target.size as i32,
+            step: step.to_string(),
+        }),
         members,
     }
 }
@@ -340,6 +345,20 @@ mod tests {
         assert_eq!(status_of(&target, &observation).phase, Some(ClusterPhase::Upgrading));
         observation.statuses.iter_mut().for_each(|(_, s)| s.version = "3.6.1".into());
         assert_eq!(status_of(&target, &observation).phase, Some(ClusterPhase::Running));
+    }
+
+    #[test]
+    fn scaling_reports_current_and_target_size_and_the_step() {
+        let mut observation = Observation::default();
+        observation.planner.members = Some((0..3).map(|id| Seen { id, ..voter(id) }).collect());
+        let step = Step::AddLearner { member: Wanted { name: "c-3".into(), peer_url: "p".into() } };
+        let growing = status(&target(5), &observation, &step, &EtcdClusterStatus::default());
+        assert_eq!(growing.phase, Some(ClusterPhase::Scaling), "{growing:#?}");
+        let progress = growing.scaling.clone().expect("progress while scaling");
+        assert_eq!((progress.current_size, progress.target_size), (3, 5));
+        assert_eq!(progress.step, "adding c-3 as a learner");
+        let done = status(&target(3), &observation, &Step::Done, &growing);
+        assert_eq!(done.scaling, None, "{done:#?}");
     }
 
     #[test]
