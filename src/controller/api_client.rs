@@ -6,7 +6,8 @@
 //! and every request in flight needs another. The operator keeps about ten watches open, and
 //! each connection kept a read buffer grown to the size of its largest LIST (hyper grows it up
 //! to 400 KiB and keeps it): on kube-sim, with 100 clusters, connection state was more than half
-//! of the operator's heap. Over HTTP/2 the watches and requests share one connection.
+//! of the operator's heap. Over HTTP/2 the watches and requests share one connection (once it
+//! has negotiated HTTP/2: requests made at once before that may each open one).
 //!
 //! kube leaves HTTP/2 off because upgraded requests (exec, attach, port-forward over websockets)
 //! fail over it; the operator makes none. Pings every 30 s, answered within 15 s, notice a

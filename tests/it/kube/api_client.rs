@@ -53,6 +53,11 @@ async fn requests_share_one_http2_connection() {
     let (port, ca) = server(app).await;
     let client = api_client::client(config(port, &ca), api_client::ANSWER_BEGINS_WITHIN).unwrap();
     let api: kube::Api<ConfigMap> = kube::Api::namespaced(client, "default");
+    // Requests made at once before the first connection has negotiated HTTP/2 (by ALPN) may
+    // each open one (hyper's pool cannot know yet that one would do; seen once in CI under
+    // load): the first request goes alone, as the operator's first call (reading its own pod)
+    // does before its watches start.
+    api.get("cm-first").await.unwrap();
     let gets = (0..8).map(|i| {
         let api = api.clone();
         async move { api.get(&format!("cm-{i}")).await }
@@ -61,7 +66,7 @@ async fn requests_share_one_http2_connection() {
     assert!(answers.iter().all(Result::is_ok), "{answers:?}");
 
     let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen, vec![http::Version::HTTP_2; 8]);
+    assert_eq!(seen, vec![http::Version::HTTP_2; 9]);
     // The client keeps its connection open: the server's side of it is still established.
     assert_eq!(established_to(port), 1, "one connection for all eight requests");
 }
