@@ -331,7 +331,7 @@ fn issue_certs(args: &CertsIssueArgs) -> Result<()> {
     Ok(())
 }
 
-/// `webhook`: the admission endpoints (and probes, metrics) alone, until Ctrl-C.
+/// `webhook`: the admission endpoints and probes alone, until Ctrl-C.
 async fn serve_webhook(args: &WebhookArgs) -> Result<()> {
     let key = crate::tls::cert_dir::load_or_issue(
         &args.cert_dir,

@@ -1,4 +1,5 @@
-//! `etcd-operator run`: the one HTTPS service (webhooks, probes, metrics) on every replica, the
+//! `etcd-operator run`: the one HTTPS service (webhooks and probes; metrics on a port of their
+//! own) on every replica, the
 //! webhook certificate kept current on every replica, and leader-only work behind a Lease.
 
 use std::net::SocketAddr;
@@ -12,7 +13,7 @@ use kube::core::PartialObjectMeta;
 use super::leader::Leadership;
 use crate::backup::endpoints::{ALLOW_FLAG, EndpointPolicy};
 use crate::retry::{self, with_backoff};
-use crate::server::{Metrics, Readiness, router, serve};
+use crate::server::{Metrics, Readiness, metrics_router, router, serve};
 use crate::tls;
 use crate::tls::webhook_secret::{WebhookMaterial, WebhookTls};
 
@@ -46,10 +47,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// `etcd-operator run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Address of the HTTPS server (webhooks, /metrics, /healthz, /readyz). The default takes
-    /// IPv6 and IPv4 alike, so IPv6-only and dual-stack clusters reach the webhooks and probes.
+    /// Address of the HTTPS server (webhooks, /healthz, /readyz). The default takes IPv6 and
+    /// IPv4 alike, so IPv6-only and dual-stack clusters reach the webhooks and probes.
     #[arg(long, default_value = "[::]:8443", env = "LISTEN")]
     pub listen: SocketAddr,
+    /// Address of /metrics (HTTPS, the webhook's certificate): a port of its own, so that a
+    /// NetworkPolicy can admit Prometheus to it without admitting it to the webhooks, and the
+    /// API server to the webhooks without admitting it to every tenant's figures.
+    #[arg(long, default_value = "[::]:9443", env = "METRICS_LISTEN")]
+    pub metrics_listen: SocketAddr,
     /// Namespace the operator runs in (its Secrets, Lease and Service live there).
     #[arg(long, env = "POD_NAMESPACE", default_value = "etcd-operator-system")]
     pub namespace: String,
@@ -127,10 +133,18 @@ pub async fn run(args: RunArgs) -> Result<()> {
         authorizer: Arc::new(crate::server::subject_access::SubjectAccess::new(client.clone())),
         repositories: args.allowed_image_repositories.clone(),
     };
+    let metrics_listener = crate::server::bind(args.metrics_listen).await?;
     let app = router(metrics.clone(), readiness.clone(), policy);
-    let mut server =
-        tokio::spawn(serve(listener, resolver.clone(), app, crate::shutdown::signal()));
-    tracing::info!(listen = %args.listen, "serving /healthz, /readyz and /metrics; webhooks once the certificate is read");
+    let served = serve(listener, resolver.clone(), app, crate::shutdown::signal());
+    let scraped = serve(
+        metrics_listener,
+        resolver.clone(),
+        metrics_router(metrics.clone()),
+        crate::shutdown::signal(),
+    );
+    // Either server stopping stops the replica: one without the other is not the operator.
+    let mut server = tokio::spawn(async move { tokio::try_join!(served, scraped).map(|_| ()) });
+    tracing::info!(listen = %args.listen, metrics = %args.metrics_listen, "serving /healthz, /readyz and /metrics; webhooks once the certificate is read");
     // Every start-up call waits out an unavailable API server instead of exiting: a restart
     // would only add the kubelet's CrashLoopBackOff to the wait.
     let material = tokio::select! {

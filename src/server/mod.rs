@@ -1,5 +1,5 @@
-//! The one HTTPS service: admission routes, `/metrics`, `/healthz`, `/readyz`, served over rustls
-//! with a certificate that can be swapped in memory.
+//! The one HTTPS service: admission routes, `/healthz` and `/readyz` on one port, `/metrics` on
+//! a port of its own, both served over rustls with a certificate that can be swapped in memory.
 
 pub mod health;
 pub mod metrics;
@@ -21,19 +21,29 @@ pub use tls_listener::{Error, serve};
 /// waits at most 30 s for a webhook (ours ask for 10), so a slower one helps nobody.
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// Every route of the service. `metrics` counts and times each request by path and outcome;
-/// `policy` is the administrator's (the image repositories allowed, and the authorizer that
-/// answers whether a request's author may do what it asks of the operator:
-/// [`subject_access::SubjectAccess`] in the operator).
+/// The routes the API server and the kubelet call: admission and probes. `metrics` counts and
+/// times each request by path and outcome; `policy` is the administrator's (the image
+/// repositories allowed, and the authorizer that answers whether a request's author may do what
+/// it asks of the operator: [`subject_access::SubjectAccess`] in the operator).
 pub fn router(metrics: Arc<Metrics>, readiness: Readiness, policy: etcd_webhook::Policy) -> Router {
     Router::new()
         .merge(etcd_webhook::router(policy))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz).with_state(readiness))
-        .route("/metrics", get(metrics::render).with_state(metrics.clone()))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(etcd_webhook::routes::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
+        .layer(axum::middleware::from_fn(within_deadline))
+}
+
+/// `/metrics` alone, for a port of its own: the webhook port must admit the API server from
+/// wherever it runs (a NetworkPolicy can only name it by address, often any address), and what
+/// the metrics tell (every tenant's cluster names and health) should reach Prometheus only.
+pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::render).with_state(metrics))
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(0))
         .layer(axum::middleware::from_fn(within_deadline))
 }
 

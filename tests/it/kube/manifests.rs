@@ -116,10 +116,21 @@ fn the_private_control_plane_overlay_listens_where_its_port_says() {
     );
     let rules = policy["spec"]["ingress"].as_sequence().cloned().unwrap_or_default();
     assert_eq!(rules.len(), 2, "the API server and Prometheus");
+    // The API server (by address, so possibly anyone) reaches the webhooks only, Prometheus
+    // /metrics only: each rule admits one port, and the container has it.
+    let ports: Vec<&str> =
+        rules.iter().filter_map(|rule| rule["ports"][0]["port"].as_str()).collect();
+    assert_eq!(ports, ["https", "metrics"]);
     for rule in &rules {
         assert_eq!(rule["ports"].as_sequence().map(Vec::len), Some(1));
-        assert_eq!(rule["ports"][0]["port"], "https");
     }
+    assert!(rules[0]["from"][0]["ipBlock"].is_mapping(), "the API server, by address");
+    assert!(rules[1]["from"][0]["namespaceSelector"].is_mapping(), "Prometheus, by its labels");
+    let metrics = container["ports"]
+        .as_sequence()
+        .and_then(|ports| ports.iter().find(|p| p["name"] == "metrics"))
+        .expect("a metrics port on the container");
+    assert_eq!(metrics["containerPort"], 9443, "the operator's --metrics-listen default");
 }
 
 /// kubernetes-validate's report on `yaml`; fails the test if it refuses any object.

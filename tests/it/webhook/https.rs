@@ -9,15 +9,17 @@ use crate::support::authorizer::Unreadable;
 use crate::support::https::HttpsClient;
 use base64::Engine;
 use etcd_certs::resolver::{ReloadableCert, certified_key};
-use etcd_operator::server::{Metrics, Readiness, router, serve};
+use etcd_operator::server::{Metrics, Readiness, metrics_router, router, serve};
 use serde_json::{Value, json};
 
 /// The operator's HTTPS service on a loopback port, until dropped.
 pub(super) struct Server {
     pub(super) addr: SocketAddr,
     pub(super) ca_pem: String,
+    /// Where `/metrics` is served: a port of its own.
+    metrics_addr: SocketAddr,
     readiness: Readiness,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _stop: tokio::sync::watch::Sender<()>,
 }
 
 pub(super) async fn start() -> Server {
@@ -34,13 +36,21 @@ async fn start_with(authorizer: Arc<Unreadable>) -> Server {
     let resolver = Arc::new(ReloadableCert::new(certified_key(&pki.serving).unwrap()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = metrics_listener.local_addr().unwrap();
     let readiness = Readiness::default();
-    let app = router(Arc::new(Metrics::default()), readiness.clone(), authorizer.policy());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(listener, resolver, app, async {
-        let _ = stopped.await;
+    let metrics = Arc::new(Metrics::default());
+    let app = router(metrics.clone(), readiness.clone(), authorizer.policy());
+    let (stop, stopped) = tokio::sync::watch::channel(());
+    let mut stopped_too = stopped.clone();
+    let mut stopped = stopped;
+    tokio::spawn(serve(listener, resolver.clone(), app, async move {
+        let _ = stopped.changed().await;
     }));
-    Server { addr, ca_pem: pki.ca.cert_pem, readiness, _stop: stop }
+    tokio::spawn(serve(metrics_listener, resolver, metrics_router(metrics), async move {
+        let _ = stopped_too.changed().await;
+    }));
+    Server { addr, ca_pem: pki.ca.cert_pem, metrics_addr, readiness, _stop: stop }
 }
 
 /// An AdmissionReview as kube-apiserver 1.33 sends it for `kubectl apply` of an EtcdCluster.
@@ -322,7 +332,14 @@ async fn probes_and_metrics() {
         &review("CREATE", cluster(json!({"size": 2})), Value::Null, false),
     )
     .await;
-    let (status, body) = client.request("GET", "/metrics", Vec::new()).await;
+    // Not on the webhook port: that one admits the API server from any address.
+    let (status, _) = client.request("GET", "/metrics", Vec::new()).await;
+    assert_eq!(status, 404);
+    let mut scraper =
+        HttpsClient::connect(server.metrics_addr, "localhost", &server.ca_pem).await.unwrap();
+    let (status, _) = scraper.request("GET", "/validate/etcdclusters", Vec::new()).await;
+    assert_eq!(status, 404, "the metrics port serves /metrics only");
+    let (status, body) = scraper.request("GET", "/metrics", Vec::new()).await;
     assert_eq!(status, 200);
     let text = String::from_utf8(body).unwrap();
     assert!(

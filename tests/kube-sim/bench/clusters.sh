@@ -30,7 +30,7 @@ cpu() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$1/stat"; }
 # open) and leader election's Lease renewals (one replica's, not a cluster's) excepted.
 operator_calls() { grep -F "\"username\":\"$OPERATOR\"" "$AUDIT" | grep -v '"verb":"watch"' | grep -v '"resource":"leases"'; }
 operator_requests() { operator_calls | wc -l; }
-scrape() { curl -sfk "https://$(kubectl -n "$SYSTEM" get pod "$leader" -o jsonpath='{.status.podIP}'):8443/metrics"; }
+scrape() { curl -sfk "https://$(kubectl -n "$SYSTEM" get pod "$leader" -o jsonpath='{.status.podIP}'):9443/metrics"; }
 reconciles() { scrape | awk '/^etcd_operator_reconciles_total\{controller="etcdcluster"\}/ {print $2}'; }
 # quantiles BEFORE AFTER: p50 and p99 of the etcdcluster reconcile durations observed between two
 # scrapes, interpolated within histogram buckets as Prometheus' histogram_quantile does.

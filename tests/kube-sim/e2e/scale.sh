@@ -47,7 +47,7 @@ wait_for "the claims grown to 10Gi, the StatefulSet still applied" 60 expanded
 scrape() {
   local ip
   ip=$(kubectl -n "$SYSTEM" get pod "$(leader_pod)" -o jsonpath='{.status.podIP}')
-  curl -sfk "https://$ip:8443/metrics"
+  curl -sfk "https://$ip:9443/metrics"
 }
 metric() { scrape | grep "^etcd_operator_cluster_$1{namespace=\"default\",cluster=\"demo\"}" | awk '{print $2}'; }
 for size in 3 5 3 1; do
