@@ -98,3 +98,13 @@ pub fn member_urls(cluster: &str, namespace: &str, member: &str, tls: bool) -> (
     let host = format!("{member}.{}.{namespace}.svc", etcd_certs::cluster::peer_service(cluster));
     (format!("{scheme}://{host}:{PEER_PORT}"), format!("{scheme}://{host}:{CLIENT_PORT}"))
 }
+
+/// An RFC 1123 label, as a namespace's name must be: 1–63 lowercase letters, digits and `-`,
+/// starting and ending with a letter or digit.
+pub fn is_dns_label(name: &str) -> bool {
+    let alphanumeric = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    (1..=63).contains(&name.len())
+        && name.chars().all(|c| alphanumeric(c) || c == '-')
+        && name.starts_with(alphanumeric)
+        && name.ends_with(alphanumeric)
+}

@@ -77,6 +77,25 @@ impl Context {
         }
     }
 
+    /// The same settings, metrics and Event recorder, with `owned` as the record of what was
+    /// written: each watched namespace's controllers keep their own (a reflector store holds
+    /// one watch's objects), and report into one /metrics.
+    pub fn sharing(&self, owned: owned::Owned) -> Self {
+        Self {
+            client: self.client.clone(),
+            recorder: self.recorder.clone(),
+            operator_image: self.operator_image.clone(),
+            health_interval: self.health_interval,
+            ca_bundle_propagation: self.ca_bundle_propagation,
+            owned,
+            backup_endpoints: self.backup_endpoints.clone(),
+            image_repositories: self.image_repositories.clone(),
+            backups: self.backups.clone(),
+            clusters: self.clusters.clone(),
+            reconciles: self.reconciles.clone(),
+        }
+    }
+
     /// Publishes an Event about `object`. An Event that cannot be written is logged, never fatal:
     /// the action it reports has already happened.
     pub async fn event<K>(&self, object: &K, type_: EventType, reason: &str, note: String)

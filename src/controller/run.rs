@@ -15,7 +15,7 @@ use crate::backup::endpoints::{ALLOW_FLAG, EndpointPolicy};
 use crate::retry::{self, with_backoff};
 use crate::server::{Metrics, Readiness, metrics_router, router, serve};
 use crate::tls;
-use crate::tls::webhook_secret::{WebhookMaterial, WebhookTls};
+use crate::tls::webhook_secret::{Served, WebhookTls};
 
 /// How often every replica re-reads the webhook Secret (and the leader checks for renewal).
 const CERTIFICATE_CHECK: Duration = Duration::from_secs(60);
@@ -68,6 +68,13 @@ pub struct RunArgs {
     /// Validating and mutating webhook configurations whose caBundle the operator keeps current.
     #[arg(long, env = "WEBHOOK_CONFIGURATION", default_value = "etcd-operator")]
     pub webhook_configuration: String,
+    /// Who issues the webhook's certificate: `operator` (it creates the Secret, renews it and
+    /// keeps the webhook configurations' caBundle current, so it needs `patch` on them), or
+    /// `provided` (the installer puts tls.crt and tls.key in the Secret and the CA in the
+    /// configurations, as the chart can at install time, or cert-manager; the operator only
+    /// reads and serves it, and needs no right on webhook configurations).
+    #[arg(long, env = "WEBHOOK_CERTIFICATE", value_enum, default_value_t = Issuer::Operator)]
+    pub webhook_certificate: Issuer,
     /// Identity of this replica in leader election (the pod name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
@@ -101,9 +108,77 @@ pub struct RunArgs {
         default_values_t = etcd_crds::OFFICIAL_REPOSITORIES.iter().map(|r| r.to_string())
     )]
     pub allowed_image_repositories: Vec<String>,
+    /// Namespaces whose EtcdClusters, EtcdBackups and EtcdRestores this operator serves,
+    /// comma-separated; every namespace when unset. With a list, the operator needs rights in
+    /// those namespaces only (Roles, as the chart's `watchNamespaces` grants them) and none on
+    /// Secrets elsewhere. Each namespace has its own watches and its own
+    /// `--max-concurrent-reconciles`.
+    #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',', value_name = "NAMESPACE")]
+    pub watch_namespaces: Vec<String>,
+}
+
+/// Who issues the webhook's serving certificate (`--webhook-certificate`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Issuer {
+    Operator,
+    Provided,
+}
+
+/// The certificate to serve now. The operator's own is created when missing, and on the leader
+/// renewed when due and its CA written into the webhook configurations when it changed from
+/// `served`; a provided one is only read.
+async fn current_certificate(
+    webhook: &WebhookTls,
+    issuer: Issuer,
+    leading: bool,
+    served: Option<&Served>,
+) -> Result<Served, tls::Error> {
+    let now = time::OffsetDateTime::now_utc();
+    match issuer {
+        Issuer::Provided => webhook.read_provided(now).await,
+        Issuer::Operator => {
+            if leading && webhook.rotate_if_due(now).await?.is_some() {
+                tracing::info!("renewed the webhook serving certificate");
+            }
+            let current = webhook.ensure(now).await?.served();
+            let bundle = current.ca_bundle.as_deref().unwrap_or_default();
+            if leading && served.is_some_and(|served| served.ca_bundle != current.ca_bundle) {
+                webhook.inject_ca_bundle(bundle).await?;
+            }
+            Ok(current)
+        }
+    }
+}
+
+/// Where the controllers watch: every namespace (`None`), or each namespace of the list.
+fn watched_namespaces(listed: &[String]) -> Result<Vec<Option<String>>> {
+    let mut namespaces: Vec<String> =
+        listed.iter().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect();
+    namespaces.sort();
+    namespaces.dedup();
+    if let Some(bad) = namespaces.iter().find(|n| !crate::names::is_dns_label(n)) {
+        return Err(Error::Flag {
+            flag: "--watch-namespaces",
+            reason: format!("{bad:?} is not a namespace name (a DNS label)"),
+        });
+    }
+    Ok(if namespaces.is_empty() { vec![None] } else { namespaces.into_iter().map(Some).collect() })
+}
+
+/// `K` in one namespace, or in all.
+fn scoped<K>(client: kube::Client, namespace: Option<&str>) -> kube::Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(namespace) => kube::Api::namespaced(client, namespace),
+        None => kube::Api::all(client),
+    }
 }
 
 pub async fn run(args: RunArgs) -> Result<()> {
+    let namespaces = watched_namespaces(&args.watch_namespaces)?;
     let backup_endpoints = EndpointPolicy::parse(&args.backup_endpoint_allow)
         .map_err(|reason| Error::Flag { flag: ALLOW_FLAG, reason })?;
     let client = super::api_client::connect()
@@ -147,23 +222,25 @@ pub async fn run(args: RunArgs) -> Result<()> {
     tracing::info!(listen = %args.listen, metrics = %args.metrics_listen, "serving /healthz, /readyz and /metrics; webhooks once the certificate is read");
     // Every start-up call waits out an unavailable API server instead of exiting: a restart
     // would only add the kubelet's CrashLoopBackOff to the wait.
-    let material = tokio::select! {
-        material = with_backoff("read the webhook certificate", tls::Error::is_transient, || {
-            webhook.ensure(time::OffsetDateTime::now_utc())
-        }) => material?,
+    let issuer = args.webhook_certificate;
+    let certificate = tokio::select! {
+        read = with_backoff("read the webhook certificate", tls::Error::is_transient, || {
+            current_certificate(&webhook, issuer, false, None)
+        }) => read?,
         served = &mut server => return finished(served),
     };
-    resolver.swap(certified_key(&material.serving).map_err(crate::tls::Error::from)?);
+    resolver.swap(certified_key(&certificate.serving).map_err(crate::tls::Error::from)?);
     readiness.set(READINESS_COMPONENT, None);
     tracing::info!("serving admission webhooks");
 
     let leading = Arc::new(AtomicBool::new(false));
     tokio::spawn(follow_certificate(
         webhook.clone(),
+        issuer,
         resolver,
         readiness,
         leading.clone(),
-        material,
+        certificate,
         metrics.clone(),
     ));
 
@@ -176,11 +253,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
     leading.store(true, Ordering::SeqCst);
     tracing::info!(%identity, "leading");
     let identity = Some(identity);
-    with_backoff("inject the webhook caBundle", tls::Error::is_transient, || async {
-        let bundle = webhook.ensure(time::OffsetDateTime::now_utc()).await?.ca_bundle();
-        webhook.inject_ca_bundle(&bundle).await
-    })
-    .await?;
+    if issuer == Issuer::Operator {
+        with_backoff("inject the webhook caBundle", tls::Error::is_transient, || async {
+            let bundle = webhook.ensure(time::OffsetDateTime::now_utc()).await?.ca_bundle();
+            webhook.inject_ca_bundle(&bundle).await
+        })
+        .await?;
+    }
     let operator_image = match args.operator_image.clone() {
         Some(image) => image,
         None => {
@@ -197,21 +276,36 @@ pub async fn run(args: RunArgs) -> Result<()> {
     context.ca_bundle_propagation = Duration::from_secs(args.ca_bundle_propagation_seconds);
     context.backup_endpoints = backup_endpoints;
     context.image_repositories = args.allowed_image_repositories.clone();
-    let (owned, owned_writers) = super::owned::Owned::watched();
-    context.owned = owned;
-    let context = Arc::new(context);
     {
         let mut registry = metrics.registry.lock().unwrap_or_else(|p| p.into_inner());
         context.backups.register(&mut registry);
         context.clusters.register(&mut registry);
         context.reconciles.register(&mut registry);
     }
+    match namespaces.as_slice() {
+        [None] => tracing::info!("watching every namespace"),
+        listed => {
+            tracing::info!(namespaces = ?listed.iter().flatten().collect::<Vec<_>>(), "watching these namespaces only")
+        }
+    }
+    let controllers = futures::future::join_all(namespaces.into_iter().map(|namespace| {
+        let (owned, owned_writers) = super::owned::Owned::watched();
+        let context = Arc::new(context.sharing(owned));
+        let client = client.clone();
+        let concurrency = args.max_concurrent_reconciles;
+        async move {
+            let namespace = namespace.as_deref();
+            tokio::join!(
+                cluster_controller(&client, namespace, context.clone(), owned_writers, concurrency),
+                backup_controller(&client, namespace, context.clone()),
+                restore_controller(&client, namespace, context),
+            );
+        }
+    }));
     let outcome = tokio::select! {
         () = leadership.lost() => Err(Error::LostLeadership),
-        () = keep_ca_bundle(webhook.clone()) => Ok(()),
-        () = cluster_controller(client.clone(), context.clone(), owned_writers, args.max_concurrent_reconciles) => Ok(()),
-        () = backup_controller(client.clone(), context.clone()) => Ok(()),
-        () = restore_controller(client, context) => Ok(()),
+        () = keep_ca_bundle(webhook.clone(), issuer) => Ok(()),
+        _ = controllers => Ok(()),
         served = &mut server => finished(served),
     };
     leadership.release().await;
@@ -237,12 +331,12 @@ async fn own_image(client: &kube::Client, namespace: &str, pod: Option<&str>) ->
         .ok_or(Error::Usage("the operator's own pod has no container image"))
 }
 
-/// The EtcdCluster controller over every namespace, `concurrency` clusters at a time, woken by
-/// changes to what it owns. Owned
-/// objects are watched as metadata only; the versions of those it applies or reads every pass
+/// The EtcdCluster controller over one namespace or all, `concurrency` clusters at a time, woken
+/// by changes to what it owns. Owned objects are watched as metadata only; the versions of those it applies or reads every pass
 /// are kept in `writers`' stores, so that a pass that finds them as it left them asks nothing.
 async fn cluster_controller(
-    client: kube::Client,
+    client: &kube::Client,
+    namespace: Option<&str>,
     context: Arc<super::Context>,
     writers: super::owned::Writers,
     concurrency: u16,
@@ -252,15 +346,27 @@ async fn cluster_controller(
     use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
     use k8s_openapi::api::policy::v1::PodDisruptionBudget;
     use kube::runtime::{Controller, watcher};
-    let api = kube::Api::<etcd_crds::EtcdCluster>::all(client.clone());
+    let api = scoped::<etcd_crds::EtcdCluster>(client.clone(), namespace);
     // Only what the operator made: not every Secret and ConfigMap of the cluster.
     let ours = || watcher::Config::default().labels(&crate::names::managed_by_selector());
     Controller::new(api, watcher::Config::default())
-        .owns(kube::Api::<StatefulSet>::all(client.clone()), ours())
-        .owns(kube::Api::<ConfigMap>::all(client.clone()), ours())
-        .owns_stream(owned_versions::<Service>(client.clone(), ours(), writers.services))
-        .owns_stream(owned_versions::<PodDisruptionBudget>(client.clone(), ours(), writers.budgets))
-        .owns_stream(owned_versions::<Secret>(client, ours(), writers.secrets))
+        .owns(scoped::<StatefulSet>(client.clone(), namespace), ours())
+        .owns(scoped::<ConfigMap>(client.clone(), namespace), ours())
+        .owns_stream(owned_versions::<Service>(
+            scoped(client.clone(), namespace),
+            ours(),
+            writers.services,
+        ))
+        .owns_stream(owned_versions::<PodDisruptionBudget>(
+            scoped(client.clone(), namespace),
+            ours(),
+            writers.budgets,
+        ))
+        .owns_stream(owned_versions::<Secret>(
+            scoped(client.clone(), namespace),
+            ours(),
+            writers.secrets,
+        ))
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .shutdown_on_signal()
         .run(super::cluster::reconcile, super::error_policy, context)
@@ -271,7 +377,7 @@ async fn cluster_controller(
 /// A metadata-only watch of the operator's objects of one kind, keeping their versions in
 /// `writer`'s store, and yielding each object touched for the controller to wake its owner.
 fn owned_versions<K>(
-    client: kube::Client,
+    api: kube::Api<PartialObjectMeta<K>>,
     config: kube::runtime::watcher::Config,
     writer: kube::runtime::reflector::store::Writer<PartialObjectMeta<K>>,
 ) -> impl futures::Stream<
@@ -288,7 +394,7 @@ where
         + 'static,
 {
     use kube::runtime::{WatchStreamExt, watcher};
-    watcher(kube::Api::<PartialObjectMeta<K>>::all(client), config)
+    watcher(api, config)
         .default_backoff()
         // Managed fields are most of an object's metadata, and nothing here reads them.
         .modify(|object| object.metadata.managed_fields = None)
@@ -298,10 +404,14 @@ where
 
 /// The EtcdBackup controller: each object is looked at when it changes and when its next run is
 /// due (the reconcile's requeue).
-async fn backup_controller(client: kube::Client, context: Arc<super::Context>) {
+async fn backup_controller(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    context: Arc<super::Context>,
+) {
     use futures::StreamExt;
     use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
-    let api = kube::Api::<etcd_crds::EtcdBackup>::all(client);
+    let api = scoped::<etcd_crds::EtcdBackup>(client.clone(), namespace);
     // Woken by spec changes only: every failed run writes its status (consecutiveFailures),
     // and a trigger on that write would retry at once, around the error policy's back-off
     // (kube-sim showed hundreds of attempts in half a minute).
@@ -319,12 +429,16 @@ async fn backup_controller(client: kube::Client, context: Arc<super::Context>) {
 }
 
 /// The EtcdRestore controller, woken by its restores and by the clusters they create.
-async fn restore_controller(client: kube::Client, context: Arc<super::Context>) {
+async fn restore_controller(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    context: Arc<super::Context>,
+) {
     use futures::StreamExt;
     use kube::runtime::reflector::ObjectRef;
     use kube::runtime::{Controller, watcher};
-    let api = kube::Api::<etcd_crds::EtcdRestore>::all(client.clone());
-    let clusters = kube::Api::<etcd_crds::EtcdCluster>::all(client);
+    let api = scoped::<etcd_crds::EtcdRestore>(client.clone(), namespace);
+    let clusters = scoped::<etcd_crds::EtcdCluster>(client.clone(), namespace);
     let restores_of = |cluster: etcd_crds::EtcdCluster| {
         let namespace = cluster.metadata.namespace.clone().unwrap_or_default();
         cluster
@@ -344,8 +458,12 @@ async fn restore_controller(client: kube::Client, context: Arc<super::Context>) 
 
 /// Keeps the webhook configurations' caBundle equal to the CA the replicas serve with: a
 /// configuration re-applied, replaced or recreated without it (so that every admission fails)
-/// is mended as soon as the leader sees it, not at the next restart.
-async fn keep_ca_bundle(webhook: WebhookTls) {
+/// is mended as soon as the leader sees it, not at the next restart. A provided certificate's
+/// caBundle is its issuer's to keep.
+async fn keep_ca_bundle(webhook: WebhookTls, issuer: Issuer) {
+    if issuer == Issuer::Provided {
+        return std::future::pending().await;
+    }
     use futures::StreamExt;
     use k8s_openapi::api::admissionregistration::v1::{
         MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
@@ -435,27 +553,24 @@ fn placeholder_certificate(service: &str) -> Result<etcd_certs::CertKeyPair> {
 
 async fn follow_certificate(
     webhook: WebhookTls,
+    issuer: Issuer,
     resolver: Arc<ReloadableCert>,
     readiness: Readiness,
     leading: Arc<AtomicBool>,
-    mut served: WebhookMaterial,
+    mut served: Served,
     metrics: Arc<Metrics>,
 ) {
     loop {
-        metrics.served_certificate("ca", &served.ca.cert_pem);
+        if let Some(ca) = &served.ca_pem {
+            metrics.served_certificate("ca", ca);
+        }
         metrics.served_certificate("serving", &served.serving.cert_pem);
         tokio::time::sleep(CERTIFICATE_CHECK).await;
-        let now = time::OffsetDateTime::now_utc();
         let result = async {
-            if leading.load(Ordering::SeqCst) && webhook.rotate_if_due(now).await?.is_some() {
-                tracing::info!("renewed the webhook serving certificate");
-            }
-            let current = webhook.ensure(now).await?;
+            let leading = leading.load(Ordering::SeqCst);
+            let current = current_certificate(&webhook, issuer, leading, Some(&served)).await?;
             if current != served {
                 resolver.swap(certified_key(&current.serving)?);
-                if leading.load(Ordering::SeqCst) {
-                    webhook.inject_ca_bundle(&current.ca_bundle()).await?;
-                }
                 served = current;
                 tracing::info!("serving the renewed webhook certificate");
             }
@@ -468,5 +583,30 @@ async fn follow_certificate(
                 readiness.set(READINESS_COMPONENT, Some(err.to_string()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::watched_namespaces;
+
+    #[test]
+    fn no_list_watches_every_namespace_and_a_list_each_once() {
+        assert_eq!(watched_namespaces(&[]).unwrap(), [None]);
+        assert_eq!(watched_namespaces(&[String::new()]).unwrap(), [None], "WATCH_NAMESPACES=\"\"");
+        let listed = ["b".into(), " a".into(), "b".into()];
+        assert_eq!(
+            watched_namespaces(&listed).unwrap(),
+            [Some("a".to_owned()), Some("b".to_owned())]
+        );
+    }
+
+    #[test]
+    fn a_name_that_cannot_be_a_namespace_is_refused_by_the_flag() {
+        let err = watched_namespaces(&["tenant-a".into(), "Tenant_B".into()]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--watch-namespaces: \"Tenant_B\" is not a namespace name (a DNS label)"
+        );
     }
 }

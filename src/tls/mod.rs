@@ -27,12 +27,19 @@ pub enum Error {
     /// A Secret of the cluster's PKI exists under another owner ([`crate::ownership`]).
     #[error("{0}")]
     NotOwned(String),
+    /// A Secret someone else makes is not there yet (the webhook's, when the installer issues it).
+    #[error("{0}")]
+    NotYetThere(String),
 }
 
 impl Error {
     /// A failed API call that may succeed by waiting (see [`crate::retry::transient`]).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Kube { source, .. } if crate::retry::transient(source))
+        match self {
+            Error::Kube { source, .. } => crate::retry::transient(source),
+            Error::NotYetThere(_) => true,
+            _ => false,
+        }
     }
 }
 

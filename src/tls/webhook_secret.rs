@@ -40,6 +40,24 @@ impl WebhookMaterial {
     pub fn ca_bundle(&self) -> String {
         self.trust().bundle()
     }
+
+    pub fn served(&self) -> Served {
+        Served {
+            serving: self.serving.clone(),
+            ca_pem: Some(self.ca.cert_pem.clone()),
+            ca_bundle: Some(self.ca_bundle()),
+        }
+    }
+}
+
+/// What a replica serves: the serving certificate and key, the CA that issued it when the
+/// Secret names it (reported on /metrics with its expiry), and the caBundle the webhook
+/// configurations must hold when the operator keeps it (during a CA rollover, two CAs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Served {
+    pub serving: CertKeyPair,
+    pub ca_pem: Option<String>,
+    pub ca_bundle: Option<String>,
 }
 
 /// Where the webhook's TLS lives.
@@ -129,6 +147,45 @@ impl WebhookTls {
             }
             Err(err) => Err(kube_err(format!("create Secret {}", self.secret))(err)),
         }
+    }
+
+    /// The serving certificate as someone else issued it (`--webhook-certificate provided`: the
+    /// chart at install time, cert-manager, a person): `tls.crt` and `tls.key`, and `ca.crt` if
+    /// given. Read only, never written: renewing it, and the webhook configurations' caBundle,
+    /// are the issuer's. A certificate that does not name the Service, or nears its end, is
+    /// served still (it is what the API server was told to trust) and logged.
+    pub async fn read_provided(&self, now: OffsetDateTime) -> Result<Served, Error> {
+        let secret = self
+            .api()
+            .get_opt(&self.secret)
+            .await
+            .map_err(kube_err(format!("get Secret {}", self.secret)))?
+            .ok_or_else(|| {
+                Error::NotYetThere(format!(
+                    "Secret {}/{} does not exist: with --webhook-certificate provided, whoever \
+                     installs the operator creates it (tls.crt, tls.key, ca.crt)",
+                    self.namespace, self.secret
+                ))
+            })?;
+        let served = Served {
+            serving: CertKeyPair {
+                cert_pem: pem_field(&secret, TLS_CERT)?,
+                key_pem: pem_field(&secret, TLS_KEY)?,
+            },
+            ca_pem: pem_field(&secret, CA_CERT).ok(),
+            ca_bundle: None,
+        };
+        let lifetimes = Lifetimes::default();
+        if let Some(reason) = etcd_certs::needs_renewal(
+            &served.serving.cert_pem,
+            Some(&self.names()),
+            served.ca_pem.as_deref(),
+            now,
+            &lifetimes,
+        )? {
+            tracing::warn!(secret = %self.secret, %reason, "the provided webhook certificate should be re-issued by its issuer");
+        }
+        Ok(served)
     }
 
     /// The leader's rotation, one step at a time: re-issues the serving certificate when it is

@@ -83,6 +83,32 @@ async fn losing_the_create_race_serves_the_winners_certificate() {
     assert_eq!(recorded.await.unwrap().len(), 3);
 }
 
+/// `--webhook-certificate provided`: the installer's Secret (no CA key: the operator cannot
+/// issue from it) is read and served, nothing is written; until it exists the operator waits.
+#[tokio::test]
+async fn a_provided_certificate_is_read_and_never_written() {
+    let names = ["etcd-operator-webhook.etcd-operator-system.svc".to_owned()];
+    let now = time::OffsetDateTime::now_utc();
+    let issued = etcd_certs::issue_webhook_pki(&names, now).unwrap();
+    let mut secret = webhook_secret_json(&issued.serving, &issued.ca, "3");
+    secret["data"].as_object_mut().unwrap().remove("ca.key");
+    let (client, recorded) = serve(vec![
+        Exchange::new(Method::GET, SECRET_PATH, status_body(404, "NotFound", "not found"))
+            .status(StatusCode::NOT_FOUND),
+        Exchange::new(Method::GET, SECRET_PATH, secret),
+    ]);
+    let webhook = tls(client);
+    let missing = webhook.read_provided(now).await.unwrap_err();
+    assert!(missing.is_transient(), "{missing}");
+    assert!(missing.to_string().contains("whoever installs the operator creates it"), "{missing}");
+    let served = webhook.read_provided(now).await.unwrap();
+    assert_eq!(served.serving, issued.serving);
+    assert_eq!(served.ca_pem.as_deref(), Some(issued.ca.cert_pem.as_str()));
+    assert_eq!(served.ca_bundle, None, "the configurations' caBundle is the issuer's to keep");
+    let seen = recorded.await.unwrap();
+    assert!(seen.iter().all(|r| r.method == Method::GET), "{seen:?}");
+}
+
 #[tokio::test]
 async fn ca_bundle_is_patched_into_every_webhook_of_both_configurations() {
     let webhooks = json!([{"name": "a"}, {"name": "b"}, {"name": "c"}]);
