@@ -23,3 +23,15 @@ app.kubernetes.io/component: operator
 {{- define "etcd-operator.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end }}
+
+{{/* Values the templates cannot carry out are refused, naming the value. */}}
+{{- define "etcd-operator.checkValues" -}}
+{{- if not (has .Values.webhook.certificate (list "operator" "helm")) }}
+{{- fail (printf "webhook.certificate must be operator or helm, not %q" (toString .Values.webhook.certificate)) }}
+{{- end }}
+{{- range .Values.watchNamespaces }}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$" (toString .)) }}
+{{- fail (printf "watchNamespaces: %q is not a namespace name" (toString .)) }}
+{{- end }}
+{{- end }}
+{{- end }}

@@ -213,9 +213,140 @@ fn another_namespace_is_followed_everywhere() {
     }
 }
 
+/// The rules of manifests/rbac.yaml's ClusterRole, split as namespaced mode splits them: those
+/// on what cannot be namespaced, and the rest.
+fn cluster_role_rules() -> (Vec<Value>, Vec<Value>) {
+    let yaml = std::fs::read_to_string(root().join("manifests/rbac.yaml")).unwrap();
+    let role = documents(&yaml).into_iter().find(|d| d["kind"] == "ClusterRole").unwrap();
+    role["rules"].as_sequence().unwrap().iter().cloned().partition(|rule| {
+        ["authorization.k8s.io", "admissionregistration.k8s.io"]
+            .contains(&rule["apiGroups"][0].as_str().unwrap_or_default())
+    })
+}
+
+fn env_of(deployment: &Value, name: &str) -> Option<String> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_sequence()?
+        .iter()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["value"].as_str().map(str::to_owned))
+}
+
+/// Namespaced mode: the operator's rights on what tenants own (Secrets, pods, claims, its custom
+/// resources) exist in the listed namespaces only, each with manifests/' rules; cluster-wide it
+/// keeps what cannot be namespaced; the webhooks are called for those namespaces only.
+#[test]
+fn namespaced_mode_grants_rights_in_the_watched_namespaces_only() {
+    let chart = objects(&template(&["watchNamespaces={tenant-a,tenant-b}"]));
+    let (cluster_scoped, namespaced) = cluster_role_rules();
+    assert_eq!(
+        chart["ClusterRole /etcd-operator"]["rules"].as_sequence().unwrap(),
+        &cluster_scoped
+    );
+    for namespace in ["tenant-a", "tenant-b"] {
+        let role = &chart[&format!("Role {namespace}/etcd-operator")];
+        assert_eq!(role["rules"].as_sequence().unwrap(), &namespaced, "in {namespace}");
+        let binding = &chart[&format!("RoleBinding {namespace}/etcd-operator")];
+        assert_eq!(binding["subjects"][0]["namespace"], NAMESPACE);
+        assert_eq!(binding["roleRef"]["name"], "etcd-operator");
+    }
+    let roles: Vec<&String> = chart.keys().filter(|k| k.starts_with("Role ")).collect();
+    assert_eq!(
+        roles,
+        [
+            "Role etcd-operator-system/etcd-operator-leader-election",
+            "Role etcd-operator-system/etcd-operator-self",
+            "Role tenant-a/etcd-operator",
+            "Role tenant-b/etcd-operator",
+        ],
+        "no rights in any other namespace"
+    );
+    let deployment = &chart[&format!("Deployment {NAMESPACE}/etcd-operator")];
+    assert_eq!(env_of(deployment, "WATCH_NAMESPACES").as_deref(), Some("tenant-a,tenant-b"));
+    for kind in ["ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"] {
+        for hook in chart[&format!("{kind} /etcd-operator")]["webhooks"].as_sequence().unwrap() {
+            let selector: Value = serde_yaml::from_str(
+                "matchExpressions: [{key: kubernetes.io/metadata.name, operator: In, values: [tenant-a, tenant-b]}]",
+            )
+            .unwrap();
+            assert_eq!(hook["namespaceSelector"], selector, "{:?}", hook["name"]);
+        }
+    }
+}
+
+/// webhook.certificate=helm: Helm issues the webhooks' CA and certificate, the configurations
+/// trust that CA, the operator only reads it, and no rule lets it touch webhook configurations.
+#[test]
+fn a_helm_issued_certificate_leaves_the_operator_no_right_on_webhook_configurations() {
+    for values in [
+        &["webhook.certificate=helm"][..],
+        &["webhook.certificate=helm", "watchNamespaces={tenant-a}"][..],
+    ] {
+        let chart = objects(&template(values));
+        let secret = &chart[&format!("Secret {NAMESPACE}/etcd-operator-webhook-tls")];
+        let field = |key: &str| {
+            let encoded = secret["data"][key].as_str().unwrap();
+            String::from_utf8(
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded)
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        let (ca, cert, key) = (field("ca.crt"), field("tls.crt"), field("tls.key"));
+        let names = etcd_certs::webhook::service_names("etcd-operator-webhook", NAMESPACE);
+        let now = time::OffsetDateTime::now_utc();
+        let renewal =
+            etcd_certs::needs_renewal(&cert, Some(&names), Some(&ca), now, &Default::default());
+        assert_eq!(
+            renewal.unwrap(),
+            None,
+            "the certificate names the Service and is signed by the CA"
+        );
+        etcd_certs::resolver::certified_key(&etcd_certs::CertKeyPair {
+            cert_pem: cert,
+            key_pem: key,
+        })
+        .expect("the operator serves the key Helm generates");
+        for kind in ["ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"] {
+            for hook in chart[&format!("{kind} /etcd-operator")]["webhooks"].as_sequence().unwrap()
+            {
+                assert_eq!(hook["clientConfig"]["caBundle"], secret["data"]["ca.crt"]);
+            }
+        }
+        let rules =
+            chart.iter().filter(|(k, _)| k.starts_with("Role ") || k.starts_with("ClusterRole "));
+        for (name, role) in rules {
+            let text = serde_yaml::to_string(&role["rules"]).unwrap();
+            assert!(!text.contains("admissionregistration"), "{name} with {values:?}:\n{text}");
+        }
+        let deployment = &chart[&format!("Deployment {NAMESPACE}/etcd-operator")];
+        assert_eq!(env_of(deployment, "WEBHOOK_CERTIFICATE").as_deref(), Some("provided"));
+    }
+}
+
+/// Values the chart cannot carry out are refused by name, not rendered into a broken install.
+#[test]
+fn values_the_chart_cannot_carry_out_are_refused() {
+    for (value, says) in [
+        ("webhook.certificate=cert-manager", "webhook.certificate must be operator or helm"),
+        ("watchNamespaces={Tenant_A}", "watchNamespaces: \"Tenant_A\" is not a namespace name"),
+    ] {
+        let mut command = helm();
+        command.args(["template", "etcd-operator", CHART, "--set", value]);
+        let out = command.output().unwrap();
+        assert!(!out.status.success(), "{value} was rendered");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{value}: {stderr}");
+    }
+}
+
 #[test]
 fn the_chart_passes_helm_lint_strict_and_kubernetes_schemas() {
-    for values in [&[][..], &["networkPolicy.enabled=true", "webhook.port=10250"][..]] {
+    for values in [
+        &[][..],
+        &["networkPolicy.enabled=true", "webhook.port=10250"][..],
+        &["watchNamespaces={tenant-a,tenant-b}", "webhook.certificate=helm"][..],
+    ] {
         let mut command = helm();
         command.args(["lint", "--strict", CHART]);
         for value in values {
