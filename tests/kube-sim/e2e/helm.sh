@@ -5,12 +5,6 @@
 # keeps serving; a new `helm install` takes the cluster over again.
 source "$(dirname "$0")/lib.sh"
 REPO=ghcr.io/etcd-operator/etcd-operator
-CHART=$ROOT/charts/etcd-operator
-helm() {
-  # Helm's own files in the scenario's directory, not the user's home.
-  HELM_CACHE_HOME=$WORK/helm/cache HELM_CONFIG_HOME=$WORK/helm/config HELM_DATA_HOME=$WORK/helm/data \
-    "${HELM:-$ROOT/target/tools/helm}" "$@" 2> >(grep -v 'found symbolic link' >&2)
-}
 
 helm install etcd-operator "$CHART" --namespace "$SYSTEM" --create-namespace >/dev/null
 wait_for "operator installed by helm and its webhooks trusted" 120 operator_ready

@@ -12,6 +12,13 @@ mkdir -p "$WORK/bin"
 ln -sfn "$KUBE_SIM_STATE/images/operator/etcd-operator" "$WORK/bin/kubectl-etcd"
 PATH=$WORK/bin:$PATH
 
+# Real Helm (scripts/kube-clients), its own files in the scenario's directory, not the user's home.
+CHART=$ROOT/charts/etcd-operator
+helm() {
+  HELM_CACHE_HOME=$WORK/helm/cache HELM_CONFIG_HOME=$WORK/helm/config HELM_DATA_HOME=$WORK/helm/data \
+    "${HELM:-$ROOT/target/tools/helm}" "$@" 2> >(grep -v 'found symbolic link' >&2)
+}
+
 log() { echo "[$(date +%T)] $*" >&2; }
 
 # Everything a person would look at when a scenario fails.

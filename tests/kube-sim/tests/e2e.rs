@@ -128,6 +128,11 @@ fn helm_install_upgrade_and_uninstall_keep_the_cluster_serving() {
 }
 
 #[test]
+fn namespaced_mode_serves_its_namespaces_with_roles_and_a_helm_issued_certificate() {
+    scenario("helm-namespaced");
+}
+
+#[test]
 fn a_full_backend_is_freed_without_a_person() {
     scenario("nospace");
 }
