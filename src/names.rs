@@ -108,3 +108,46 @@ pub fn is_dns_label(name: &str) -> bool {
         && name.starts_with(alphanumeric)
         && name.ends_with(alphanumeric)
 }
+
+/// Whether `pod` is the name the StatefulSet of `cluster` gives one of its pods,
+/// `<cluster>-<ordinal>`. The selector's labels alone do not say so: Bitnami's etcd chart labels
+/// its pods and claims `app.kubernetes.io/name=etcd, app.kubernetes.io/instance=<release>` too.
+pub fn is_member_of(cluster: &str, pod: &str) -> bool {
+    pod.strip_prefix(cluster).and_then(|rest| rest.strip_prefix('-')).is_some_and(|ordinal| {
+        !ordinal.is_empty()
+            && ordinal.len() <= 10
+            && ordinal.bytes().all(|b| b.is_ascii_digit())
+            && (ordinal == "0" || !ordinal.starts_with('0'))
+    })
+}
+
+/// Whether `claim` is the data claim of a member of `cluster` ([`data_claim`]).
+pub fn is_member_claim(cluster: &str, claim: &str) -> bool {
+    member_of_claim(claim).is_some_and(|member| is_member_of(cluster, member))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_names_and_claims_are_the_statefulsets_own() {
+        assert!(is_member_of("main", "main-0"));
+        assert!(is_member_of("main", "main-10"));
+        for other in ["main-etcd-0", "main-", "main-01", "mainx-0", "main-0a", "other-0"] {
+            assert!(!is_member_of("main", other), "{other}");
+        }
+        assert!(is_member_claim("main", "data-main-2"));
+        assert!(!is_member_claim("main", "data-main-etcd-0"), "Bitnami's release main");
+        assert!(!is_member_claim("main", "main-2"));
+    }
+
+    #[test]
+    fn namespace_names() {
+        assert!(is_dns_label("tenant-a"));
+        assert!(is_dns_label("a"));
+        for bad in ["", "Tenant", "a_b", "-a", "a-", &"a".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad:?}");
+        }
+    }
+}

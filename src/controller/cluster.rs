@@ -10,7 +10,7 @@ use etcd_crds::{ClusterPhase, EtcdCluster, MemberRole};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -557,12 +557,9 @@ async fn expand_claims(
         return Ok(Volumes { claims: None, expansion: None });
     }
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
-    let selector = names::selector_string(&cluster.name_any());
-    let claims = api
-        .list(&ListParams::default().labels(&selector))
+    let claims = crate::k8s::claims::list(&api, &cluster.name_any())
         .await
-        .map_err(kube_err("list the cluster's PersistentVolumeClaims"))?
-        .items;
+        .map_err(kube_err("list the cluster's PersistentVolumeClaims"))?;
     let expansion = grow_claims(cluster, &api, &claims).await;
     Ok(Volumes { claims: Some(claims), expansion: Some(expansion) })
 }

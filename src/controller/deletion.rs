@@ -12,7 +12,7 @@ use etcd_crds::{EtcdCluster, ReclaimPolicy, SKIP_FINAL_BACKUP_ANNOTATION};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
@@ -29,10 +29,14 @@ pub async fn cleanup(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Err
     if cluster.spec.storage.reclaim_policy == ReclaimPolicy::Delete {
         let namespace = names::namespace(cluster);
         let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
-        let selector = names::selector_string(&cluster.name_any());
-        api.delete_collection(&DeleteParams::default(), &ListParams::default().labels(&selector))
+        let claims = crate::k8s::claims::list(&api, &cluster.name_any())
             .await
-            .map_err(kube_err("delete the cluster's PersistentVolumeClaims"))?;
+            .map_err(kube_err("list the cluster's PersistentVolumeClaims"))?;
+        for claim in &claims {
+            crate::k8s::claims::delete(&api, claim)
+                .await
+                .map_err(kube_err("delete the cluster's PersistentVolumeClaims"))?;
+        }
         ctx.event(cluster, EventType::Normal, "VolumesDeleted", "reclaimPolicy Delete".into())
             .await;
     }

@@ -19,14 +19,13 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
 use super::{Context, Error, Problem, RETRY_AFTER_PROBLEM, namespace_of, write_status};
 use crate::backup::Location;
 use crate::backup::location::Access;
-use crate::names;
 
 /// Label on a cluster created by a restore, naming the EtcdRestore.
 pub const RESTORED_BY: &str = "etcd.etcd.io/restored-by";
@@ -364,26 +363,17 @@ async fn delete_cluster(clusters: &Api<EtcdCluster>, name: &str) -> Result<(), P
 /// Deletes the volumes of a cluster that is gone; true while some remain.
 async fn delete_volumes(ctx: &Context, namespace: &str, cluster: &str) -> Result<bool, Problem> {
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
-    let selector = names::selector_string(cluster);
-    let claims = api.list(&ListParams::default().labels(&selector)).await.map_err(|err| {
+    let claims = crate::k8s::claims::list(&api, cluster).await.map_err(|err| {
         Problem::api("VolumesUnavailable", format!("cannot list the volumes of {cluster}"), err)
     })?;
-    if claims.items.is_empty() {
+    if claims.is_empty() {
         return Ok(false);
     }
-    for claim in &claims.items {
-        let name = claim.name_any();
-        match api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(err) => {
-                return Err(Problem::api(
-                    "DeleteFailed",
-                    format!("cannot delete PersistentVolumeClaim {name}"),
-                    err,
-                ));
-            }
-        }
+    for claim in &claims {
+        crate::k8s::claims::delete(&api, claim).await.map_err(|err| {
+            let name = claim.name_any();
+            Problem::api("DeleteFailed", format!("cannot delete PersistentVolumeClaim {name}"), err)
+        })?;
     }
     Ok(true)
 }

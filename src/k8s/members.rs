@@ -33,6 +33,15 @@ fn kube_err(what: String) -> impl FnOnce(kube::Error) -> Error {
     move |source| Error::State { path: what.into(), reason: source.to_string() }
 }
 
+/// A pod of `cluster`'s StatefulSet: its name is one the StatefulSet gives, and the StatefulSet
+/// named after the cluster controls it.
+fn owned_by_statefulset(pod: &Pod, cluster: &str) -> bool {
+    let controller =
+        pod.metadata.owner_references.iter().flatten().find(|owner| owner.controller == Some(true));
+    pod.metadata.name.as_deref().is_some_and(|name| names::is_member_of(cluster, name))
+        && controller.is_some_and(|owner| owner.kind == "StatefulSet" && owner.name == cluster)
+}
+
 fn ordinal(member: &str) -> Option<i32> {
     etcd_certs::cluster::member_ordinal(member).and_then(|o| i32::try_from(o).ok())
 }
@@ -164,7 +173,9 @@ impl KubeMembers {
             .list(&ListParams::default().labels(&self.selector()))
             .await
             .map_err(kube_err(format!("list pods of {}", self.name())))?;
-        Ok(pods.items)
+        // Only the StatefulSet's own pods: another chart's pods may carry the same labels.
+        let cluster = self.name();
+        Ok(pods.items.into_iter().filter(|pod| owned_by_statefulset(pod, &cluster)).collect())
     }
 
     /// Deletes a member's pod (see [`Self::force_delete_if_lost`] for one that cannot go).
@@ -437,10 +448,9 @@ impl MemberPort for KubeMembers {
             None => {
                 let api: Api<PersistentVolumeClaim> =
                     Api::namespaced(self.client.clone(), &self.namespace());
-                api.list(&ListParams::default().labels(&self.selector()))
+                super::claims::list(&api, &self.name())
                     .await
                     .map_err(kube_err(format!("list claims of {}", self.name())))?
-                    .items
             }
         };
         // A claim being deleted is data being lost, not data to start from.
@@ -585,6 +595,8 @@ impl MemberPort for KubeMembers {
 mod tests {
     use k8s_openapi::api::core::v1::Pod;
 
+    use super::owned_by_statefulset;
+
     fn pod_waiting(init: &str, main: &str) -> Pod {
         let status = |name: &str, image: &str, reason: &str| {
             serde_json::json!({"name": name, "image": image, "imageID": "", "ready": false, "restartCount": 0,
@@ -666,6 +678,32 @@ mod tests {
         assert!(super::found_no_data(&pod(3, false)));
         assert!(!super::found_no_data(&pod(1, false)), "another failure");
         assert!(!super::found_no_data(&pod(3, true)), "etcd ran in this pod");
+    }
+
+    #[test]
+    fn only_the_statefulsets_own_pods_are_members() {
+        let pod = |name: &str, owner: Option<(&str, &str)>| {
+            let mut pod = Pod::default();
+            pod.metadata.name = Some(name.into());
+            pod.metadata.owner_references = owner.map(|(kind, name)| {
+                vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                    kind: kind.into(),
+                    name: name.into(),
+                    controller: Some(true),
+                    ..Default::default()
+                }]
+            });
+            pod
+        };
+        assert!(owned_by_statefulset(&pod("main-0", Some(("StatefulSet", "main"))), "main"));
+        assert!(owned_by_statefulset(&pod("main-12", Some(("StatefulSet", "main"))), "main"));
+        // Bitnami's release `main`: same labels, its own StatefulSet `main-etcd`.
+        assert!(!owned_by_statefulset(
+            &pod("main-etcd-0", Some(("StatefulSet", "main-etcd"))),
+            "main"
+        ));
+        assert!(!owned_by_statefulset(&pod("main-0", None), "main"), "a bare pod");
+        assert!(!owned_by_statefulset(&pod("main-0", Some(("ReplicaSet", "main"))), "main"));
     }
 
     #[test]

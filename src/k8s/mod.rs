@@ -2,6 +2,7 @@
 //! and `member-init`, the init container of every etcd pod.
 
 pub mod bootstrap;
+pub mod claims;
 pub mod etcd_config;
 pub mod member_init;
 pub mod members;

@@ -190,17 +190,41 @@ async fn a_backup_that_cannot_be_stored_holds_the_deletion_and_says_how_to_skip_
     assert_eq!(seen[3].body["type"], "Warning");
 }
 
+/// A claim as the API server lists it, with the selector's labels.
+fn claim(name: &str, uid: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {
+        "name": name, "namespace": "prod", "uid": uid,
+        "labels": {"app.kubernetes.io/name": "etcd", "app.kubernetes.io/instance": "main"}}})
+}
+
 #[tokio::test]
 async fn the_skip_annotation_lets_the_deletion_go_on_and_claims_go_under_reclaim_delete() {
     let spec = json!({"size": 3, "storage": {"reclaimPolicy": "Delete"}});
     let skip = json!({"etcd.etcd.io/skip-final-backup": "test data"});
-    let claims = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {}, "items": []});
+    // Bitnami's etcd release `main` labels its claims as the cluster `main` does: its claim
+    // (`data-main-etcd-0`) is listed too, and must stay.
+    let items = vec![
+        claim("data-main-0", "u0"),
+        claim("data-main-etcd-0", "bitnami"),
+        claim("data-main-1", "u1"),
+    ];
+    let claims = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {}, "items": items});
     let (done, seen) = delete(
         deleting(spec, skip, vec![]),
         vec![
             status_patch(),
             Exchange::new(Method::POST, EVENTS, event()),
-            Exchange::new(Method::DELETE, PVCS, claims),
+            Exchange::new(Method::GET, PVCS, claims),
+            Exchange::new(
+                Method::DELETE,
+                format!("{PVCS}/data-main-0"),
+                claim("data-main-0", "u0"),
+            ),
+            Exchange::new(
+                Method::DELETE,
+                format!("{PVCS}/data-main-1"),
+                claim("data-main-1", "u1"),
+            ),
             Exchange::new(Method::POST, EVENTS, event()),
             finalizer_removed(),
         ],
@@ -215,8 +239,11 @@ async fn the_skip_annotation_lets_the_deletion_go_on_and_claims_go_under_reclaim
         "{}",
         seen[2].query
     );
-    assert_eq!(seen[3].body["reason"], "VolumesDeleted");
-    let patch = seen[4].body.to_string();
+    // Each claim deleted as it was listed: one made again under its name meanwhile stays.
+    assert_eq!(seen[3].body["preconditions"]["uid"], "u0");
+    assert_eq!(seen[4].body["preconditions"]["uid"], "u1");
+    assert_eq!(seen[5].body["reason"], "VolumesDeleted");
+    let patch = seen[6].body.to_string();
     assert!(patch.contains("remove") && patch.contains("/metadata/finalizers"), "{patch}");
 }
 

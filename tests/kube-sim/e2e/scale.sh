@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install from manifests/, the example's defaults, a denied spec, then 1 → 3 → 5 → 3 → 1 with
 # `kubectl scale` under a writer (the leader's /metrics following), and deletion with
-# reclaimPolicy Delete leaving no claim and no series on /metrics.
+# reclaimPolicy Delete leaving no claim of its own (another chart's claim with its labels stays)
+# and no series on /metrics.
 source "$(dirname "$0")/lib.sh"
 # The real kube-apiserver, with its own post-start hooks, and nothing kube-sim wrote in its place.
 livez=$(kubectl get --raw '/livez?verbose')
@@ -62,8 +63,24 @@ no_restart_events "while scaling"
 writer_check demo
 [ "$(field demo '{.status.clusterID}')" = "$id" ] || fail "the cluster ID changed"
 
+# Bitnami's etcd chart, released as `demo`, labels its claims as the cluster's are labelled:
+# deleting the cluster deletes the cluster's claims, not that one.
+kubectl apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: data-demo-etcd-0
+  labels: {app.kubernetes.io/name: etcd, app.kubernetes.io/instance: demo, app.kubernetes.io/managed-by: Helm}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+YAML
 kubectl delete etcdcluster demo --timeout=120s >/dev/null || fail "deleting the cluster did not finish"
-wait_for "no claim of demo left" 60 bash -c '[ -z "$(kubectl get pvc -l app.kubernetes.io/instance=demo -o name)" ]'
+no_claim_of_demo() { [ -z "$(kubectl get pvc -l app.kubernetes.io/instance=demo -o name | grep -v data-demo-etcd-0)" ]; }
+wait_for "no claim of demo left" 60 no_claim_of_demo
+foreign=$(kubectl get pvc data-demo-etcd-0 -o jsonpath='{.metadata.name} {.metadata.deletionTimestamp}' 2>&1) || true
+[ "$foreign" = "data-demo-etcd-0 " ] ||
+  fail "deleting the cluster deleted another release's claim that carries the same labels: $foreign"
 scraped=$(scrape) || fail "cannot scrape the leader's /metrics"
 grep -q '^etcd_operator_reconciles_total{controller="etcdcluster"}' <<<"$scraped" || fail "no reconcile figures on /metrics"
 ! grep -q 'cluster="demo"' <<<"$scraped" || fail "the deleted cluster's series are still on /metrics"
