@@ -25,6 +25,15 @@ pub fn stale(err: &kube::Error) -> bool {
     matches!(err, kube::Error::Api(status) if status.code == 409 && status.reason == "Conflict")
 }
 
+/// A deletion (or a read) whose object is already gone has what it wanted: 404 is success.
+pub fn ignore_not_found<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
 /// Runs `attempt` until it succeeds or fails for good (`is_transient` false), pausing 0.25 s,
 /// 0.5 s, 1 s, ... up to 30 s between tries; each transient failure is logged with `what`.
 pub async fn with_backoff<T, E, F, Fut>(

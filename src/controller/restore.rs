@@ -351,13 +351,10 @@ async fn skip_final_backup(
 }
 
 async fn delete_cluster(clusters: &Api<EtcdCluster>, name: &str) -> Result<(), Problem> {
-    match clusters.delete(name, &DeleteParams::foreground()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(err) => {
-            Err(Problem::api("DeleteFailed", format!("cannot delete EtcdCluster {name}"), err))
-        }
-    }
+    crate::retry::ignore_not_found(clusters.delete(name, &DeleteParams::foreground()).await)
+        .map_err(|err| {
+            Problem::api("DeleteFailed", format!("cannot delete EtcdCluster {name}"), err)
+        })
 }
 
 /// Deletes the volumes of a cluster that is gone; true while some remain.

@@ -39,8 +39,8 @@ pub async fn delete(
         ..DeleteParams::default()
     };
     match api.delete(&name, &params).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
-        Err(err) => Err(err),
+        // The uid precondition failed: this name is another claim's now.
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        deleted => crate::retry::ignore_not_found(deleted),
     }
 }

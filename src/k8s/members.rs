@@ -20,6 +20,7 @@ use crate::etcd::ClusterState;
 use crate::membership::planner::Wanted;
 use crate::membership::{Error, MemberPort, MemberUrls};
 use crate::names::{self, FIELD_MANAGER};
+use crate::retry::ignore_not_found;
 
 pub struct KubeMembers {
     pub client: Client,
@@ -184,11 +185,8 @@ impl KubeMembers {
             return Ok(());
         }
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace());
-        match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-            Err(err) => Err(kube_err(format!("delete pod {name}"))(err)),
-        }
+        ignore_not_found(api.delete(name, &DeleteParams::default()).await)
+            .map_err(kube_err(format!("delete pod {name}")))
     }
 
     /// A pod still Terminating well past its grace period is on a node that no longer answers
@@ -209,11 +207,8 @@ impl KubeMembers {
                 pod = name,
                 "force-deleting a pod stuck Terminating on a node that does not answer"
             );
-            match api.delete(name, &DeleteParams::default().grace_period(0)).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.code == 404 => {}
-                Err(err) => return Err(kube_err(format!("force-delete pod {name}"))(err)),
-            }
+            ignore_not_found(api.delete(name, &DeleteParams::default().grace_period(0)).await)
+                .map_err(kube_err(format!("force-delete pod {name}")))?;
         }
         Ok(true)
     }
@@ -227,11 +222,8 @@ impl KubeMembers {
         let api: Api<PersistentVolumeClaim> =
             Api::namespaced(self.client.clone(), &self.namespace());
         let claim = names::data_claim(name);
-        match api.delete(&claim, &DeleteParams::default()).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-            Err(err) => Err(kube_err(format!("delete PersistentVolumeClaim {claim}"))(err)),
-        }
+        ignore_not_found(api.delete(&claim, &DeleteParams::default()).await)
+            .map_err(kube_err(format!("delete PersistentVolumeClaim {claim}")))
     }
 
     async fn replicas(&self) -> Result<i32, Error> {
@@ -414,11 +406,8 @@ impl MemberPort for KubeMembers {
             self.delete_claim(name).await?;
         }
         if runs {
-            match api.delete(name, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.code == 404 => {}
-                Err(err) => return Err(kube_err(format!("delete pod {name}"))(err)),
-            }
+            ignore_not_found(api.delete(name, &DeleteParams::default()).await)
+                .map_err(kube_err(format!("delete pod {name}")))?;
         }
         Ok(())
     }
