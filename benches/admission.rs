@@ -77,6 +77,7 @@ async fn server_side() {
         etcd_webhook::Policy {
             authorizer: std::sync::Arc::new(NoSecretsNamed),
             repositories: Vec::new(),
+            backups: std::sync::Arc::new(etcd_webhook::destinations::NoneKnown),
         },
     );
     let minimal = serde_json::to_vec(&json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": "b3b2", "allowed": true}})).unwrap();

@@ -344,6 +344,7 @@ async fn serve_webhook(args: &WebhookArgs) -> Result<()> {
     let policy = etcd_webhook::Policy {
         authorizer: std::sync::Arc::new(crate::server::subject_access::NoApiServer),
         repositories: etcd_crds::OFFICIAL_REPOSITORIES.iter().map(|r| r.to_string()).collect(),
+        backups: std::sync::Arc::new(etcd_webhook::destinations::NoneKnown),
     };
     let app = crate::server::router(Default::default(), Default::default(), policy);
     tracing::info!(listen = %args.listen, cert_dir = %args.cert_dir.display(), "serving admission webhooks");

@@ -40,6 +40,29 @@ impl BackupDestination {
     pub fn needs_credentials(&self) -> bool {
         self.s3.is_some() || self.gcs.is_some() || self.azure.is_some()
     }
+
+    /// Where the objects of the EtcdBackup `namespace/name` live, as one path whose prefixes are
+    /// the places that hold them: the store (backend and endpoint or account), the bucket or
+    /// container, the prefix, then the backup's own `NAMESPACE/NAME/`. Two backups share objects
+    /// when one's root is a prefix of the other's. `None` without exactly one backend.
+    pub fn objects_root(&self, namespace: &str, name: &str) -> Option<String> {
+        let (store, prefix) = match (&self.s3, &self.gcs, &self.azure, &self.volume) {
+            (Some(s3), None, None, None) => {
+                let endpoint = s3.endpoint.as_deref().unwrap_or("aws");
+                let endpoint = endpoint.trim_end_matches('/').to_ascii_lowercase();
+                (format!("s3 {endpoint}/{}", s3.bucket), s3.prefix.as_str())
+            }
+            (None, Some(gcs), None, None) => (format!("gcs /{}", gcs.bucket), gcs.prefix.as_str()),
+            (None, None, Some(azure), None) => {
+                let account = azure.storage_account.to_ascii_lowercase();
+                (format!("azure {account}/{}", azure.container), azure.prefix.as_str())
+            }
+            (None, None, None, Some(volume)) => ("volume ".to_owned(), volume.path.as_str()),
+            _ => return None,
+        };
+        let segments = prefix.split('/').chain([namespace, name]).filter(|s| !s.is_empty());
+        Some(segments.fold(store, |path, segment| format!("{path}/{segment}")) + "/")
+    }
 }
 
 /// S3 or an S3-compatible service.
@@ -149,4 +172,27 @@ pub struct BackupRecord {
     /// Keys in the snapshot's backend (every revision kept), as the verifying restore counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_count: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s3(bucket: &str, prefix: &str) -> BackupDestination {
+        let s3 =
+            S3Destination { bucket: bucket.into(), prefix: prefix.into(), ..Default::default() };
+        BackupDestination { s3: Some(s3), ..Default::default() }
+    }
+
+    #[test]
+    fn a_backup_whose_prefix_lies_in_anothers_directory_has_a_root_inside_it() {
+        let a = s3("b", "etcd/").objects_root("team-a", "nightly").unwrap();
+        assert_eq!(a, "s3 aws/b/etcd/team-a/nightly/");
+        let inside = s3("b", "/etcd//team-a/nightly").objects_root("team-b", "x").unwrap();
+        assert!(inside.starts_with(&a), "{inside}");
+        let beside = s3("b", "etcd").objects_root("team-a", "nightly-2").unwrap();
+        assert!(!beside.starts_with(&a) && !a.starts_with(&beside));
+        let other_bucket = s3("c", "etcd/team-a/nightly").objects_root("t", "x").unwrap();
+        assert!(!other_bucket.starts_with(&a));
+    }
 }

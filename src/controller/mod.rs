@@ -7,6 +7,7 @@ pub mod api_client;
 pub mod backup;
 pub mod cluster;
 pub mod deletion;
+pub mod known_backups;
 pub mod leader;
 pub mod owned;
 pub mod restore;
@@ -26,6 +27,18 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
+
+/// `K` in one namespace, or in all.
+pub fn scoped<K>(client: kube::Client, namespace: Option<&str>) -> kube::Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(namespace) => kube::Api::namespaced(client, namespace),
+        None => kube::Api::all(client),
+    }
+}
 
 /// Name the operator reports Events and field ownership under.
 pub const CONTROLLER_NAME: &str = "etcd-operator";

@@ -165,18 +165,6 @@ fn watched_namespaces(listed: &[String]) -> Result<Vec<Option<String>>> {
     Ok(if namespaces.is_empty() { vec![None] } else { namespaces.into_iter().map(Some).collect() })
 }
 
-/// `K` in one namespace, or in all.
-fn scoped<K>(client: kube::Client, namespace: Option<&str>) -> kube::Api<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    match namespace {
-        Some(namespace) => kube::Api::namespaced(client, namespace),
-        None => kube::Api::all(client),
-    }
-}
-
 pub async fn run(args: RunArgs) -> Result<()> {
     let namespaces = watched_namespaces(&args.watch_namespaces)?;
     let backup_endpoints = EndpointPolicy::parse(&args.backup_endpoint_allow)
@@ -207,6 +195,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let policy = etcd_webhook::Policy {
         authorizer: Arc::new(crate::server::subject_access::SubjectAccess::new(client.clone())),
         repositories: args.allowed_image_repositories.clone(),
+        backups: Arc::new(super::known_backups::WatchedBackups::start(&client, &namespaces)),
     };
     let metrics_listener = crate::server::bind(args.metrics_listen).await?;
     let app = router(metrics.clone(), readiness.clone(), policy);
@@ -346,24 +335,24 @@ async fn cluster_controller(
     use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
     use k8s_openapi::api::policy::v1::PodDisruptionBudget;
     use kube::runtime::{Controller, watcher};
-    let api = scoped::<etcd_crds::EtcdCluster>(client.clone(), namespace);
+    let api = super::scoped::<etcd_crds::EtcdCluster>(client.clone(), namespace);
     // Only what the operator made: not every Secret and ConfigMap of the cluster.
     let ours = || watcher::Config::default().labels(&crate::names::managed_by_selector());
     Controller::new(api, watcher::Config::default())
-        .owns(scoped::<StatefulSet>(client.clone(), namespace), ours())
-        .owns(scoped::<ConfigMap>(client.clone(), namespace), ours())
+        .owns(super::scoped::<StatefulSet>(client.clone(), namespace), ours())
+        .owns(super::scoped::<ConfigMap>(client.clone(), namespace), ours())
         .owns_stream(owned_versions::<Service>(
-            scoped(client.clone(), namespace),
+            super::scoped(client.clone(), namespace),
             ours(),
             writers.services,
         ))
         .owns_stream(owned_versions::<PodDisruptionBudget>(
-            scoped(client.clone(), namespace),
+            super::scoped(client.clone(), namespace),
             ours(),
             writers.budgets,
         ))
         .owns_stream(owned_versions::<Secret>(
-            scoped(client.clone(), namespace),
+            super::scoped(client.clone(), namespace),
             ours(),
             writers.secrets,
         ))
@@ -411,7 +400,7 @@ async fn backup_controller(
 ) {
     use futures::StreamExt;
     use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
-    let api = scoped::<etcd_crds::EtcdBackup>(client.clone(), namespace);
+    let api = super::scoped::<etcd_crds::EtcdBackup>(client.clone(), namespace);
     // Woken by spec changes only: every failed run writes its status (consecutiveFailures),
     // and a trigger on that write would retry at once, around the error policy's back-off
     // (kube-sim showed hundreds of attempts in half a minute).
@@ -437,8 +426,8 @@ async fn restore_controller(
     use futures::StreamExt;
     use kube::runtime::reflector::ObjectRef;
     use kube::runtime::{Controller, watcher};
-    let api = scoped::<etcd_crds::EtcdRestore>(client.clone(), namespace);
-    let clusters = scoped::<etcd_crds::EtcdCluster>(client.clone(), namespace);
+    let api = super::scoped::<etcd_crds::EtcdRestore>(client.clone(), namespace);
+    let clusters = super::scoped::<etcd_crds::EtcdCluster>(client.clone(), namespace);
     let restores_of = |cluster: etcd_crds::EtcdCluster| {
         let namespace = cluster.metadata.namespace.clone().unwrap_or_default();
         cluster

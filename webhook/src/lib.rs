@@ -5,6 +5,7 @@
 pub mod access;
 pub mod backup;
 pub mod cluster;
+pub mod destinations;
 pub mod images;
 pub mod mutate;
 pub mod policy;
@@ -15,6 +16,7 @@ pub mod routes;
 pub mod verdict;
 
 pub use access::Authorizer;
+pub use destinations::KnownBackups;
 pub use policy::Policy;
 pub use routes::{MAX_BODY_BYTES, router};
 pub use verdict::Verdict;

@@ -1,7 +1,8 @@
 //! The operator administrator's rules, applied to a request validation has allowed: which image
-//! repositories members may run ([`crate::images`]) and what a request may ask of the operator
-//! that its author could not do themselves ([`crate::access`]). Both read what validation
-//! skips: the author, the namespace and the old object.
+//! repositories members may run ([`crate::images`]), where a backup may keep its objects
+//! ([`crate::destinations`]) and what a request may ask of the operator that its author could
+//! not do themselves ([`crate::access`]). They read what validation skips: the author, the
+//! namespace, the name, the old object and the other backups.
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::access::{self, Authorizer, Requester};
+use crate::destinations::KnownBackups;
 use crate::mutate::Kind;
 use crate::review::{Answer, Outcome};
 
@@ -18,6 +20,8 @@ pub struct Policy {
     pub authorizer: Arc<dyn Authorizer>,
     /// The image repositories members may run.
     pub repositories: Vec<String>,
+    /// The EtcdBackups that exist, whose destinations a new one may not overlap.
+    pub backups: Arc<dyn KnownBackups>,
 }
 
 #[derive(Deserialize)]
@@ -32,6 +36,9 @@ struct Incoming<'a> {
 pub struct Request<'a> {
     #[serde(default)]
     pub namespace: String,
+    /// The object's name (generated already for a `generateName` create).
+    #[serde(default)]
+    pub name: String,
     #[serde(default)]
     pub user_info: Requester,
     #[serde(borrow, default)]
@@ -80,7 +87,9 @@ pub async fn admit(
     let Some(request) = Request::parse(body) else {
         return (answer, Outcome::Allowed);
     };
-    let denial = match crate::images::denial(kind, &request, &policy.repositories) {
+    let local = crate::images::denial(kind, &request, &policy.repositories)
+        .or_else(|| crate::destinations::denial(kind, &request, policy.backups.as_ref()));
+    let denial = match local {
         Some(denial) => denial,
         None => {
             let Some(check) = access::check(kind, &request) else {

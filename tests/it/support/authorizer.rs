@@ -28,6 +28,7 @@ impl Unreadable {
         etcd_webhook::Policy {
             authorizer: self.clone(),
             repositories: etcd_crds::OFFICIAL_REPOSITORIES.iter().map(|r| r.to_string()).collect(),
+            backups: Arc::new(etcd_webhook::destinations::NoneKnown),
         }
     }
 }

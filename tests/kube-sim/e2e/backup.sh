@@ -157,6 +157,15 @@ wait_for "the backup succeeded" 120 bash -c '[ "$(kubectl get etcdbackup demo-no
 [ -n "$(kubectl get etcdbackup demo-now -o jsonpath='{.status.backups[0].verifiedTime}')" ] \
   || fail "the backup was not verified: $(kubectl get etcdbackup demo-now -o jsonpath='{.status}')"
 
+# A backup whose prefix reaches into demo-now's directory would keep its objects among those.
+if out=$(backup_yaml nested demo "$S3" backup-credentials | sed 's|prefix: demo/|prefix: demo/default/demo-now|' |
+  kubectl create -f - 2>&1); then
+  fail "a backup inside another's directory was admitted: $out"
+fi
+echo "$out" | grep -q "spec.destination: this backup's objects would lie among those of EtcdBackup default/demo-now" \
+  || fail "the denial does not say why: $out"
+log "refused: $out"
+
 # A volume destination where nothing is mounted: the operator's root filesystem is read-only.
 kubectl apply -f - >/dev/null <<YAML
 apiVersion: etcd.etcd.io/v1alpha1
