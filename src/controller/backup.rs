@@ -267,9 +267,6 @@ fn retry_delay(failures: i32) -> Duration {
     Duration::from_secs(10 * 2u64.pow(exponent)).min(Duration::from_secs(600))
 }
 
-/// Everything a run needs: the cluster's endpoints and client certificate, the destination with
-/// its credentials. One prefix per EtcdBackup (`PREFIX/NAMESPACE/NAME/`), so retention never
-/// touches another backup's objects.
 /// A volume destination is a directory of the operator's own pod, whose root filesystem is
 /// read-only: it works only where a volume is mounted at that path.
 fn writable_dir(path: &str) -> Result<(), Problem> {
@@ -282,6 +279,9 @@ fn writable_dir(path: &str) -> Result<(), Problem> {
     ))
 }
 
+/// Everything a run needs: the cluster's endpoints and client certificate, the destination with
+/// its credentials. One prefix per EtcdBackup (`PREFIX/NAMESPACE/NAME/`), so retention never
+/// touches another backup's objects.
 async fn job(backup: &EtcdBackup, ctx: &Context, namespace: &str) -> Result<Job, Problem> {
     let spec = &backup.spec;
     let clusters: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), namespace);
