@@ -4,6 +4,7 @@
 //! certificate expires, etcd's alarms, and the membership steps taken. Every series carries `namespace` and `cluster`, and all of a
 //! cluster's series go when it is deleted.
 
+use etcd_crds::conditions::types;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -201,10 +202,8 @@ impl ClusterMetrics {
             };
             self.phase.get_or_create(&series).set(i64::from(status.phase == Some(phase)));
         }
-        let raised = status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == crate::membership::status::ALARMS_CONDITION && c.status == "True");
+        let raised =
+            status.conditions.iter().find(|c| c.type_ == types::ETCD_ALARMS && c.status == "True");
         for alarm in ALARMS {
             let on = raised.is_some_and(|c| c.reason.split(',').any(|kind| kind == alarm));
             self.alarms.get_or_create(&alarm_labels(labels, alarm)).set(i64::from(on));
@@ -343,7 +342,7 @@ mod tests {
         metrics.step(&labels, "wait");
         status.leader_id = Some("b".into());
         status.conditions.push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-            type_: crate::membership::status::ALARMS_CONDITION.into(),
+            type_: etcd_crds::conditions::types::ETCD_ALARMS.into(),
             status: "True".into(),
             reason: "CORRUPT,NOSPACE".into(),
             message: "NOSPACE on main-0: ...".into(),

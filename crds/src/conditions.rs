@@ -2,6 +2,47 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+/// The condition types the operator sets: what `kubectl wait --for=condition=TYPE` waits on.
+/// One list, so that a type is named in one place.
+pub mod types {
+    // Every kind.
+    /// EtcdCluster: every member ready; EtcdBackup: the last run stored a verified backup;
+    /// EtcdRestore: the cluster runs from the snapshot.
+    pub const READY: &str = "Ready";
+
+    // EtcdCluster, each pass.
+    /// A quorum of voters answers.
+    pub const AVAILABLE: &str = "Available";
+    /// A membership step is under way.
+    pub const PROGRESSING: &str = "Progressing";
+    /// Members are unhealthy (phase Degraded or Failed).
+    pub const DEGRADED: &str = "Degraded";
+    /// etcd's own alarms (NOSPACE, CORRUPT), while any is raised.
+    pub const ETCD_ALARMS: &str = "EtcdAlarms";
+    /// No quorum answers; the message is the recovery plan and its approval token.
+    pub const QUORUM_LOST: &str = "QuorumLost";
+    /// The cluster's Secrets, Services, budget, ConfigMap and StatefulSet are its own to write.
+    pub const OBJECTS_OWNED: &str = "ObjectsOwned";
+    /// The members' image repository is one the administrator allows.
+    pub const IMAGE_ALLOWED: &str = "ImageAllowed";
+    /// Every member's pod is placed on a node.
+    pub const MEMBERS_SCHEDULED: &str = "MembersScheduled";
+    /// Every member's images are pulled.
+    pub const IMAGES_PULLED: &str = "ImagesPulled";
+    /// The claims have the spec's storage size.
+    pub const VOLUME_EXPANSION: &str = "VolumeExpansion";
+    /// The cluster's TLS Secrets are valid for it.
+    pub const TLS_SECRETS_VALID: &str = "TLSSecretsValid";
+    /// A cluster being deleted: its final backup is stored (or not wanted), and where.
+    pub const FINAL_BACKUP: &str = "FinalBackup";
+
+    // `local` clusters.
+    /// The spec passed the webhook's rules.
+    pub const SPEC_ACCEPTED: &str = "SpecAccepted";
+    /// The etcd release of the spec's version is installed.
+    pub const VERSION_INSTALLED: &str = "VersionInstalled";
+}
+
 /// Sets `condition` in `conditions`, keeping `lastTransitionTime` when the status did not change
 /// (metav1.Condition semantics: the time says when the status last flipped, not when it was seen).
 pub fn set_condition(conditions: &mut Vec<Condition>, mut condition: Condition) {

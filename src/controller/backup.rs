@@ -4,6 +4,7 @@
 //! as a condition and a Warning Event. The time is a parameter ([`reconcile_at`]) so that
 //! schedules can be driven by a test's clock.
 
+use etcd_crds::conditions::types;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,7 +102,7 @@ pub async fn reconcile_at(
             });
             status.next_schedule_time = next_run(backup, now).map(Time);
             let ready = condition(
-                "Ready",
+                types::READY,
                 true,
                 "BackupSucceeded",
                 note.clone(),

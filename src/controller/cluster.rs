@@ -2,6 +2,7 @@
 //! membership step through the Kubernetes member port, with status written before the step and
 //! an Event for every membership action. A finalizer guards cleanup ([`super::deletion`]).
 
+use etcd_crds::conditions::types;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -129,32 +130,28 @@ async fn apply(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
             ctx.image_repositories.join(", ")
         );
         let refusal = etcd_certs::ValidationError { reason: "RepositoryNotAllowed", message };
-        return refuse(cluster, ctx, &namespace, IMAGE_ALLOWED_CONDITION, refusal).await;
+        return refuse(cluster, ctx, &namespace, types::IMAGE_ALLOWED, refusal).await;
     }
     let tls = match ensure_tls(cluster, ctx, &namespace, current_sts.as_ref()).await? {
         Ok(tls) => tls,
-        Err(invalid) => return refuse(cluster, ctx, &namespace, TLS_CONDITION, invalid).await,
+        Err(invalid) => {
+            return refuse(cluster, ctx, &namespace, types::TLS_SECRETS_VALID, invalid).await;
+        }
     };
     if let Some(why) = current_sts
         .as_ref()
         .and_then(|sts| crate::ownership::foreign("StatefulSet", &sts.metadata, &uid))
     {
-        return refuse(cluster, ctx, &namespace, OBJECTS_CONDITION, not_owned(why)).await;
+        return refuse(cluster, ctx, &namespace, types::OBJECTS_OWNED, not_owned(why)).await;
     }
     let volumes = match apply_objects(cluster, ctx, &namespace, current_sts, tls.as_ref()).await {
         Err(Error::NotOwned(why)) => {
-            return refuse(cluster, ctx, &namespace, OBJECTS_CONDITION, not_owned(why)).await;
+            return refuse(cluster, ctx, &namespace, types::OBJECTS_OWNED, not_owned(why)).await;
         }
         volumes => volumes?,
     };
     membership_step(cluster, ctx, &namespace, tls.as_ref(), volumes).await
 }
-
-/// Whether the objects the cluster is made of are its own to write ([`crate::ownership`]).
-pub const OBJECTS_CONDITION: &str = "ObjectsOwned";
-
-/// Whether the cluster's image repository is one the operator's administrator allows.
-pub const IMAGE_ALLOWED_CONDITION: &str = "ImageAllowed";
 
 fn not_owned(message: String) -> etcd_certs::ValidationError {
     etcd_certs::ValidationError { reason: "ObjectNotOwned", message }
@@ -331,7 +328,7 @@ async fn membership_step(
     let Plan { step, mut status, voters, restore } = plan(&port, &target, tls, &previous).await?;
     if cluster.spec.security.tls.enabled && !cluster.spec.security.tls.auto_tls {
         let valid = condition(
-            TLS_CONDITION,
+            types::TLS_SECRETS_VALID,
             true,
             "SecretsValid",
             "the peer, server and client Secrets are valid".into(),
@@ -341,9 +338,9 @@ async fn membership_step(
     }
     // A refusal that no longer holds (the foreign object was removed) is cleared.
     for (kind, reason, message) in [
-        (OBJECTS_CONDITION, "ObjectsOwned", "every object of the cluster is its own"),
-        (IMAGE_ALLOWED_CONDITION, "RepositoryAllowed", "the image repository is allowed"),
-        (TLS_CONDITION, "SecretsValid", "the cluster's TLS Secrets are usable"),
+        (types::OBJECTS_OWNED, "ObjectsOwned", "every object of the cluster is its own"),
+        (types::IMAGE_ALLOWED, "RepositoryAllowed", "the image repository is allowed"),
+        (types::TLS_SECRETS_VALID, "SecretsValid", "the cluster's TLS Secrets are usable"),
     ] {
         if status.conditions.iter().any(|c| c.type_ == kind && c.status == "False") {
             let cleared =
@@ -497,15 +494,12 @@ fn at_least(
     }
 }
 
-/// Condition type reporting whether the scheduler placed every member pod.
-pub const SCHEDULED_CONDITION: &str = "MembersScheduled";
-
 /// Whether every member pod is placed; if not, which and why, in the scheduler's words (a pod
 /// that cannot go anywhere but to another member's node stays Pending rather than share it).
 fn scheduling(unplaced: &[(String, String)], generation: Option<i64>) -> Condition {
     if unplaced.is_empty() {
         return condition(
-            SCHEDULED_CONDITION,
+            types::MEMBERS_SCHEDULED,
             true,
             "Scheduled",
             "every member pod is placed".into(),
@@ -517,11 +511,8 @@ fn scheduling(unplaced: &[(String, String)], generation: Option<i64>) -> Conditi
         .map(|(pod, why)| format!("{pod} cannot be scheduled: {why}"))
         .collect::<Vec<_>>()
         .join("; ");
-    condition(SCHEDULED_CONDITION, false, "Unschedulable", message, generation)
+    condition(types::MEMBERS_SCHEDULED, false, "Unschedulable", message, generation)
 }
-
-/// Condition type reporting whether every member pod's images can be pulled.
-pub const IMAGES_CONDITION: &str = "ImagesPulled";
 
 /// Whether any member pod waits on an image its kubelet cannot pull, naming the pod and the
 /// image. Such a member never ran on it, so it is not replaced (a mistyped version must not cost
@@ -529,15 +520,12 @@ pub const IMAGES_CONDITION: &str = "ImagesPulled";
 fn image_pulls(failing: &[(String, String)], generation: Option<i64>) -> Condition {
     if failing.is_empty() {
         let message = "no member pod waits on an image it cannot pull".into();
-        return condition(IMAGES_CONDITION, true, "Pulled", message, generation);
+        return condition(types::IMAGES_PULLED, true, "Pulled", message, generation);
     }
     let message =
         failing.iter().map(|(pod, why)| format!("{pod}: {why}")).collect::<Vec<_>>().join("; ");
-    condition(IMAGES_CONDITION, false, "ImagePullFailed", message, generation)
+    condition(types::IMAGES_PULLED, false, "ImagePullFailed", message, generation)
 }
-
-/// Condition type reporting whether the claims have the spec's storage size.
-pub const VOLUMES_CONDITION: &str = "VolumeExpansion";
 
 /// The cluster's claims as a pass listed them, and how growing them stands.
 struct Volumes {
@@ -601,7 +589,7 @@ async fn grow_claims(
                 let message = format!("claim {name} cannot grow to {}: {refused}", wanted.0);
                 let generation = cluster.metadata.generation;
                 return condition(
-                    VOLUMES_CONDITION,
+                    types::VOLUME_EXPANSION,
                     false,
                     "ExpansionRefused",
                     message,
@@ -616,15 +604,12 @@ async fn grow_claims(
     }
     if pending.is_empty() {
         let message = format!("{} claims have {}", claims.len(), wanted.0);
-        condition(VOLUMES_CONDITION, true, "Expanded", message, cluster.metadata.generation)
+        condition(types::VOLUME_EXPANSION, true, "Expanded", message, cluster.metadata.generation)
     } else {
         let message = format!("growing to {}: {}", wanted.0, pending.join(", "));
-        condition(VOLUMES_CONDITION, false, "Expanding", message, cluster.metadata.generation)
+        condition(types::VOLUME_EXPANSION, false, "Expanding", message, cluster.metadata.generation)
     }
 }
-
-/// Condition type reporting whether user-provided TLS Secrets can be used.
-pub const TLS_CONDITION: &str = "TLSSecretsValid";
 
 /// With autoTLS off, the user's Secrets are used as they are, once each is present, parseable,
 /// inside its validity and chained to the CA it carries; the operator's identity is the client

@@ -7,6 +7,7 @@
 //! The condition is also the record that the backup was taken: a pass after a crash finds it
 //! true and does not take a second one.
 
+use etcd_crds::conditions::types;
 use etcd_crds::conditions::{condition, set_condition};
 use etcd_crds::{EtcdCluster, ReclaimPolicy, SKIP_FINAL_BACKUP_ANNOTATION};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
@@ -18,10 +19,6 @@ use kube::runtime::events::EventType;
 
 use super::{Context, Error, Problem, kube_err, write_status};
 use crate::names;
-
-/// Condition type of an EtcdCluster being deleted: whether its final backup is stored (or not
-/// wanted), and where.
-pub const FINAL_BACKUP_CONDITION: &str = "FinalBackup";
 
 /// The finalizer's cleanup; an error keeps the finalizer, and the cleanup is tried again.
 pub async fn cleanup(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
@@ -48,7 +45,7 @@ pub async fn cleanup(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Err
 async fn ensure_final_backup(cluster: &EtcdCluster, ctx: &Context) -> Result<(), Error> {
     let previous = cluster.status.clone().unwrap_or_default();
     let done =
-        previous.conditions.iter().any(|c| c.type_ == FINAL_BACKUP_CONDITION && c.status == "True");
+        previous.conditions.iter().any(|c| c.type_ == types::FINAL_BACKUP && c.status == "True");
     if done {
         return Ok(());
     }
@@ -58,8 +55,7 @@ async fn ensure_final_backup(cluster: &EtcdCluster, ctx: &Context) -> Result<(),
     let mut status = previous.clone();
     match final_backup(cluster, ctx, &namespace).await {
         Ok((reason, message)) => {
-            let stored =
-                condition(FINAL_BACKUP_CONDITION, true, reason, message.clone(), generation);
+            let stored = condition(types::FINAL_BACKUP, true, reason, message.clone(), generation);
             set_condition(&mut status.conditions, stored);
             write_status::<EtcdCluster, _>(ctx, &namespace, &name, &status).await?;
             ctx.event(cluster, EventType::Normal, reason, message).await;
@@ -70,13 +66,8 @@ async fn ensure_final_backup(cluster: &EtcdCluster, ctx: &Context) -> Result<(),
                 "{}; the cluster is deleted once a final backup is stored, or without one after `kubectl annotate etcdcluster {name} {SKIP_FINAL_BACKUP_ANNOTATION}=<why>`",
                 problem.message
             );
-            let waiting = condition(
-                FINAL_BACKUP_CONDITION,
-                false,
-                problem.reason,
-                message.clone(),
-                generation,
-            );
+            let waiting =
+                condition(types::FINAL_BACKUP, false, problem.reason, message.clone(), generation);
             set_condition(&mut status.conditions, waiting);
             // Said once per change of reason or message, not on every retry.
             if status != previous {

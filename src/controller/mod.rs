@@ -13,6 +13,7 @@ pub mod owned;
 pub mod restore;
 pub mod run;
 
+use etcd_crds::conditions::types;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -276,7 +277,7 @@ impl Problem {
         } else {
             self.message.clone()
         };
-        etcd_crds::conditions::condition("Ready", false, self.reason, message, generation)
+        etcd_crds::conditions::condition(types::READY, false, self.reason, message, generation)
     }
 }
 

@@ -7,6 +7,7 @@
 //! again under the same name from the snapshot. Every step is decided from what exists now (the
 //! new cluster carries the restore's label), so an interrupted restore resumes where it stopped.
 
+use etcd_crds::conditions::types;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -200,7 +201,7 @@ fn track(
         let message = format!("EtcdCluster {} runs from the snapshot", restore.spec.cluster_name);
         set_condition(
             &mut status.conditions,
-            condition("Ready", true, "Restored", message, restore.metadata.generation),
+            condition(types::READY, true, "Restored", message, restore.metadata.generation),
         );
         return Action::await_change();
     }
@@ -217,7 +218,7 @@ fn progress(restore: &EtcdRestore, status: &mut EtcdRestoreStatus, reason: &str,
     status.phase = Some(RestorePhase::Restoring);
     set_condition(
         &mut status.conditions,
-        condition("Ready", false, reason, message, restore.metadata.generation),
+        condition(types::READY, false, reason, message, restore.metadata.generation),
     );
 }
 

@@ -1,6 +1,7 @@
 //! What each `kubectl etcd` command asks of the API, decided from the objects it read: the
 //! annotation to set, the object to create, or why there is nothing to do. No I/O here.
 
+use etcd_crds::conditions::types;
 use etcd_crds::{
     APPROVE_RECOVERY_ANNOTATION, BackupReference, EtcdBackup, EtcdCluster, EtcdRestore,
     EtcdRestoreSpec, ROTATE_CA_ANNOTATION, RestoreSource, RestoreType,
@@ -42,10 +43,9 @@ fn shell_quoted(value: &str) -> String {
 /// the cluster ID and when the quorum was lost).
 pub fn approve_recovery(cluster: &EtcdCluster) -> Result<Annotate, String> {
     let name = cluster.name_any();
-    let lost = cluster
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "QuorumLost" && c.status == "True"));
+    let lost = cluster.status.as_ref().and_then(|s| {
+        s.conditions.iter().find(|c| c.type_ == types::QUORUM_LOST && c.status == "True")
+    });
     let Some(lost) = lost else {
         return Err(format!("{name} has not lost its quorum: there is nothing to approve"));
     };

@@ -5,15 +5,13 @@
 //! once in the log and in the `SpecAccepted` condition. The accepted object is kept in
 //! `accepted.json`, so that a restarted operator compares with what it ran.
 
+use etcd_crds::conditions::types;
 use std::path::{Path, PathBuf};
 
 use etcd_crds::EtcdCluster;
 use etcd_crds::conditions::condition;
 use etcd_webhook::mutate::normalise_cluster;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-
-/// Condition type saying whether the file's last edit passed admission.
-pub const SPEC_CONDITION: &str = "SpecAccepted";
 
 pub struct Admission {
     path: PathBuf,
@@ -71,10 +69,12 @@ impl Admission {
     /// The `SpecAccepted` condition for the last edit.
     pub fn condition(&self, generation: Option<i64>) -> Condition {
         match &self.denied {
-            Some(denial) => condition(SPEC_CONDITION, false, "Denied", denial.clone(), generation),
+            Some(denial) => {
+                condition(types::SPEC_ACCEPTED, false, "Denied", denial.clone(), generation)
+            }
             None => {
                 let message = "the file's spec passed admission".to_owned();
-                condition(SPEC_CONDITION, true, "Accepted", message, generation)
+                condition(types::SPEC_ACCEPTED, true, "Accepted", message, generation)
             }
         }
     }

@@ -2,6 +2,7 @@
 //! Kubernetes drive real etcd processes; edits to the file are reconciled; `status.json` carries
 //! the status object the CRD would. Members outlive this process, and a restart adopts them.
 
+use etcd_crds::conditions::types;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -144,9 +145,6 @@ fn target(cluster: &EtcdCluster, name: &str, token: &str, installs: &Installatio
     }
 }
 
-/// Condition type saying whether the spec's etcd version can run here.
-pub const VERSION_CONDITION: &str = "VersionInstalled";
-
 /// Whether the spec's version is installed, as a condition: a version no installation provides
 /// stops nothing, it is reported (members keep the version they run; new ones cannot start).
 fn version_condition(cluster: &EtcdCluster, installs: &Installations) -> Condition {
@@ -160,7 +158,7 @@ fn version_condition(cluster: &EtcdCluster, installs: &Installations) -> Conditi
         );
         (false, "VersionNotInstalled", message)
     };
-    condition(VERSION_CONDITION, ok, reason, message, cluster.metadata.generation)
+    condition(types::VERSION_INSTALLED, ok, reason, message, cluster.metadata.generation)
 }
 
 /// How `local` runs besides its file and state directory.

@@ -5,6 +5,7 @@
 //! The status is computed before the step is performed and written by the caller first, so the
 //! record a restart from zero needs exists before any member stops.
 
+use etcd_crds::conditions::types;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -449,7 +450,7 @@ pub async fn plan(
         status.phase = Some(phase);
         if let Some(message) = stalled {
             let condition = etcd_crds::conditions::condition(
-                QUORUM_LOST_CONDITION,
+                types::QUORUM_LOST,
                 true,
                 "Recovering",
                 message,
@@ -504,9 +505,6 @@ fn recorded_voters(previous: &EtcdClusterStatus) -> Vec<Seen> {
         .collect()
 }
 
-/// Condition type of quorum loss: what was lost, what survives, what recovery does.
-pub const QUORUM_LOST_CONDITION: &str = "QuorumLost";
-
 /// How long the kept member may take to answer alone after its forced start (a pod scheduled,
 /// its image pulled, etcd opening and checking a large backend) before the cluster is Failed.
 pub const RECOVERY_STALLED_AFTER: Duration = Duration::from_secs(600);
@@ -540,7 +538,7 @@ fn recovering(previous: &EtcdClusterStatus) -> bool {
     previous
         .conditions
         .iter()
-        .any(|c| c.type_ == QUORUM_LOST_CONDITION && c.status == "True" && c.reason == "Recovering")
+        .any(|c| c.type_ == types::QUORUM_LOST && c.status == "True" && c.reason == "Recovering")
 }
 
 /// A lost quorum is phase Failed until recovery starts, with the whole story in a condition;
@@ -562,7 +560,7 @@ fn report_quorum_loss(
             (true, "RestoringBackup", message.clone())
         }
         Decision::None => {
-            let reported = previous.conditions.iter().any(|c| c.type_ == QUORUM_LOST_CONDITION);
+            let reported = previous.conditions.iter().any(|c| c.type_ == types::QUORUM_LOST);
             if !reported {
                 return;
             }
@@ -570,7 +568,7 @@ fn report_quorum_loss(
         }
     };
     let condition =
-        etcd_crds::conditions::condition(QUORUM_LOST_CONDITION, lost, reason, message, generation);
+        etcd_crds::conditions::condition(types::QUORUM_LOST, lost, reason, message, generation);
     etcd_crds::conditions::set_condition(&mut status.conditions, condition);
 }
 

@@ -1,6 +1,7 @@
 //! The status object an EtcdCluster carries, computed from one observation and the step about to
 //! be taken: members with their roles, health and versions, the phase, and the conditions.
 
+use etcd_crds::conditions::types;
 use std::time::Duration;
 
 use etcd_crds::conditions::{condition, set_condition};
@@ -115,7 +116,7 @@ pub fn status(
     set_condition(
         &mut conditions,
         condition(
-            "Ready",
+            types::READY,
             phase == ClusterPhase::Running,
             if phase == ClusterPhase::Running { "AllMembersReady" } else { "NotAllMembersReady" },
             summary.clone(),
@@ -125,7 +126,7 @@ pub fn status(
     set_condition(
         &mut conditions,
         condition(
-            "Available",
+            types::AVAILABLE,
             quorum_ok,
             if quorum_ok { "QuorumHealthy" } else { "NoQuorum" },
             observation.unreachable.clone().unwrap_or(summary),
@@ -133,7 +134,7 @@ pub fn status(
         ),
     );
     let alarms = alarms(observation);
-    if !alarms.is_empty() || previous.conditions.iter().any(|c| c.type_ == ALARMS_CONDITION) {
+    if !alarms.is_empty() || previous.conditions.iter().any(|c| c.type_ == types::ETCD_ALARMS) {
         set_condition(&mut conditions, alarms_condition(&alarms, generation));
     }
     let progressing = !matches!(step, Step::Done | Step::Wait { .. });
@@ -144,7 +145,7 @@ pub fn status(
     set_condition(
         &mut conditions,
         condition(
-            "Progressing",
+            types::PROGRESSING,
             progressing,
             if progressing { "MembershipChange" } else { "Idle" },
             step_message.clone(),
@@ -155,7 +156,7 @@ pub fn status(
     set_condition(
         &mut conditions,
         condition(
-            "Degraded",
+            types::DEGRADED,
             degraded,
             if degraded { "MembersUnhealthy" } else { "AsExpected" },
             step_message,
@@ -210,9 +211,6 @@ fn highest_committed_index(observation: &Observation, previous: &EtcdClusterStat
     recorded.max(seen)
 }
 
-/// Condition type of etcd's own alarms; present once an alarm has been seen.
-pub const ALARMS_CONDITION: &str = "EtcdAlarms";
-
 /// The cluster's active alarms, as the members that answered report them, by member name (or ID
 /// when the member is not in the list).
 fn alarms(observation: &Observation) -> std::collections::BTreeSet<(String, String)> {
@@ -235,7 +233,7 @@ fn alarms_condition(
 ) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
     if alarms.is_empty() {
         return condition(
-            ALARMS_CONDITION,
+            types::ETCD_ALARMS,
             false,
             "NoAlarms",
             "etcd raises no alarm".into(),
@@ -260,7 +258,7 @@ fn alarms_condition(
         })
         .collect::<Vec<_>>()
         .join("; ");
-    condition(ALARMS_CONDITION, true, &reason, message, generation)
+    condition(types::ETCD_ALARMS, true, &reason, message, generation)
 }
 
 /// The version every member runs, when all `members` answered and agree.
@@ -283,7 +281,7 @@ pub fn quorum_lost_since(previous: &EtcdClusterStatus) -> Option<Timestamp> {
     previous
         .conditions
         .iter()
-        .find(|c| c.type_ == "Available" && c.status == "False")
+        .find(|c| c.type_ == types::AVAILABLE && c.status == "False")
         .map(|c| c.last_transition_time.0)
 }
 
