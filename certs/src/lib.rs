@@ -2,6 +2,9 @@
 //! the decisions of when to re-issue, CA rollover through a trust bundle, and the encoding of it
 //! all into `kubernetes.io/tls` Secrets. No Kubernetes or etcd I/O happens here.
 
+// Pure code: nothing here needs `unsafe`, so nothing may use it.
+#![forbid(unsafe_code)]
+
 pub mod cluster;
 pub mod inspect;
 pub mod issue;

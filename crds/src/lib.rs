@@ -2,6 +2,8 @@
 //!
 //! Pure data: no I/O. The webhook crate validates and defaults these types; the binary reconciles them.
 
+// Pure code: nothing here needs `unsafe`, so nothing may use it.
+#![forbid(unsafe_code)]
 // kube-derive takes repeated `printcolumn(...)`/`shortname` attributes by design; clippy reads
 // them as accidental duplicates.
 #![allow(clippy::duplicated_attributes)]

@@ -2,6 +2,9 @@
 //! EtcdRestore as pure functions over the API types, and the axum routes that serve them as
 //! AdmissionReview v1 webhooks.
 
+// Pure code: nothing here needs `unsafe`, so nothing may use it.
+#![forbid(unsafe_code)]
+
 pub mod access;
 pub mod backup;
 pub mod cluster;
