@@ -1,6 +1,6 @@
 //! `etcd-operator run`: the one HTTPS service (webhooks and probes; metrics on a port of their
-//! own) on every replica, the
-//! webhook certificate kept current on every replica, and leader-only work behind a Lease.
+//! own) and the webhook certificate kept current on every replica, and leader-only work (the
+//! controllers, certificate renewal) behind a Lease.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -271,34 +271,45 @@ pub async fn run(args: RunArgs) -> Result<()> {
         context.clusters.register(&mut registry);
         context.reconciles.register(&mut registry);
     }
-    match namespaces.as_slice() {
-        [None] => tracing::info!("watching every namespace"),
-        listed => {
-            tracing::info!(namespaces = ?listed.iter().flatten().collect::<Vec<_>>(), "watching these namespaces only")
-        }
-    }
-    let controllers = futures::future::join_all(namespaces.into_iter().map(|namespace| {
-        let (owned, owned_writers) = super::owned::Owned::watched();
-        let context = Arc::new(context.sharing(owned));
-        let client = client.clone();
-        let concurrency = args.max_concurrent_reconciles;
-        async move {
-            let namespace = namespace.as_deref();
-            tokio::join!(
-                cluster_controller(&client, namespace, context.clone(), owned_writers, concurrency),
-                backup_controller(&client, namespace, context.clone()),
-                restore_controller(&client, namespace, context),
-            );
-        }
-    }));
+    let controllers = controllers(&client, &context, namespaces, args.max_concurrent_reconciles);
     let outcome = tokio::select! {
         () = leadership.lost() => Err(Error::LostLeadership),
         () = keep_ca_bundle(webhook.clone(), issuer) => Ok(()),
-        _ = controllers => Ok(()),
+        () = controllers => Ok(()),
         served = &mut server => finished(served),
     };
     leadership.release().await;
     outcome
+}
+
+/// The three controllers in each watched namespace (or once over all), each namespace with its
+/// own watches and record of what was written, all sharing `context`'s settings and metrics.
+async fn controllers(
+    client: &kube::Client,
+    context: &super::Context,
+    namespaces: Vec<Option<String>>,
+    concurrency: u16,
+) {
+    match namespaces.as_slice() {
+        [None] => tracing::info!("watching every namespace"),
+        listed => {
+            let listed: Vec<&String> = listed.iter().flatten().collect();
+            tracing::info!(namespaces = ?listed, "watching these namespaces only");
+        }
+    }
+    futures::future::join_all(namespaces.into_iter().map(|namespace| {
+        let (owned, owned_writers) = super::owned::Owned::watched();
+        let context = Arc::new(context.sharing(owned));
+        async move {
+            let namespace = namespace.as_deref();
+            tokio::join!(
+                cluster_controller(client, namespace, context.clone(), owned_writers, concurrency),
+                backup_controller(client, namespace, context.clone()),
+                restore_controller(client, namespace, context),
+            );
+        }
+    }))
+    .await;
 }
 
 /// The image of this replica's `operator` container (or its only container), from its pod.
@@ -321,8 +332,9 @@ async fn own_image(client: &kube::Client, namespace: &str, pod: Option<&str>) ->
 }
 
 /// The EtcdCluster controller over one namespace or all, `concurrency` clusters at a time, woken
-/// by changes to what it owns. Owned objects are watched as metadata only; the versions of those it applies or reads every pass
-/// are kept in `writers`' stores, so that a pass that finds them as it left them asks nothing.
+/// by changes to what it owns. Owned objects are watched as metadata only; the versions of those
+/// it applies or reads every pass are kept in `writers`' stores, so that a pass that finds them
+/// as it left them asks nothing.
 async fn cluster_controller(
     client: &kube::Client,
     namespace: Option<&str>,
