@@ -26,14 +26,9 @@ pub async fn cleanup(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Err
     if cluster.spec.storage.reclaim_policy == ReclaimPolicy::Delete {
         let namespace = names::namespace(cluster);
         let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
-        let claims = crate::k8s::claims::list(&api, &cluster.name_any())
+        crate::k8s::claims::delete_all(&api, &cluster.name_any())
             .await
-            .map_err(kube_err("list the cluster's PersistentVolumeClaims"))?;
-        for claim in &claims {
-            crate::k8s::claims::delete(&api, claim)
-                .await
-                .map_err(kube_err("delete the cluster's PersistentVolumeClaims"))?;
-        }
+            .map_err(kube_err("delete the cluster's PersistentVolumeClaims"))?;
         ctx.event(cluster, EventType::Normal, "VolumesDeleted", "reclaimPolicy Delete".into())
             .await;
     }

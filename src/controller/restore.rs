@@ -361,17 +361,8 @@ async fn delete_cluster(clusters: &Api<EtcdCluster>, name: &str) -> Result<(), P
 /// Deletes the volumes of a cluster that is gone; true while some remain.
 async fn delete_volumes(ctx: &Context, namespace: &str, cluster: &str) -> Result<bool, Problem> {
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
-    let claims = crate::k8s::claims::list(&api, cluster).await.map_err(|err| {
-        Problem::api("VolumesUnavailable", format!("cannot list the volumes of {cluster}"), err)
+    let deleted = crate::k8s::claims::delete_all(&api, cluster).await.map_err(|err| {
+        Problem::api("DeleteFailed", format!("cannot delete the volumes of {cluster}"), err)
     })?;
-    if claims.is_empty() {
-        return Ok(false);
-    }
-    for claim in &claims {
-        crate::k8s::claims::delete(&api, claim).await.map_err(|err| {
-            let name = claim.name_any();
-            Problem::api("DeleteFailed", format!("cannot delete PersistentVolumeClaim {name}"), err)
-        })?;
-    }
-    Ok(true)
+    Ok(deleted > 0)
 }

@@ -44,3 +44,15 @@ pub async fn delete(
         deleted => crate::retry::ignore_not_found(deleted),
     }
 }
+
+/// Deletes every data claim of `cluster` ([`delete`] each); how many there were.
+pub async fn delete_all(
+    api: &Api<PersistentVolumeClaim>,
+    cluster: &str,
+) -> Result<usize, kube::Error> {
+    let claims = list(api, cluster).await?;
+    for claim in &claims {
+        delete(api, claim).await?;
+    }
+    Ok(claims.len())
+}

@@ -3,7 +3,7 @@
 //! another backup's directory (`prefix: etcd/team-a/nightly`), one backup's objects would sit
 //! among the other's. Retention already lists only a backup's own level, so neither counts nor
 //! prunes the other's objects; this refuses the arrangement itself, naming the backup it
-//! collides with. Checked when a request sets a destination it did not have before.
+//! collides with when it is in the request's own namespace. Checked when a request sets a destination it did not have before.
 
 use etcd_crds::{BackupDestination, EtcdBackupSpec};
 
@@ -44,10 +44,17 @@ pub fn denial(kind: Kind, request: &Request, known: &dyn KnownBackups) -> Option
         }
         let theirs = other.objects_root(&namespace, &name)?;
         let overlap = root.starts_with(&theirs) || theirs.starts_with(&root);
+        // Another tenant's backup is not named: a denial must not tell who else keeps backups
+        // where.
+        let whose = if namespace == request.namespace {
+            format!("EtcdBackup {namespace}/{name} ({theirs})")
+        } else {
+            "an EtcdBackup of another namespace".to_owned()
+        };
         overlap.then(|| {
             format!(
-                "spec.destination: this backup's objects would lie {} those of EtcdBackup \
-                 {namespace}/{name} ({theirs}); choose a prefix outside it",
+                "spec.destination: this backup's objects would lie {} those of {whose}; choose \
+                 a prefix outside it",
                 if root.starts_with(&theirs) { "among" } else { "around" }
             )
         })
@@ -92,12 +99,16 @@ mod tests {
         let body = review("team-b", "x", "etcd/team-a/nightly", None);
         let request = Request::parse(&body).unwrap();
         let why = denial(Kind::EtcdBackup, &request, &known()).unwrap();
+        assert!(why.contains("among those of an EtcdBackup of another namespace"), "{why}");
+        assert!(!why.contains("nightly"), "another tenant's backup is not named: {why}");
+        let body = review("team-a", "x", "etcd/team-a/nightly", None);
+        let why = denial(Kind::EtcdBackup, &Request::parse(&body).unwrap(), &known()).unwrap();
         assert!(why.contains("among those of EtcdBackup team-a/nightly"), "{why}");
         // The other way round: a backup whose directory would hold an existing one's.
-        let around = Known(vec![("t".into(), "y".into(), destination("b", "etcd/team-c/z"))]);
+        let around = Known(vec![("team-c".into(), "y".into(), destination("b", "etcd/team-c/z"))]);
         let body = review("team-c", "z", "etcd", None);
         let why = denial(Kind::EtcdBackup, &Request::parse(&body).unwrap(), &around).unwrap();
-        assert!(why.contains("around those of EtcdBackup t/y"), "{why}");
+        assert!(why.contains("around those of EtcdBackup team-c/y"), "{why}");
     }
 
     #[test]
