@@ -348,6 +348,9 @@ async fn membership_step(
             set_condition(&mut status.conditions, cleared);
         }
     }
+    // Claims are not watched: while they grow, look again soon rather than at the next health
+    // check.
+    let expanding = volumes.expansion.as_ref().is_some_and(|c| c.reason == EXPANDING);
     if let Some(expansion) = volumes.expansion {
         set_condition(&mut status.conditions, expansion);
     }
@@ -391,6 +394,7 @@ async fn membership_step(
     // so look again soon.
     let changing = matches!(status.phase, Some(ClusterPhase::Creating | ClusterPhase::Scaling));
     Ok(match step {
+        Step::Done if expanding => Action::requeue(Duration::from_secs(5)),
         Step::Done => Action::requeue(ctx.health_interval),
         Step::Wait { .. } if changing => Action::requeue(Duration::from_secs(1)),
         Step::Wait { .. } => Action::requeue(Duration::from_secs(5)),
@@ -527,6 +531,9 @@ fn image_pulls(failing: &[(String, String)], generation: Option<i64>) -> Conditi
     condition(types::IMAGES_PULLED, false, "ImagePullFailed", message, generation)
 }
 
+/// The VolumeExpansion reason while some claim has not reached the size asked.
+const EXPANDING: &str = "Expanding";
+
 /// The cluster's claims as a pass listed them, and how growing them stands.
 struct Volumes {
     /// None with ephemeral storage.
@@ -607,7 +614,7 @@ async fn grow_claims(
         condition(types::VOLUME_EXPANSION, true, "Expanded", message, cluster.metadata.generation)
     } else {
         let message = format!("growing to {}: {}", wanted.0, pending.join(", "));
-        condition(types::VOLUME_EXPANSION, false, "Expanding", message, cluster.metadata.generation)
+        condition(types::VOLUME_EXPANSION, false, EXPANDING, message, cluster.metadata.generation)
     }
 }
 

@@ -347,10 +347,19 @@ async fn cluster_controller(
     use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
     use k8s_openapi::api::policy::v1::PodDisruptionBudget;
     use kube::runtime::{Controller, watcher};
+    use kube::runtime::{Predicate, predicates};
     let api = super::scoped::<etcd_crds::EtcdCluster>(client.clone(), namespace);
+    // Woken by what people change (the spec, an annotation asking for a CA rotation or approving
+    // a recovery, the deletion, which bumps the generation) and by the finalizer being added,
+    // never by its own status writes: the status records the commit index, which every write
+    // to etcd moves, so waking on it made a cluster under load reconciled several times a
+    // second instead of every health interval.
+    let woken_by =
+        predicates::generation.combine(predicates::annotations).combine(predicates::finalizers);
+    let (clusters, changes) = changes_of(api, woken_by);
     // Only what the operator made: not every Secret and ConfigMap of the cluster.
     let ours = || watcher::Config::default().labels(&crate::names::managed_by_selector());
-    Controller::new(api, watcher::Config::default())
+    Controller::for_stream(changes, clusters)
         .owns(super::scoped::<StatefulSet>(client.clone(), namespace), ours())
         .owns(super::scoped::<ConfigMap>(client.clone(), namespace), ours())
         .owns_stream(owned_versions::<Service>(
@@ -403,6 +412,35 @@ where
         .touched_objects()
 }
 
+/// Every object of `api`, kept in a store for a controller, and a trigger for each object whose
+/// `woken_by` hash changed: a controller that writes its objects' status is not woken by its
+/// own writes.
+fn changes_of<K>(
+    api: kube::Api<K>,
+    woken_by: impl kube::runtime::Predicate<K> + Send + 'static,
+) -> (
+    kube::runtime::reflector::Store<K>,
+    impl futures::Stream<Item = std::result::Result<K, kube::runtime::watcher::Error>> + Send + 'static,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let (reader, writer) = reflector::store();
+    let changes = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(woken_by, Default::default());
+    (reader, changes)
+}
+
 /// The EtcdBackup controller: each object is looked at when it changes and when its next run is
 /// due (the reconcile's requeue).
 async fn backup_controller(
@@ -411,18 +449,13 @@ async fn backup_controller(
     context: Arc<super::Context>,
 ) {
     use futures::StreamExt;
-    use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
+    use kube::runtime::{Controller, predicates};
     let api = super::scoped::<etcd_crds::EtcdBackup>(client.clone(), namespace);
     // Woken by spec changes only: every failed run writes its status (consecutiveFailures),
     // and a trigger on that write would retry at once, around the error policy's back-off
     // (kube-sim showed hundreds of attempts in half a minute).
-    let (reader, writer) = reflector::store();
-    let changes = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
-    Controller::for_stream(changes, reader)
+    let (backups, changes) = changes_of(api, predicates::generation);
+    Controller::for_stream(changes, backups)
         .shutdown_on_signal()
         .run(super::backup::reconcile, super::error_policy, context)
         .for_each(log_failure("backup reconcile error"))
