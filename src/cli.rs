@@ -222,6 +222,10 @@ pub struct MemberInitArgs {
     /// etcd's data directory (where a restore writes; recovery keeps a marker beside it).
     #[arg(long, default_value = crate::names::DATA_DIR)]
     pub data_dir: PathBuf,
+    /// Where the cluster's seal key is mounted: an entry that forces a new cluster must carry
+    /// its seal. Unset (a pod from a template older than the seal) the force is not checked.
+    #[arg(long)]
+    pub seal_dir: Option<PathBuf>,
 }
 
 /// Runs one subcommand to completion.
@@ -380,6 +384,7 @@ async fn member_init(args: MemberInitArgs) -> Result<()> {
         timeout: std::time::Duration::from_secs(args.timeout_seconds),
         poll: std::time::Duration::from_secs(2),
         data_dir: args.data_dir,
+        seal_dir: args.seal_dir,
         restore,
     };
     let entry = run(&request).await?;

@@ -14,6 +14,10 @@ pub const BOOTSTRAP_DIR: &str = "/etc/etcd-bootstrap";
 pub const PEER_TLS_DIR: &str = "/etc/etcd-tls/peer";
 pub const SERVER_TLS_DIR: &str = "/etc/etcd-tls/server";
 pub const CONFIG_DIR: &str = "/var/run/etcd";
+/// The seal key (member-init only): see [`seal_secret`].
+pub const SEAL_DIR: &str = "/etc/etcd-operator/seal";
+/// The key of the seal Secret that holds the key.
+pub const SEAL_KEY: &str = "key";
 pub const CONFIG_FILE: &str = "/var/run/etcd/etcd.conf.yaml";
 /// The data volume's mount point; etcd's data directory is a child of it, so that a restore can
 /// write the directory under a temporary name on the same volume and rename it into place.
@@ -40,6 +44,13 @@ pub fn name(cluster: &EtcdCluster) -> String {
 
 pub fn namespace(cluster: &EtcdCluster) -> String {
     cluster.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned())
+}
+
+/// The Secret holding the key that seals a bootstrap entry which forces a new cluster
+/// (`k8s::bootstrap::BootstrapEntry::seal`). Made at a cluster's first recovery, mounted into
+/// member-init only.
+pub fn seal_secret(cluster: &str) -> String {
+    format!("{cluster}-bootstrap-seal")
 }
 
 /// The ConfigMap holding each member's bootstrap entry (`NAME-N.json`).

@@ -58,6 +58,9 @@ pub struct Request {
     pub poll: Duration,
     /// etcd's data directory, on the member's volume.
     pub data_dir: PathBuf,
+    /// Where the seal key is mounted (`names::SEAL_DIR`); `None` from a pod template older
+    /// than the seal.
+    pub seal_dir: Option<PathBuf>,
     /// The snapshot a new cluster's members start from.
     pub restore: Option<SnapshotLocation>,
 }
@@ -94,6 +97,8 @@ pub async fn run(request: &Request) -> Result<BootstrapEntry, Error> {
         restore_data(&entry, source, request).await?;
     }
     if entry.state == ClusterState::ForceNew {
+        check_seal(&entry, request)
+            .map_err(|reason| Error::BadEntry { path: path.clone(), reason })?;
         entry.state = force_once(&entry, &request.data_dir)?;
     }
     write(&request.config_out, &render(&entry, &request.placement, &request.options))?;
@@ -131,6 +136,32 @@ fn check_entry(entry: &BootstrapEntry, placement: &Placement) -> Result<(), Stri
         if peer.peer_url != expected {
             return Err(format!("peer {} has URL {}, not {expected}", peer.name, peer.peer_url));
         }
+    }
+    Ok(())
+}
+
+/// A force throws away every member but this one: it is honoured only from the operator, whose
+/// seal the entry must carry ([`BootstrapEntry::seal`]). Someone who may write the bootstrap
+/// ConfigMap but not read the cluster's Secrets cannot make one. A pod from a template older
+/// than the seal (no `--seal-dir`) forces as it did.
+fn check_seal(entry: &BootstrapEntry, request: &Request) -> Result<(), String> {
+    let Some(dir) = &request.seal_dir else {
+        tracing::warn!(member = %entry.name, "this pod's template predates sealed entries; the force is not checked");
+        return Ok(());
+    };
+    let path = dir.join(crate::names::SEAL_KEY);
+    let key = std::fs::read(&path).map_err(|err| {
+        format!(
+            "it forces a new cluster, but this pod has no seal key to check it with ({}: {err}); \
+             the operator makes the key before it asks for a force: this entry is not the operator's",
+            path.display()
+        )
+    })?;
+    let (namespace, cluster) = (&request.placement.namespace, &request.placement.cluster);
+    if !entry.sealed_with(&key, namespace, cluster) {
+        return Err("it forces a new cluster without the operator's seal (the bootstrap \
+                    ConfigMap was written by someone else); refusing to force"
+            .to_owned());
     }
     Ok(())
 }
@@ -239,8 +270,18 @@ mod tests {
             timeout,
             poll: Duration::from_millis(20),
             data_dir: dir.join("volume/data"),
+            seal_dir: Some(dir.join("seal")),
             restore: None,
         }
+    }
+
+    /// The cluster's seal key, mounted as member-init sees it.
+    const SEAL: [u8; 32] = [42; 32];
+
+    fn mount_seal(req: &Request) {
+        let dir = req.seal_dir.as_ref().unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join(crate::names::SEAL_KEY), SEAL).unwrap();
     }
 
     fn own_peer() -> [Wanted; 1] {
@@ -287,9 +328,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let req = request(dir.path(), Duration::from_secs(1));
         std::fs::create_dir_all(&req.bootstrap_dir).unwrap();
+        mount_seal(&req);
         let write_entry = |attempt: &str| {
             let mut entry = BootstrapEntry::new("demo-2", &own_peer(), ClusterState::ForceNew, "t");
             entry.attempt = Some(attempt.into());
+            entry.seal(&SEAL, "prod", "demo");
             std::fs::write(
                 req.bootstrap_dir.join("demo-2.json"),
                 serde_json::to_string(&entry).unwrap(),
@@ -307,6 +350,44 @@ mod tests {
         write_entry("1700000000002");
         run(&req).await.unwrap();
         assert!(forced(), "a new attempt forces again");
+    }
+
+    /// Someone who may write the bootstrap ConfigMap, but not read the cluster's Secrets, cannot
+    /// have a member force a new cluster: an unsealed entry, one sealed with another key, and
+    /// any entry while the pod has no key are refused, and nothing is written.
+    #[tokio::test]
+    async fn a_force_the_operator_did_not_seal_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let req = request(dir.path(), Duration::from_secs(1));
+        std::fs::create_dir_all(&req.bootstrap_dir).unwrap();
+        let write_entry = |key: Option<&[u8]>| {
+            let mut entry = BootstrapEntry::new("demo-2", &own_peer(), ClusterState::ForceNew, "t");
+            entry.attempt = Some("1700000000001".into());
+            if let Some(key) = key {
+                entry.seal(key, "prod", "demo");
+            }
+            std::fs::write(
+                req.bootstrap_dir.join("demo-2.json"),
+                serde_json::to_string(&entry).unwrap(),
+            )
+            .unwrap();
+        };
+        write_entry(Some(&SEAL));
+        let err = run(&req).await.unwrap_err().to_string();
+        assert!(err.contains("no seal key to check it with"), "{err}");
+        mount_seal(&req);
+        for key in [None, Some(&[1u8; 32][..])] {
+            write_entry(key);
+            let err = run(&req).await.unwrap_err().to_string();
+            assert!(err.contains("without the operator's seal"), "{err}");
+        }
+        assert!(!req.config_out.exists(), "nothing is started on a refused entry");
+        assert!(!dir.path().join("volume/.force-new-cluster-1700000000001").exists());
+        write_entry(Some(&SEAL));
+        run(&req).await.unwrap();
+        assert!(
+            std::fs::read_to_string(&req.config_out).unwrap().contains("force-new-cluster: true")
+        );
     }
 
     /// A voter's pod on an empty volume (a lost claim, a drained ephemeral member) does not
@@ -363,10 +444,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let req = request(dir.path(), Duration::from_secs(1));
         std::fs::create_dir_all(&req.bootstrap_dir).unwrap();
+        mount_seal(&req);
         let try_entry = |edit: &dyn Fn(&mut BootstrapEntry)| {
             let mut entry =
                 BootstrapEntry::new("demo-2", &own_peer(), ClusterState::ForceNew, "t-1.x_");
             edit(&mut entry);
+            // Sealed, so that each is refused for what it holds.
+            entry.seal(&SEAL, "prod", "demo");
             let text = serde_json::to_string(&entry).unwrap();
             std::fs::write(req.bootstrap_dir.join("demo-2.json"), text).unwrap();
         };

@@ -80,6 +80,66 @@ impl KubeMembers {
             .collect())
     }
 
+    /// The key that seals an entry forcing a new cluster ([`BootstrapEntry::seal`]), from the
+    /// cluster's seal Secret, made (32 random bytes, controlled by the EtcdCluster) the first
+    /// time a recovery needs it. A Secret of that name that is not the cluster's is not used.
+    async fn seal_key(&self) -> Result<Vec<u8>, Error> {
+        use k8s_openapi::api::core::v1::Secret;
+        use kube::Resource;
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace());
+        let name = names::seal_secret(&self.name());
+        let uid = self.cluster.metadata.uid.as_deref().unwrap_or_default();
+        let key_of = |secret: Secret| {
+            if let Some(why) = crate::ownership::foreign("Secret", &secret.metadata, uid) {
+                return Err(Error::State { path: format!("Secret {name}").into(), reason: why });
+            }
+            secret
+                .data
+                .and_then(|mut data| data.remove(names::SEAL_KEY))
+                .map(|key| key.0)
+                .filter(|key| key.len() >= 32)
+                .ok_or_else(|| Error::State {
+                    path: format!("Secret {name}").into(),
+                    reason: format!("has no key {:?} of 32 bytes or more", names::SEAL_KEY),
+                })
+        };
+        if let Some(secret) =
+            api.get_opt(&name).await.map_err(kube_err(format!("get Secret {name}")))?
+        {
+            return key_of(secret);
+        }
+        let mut key = vec![0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key).map_err(
+            |_| Error::State {
+                path: format!("Secret {name}").into(),
+                reason: "no randomness".into(),
+            },
+        )?;
+        let secret = Secret {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(self.namespace()),
+                labels: Some(names::labels(&self.name())),
+                owner_references: self.cluster.controller_owner_ref(&()).map(|o| vec![o]),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([(
+                names::SEAL_KEY.to_owned(),
+                k8s_openapi::ByteString(key.clone()),
+            )])),
+            ..Secret::default()
+        };
+        match api.create(&Default::default(), &secret).await {
+            Ok(_) => Ok(key),
+            // Made meanwhile (a pass before a crash): that one is the key.
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                let made = api.get(&name).await.map_err(kube_err(format!("get Secret {name}")))?;
+                key_of(made)
+            }
+            Err(err) => Err(kube_err(format!("create Secret {name}"))(err)),
+        }
+    }
+
     async fn apply_entries(&self, entries: &BTreeMap<String, BootstrapEntry>) -> Result<(), Error> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace());
         let list: Vec<BootstrapEntry> = entries.values().cloned().collect();
@@ -469,9 +529,11 @@ impl MemberPort for KubeMembers {
             ClusterState::ForceNew => true,
         };
         if state == ClusterState::ForceNew {
-            // The entry is read on every start of the pod; member-init forces once per attempt.
+            // The entry is read on every start of the pod; member-init forces once per attempt,
+            // and only on an entry the operator sealed.
             let attempt = k8s_openapi::jiff::Timestamp::now().as_millisecond();
             entry.attempt = Some(attempt.to_string());
+            entry.seal(&self.seal_key().await?, &self.namespace(), &self.name());
         }
         entries.insert(name.to_owned(), entry);
         self.apply_entries(&entries).await?;
@@ -548,6 +610,7 @@ impl MemberPort for KubeMembers {
         if let Some(entry) = entries.get_mut(name).filter(|e| e.state == ClusterState::ForceNew) {
             entry.state = ClusterState::Existing;
             entry.attempt = None;
+            entry.seal = None;
             entry.data_required = true;
             self.apply_entries(&entries).await?;
         }

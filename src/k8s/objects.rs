@@ -287,6 +287,18 @@ pub fn statefulset(
             }),
             ..Volume::default()
         },
+        // Made at the cluster's first recovery (before any entry needs it), so optional: a
+        // cluster that never lost its quorum has none.
+        Volume {
+            name: "seal".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(names::seal_secret(&name)),
+                default_mode: Some(0o400),
+                optional: Some(true),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
     ];
     let mut etcd_mounts =
         vec![mount("config", CONFIG_DIR, true), mount(DATA_VOLUME, DATA_MOUNT, false)];
@@ -348,12 +360,14 @@ pub fn statefulset(
         format!("--config-out={CONFIG_FILE}"),
         format!("--options={}", serde_json::to_string(&spec.options).unwrap_or_default()),
         format!("--data-dir={DATA_DIR}"),
+        format!("--seal-dir={SEAL_DIR}"),
     ];
     // The data volume: a restore writes there, and recovery's one-shot marker lives there.
     let init_mounts = vec![
         mount("bootstrap", BOOTSTRAP_DIR, true),
         mount("config", CONFIG_DIR, false),
         mount(DATA_VOLUME, DATA_MOUNT, false),
+        mount("seal", SEAL_DIR, true),
     ];
     let mut init_env_from = None;
     let mut init_env = vec![pod_name.clone()];

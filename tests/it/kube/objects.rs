@@ -88,6 +88,16 @@ fn statefulset_runs_members_in_parallel_with_member_init_and_volumes() {
     let volumes = pod.volumes.unwrap();
     let peer = volumes.iter().find(|v| v.name == "peer-tls").unwrap();
     assert_eq!(peer.secret.as_ref().unwrap().secret_name.as_deref(), Some("demo-peer-tls"));
+    // The seal key: member-init's alone (etcd never sees it), and optional (made at the first
+    // recovery); member-init is told where it is, so that it refuses an unsealed force.
+    let seal = volumes.iter().find(|v| v.name == "seal").unwrap().secret.clone().unwrap();
+    assert_eq!(seal.secret_name.as_deref(), Some("demo-bootstrap-seal"));
+    assert_eq!((seal.optional, seal.default_mode), (Some(true), Some(0o400)));
+    let mounted = |c: &k8s_openapi::api::core::v1::Container| {
+        c.volume_mounts.iter().flatten().any(|m| m.name == "seal" && m.read_only == Some(true))
+    };
+    assert!(mounted(init) && !mounted(etcd));
+    assert!(init.args.as_ref().unwrap().contains(&"--seal-dir=/etc/etcd-operator/seal".to_owned()));
     assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
     assert_eq!(etcd.security_context.as_ref().unwrap().read_only_root_filesystem, Some(true));
     assert_eq!(

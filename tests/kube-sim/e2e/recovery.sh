@@ -5,7 +5,8 @@
 # Terminating, and the force waits until a person confirms the nodes are down), the survivor
 # restarts alone with --force-new-cluster and the cluster grows back learner-first: the same
 # cluster ID, every acknowledged write. The lost nodes come back afterwards; their old members
-# are not let in. Last the survivor's etcd container restarts, and forces nothing again.
+# are not let in. The survivor's etcd container restarts, and forces nothing again. Last, a
+# forcing entry someone else wrote into the bootstrap ConfigMap is refused.
 source "$(dirname "$0")/lib.sh"
 install_operator
 create_cluster demo 3 3.4.23 "recovery: {quorumLossAfterSeconds: 20}" >/dev/null
@@ -73,5 +74,46 @@ log "killed demo-0's etcd container"
 sleep 20
 wait_running demo 3 120
 [ "$(field demo '{.status.members[*].id}')" = "$members" ] || fail "membership changed after the survivor's etcd restarted: $members → $(field demo '{.status.members[*].id}')"
+writer_check demo
+
+# Someone who may edit ConfigMaps and delete pods, but not read Secrets, writes an entry that
+# forces demo-2 into a cluster of its own and has its pod recreated: member-init refuses it
+# (the operator's seal is missing), the other two keep serving, and nothing is forced.
+[ "$(kubectl get secret demo-bootstrap-seal -o jsonpath='{.metadata.ownerReferences[0].name}')" = demo ] ||
+  fail "the recovery made no seal Secret of the cluster's"
+kubectl apply -f - >/dev/null <<YAML
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: configmap-editor}
+rules:
+  - {apiGroups: [""], resources: [configmaps], verbs: [get, patch]}
+  - {apiGroups: [""], resources: [pods], verbs: [get, delete]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: configmap-editor}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: configmap-editor}
+subjects: [{kind: User, name: eve}]
+YAML
+entry=$(kubectl get configmap demo-bootstrap -o jsonpath='{.data.demo-2\.json}')
+forged=$(python3 -c 'import json,sys; e=json.loads(sys.argv[1]); e.update(state="ForceNew", attempt="1", initialCluster=[p for p in e["initialCluster"] if p["name"]=="demo-2"]); print(json.dumps(json.dumps(e)))' "$entry")
+kubectl --as eve patch configmap demo-bootstrap --type merge -p "{\"data\":{\"demo-2.json\":$forged}}" >/dev/null ||
+  fail "eve could not write the bootstrap ConfigMap"
+! kubectl --as eve get secret demo-bootstrap-seal >/dev/null 2>&1 || fail "eve may read the seal"
+writer_start demo
+old_pod=$(kubectl get pod demo-2 -o jsonpath='{.metadata.uid}')
+kubectl --as eve delete pod demo-2 --wait=false >/dev/null
+refused() {
+  [ "$(kubectl get pod demo-2 -o jsonpath='{.metadata.uid}')" != "$old_pod" ] &&
+    kubectl logs demo-2 -c member-init 2>/dev/null | grep -q "without the operator's seal"
+}
+wait_for "member-init refused the forged force" 120 refused
+log "refused: $(kubectl logs demo-2 -c member-init 2>/dev/null | grep -o "bootstrap entry.*refusing to force" | head -1)"
+[ "$(field demo '{.status.members[*].id}')" = "$members" ] || fail "membership changed after a forged force"
+[ "$(field demo '{.status.clusterID}')" = "$cluster_id" ] || fail "a forged force made a new cluster"
+# The entry as the operator wrote it, and demo-2 is back.
+kubectl patch configmap demo-bootstrap --type merge -p "{\"data\":{\"demo-2.json\":$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$entry")}}" >/dev/null
+kubectl delete pod demo-2 >/dev/null
+wait_running demo 3 180
 writer_check demo
 log "PASS"
