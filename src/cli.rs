@@ -226,6 +226,10 @@ pub struct MemberInitArgs {
     /// its seal. Unset (a pod from a template older than the seal) the force is not checked.
     #[arg(long)]
     pub seal_dir: Option<PathBuf>,
+    /// The peer certificate's common name, when the operator issued it: the peer listener
+    /// lets in no other (a client certificate of the same CA cannot speak raft).
+    #[arg(long)]
+    pub peer_common_name: Option<String>,
 }
 
 /// Runs one subcommand to completion.
@@ -379,6 +383,7 @@ async fn member_init(args: MemberInitArgs) -> Result<()> {
             cluster: args.cluster,
             namespace: args.namespace,
             tls: args.tls,
+            peer_common_name: args.peer_common_name,
         },
         options,
         timeout: std::time::Duration::from_secs(args.timeout_seconds),

@@ -70,6 +70,13 @@ pub fn client_service(cluster: &str) -> String {
     format!("{cluster}-client")
 }
 
+/// The common name of a cluster's peer certificate. Members accept peer connections only from
+/// a certificate of this name (etcd's `allowed-cn`), so the client certificates the same CA
+/// signs cannot speak raft to them.
+pub fn peer_common_name(cluster: &str) -> String {
+    format!("{cluster}-peer")
+}
+
 /// Member `ordinal`'s name, which is also its pod's name.
 pub fn member_name(cluster: &str, ordinal: u32) -> String {
     format!("{cluster}-{ordinal}")
@@ -183,7 +190,7 @@ pub fn reissue_cluster_leaves(
     let leaf = |common_name: &str, names: &[String], usage| {
         issue_leaf(&ca, &LeafSpec { common_name, subject_alt_names: names, usage }, now, lifetimes)
     };
-    let peer = leaf(&format!("{}-peer", req.cluster), &peer_names, Usage::Peer)?;
+    let peer = leaf(&peer_common_name(&req.cluster), &peer_names, Usage::Peer)?;
     // Serves the client URLs and also authenticates as a client: etcd's gRPC gateway dials its
     // own member with this certificate, which client-cert-auth refuses without clientAuth.
     let server = leaf(&format!("{}-server", req.cluster), &server_names, Usage::Peer)?;

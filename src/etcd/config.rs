@@ -45,6 +45,11 @@ pub struct TlsFiles {
     pub cert: String,
     pub key: String,
     pub ca: String,
+    /// The only common name a connecting certificate may carry (etcd's `allowed-cn`), when the
+    /// CA also signs certificates that must not be let in here: the peer listener pins the peer
+    /// certificate's name, so a client certificate of the same CA cannot speak raft. etcd 3.5
+    /// and later enforce it; 3.4 reads no such key from a configuration file and ignores it.
+    pub allowed_cn: Option<String>,
 }
 
 impl TlsFiles {
@@ -54,6 +59,7 @@ impl TlsFiles {
             cert: format!("{dir}/tls.crt"),
             key: format!("{dir}/tls.key"),
             ca: format!("{dir}/ca.crt"),
+            allowed_cn: None,
         }
     }
 
@@ -63,6 +69,10 @@ impl TlsFiles {
         block.insert("key-file".into(), self.key.clone().into());
         block.insert("trusted-ca-file".into(), self.ca.clone().into());
         block.insert("client-cert-auth".into(), true.into());
+        if let Some(name) = &self.allowed_cn {
+            // A list: 3.5 and later read `[]string` and refuse to start on a bare string.
+            block.insert("allowed-cn".into(), vec![Value::from(name.clone())].into());
+        }
         Value::Mapping(block)
     }
 }

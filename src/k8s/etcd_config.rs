@@ -9,12 +9,14 @@ use crate::names::{
     CLIENT_PORT, DATA_DIR, METRICS_PORT, PEER_PORT, PEER_TLS_DIR, SERVER_TLS_DIR, member_urls,
 };
 
-/// Where a member runs: its cluster and namespace (for DNS names) and whether TLS is on.
+/// Where a member runs: its cluster and namespace (for DNS names), whether TLS is on, and the
+/// only common name its peer listener lets in (when the operator issued the certificates).
 #[derive(Clone, Debug)]
 pub struct Placement {
     pub cluster: String,
     pub namespace: String,
     pub tls: bool,
+    pub peer_common_name: Option<String>,
 }
 
 /// The YAML config of the member `entry` names, in its pod.
@@ -33,9 +35,13 @@ pub fn render(entry: &BootstrapEntry, placement: &Placement, options: &EtcdOptio
         initial_cluster: entry.initial_cluster_flag(),
         state: entry.state,
         token: entry.token.clone(),
-        tls: placement
-            .tls
-            .then(|| (TlsFiles::secret_dir(SERVER_TLS_DIR), TlsFiles::secret_dir(PEER_TLS_DIR))),
+        tls: placement.tls.then(|| {
+            let peer = TlsFiles {
+                allowed_cn: placement.peer_common_name.clone(),
+                ..TlsFiles::secret_dir(PEER_TLS_DIR)
+            };
+            (TlsFiles::secret_dir(SERVER_TLS_DIR), peer)
+        }),
     }
     .render(options)
 }
@@ -49,7 +55,12 @@ mod tests {
     /// demo-1's configuration, joining `initial` in namespace prod with TLS: parsed, and as text.
     fn rendered(initial: &[Wanted], options: &EtcdOptions) -> (serde_yaml::Value, String) {
         let entry = BootstrapEntry::new("demo-1", initial, ClusterState::Existing, "tok");
-        let placement = Placement { cluster: "demo".into(), namespace: "prod".into(), tls: true };
+        let placement = Placement {
+            cluster: "demo".into(),
+            namespace: "prod".into(),
+            tls: true,
+            peer_common_name: Some("demo-peer".into()),
+        };
         let yaml = render(&entry, &placement, options);
         (serde_yaml::from_str(&yaml).unwrap(), yaml)
     }
@@ -76,6 +87,9 @@ mod tests {
             "/etc/etcd-tls/peer/ca.crt"
         );
         assert_eq!(config["client-transport-security"]["client-cert-auth"], true);
+        // Only the peer certificate speaks raft; clients keep any certificate of the CA.
+        assert_eq!(config["peer-transport-security"]["allowed-cn"][0], "demo-peer");
+        assert!(config["client-transport-security"].get("allowed-cn").is_none());
         assert_eq!(config["snapshot-count"], 5000);
         assert_eq!(config["quota-backend-bytes"], 2147483648i64);
     }

@@ -265,7 +265,12 @@ mod tests {
             pod_name: "demo-2".into(),
             bootstrap_dir: dir.join("bootstrap"),
             config_out: dir.join("run/etcd.conf.yaml"),
-            placement: Placement { cluster: "demo".into(), namespace: "prod".into(), tls: true },
+            placement: Placement {
+                cluster: "demo".into(),
+                namespace: "prod".into(),
+                tls: true,
+                peer_common_name: None,
+            },
             options: EtcdOptions::default(),
             timeout,
             poll: Duration::from_millis(20),

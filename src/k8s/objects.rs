@@ -362,6 +362,11 @@ pub fn statefulset(
         format!("--data-dir={DATA_DIR}"),
         format!("--seal-dir={SEAL_DIR}"),
     ];
+    if tls && spec.security.tls.auto_tls {
+        // The operator issued the peer certificate, so it knows its name; a user's may differ.
+        init_args
+            .push(format!("--peer-common-name={}", etcd_certs::cluster::peer_common_name(&name)));
+    }
     // The data volume: a restore writes there, and recovery's one-shot marker lives there.
     let init_mounts = vec![
         mount("bootstrap", BOOTSTRAP_DIR, true),

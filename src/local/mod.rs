@@ -36,11 +36,15 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 }
 
 /// The cluster's PKI in `DIR/pki`, issued on first use for loopback names.
-fn ensure_pki(members: &ProcessMembers, cluster: &EtcdCluster) -> crate::error::Result<ClientTls> {
+fn ensure_pki(
+    members: &ProcessMembers,
+    cluster: &EtcdCluster,
+    name: &str,
+) -> crate::error::Result<ClientTls> {
     let dir = members.pki_dir();
     if !dir.join("ca.crt").exists() {
         let request = etcd_certs::ClusterPkiRequest {
-            cluster: cluster.metadata.name.clone().unwrap_or_default(),
+            cluster: name.to_owned(),
             namespace: cluster.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
             max_members: etcd_crds::MAX_MEMBERS,
             extra_sans: vec!["127.0.0.1".into(), "localhost".into()],
@@ -201,8 +205,9 @@ pub async fn up(file: &Path, dir: &Path, options: Options) -> crate::error::Resu
     }
     let members = ProcessMembers::new(dir, tls_spec.enabled)
         .with_options(cluster.spec.options.clone())
-        .with_installations(installs.clone());
-    let tls = if tls_spec.enabled { Some(ensure_pki(&members, &cluster)?) } else { None };
+        .with_installations(installs.clone())
+        .with_peer_common_name(etcd_certs::cluster::peer_common_name(&name));
+    let tls = if tls_spec.enabled { Some(ensure_pki(&members, &cluster, &name)?) } else { None };
     let token = token(dir, &name)?;
     let exit_after = std::env::var(EXIT_AFTER_ENV).ok();
     let pid_path = dir.join("operator.pid");

@@ -39,6 +39,8 @@ pub struct ProcessMembers {
     installs: Installations,
     /// The version new members start on: the spec's, when it is installed.
     version: Mutex<Option<String>>,
+    /// The peer certificate's common name, the only one the peer listeners let in.
+    peer_common_name: Option<String>,
 }
 
 impl ProcessMembers {
@@ -50,7 +52,15 @@ impl ProcessMembers {
             children: Mutex::new(BTreeMap::new()),
             installs: Installations::default(),
             version: Mutex::new(None),
+            peer_common_name: None,
         }
+    }
+
+    /// Peer listeners let in only a certificate of this common name (the operator issued the
+    /// PKI, so it knows the peer certificate's).
+    pub fn with_peer_common_name(mut self, name: String) -> Self {
+        self.peer_common_name = Some(name);
+        self
     }
 
     /// Members run the etcd of their version from these installations (without: `etcd` on
@@ -268,10 +278,11 @@ impl ProcessMembers {
         let log_err = log.try_clone().map_err(Self::io(&log_path))?;
         let pki = self.pki_dir();
         let file = |f: &str| pki.join(f).display().to_string();
-        let files = |part: &str| TlsFiles {
+        let files = |part: &str, allowed_cn| TlsFiles {
             cert: file(&format!("{part}.crt")),
             key: file(&format!("{part}.key")),
             ca: file("ca.crt"),
+            allowed_cn,
         };
         // The same configuration file a pod's member-init writes, with loopback URLs.
         let config = MemberConfig {
@@ -285,7 +296,9 @@ impl ProcessMembers {
             initial_cluster: crate::etcd::config::initial_cluster(initial),
             state,
             token: token.to_owned(),
-            tls: self.tls.then(|| (files("server"), files("peer"))),
+            tls: self
+                .tls
+                .then(|| (files("server", None), files("peer", self.peer_common_name.clone()))),
         };
         let config_path = dir.join("etcd.conf.yaml");
         std::fs::write(&config_path, config.render(&self.options))

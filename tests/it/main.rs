@@ -28,8 +28,10 @@ mod membership {
     mod upgrade;
 }
 mod tls {
+    mod etcd_auth;
     mod etcd_mtls;
     mod no_key_leak;
+    mod peer_pinning;
     mod secrets;
     mod webhook_rotation;
 }

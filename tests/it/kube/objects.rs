@@ -98,6 +98,8 @@ fn statefulset_runs_members_in_parallel_with_member_init_and_volumes() {
     };
     assert!(mounted(init) && !mounted(etcd));
     assert!(init.args.as_ref().unwrap().contains(&"--seal-dir=/etc/etcd-operator/seal".to_owned()));
+    // The operator issued the peer certificate: its name is the only one let in at peer ports.
+    assert!(init.args.as_ref().unwrap().contains(&"--peer-common-name=demo-peer".to_owned()));
     assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
     assert_eq!(etcd.security_context.as_ref().unwrap().read_only_root_filesystem, Some(true));
     assert_eq!(
@@ -164,6 +166,9 @@ fn ephemeral_storage_overrides_and_user_secrets() {
     assert_eq!(pod.tolerations.unwrap()[0].key.as_deref(), Some("etcd"));
     assert_eq!(pod.priority_class_name.as_deref(), Some("system-cluster-critical"));
     assert_eq!(spec.template.metadata.unwrap().annotations.unwrap()["a"], "b");
+    // The user's peer certificate may carry any name: none is pinned.
+    let init = &pod.init_containers.unwrap()[0];
+    assert!(!init.args.iter().flatten().any(|a| a.starts_with("--peer-common-name")));
 }
 
 #[test]

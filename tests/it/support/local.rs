@@ -69,13 +69,37 @@ impl Local {
 
     /// As [`Local::start_on`], with further spec lines (see [`Local::set_spec`]).
     pub fn start_spec(version: &str, size: i32, extra: &str, args: &[&str]) -> Self {
+        let mut local = Self::prepared(version, size, extra, args);
+        local.run_operator(&[]);
+        local
+    }
+
+    /// As [`Local::start_on`], with the PKI `pki` in the state directory beforehand (the
+    /// operator issues one only when none is there): a test that needs a certificate `local`
+    /// does not write (a user's) signs it with the same CA.
+    pub fn start_with_pki(
+        version: &str,
+        size: i32,
+        args: &[&str],
+        pki: &etcd_certs::ClusterPki,
+    ) -> Self {
+        let mut local = Self::prepared(version, size, "", args);
+        let dir = local.state().join("pki");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, pem) in pki.files() {
+            std::fs::write(dir.join(name), pem).unwrap();
+        }
+        local.run_operator(&[]);
+        local
+    }
+
+    fn prepared(version: &str, size: i32, extra: &str, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("cluster.yaml");
         let args = args.iter().map(|a| (*a).to_owned()).collect();
         let version = version.to_owned();
         let mut local = Self { dir, file, operator: None, args, version };
         local.set_spec(size, extra);
-        local.run_operator(&[]);
         local
     }
 
