@@ -66,6 +66,11 @@ pub fn approval_token(message: &str) -> Option<&str> {
 /// value; say why): for a cluster whose data is not wanted, or that cannot be backed up.
 pub const SKIP_FINAL_BACKUP_ANNOTATION: &str = "etcd.etcd.io/skip-final-backup";
 
+/// Annotation of an EtcdCluster that an EtcdRestore of type Replace deletes (its name): the
+/// deletion keeps the cluster's claims whatever `reclaimPolicy` says, for the cluster restored
+/// under the same name, whose members set the old data aside until it runs.
+pub const REPLACED_BY_ANNOTATION: &str = "etcd.etcd.io/replaced-by";
+
 /// The image repositories of etcd's own releases (tags `vX.Y.Z`), which members may run unless
 /// the operator's administrator allows others.
 pub const OFFICIAL_REPOSITORIES: &[&str] = &["gcr.io/etcd-development/etcd", "quay.io/coreos/etcd"];

@@ -405,9 +405,9 @@ async fn membership_step(
 
 /// No member survives and a person approved: the newest verified backup is restored by an
 /// EtcdRestore of type Replace, named after this loss (so that it is made once, whatever the
-/// crashes in between). It keeps the spec, deletes the cluster and its claims (waiting while a
-/// pod on a lost node still holds one, which fences it) and creates the cluster again from the
-/// backup, with a new cluster ID.
+/// crashes in between). It keeps the spec, deletes the cluster (a foreground deletion, which
+/// waits while a pod on a lost node is not confirmed gone: that fences it) and creates the
+/// cluster again from the backup on the same claims, with a new cluster ID.
 async fn restore_from_backup(
     cluster: &EtcdCluster,
     ctx: &Context,

@@ -1,6 +1,7 @@
 //! What deleting an EtcdCluster does before its finalizer goes: one last verified backup to a
 //! destination the cluster is already backed up to (an EtcdBackup that targets it), then its
-//! volumes when `reclaimPolicy` is Delete. Nothing is deleted before that backup is stored:
+//! volumes when `reclaimPolicy` is Delete (unless an EtcdRestore of type Replace restores the
+//! cluster into them). Nothing is deleted before that backup is stored:
 //! until it is, the deletion waits and the `FinalBackup` condition and a Warning Event say why
 //! and how to go on without it (the `etcd.etcd.io/skip-final-backup` annotation).
 //!
@@ -9,7 +10,7 @@
 
 use etcd_crds::conditions::types;
 use etcd_crds::conditions::{condition, set_condition};
-use etcd_crds::{EtcdCluster, ReclaimPolicy, SKIP_FINAL_BACKUP_ANNOTATION};
+use etcd_crds::{EtcdCluster, REPLACED_BY_ANNOTATION, ReclaimPolicy, SKIP_FINAL_BACKUP_ANNOTATION};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -23,7 +24,10 @@ use crate::names;
 /// The finalizer's cleanup; an error keeps the finalizer, and the cleanup is tried again.
 pub async fn cleanup(cluster: &EtcdCluster, ctx: &Context) -> Result<Action, Error> {
     ensure_final_backup(cluster, ctx).await?;
-    if cluster.spec.storage.reclaim_policy == ReclaimPolicy::Delete {
+    if let Some(restore) = cluster.annotations().get(REPLACED_BY_ANNOTATION) {
+        let why = format!("kept for EtcdRestore {restore}, which restores the cluster into them");
+        ctx.event(cluster, EventType::Normal, "VolumesKept", why).await;
+    } else if cluster.spec.storage.reclaim_policy == ReclaimPolicy::Delete {
         let namespace = names::namespace(cluster);
         let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
         crate::k8s::claims::delete_all(&api, &cluster.name_any())

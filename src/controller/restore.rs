@@ -2,10 +2,13 @@
 //! named directly) and creates the cluster with `spec.restore` set: each member's init container
 //! verifies the snapshot's checksum and restores its data before etcd starts.
 //!
-//! Type New creates a cluster that must not exist yet. Type Replace first keeps the existing
-//! cluster's spec in the restore's status, deletes the cluster and its volumes, then creates it
-//! again under the same name from the snapshot. Every step is decided from what exists now (the
-//! new cluster carries the restore's label), so an interrupted restore resumes where it stopped.
+//! Type New creates a cluster that must not exist yet. Type Replace first checks that the
+//! snapshot can be read, keeps the existing cluster's spec in the restore's status, deletes the
+//! cluster but not its volumes, then creates it again under the same name from the snapshot:
+//! each member sets the old data on its volume aside before restoring, and drops it once the new
+//! cluster runs, so a restore that fails leaves the old data in place. Every step is decided
+//! from what exists now (the new cluster carries the restore's label), so an interrupted restore
+//! resumes where it stopped.
 
 use etcd_crds::conditions::types;
 use std::sync::Arc;
@@ -14,9 +17,9 @@ use std::time::Duration;
 use etcd_crds::conditions::{condition, set_condition};
 use etcd_crds::{
     ClusterPhase, EtcdBackup, EtcdCluster, EtcdClusterSpec, EtcdRestore, EtcdRestoreStatus,
-    RestorePhase, RestoreType, SKIP_FINAL_BACKUP_ANNOTATION, SnapshotLocation,
+    REPLACED_BY_ANNOTATION, RestorePhase, RestoreType, SKIP_FINAL_BACKUP_ANNOTATION,
+    SnapshotLocation,
 };
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -117,7 +120,7 @@ async fn step(
                 );
                 return Ok(Action::requeue(Duration::from_secs(1)));
             }
-            skip_final_backup(&clusters, &old, restore).await?;
+            mark_replaced(&clusters, &old, restore).await?;
             delete_cluster(&clusters, &spec.cluster_name).await?;
             ctx.event(
                 restore,
@@ -135,19 +138,8 @@ async fn step(
             return Ok(Action::requeue(Duration::from_secs(5)));
         }
         (RestoreType::Replace, None) => match status.cluster_spec.clone() {
-            Some(saved) => {
-                // The old cluster is gone; its volumes hold the old data and must go too.
-                if delete_volumes(ctx, namespace, &spec.cluster_name).await? {
-                    progress(
-                        restore,
-                        status,
-                        "DeletingVolumes",
-                        "waiting for the replaced cluster's volumes to be gone".into(),
-                    );
-                    return Ok(Action::requeue(Duration::from_secs(5)));
-                }
-                saved
-            }
+            // The old cluster is gone; its claims stay, and its members set the old data aside.
+            Some(saved) => saved,
             None => {
                 return Err(Problem::lasting(
                     "ClusterNotFound",
@@ -327,20 +319,25 @@ fn describe(location: &SnapshotLocation) -> String {
         .unwrap_or_else(|_| format!("{:?}", location.destination.backends()))
 }
 
-/// A replaced cluster is deleted without a final backup: its data is being thrown away on
+/// A replaced cluster is deleted without a final backup: its data is being replaced on
 /// purpose, it is often broken (the reason to restore), and its pods go first (foreground
-/// deletion), so the backup would only hold the deletion up.
-async fn skip_final_backup(
+/// deletion), so the backup would only hold the deletion up. Its claims are kept whatever its
+/// `reclaimPolicy`: the restored cluster starts on them.
+async fn mark_replaced(
     clusters: &Api<EtcdCluster>,
     cluster: &EtcdCluster,
     restore: &EtcdRestore,
 ) -> Result<(), Problem> {
-    if cluster.annotations().contains_key(SKIP_FINAL_BACKUP_ANNOTATION) {
+    let annotations = cluster.annotations();
+    if annotations.get(REPLACED_BY_ANNOTATION) == Some(&restore.name_any()) {
         return Ok(());
     }
     let why = format!("replaced by EtcdRestore {}", restore.name_any());
-    let patch =
-        serde_json::json!({"metadata": {"annotations": {SKIP_FINAL_BACKUP_ANNOTATION: why}}});
+    let skip = annotations.get(SKIP_FINAL_BACKUP_ANNOTATION).cloned().unwrap_or(why);
+    let patch = serde_json::json!({"metadata": {"annotations": {
+        SKIP_FINAL_BACKUP_ANNOTATION: skip,
+        REPLACED_BY_ANNOTATION: restore.name_any(),
+    }}});
     clusters
         .patch(&cluster.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -356,13 +353,4 @@ async fn delete_cluster(clusters: &Api<EtcdCluster>, name: &str) -> Result<(), P
         .map_err(|err| {
             Problem::api("DeleteFailed", format!("cannot delete EtcdCluster {name}"), err)
         })
-}
-
-/// Deletes the volumes of a cluster that is gone; true while some remain.
-async fn delete_volumes(ctx: &Context, namespace: &str, cluster: &str) -> Result<bool, Problem> {
-    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
-    let deleted = crate::k8s::claims::delete_all(&api, cluster).await.map_err(|err| {
-        Problem::api("DeleteFailed", format!("cannot delete the volumes of {cluster}"), err)
-    })?;
-    Ok(deleted > 0)
 }

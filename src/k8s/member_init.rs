@@ -96,6 +96,7 @@ pub async fn run(request: &Request) -> Result<BootstrapEntry, Error> {
     if let Some(source) = &request.restore {
         restore_data(&entry, source, request).await?;
     }
+    drop_replaced(&entry, &request.data_dir);
     if entry.state == ClusterState::ForceNew {
         check_seal(&entry, request)
             .map_err(|reason| Error::BadEntry { path: path.clone(), reason })?;
@@ -192,15 +193,24 @@ fn holds_member_data(data_dir: &Path) -> bool {
 }
 
 /// A member bootstrapping a new cluster restores its data from the snapshot (verified first);
-/// one that already has data (a restarted pod) or joins an existing cluster does not.
+/// one that already holds this restore's data (a restarted pod) or joins an existing cluster
+/// does not. Data of another cluster on the volume (the one a Replace restore replaces, whose
+/// claims it keeps) is set aside first.
 async fn restore_data(
     entry: &BootstrapEntry,
     source: &SnapshotLocation,
     request: &Request,
 ) -> Result<(), Error> {
     let data_dir = request.data_dir.as_path();
-    if entry.state != ClusterState::New || data_dir.join("member").exists() {
+    if entry.state != ClusterState::New {
         return Ok(());
+    }
+    if data_dir.join("member").exists() {
+        if restored_for(data_dir).as_deref() == Some(entry.token.as_str()) {
+            // This cluster's own restore, and the pod started again before it bootstrapped.
+            return Ok(());
+        }
+        set_aside(entry, data_dir)?;
     }
     let restore_error =
         |source| Error::Restore { member: entry.name.clone(), source: Box::new(source) };
@@ -243,8 +253,59 @@ async fn restore_data(
     )
     .await
     .map_err(restore_error)?;
+    // Before etcd starts on it: a later start knows this data for the cluster's own.
+    write(&restored_marker(data_dir), &entry.token)?;
     tracing::info!(member = %entry.name, from = %location.url, "restored the member's data from the snapshot");
     Ok(())
+}
+
+/// Beside the data directory, the token (the EtcdCluster's UID) of the cluster whose snapshot
+/// was restored into it.
+fn restored_marker(data_dir: &Path) -> PathBuf {
+    data_dir.with_file_name(".restored-for")
+}
+
+fn restored_for(data_dir: &Path) -> Option<String> {
+    std::fs::read_to_string(restored_marker(data_dir)).ok()
+}
+
+/// Names of what [`set_aside`] keeps, beside the data directory.
+const REPLACED_PREFIX: &str = "replaced-";
+
+/// A restore that replaces a cluster keeps its claims: the data on this volume is the replaced
+/// cluster's (or an earlier attempt of this restore that did not get to record itself). It is
+/// moved aside on the same volume, not deleted, so a restore that fails leaves it for a person;
+/// it goes once the new cluster runs ([`drop_replaced`]).
+fn set_aside(entry: &BootstrapEntry, data_dir: &Path) -> Result<(), Error> {
+    let stamp = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+    let aside = data_dir.with_file_name(format!("{REPLACED_PREFIX}{stamp}"));
+    std::fs::rename(data_dir, &aside)
+        .map_err(|source| Error::Write { path: aside.clone(), source })?;
+    tracing::warn!(member = %entry.name, kept = %aside.display(), "this volume holds the data of the cluster this restore replaces; kept aside until the new cluster runs");
+    Ok(())
+}
+
+/// Once the restored cluster has bootstrapped (its entries no longer say new), the replaced
+/// cluster's data kept aside on this volume is no longer needed. Failing to remove it costs
+/// space, not a start.
+fn drop_replaced(entry: &BootstrapEntry, data_dir: &Path) {
+    if entry.state == ClusterState::New {
+        return;
+    }
+    let Some(volume) = data_dir.parent() else { return };
+    let Ok(children) = std::fs::read_dir(volume) else { return };
+    for child in children.flatten() {
+        if child.file_name().to_string_lossy().starts_with(REPLACED_PREFIX) {
+            match std::fs::remove_dir_all(child.path()) {
+                Ok(()) => {
+                    tracing::info!(member = %entry.name, removed = %child.path().display(), "the restored cluster runs: removed the replaced cluster's data")
+                }
+                Err(err) => {
+                    tracing::warn!(member = %entry.name, path = %child.path().display(), %err, "cannot remove the replaced cluster's data")
+                }
+            }
+        }
+    }
 }
 
 fn write(path: &Path, text: &str) -> Result<(), Error> {

@@ -383,12 +383,34 @@ async fn member_init_restores_a_new_member_and_never_an_unverified_one() {
     assert!(stderr.contains("checksum mismatch") && stderr.contains("demo-0"), "{stderr}");
     assert!(!refused_dir.exists(), "no data from an unverified snapshot");
 
-    let data_dir = work.path().join("volume").join("data");
+    // The volume a Replace kept: the replaced cluster's data is on it.
+    let volume = work.path().join("volume");
+    let data_dir = volume.join("data");
+    std::fs::create_dir_all(data_dir.join("member/wal")).unwrap();
+    std::fs::write(data_dir.join("member/wal/0.wal"), "the replaced cluster's log").unwrap();
+    let set_aside = || -> Vec<std::path::PathBuf> {
+        let entries = std::fs::read_dir(&volume).unwrap().flatten();
+        entries.map(|e| e.path()).filter(|p| p.to_string_lossy().contains("replaced-")).collect()
+    };
     let out = member_init(source(&record.sha256), &data_dir);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let kept = set_aside();
+    assert_eq!(kept.len(), 1, "the replaced cluster's data is set aside: {kept:?}");
+    assert_eq!(
+        std::fs::read_to_string(kept[0].join("member/wal/0.wal")).unwrap(),
+        "the replaced cluster's log"
+    );
     // A restarted pod keeps its data: a second run restores nothing and succeeds.
     let out = member_init(source(&record.sha256), &data_dir);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(set_aside(), kept, "a restart sets nothing more aside");
+    // Once the cluster has bootstrapped (the entry says existing), the kept data goes.
+    let entry = serde_json::json!({"name": "demo-0", "initialCluster": [{"name": "demo-0", "peerURL": own_url}],
+                                   "state": "Existing", "token": "demo-uid"});
+    std::fs::write(bootstrap.join("demo-0.json"), entry.to_string()).unwrap();
+    let out = member_init(source(&record.sha256), &data_dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(set_aside().is_empty(), "the replaced cluster's data outlived the new cluster's start");
 
     assert_restored("demo-0", peer, data_dir, work.path(), &written).await;
 }

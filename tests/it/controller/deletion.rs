@@ -263,3 +263,28 @@ async fn without_a_backup_destination_the_default_policy_keeps_the_claims() {
     assert_eq!(final_condition(&seen[1])["reason"], "NoFinalBackup");
     assert!(seen.iter().all(|r| r.method != Method::DELETE), "no claim is touched");
 }
+
+/// A cluster an EtcdRestore of type Replace deletes keeps its claims under reclaimPolicy
+/// Delete: the restored cluster starts on them, and its members keep the old data aside until
+/// it runs. Before, the claims went with the cluster, so a restore that failed afterwards had
+/// nothing left to fall back on.
+#[tokio::test]
+async fn a_cluster_replaced_by_a_restore_keeps_its_claims_under_reclaim_delete() {
+    let spec = json!({"size": 3, "storage": {"reclaimPolicy": "Delete"}});
+    let replaced = json!({"etcd.etcd.io/skip-final-backup": "replaced by EtcdRestore r",
+                          "etcd.etcd.io/replaced-by": "r"});
+    let (done, seen) = delete(
+        deleting(spec, replaced, vec![]),
+        vec![
+            status_patch(),
+            Exchange::new(Method::POST, EVENTS, event()),
+            Exchange::new(Method::POST, EVENTS, event()),
+            finalizer_removed(),
+        ],
+    )
+    .await;
+    assert!(done, "{seen:#?}");
+    assert!(seen.iter().all(|r| !r.path.contains("persistentvolumeclaims")), "{seen:#?}");
+    assert_eq!(seen[2].body["reason"], "VolumesKept");
+    assert!(seen[2].body["note"].as_str().unwrap().contains("EtcdRestore r"), "{}", seen[2].body);
+}

@@ -4,7 +4,7 @@
 # 3.4.23 snapshot) holds every write acknowledged before the backup. Then demo is deleted: the
 # deletion waits while its final backup cannot be stored, and once it is, that backup restores.
 # Last, every member of demo-restored loses its data, and it is recovered from its newest
-# verified backup once a person approves.
+# verified backup once a person approves, on the claims it had.
 source "$(dirname "$0")/lib.sh"
 MOTO=${MOTO_SERVER:-$ROOT/.venv/bin/moto_server}
 "$MOTO" -H 0.0.0.0 -p 5000 >"$WORK/moto.log" 2>&1 &
@@ -259,6 +259,8 @@ s3_backup demo-restored-now demo-restored
 verified() { [ -n "$(kubectl get etcdbackup demo-restored-now -o jsonpath='{.status.backups[0].verifiedTime}')" ]; }
 wait_for "the backup of demo-restored verified" 120 verified
 old_id=$(field demo-restored '{.status.clusterID}')
+claim_uids() { kubectl get pvc data-demo-restored-0 data-demo-restored-1 data-demo-restored-2 -o jsonpath='{.items[*].metadata.uid}'; }
+old_claims=$(claim_uids)
 if out=$(kubectl etcd approve-recovery demo-restored --yes 2>&1); then fail "an approval of a healthy cluster was set: $out"; fi
 grep -q 'nothing to approve' <<<"$out" || fail "kubectl etcd approve-recovery did not say why it refused: $out"
 kubectl patch etcdcluster demo-restored --type merge -p '{"spec":{"recovery":{"quorumLossAfterSeconds":20}}}' >/dev/null
@@ -286,6 +288,8 @@ wait_for "the EtcdRestore made for the recovery" 60 made
 restored_again() { [ "$(field demo-restored '{.status.phase}')" = Running ] && [ "$(field demo-restored '{.status.clusterID}')" != "$old_id" ] && [ -n "$(field demo-restored '{.status.clusterID}')" ]; }
 wait_for "demo-restored running again from its backup, as a new cluster" 300 restored_again
 wait_running demo-restored 3 120
+# The Replace kept the claims (a restore that failed would have left the old data in place).
+[ "$(claim_uids)" = "$old_claims" ] || fail "the Replace did not keep the claims: $old_claims → $(claim_uids)"
 writer_check demo-restored
 
 # `kubectl etcd skip-final-backup`: the deletion goes on without a final backup, as asked.
