@@ -2,13 +2,15 @@
 //! under a writer. The cluster is Failed with the story in a condition; with `Manual` nothing
 //! changes until a person approves this very loss, with `Automatic` no person is needed; then
 //! the survivor is restarted alone with `--force-new-cluster`, the cluster grows back to three
-//! learner-first, keeps its cluster ID, and every acknowledged write is there. The lost member
+//! learner-first, keeps its cluster ID, and every acknowledged write is there; clients of the
+//! survivor saw a linearizable history throughout. The lost member
 //! that comes back afterwards with its old data is refused by etcd and stops.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::support::etcd::free_port;
+use crate::support::history::{self, Recorder, Targets};
 use crate::support::local::{Local, Writer, assert_all_present};
 use etcd_crds::{ClusterPhase, EtcdClusterStatus};
 use etcd_operator::local::process::is_live;
@@ -41,6 +43,9 @@ async fn two_of_three_lost(policy: &str) {
     write_cluster(&local, policy, None);
     let before = local.wait_running(3, Duration::from_secs(60)).await;
     let writer = Writer::start(before.client_endpoints.clone(), local.tls());
+    // Clients of the survivor, through the loss and the forced restart: what they saw stays
+    // linearizable (calls that failed while it had no quorum count as unknown).
+    let recorder = Recorder::start(3, Targets::one(vec![local.client_url("it-0")], local.tls()));
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // it-1 and it-2 lose their data, then their process. it-1's data is kept aside: it comes
@@ -97,6 +102,8 @@ async fn two_of_three_lost(policy: &str) {
     assert_eq!(after.cluster_id, before.cluster_id, "recovered in place: same cluster ID");
     assert!(quorum_lost(&after).is_none(), "{:#?}", after.conditions);
     assert_all_present(&after.client_endpoints, &local.tls(), &keys).await;
+    let history = local.state().join(format!("history-{policy}.jsonl"));
+    history::assert_linearizable(recorder, &history, 50).await;
     let log = local.operator_log();
     assert!(log.contains("--force-new-cluster"), "{log}");
     lost_member_comes_back(&local, &old_it1, &after).await;
