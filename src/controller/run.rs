@@ -384,6 +384,24 @@ async fn cluster_controller(
         .await;
 }
 
+/// What a watch needs of an object kind, named once for the kinds watched below.
+trait Watchable:
+    kube::Resource<DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl Watchable for k8s_openapi::api::core::v1::Service {}
+impl Watchable for k8s_openapi::api::core::v1::Secret {}
+impl Watchable for k8s_openapi::api::policy::v1::PodDisruptionBudget {}
+impl Watchable for etcd_crds::EtcdCluster {}
+impl Watchable for etcd_crds::EtcdBackup {}
+
 /// A metadata-only watch of the operator's objects of one kind, keeping their versions in
 /// `writer`'s store, and yielding each object touched for the controller to wake its owner.
 fn owned_versions<K>(
@@ -395,13 +413,7 @@ fn owned_versions<K>(
 > + Send
 + 'static
 where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Watchable,
 {
     use kube::runtime::{WatchStreamExt, watcher};
     watcher(api, config)
@@ -423,13 +435,7 @@ fn changes_of<K>(
     impl futures::Stream<Item = std::result::Result<K, kube::runtime::watcher::Error>> + Send + 'static,
 )
 where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Watchable,
 {
     use kube::runtime::{WatchStreamExt, reflector, watcher};
     let (reader, writer) = reflector::store();
