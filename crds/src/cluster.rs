@@ -445,9 +445,29 @@ pub struct MemberStatus {
     pub leader: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
-    /// Since when the member has not answered; absent while it does.
+    /// Since when the member has not answered (the last time it was seen); absent while it
+    /// does. Its sizes and raft position below stay as it last answered meanwhile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unhealthy_since: Option<Time>,
+    /// Why its last status call failed; absent while it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Size of its backend file in bytes, as it last answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_size: Option<i64>,
+    /// Bytes of that file in use; the rest is free pages only a defragmentation returns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_size_in_use: Option<i64>,
+    /// Its raft term, the raft index committed as it knows it, and the index it has applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft_term: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft_index: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft_applied_index: Option<u64>,
+    /// The alarms raised for it (`NOSPACE`, `CORRUPT`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alarms: Vec<String>,
 }
 
 /// Raft role of a member.

@@ -219,14 +219,16 @@ pub struct Member {
 }
 
 /// What one endpoint says of itself.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct EndpointStatus {
     pub member_id: u64,
     pub leader: u64,
     pub cluster_id: u64,
     pub version: String,
     pub is_learner: bool,
+    pub raft_term: u64,
     pub raft_index: u64,
+    pub raft_applied_index: u64,
     /// The cluster's active alarms, as every member reports them with its status.
     pub alarms: Vec<Alarm>,
     /// Size of the member's backend file, and of the data in it (the rest is free pages that
@@ -354,7 +356,9 @@ pub async fn endpoint_status(
         leader: status.leader(),
         version: status.version().to_owned(),
         is_learner: status.is_learner(),
+        raft_term: status.raft_term(),
         raft_index: status.raft_index(),
+        raft_applied_index: status.raft_applied_index(),
         alarms: alarms_of(status.errors()),
         db_size: status.db_size(),
         db_size_in_use: status.raft_used_db_size(),

@@ -59,12 +59,28 @@ pub fn status(cluster: &EtcdCluster, backups: &[EtcdBackup]) -> String {
                 },
                 if m.ready { "yes".into() } else { "no".into() },
                 or_dash(m.version.as_deref()),
-                m.unhealthy_since.as_ref().map_or_else(String::new, |t| time(Some(t))),
+                crate::columns::backend(m),
+                crate::columns::raft(m),
+                match (&m.unhealthy_since, &m.last_error) {
+                    (Some(since), Some(why)) => format!("{} ({why})", time(Some(since))),
+                    (Some(since), None) => time(Some(since)),
+                    (None, _) => String::new(),
+                },
             ]
         })
         .collect();
     out += "\n";
-    out += &table(&["MEMBER", "ID", "ROLE", "READY", "VERSION", "UNHEALTHY SINCE"], &members);
+    let header = [
+        "MEMBER",
+        "ID",
+        "ROLE",
+        "READY",
+        "VERSION",
+        "DB USED/FILE",
+        "RAFT INDEX/APPLIED",
+        "UNHEALTHY SINCE",
+    ];
+    out += &table(&header, &members);
 
     let conditions: Vec<Vec<String>> = status
         .conditions
@@ -120,9 +136,10 @@ mod tests {
                 "phase": "Degraded", "readyReplicas": 2, "clusterID": "cdf818194e3a8c32",
                 "currentVersion": "3.5.21",
                 "members": [
-                    {"name": "demo-0", "id": "8e9e05c52164694d", "ready": true, "role": "Voter", "leader": true, "version": "3.5.21"},
+                    {"name": "demo-0", "id": "8e9e05c52164694d", "ready": true, "role": "Voter", "leader": true, "version": "3.5.21",
+                     "dbSize": 41943040, "dbSizeInUse": 1258291, "raftIndex": 1204, "raftAppliedIndex": 1204},
                     {"name": "demo-1", "id": "91bc3c398fb3c146", "ready": false, "role": "Voter",
-                     "unhealthySince": "2026-12-07T13:00:00Z"},
+                     "unhealthySince": "2026-12-07T13:00:00Z", "lastError": "connection refused"},
                 ],
                 "conditions": [{"type": "Available", "status": "True", "reason": "QuorumReady",
                     "message": "2 of 3 voters ready", "lastTransitionTime": "2026-12-07T13:00:00Z"}],
@@ -142,11 +159,14 @@ mod tests {
         };
         let screen = status(&cluster, &[backup("hourly", "demo"), backup("theirs", "other")]);
         assert!(screen.starts_with("EtcdCluster prod/demo: Degraded, 2/3 ready, version 3.5.21\ncluster ID cdf818194e3a8c32, leader demo-0\n"), "{screen}");
-        assert!(screen.contains("demo-0 *  8e9e05c52164694d  voter  yes    3.5.21"), "{screen}");
         assert!(
             screen.contains(
-                "demo-1    91bc3c398fb3c146  voter  no     -        2026-12-07 13:00:00Z"
+                "demo-0 *  8e9e05c52164694d  voter  yes    3.5.21   1.2 MiB/40.0 MiB  1204/1204"
             ),
+            "{screen}"
+        );
+        assert!(
+            screen.contains("demo-1    91bc3c398fb3c146  voter  no     -        -                 -                   2026-12-07 13:00:00Z (connection refused)"),
             "{screen}"
         );
         assert!(screen.contains("Available  True    QuorumReady  2 of 3 voters ready"), "{screen}");

@@ -44,7 +44,18 @@ pub fn render(dir: &Path) -> Result<String, Error> {
     }
     out.push('\n');
     let mut members = vec![
-        ["MEMBER", "ROLE", "HEALTH", "VERSION", "LEADER", "CLIENT URL"].map(String::from).to_vec(),
+        [
+            "MEMBER",
+            "ROLE",
+            "HEALTH",
+            "VERSION",
+            "LEADER",
+            "DB USED/FILE",
+            "RAFT INDEX/APPLIED",
+            "CLIENT URL",
+        ]
+        .map(String::from)
+        .to_vec(),
     ];
     for m in &status.members {
         let role = match m.role {
@@ -65,6 +76,8 @@ pub fn render(dir: &Path) -> Result<String, Error> {
             health.to_owned(),
             text(m.version.clone()),
             if m.leader { "yes".to_owned() } else { String::new() },
+            crate::columns::backend(m),
+            crate::columns::raft(m),
             text(m.client_url.clone()),
         ]);
     }

@@ -68,6 +68,8 @@ pub struct Observation {
     pub cluster_id: Option<u64>,
     /// Status of each member that answered, by name.
     pub statuses: Vec<(String, EndpointStatus)>,
+    /// Why each running member that did not answer its status call failed, by name.
+    pub errors: Vec<(String, String)>,
     /// Why the member list could not be read, when members run but none answered, or when no
     /// member is left that could (none runs, none has its data).
     pub unreachable: Option<String>,
@@ -126,19 +128,26 @@ pub async fn observe(
                     .collect();
                 let statuses = join_all(named.iter().filter(|(n, _)| running.contains(n)).map(
                     |(name, _)| async move {
-                        let url = port.urls(name).ok()?.client;
-                        let status = tokio::time::timeout(
-                            Duration::from_secs(3),
-                            etcd::endpoint_status(&url, tls),
-                        )
-                        .await
-                        .ok()?
-                        .ok()?;
-                        Some((name.clone(), status))
+                        let answer = async {
+                            let url = port.urls(name).map_err(|e| e.to_string())?.client;
+                            tokio::time::timeout(
+                                Duration::from_secs(3),
+                                etcd::endpoint_status(&url, tls),
+                            )
+                            .await
+                            .map_err(|_| "no answer to a status call in 3 s".to_owned())?
+                            .map_err(|e| e.to_string())
+                        };
+                        (name.clone(), answer.await)
                     },
                 ))
                 .await;
-                observation.statuses = statuses.into_iter().flatten().collect();
+                for (name, answer) in statuses {
+                    match answer {
+                        Ok(status) => observation.statuses.push((name, status)),
+                        Err(why) => observation.errors.push((name, why)),
+                    }
+                }
                 observation.planner.leader =
                     observation.statuses.iter().map(|(_, s)| s.leader).find(|l| *l != 0);
                 if !space::raised(&observation.statuses).is_empty() {

@@ -211,14 +211,10 @@ mod tests {
     fn status(i: u64, raft_index: u64) -> (String, EndpointStatus) {
         let s = EndpointStatus {
             member_id: i,
-            leader: 0,
             cluster_id: 1,
             version: "3.5.1".into(),
-            is_learner: false,
             raft_index,
-            alarms: Vec::new(),
-            db_size: 0,
-            db_size_in_use: 0,
+            ..EndpointStatus::default()
         };
         (format!("c-{i}"), s)
     }

@@ -159,11 +159,11 @@ mod tests {
             leader: 11,
             cluster_id: 1,
             version: "3.5.21".into(),
-            is_learner: false,
             raft_index: 100,
             alarms: vec![Alarm { member_id: 10, kind: NOSPACE.into() }],
             db_size: size * MIB,
             db_size_in_use: size * MIB,
+            ..EndpointStatus::default()
         };
         (format!("c-{i}"), s)
     }

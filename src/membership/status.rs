@@ -27,7 +27,7 @@ pub fn status(
         .flatten()
         .map(|m| {
             let status = observation.statuses.iter().find(|(n, _)| *n == m.name).map(|(_, s)| s);
-            MemberStatus {
+            let member = MemberStatus {
                 name: m.name.clone(),
                 id: Some(hex_id(m.id)),
                 peer_url: Some(m.peer_url.clone()),
@@ -39,7 +39,11 @@ pub fn status(
                 unhealthy_since: (!m.healthy).then(|| {
                     unhealthy_since(previous, &m.name).unwrap_or_else(|| Time(Timestamp::now()))
                 }),
-            }
+                alarms: alarms_of(observation, m.id),
+                ..MemberStatus::default()
+            };
+            let before = previous.members.iter().find(|p| p.name == m.name);
+            with_health(member, status, observation, m.running, before)
         })
         .collect();
     // No member answers (or none runs) in a bootstrapped cluster that should run: the last
@@ -56,6 +60,7 @@ pub fn status(
                 ready: false,
                 leader: false,
                 client_url: None,
+                last_error: observation.unreachable.clone(),
                 unhealthy_since: m.unhealthy_since.clone().or_else(|| Some(Time(Timestamp::now()))),
                 ..m.clone()
             })
@@ -286,6 +291,52 @@ pub fn quorum_lost_since(previous: &EtcdClusterStatus) -> Option<Timestamp> {
 }
 
 /// Since when `name` has been silent, as the previous status recorded it.
+/// What a member said of itself when it answered: its sizes and raft position. When it did
+/// not, what it said last stays (`unhealthySince` says since when), and why this call failed.
+/// Nothing here changes while an idle member keeps answering the same, so an idle cluster's
+/// status is not rewritten every pass.
+fn with_health(
+    member: MemberStatus,
+    status: Option<&crate::etcd::EndpointStatus>,
+    observation: &Observation,
+    running: bool,
+    before: Option<&MemberStatus>,
+) -> MemberStatus {
+    if let Some(s) = status {
+        return MemberStatus {
+            last_error: None,
+            db_size: Some(s.db_size),
+            db_size_in_use: Some(s.db_size_in_use),
+            raft_term: Some(s.raft_term),
+            raft_index: Some(s.raft_index),
+            raft_applied_index: Some(s.raft_applied_index),
+            ..member
+        };
+    }
+    let error = observation.errors.iter().find(|(n, _)| *n == member.name).map(|(_, e)| e.clone());
+    let last_error = error.or_else(|| (!running).then(|| "its process does not run".to_owned()));
+    let Some(before) = before else { return MemberStatus { last_error, ..member } };
+    MemberStatus {
+        last_error,
+        db_size: before.db_size,
+        db_size_in_use: before.db_size_in_use,
+        raft_term: before.raft_term,
+        raft_index: before.raft_index,
+        raft_applied_index: before.raft_applied_index,
+        ..member
+    }
+}
+
+/// The alarms the members that answered report for member `id`.
+fn alarms_of(observation: &Observation, id: u64) -> Vec<String> {
+    let raised = observation.statuses.iter().flat_map(|(_, s)| &s.alarms);
+    let mut kinds: Vec<String> =
+        raised.filter(|a| a.member_id == id).map(|a| a.kind.clone()).collect();
+    kinds.sort();
+    kinds.dedup();
+    kinds
+}
+
 pub(super) fn unhealthy_since(previous: &EtcdClusterStatus, name: &str) -> Option<Time> {
     previous.members.iter().find(|m| m.name == name).and_then(|m| m.unhealthy_since.clone())
 }
@@ -324,15 +375,10 @@ mod tests {
         let mut observation = Observation::default();
         observation.planner.members = Some((0..3).map(seen).collect());
         let version = |v: &str| EndpointStatus {
-            member_id: 0,
-            leader: 0,
             cluster_id: 1,
             version: v.into(),
-            is_learner: false,
             raft_index: 1,
-            alarms: Vec::new(),
-            db_size: 0,
-            db_size_in_use: 0,
+            ..EndpointStatus::default()
         };
         observation.statuses = vec![
             ("c-0".into(), version("3.5.9")),
@@ -343,6 +389,46 @@ mod tests {
         assert_eq!(status_of(&target, &observation).phase, Some(ClusterPhase::Upgrading));
         observation.statuses.iter_mut().for_each(|(_, s)| s.version = "3.6.1".into());
         assert_eq!(status_of(&target, &observation).phase, Some(ClusterPhase::Running));
+    }
+
+    /// Each member's sizes, raft position and alarms as it answered; one that stops answering
+    /// keeps what it said last and tells why it is silent.
+    #[test]
+    fn each_member_reports_its_health_and_a_silent_one_its_last_and_why() {
+        let mut observation = Observation::default();
+        observation.planner.members = Some((0..2).map(voter).collect());
+        let answer = |member_id, raft_index| EndpointStatus {
+            member_id,
+            raft_term: 3,
+            raft_index,
+            raft_applied_index: raft_index - 1,
+            db_size: 4096,
+            db_size_in_use: 1024,
+            alarms: vec![crate::etcd::Alarm { member_id: 101, kind: "NOSPACE".into() }],
+            ..EndpointStatus::default()
+        };
+        observation.statuses =
+            vec![("c-0".into(), answer(100, 50)), ("c-1".into(), answer(101, 49))];
+        let first = status_of(&target(2), &observation);
+        let c1 = &first.members[1];
+        assert_eq!((c1.db_size, c1.db_size_in_use), (Some(4096), Some(1024)));
+        assert_eq!(
+            (c1.raft_term, c1.raft_index, c1.raft_applied_index),
+            (Some(3), Some(49), Some(48))
+        );
+        assert_eq!(c1.alarms, ["NOSPACE"]);
+        assert!(first.members[0].alarms.is_empty() && c1.last_error.is_none());
+
+        observation.statuses.truncate(1);
+        observation.errors = vec![("c-1".into(), "connection refused".into())];
+        if let Some(members) = observation.planner.members.as_mut() {
+            members[1].healthy = false;
+        }
+        let later = status(&target(2), &observation, &Step::Done, &first);
+        let c1 = &later.members[1];
+        assert_eq!(c1.raft_index, Some(49), "what it said last stays");
+        assert_eq!(c1.last_error.as_deref(), Some("connection refused"));
+        assert!(c1.unhealthy_since.is_some());
     }
 
     #[test]
@@ -378,15 +464,10 @@ mod tests {
     fn the_highest_commit_index_is_kept_per_cluster_id() {
         let mut observation = Observation { cluster_id: Some(0xa), ..Observation::default() };
         let index = |raft_index| EndpointStatus {
-            member_id: 0,
-            leader: 0,
             cluster_id: 0xa,
             version: "3.5.9".into(),
-            is_learner: false,
             raft_index,
-            alarms: Vec::new(),
-            db_size: 0,
-            db_size_in_use: 0,
+            ..EndpointStatus::default()
         };
         observation.statuses = vec![("c-0".into(), index(90)), ("c-1".into(), index(120))];
         let first = status_of(&target(3), &observation);

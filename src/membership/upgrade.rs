@@ -83,11 +83,8 @@ mod tests {
             leader: 10,
             cluster_id: 1,
             version: version.into(),
-            is_learner: false,
             raft_index,
-            alarms: Vec::new(),
-            db_size: 0,
-            db_size_in_use: 0,
+            ..EndpointStatus::default()
         };
         (format!("c-{i}"), s)
     }

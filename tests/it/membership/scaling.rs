@@ -83,6 +83,13 @@ async fn scale_1_3_5_3_1_keeps_every_acknowledged_write() {
         let status = local.wait_running(size as usize, STEP_TIMEOUT).await;
         assert_eq!(status.cluster_id, first.cluster_id, "the cluster ID never changes");
         assert_eq!(status.client_endpoints.len(), size as usize);
+        // Each member's health as etcd reported it: its backend and raft log.
+        for m in &status.members {
+            let sizes = (m.db_size.unwrap_or(0), m.db_size_in_use.unwrap_or(0));
+            assert!(sizes.0 > 0 && sizes.1 > 0 && sizes.1 <= sizes.0, "{}: {sizes:?}", m.name);
+            assert!(m.raft_index.unwrap_or(0) > 0 && m.raft_applied_index.unwrap_or(0) > 0);
+            assert!(m.raft_term.unwrap_or(0) > 0 && m.last_error.is_none(), "{m:?}");
+        }
     }
     let (keys, failures) = writer.finish().await;
     history::assert_linearizable(recorder, &local.state().join("history.jsonl"), 100).await;
