@@ -40,7 +40,19 @@ pub fn enter_cluster_namespaces(hosts_file: &Path) -> Result<(), String> {
     mount(Some(Path::new("tmpfs")), Path::new("/run/netns"), Some("tmpfs"), 0)?;
     mount(Some(hosts_file), Path::new("/etc/hosts"), None, libc::MS_BIND)?;
     ip(&["link", "set", "lo", "up"])?;
-    ip(&["link", "add", BRIDGE, "type", "bridge"])?;
+    make_bridge()
+}
+
+/// The bridge's own MAC address, fixed. Left to itself, a Linux bridge takes the lowest MAC of
+/// its ports and changes it as veths come and go; every pod's ARP entry for the gateway then
+/// points at an address nobody answers, and pods lose the API server (the `kubernetes`
+/// Service) and their kubelet's probes until the entry expires, up to a minute: an outage no
+/// scenario asked for, which once stalled a CI run's operator mid-recovery.
+const BRIDGE_MAC: &str = "02:42:0a:f4:00:01";
+
+/// The cluster bridge: the gateway and the `kubernetes` Service's address, on a fixed MAC.
+fn make_bridge() -> Result<(), String> {
+    ip(&["link", "add", BRIDGE, "address", BRIDGE_MAC, "type", "bridge"])?;
     ip(&["addr", "add", &format!("{GATEWAY}/16"), "dev", BRIDGE])?;
     ip(&["addr", "add", &format!("{API_SERVICE_IP}/32"), "dev", BRIDGE])?;
     ip(&["link", "set", BRIDGE, "up"])?;
@@ -308,4 +320,54 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
         check(libc::chdir(p.workdir.as_ptr()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mac(link: &str) -> String {
+        let out = Command::new("ip").args(["-o", "link", "show", link]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let after = text.split("link/ether ").nth(1).unwrap_or_else(|| panic!("{link}: {text}"));
+        after.split_whitespace().next().unwrap().to_owned()
+    }
+
+    /// Pods come and go; the gateway's MAC address, which every pod has in its ARP cache, stays.
+    #[test]
+    fn the_bridge_keeps_its_mac_address_as_pods_come_and_go() {
+        // A network namespace of this thread's own (and of the `ip` it runs): nothing on the
+        // host changes. Needs root, as kube-sim does.
+        std::thread::spawn(|| {
+            // SAFETY: unshare(2) affects only this thread.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "kube-sim needs root");
+            make_bridge().unwrap();
+            let gateway = mac(BRIDGE);
+            // A port whose MAC is lower than the bridge's: a bridge that follows its ports
+            // would take it, and change again once it goes.
+            for (port, address) in
+                [("vethlow", "02:00:00:00:00:01"), ("vethhigh", "fe:00:00:00:00:01")]
+            {
+                ip(&[
+                    "link",
+                    "add",
+                    port,
+                    "address",
+                    address,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &format!("p{port}"),
+                ])
+                .unwrap();
+                ip(&["link", "set", port, "master", BRIDGE, "up"]).unwrap();
+                assert_eq!(mac(BRIDGE), gateway, "after {port} joined");
+            }
+            ip(&["link", "del", "vethlow"]).unwrap();
+            assert_eq!(mac(BRIDGE), gateway, "after a port left");
+        })
+        .join()
+        .unwrap();
+    }
 }
