@@ -26,7 +26,8 @@ use admission::Admission;
 use process::ProcessMembers;
 
 /// Test hook: exit right after performing a step of this kind (`add-learner`, `promote`, ...),
-/// as a crash between two calls would.
+/// or with `stop` right after stopping a running member (inside a step), as a crash between
+/// two calls would.
 pub const EXIT_AFTER_ENV: &str = "ETCD_OPERATOR_EXIT_AFTER";
 /// Exit code of that hook.
 pub const EXIT_AFTER_CODE: i32 = 86;
@@ -203,13 +204,14 @@ pub async fn up(file: &Path, dir: &Path, options: Options) -> crate::error::Resu
         }
         .into());
     }
+    let exit_after = std::env::var(EXIT_AFTER_ENV).ok();
     let members = ProcessMembers::new(dir, tls_spec.enabled)
         .with_options(cluster.spec.options.clone())
         .with_installations(installs.clone())
-        .with_peer_common_name(etcd_certs::cluster::peer_common_name(&name));
+        .with_peer_common_name(etcd_certs::cluster::peer_common_name(&name))
+        .with_exit_after_stop(exit_after.as_deref() == Some("stop"));
     let tls = if tls_spec.enabled { Some(ensure_pki(&members, &cluster, &name)?) } else { None };
     let token = token(dir, &name)?;
-    let exit_after = std::env::var(EXIT_AFTER_ENV).ok();
     let pid_path = dir.join("operator.pid");
     write_atomically(&pid_path, std::process::id().to_string())?;
     let mut status = read_status(dir);

@@ -41,6 +41,9 @@ pub struct ProcessMembers {
     version: Mutex<Option<String>>,
     /// The peer certificate's common name, the only one the peer listeners let in.
     peer_common_name: Option<String>,
+    /// Test hook ([`super::EXIT_AFTER_ENV`]` = stop`): the operator exits right after it
+    /// stopped a running member, as a crash inside a step that stops and starts one would.
+    exit_after_stop: bool,
 }
 
 impl ProcessMembers {
@@ -53,7 +56,14 @@ impl ProcessMembers {
             installs: Installations::default(),
             version: Mutex::new(None),
             peer_common_name: None,
+            exit_after_stop: false,
         }
+    }
+
+    /// Exit the process right after stopping a running member (the crash-test hook).
+    pub fn with_exit_after_stop(mut self, exit: bool) -> Self {
+        self.exit_after_stop = exit;
+        self
     }
 
     /// Peer listeners let in only a certificate of this common name (the operator issued the
@@ -220,7 +230,13 @@ impl MemberPort for ProcessMembers {
     }
 
     async fn stop(&self, name: &str) -> Result<(), Error> {
-        self.stop_now(name)
+        let was_running = self.running_now().contains(name);
+        self.stop_now(name)?;
+        if self.exit_after_stop && was_running {
+            tracing::warn!(member = name, "exiting after stopping it ({})", super::EXIT_AFTER_ENV);
+            std::process::exit(super::EXIT_AFTER_CODE);
+        }
+        Ok(())
     }
 
     async fn upgrade(

@@ -425,12 +425,20 @@ pub async fn plan(
         Some(_) => Decision::None,
         // The kept member was restarted to force a new cluster and answers nothing yet (on
         // Kubernetes its pod is being recreated, the others wait for entries on new, empty
-        // claims): every other step would be taken on the old membership. Wait for it.
-        None if recovering(previous) => Decision::Failed {
-            message:
-                "recovering: waiting for the kept member to start alone with --force-new-cluster"
-                    .into(),
-        },
+        // claims): every other step would be taken on the old membership. Wait for it, unless
+        // nothing brings it back.
+        None if recovering(previous) => {
+            let kept = previous.forced_start.as_ref().map(|f| f.member.as_str());
+            let coming = match kept {
+                Some(name) => {
+                    let name = BTreeSet::from([name.to_owned()]);
+                    port.running().await?.is_superset(&name)
+                        || port.restarting(&name).await?.is_superset(&name)
+                }
+                None => true,
+            };
+            while_forcing(kept, coming)
+        }
         // Members run but none answers, for long: decided on the voters the last status
         // recorded (none survives, so only a backup can bring the cluster back).
         None if lost_long_enough
@@ -493,6 +501,27 @@ pub async fn plan(
         status.members.iter().filter(|m| m.ready).filter_map(|m| m.client_url.clone()).collect();
     tracing::debug!(step = step.kind(), "planned");
     Ok(Plan { step, status, voters, restore })
+}
+
+/// While recovery's kept member answers nothing: wait for it to come up alone, unless nothing
+/// runs it and the platform is not bringing it back. Then the operator stopped it and was
+/// interrupted before starting it alone (killed, or its leader lease lapsed), and it is started
+/// alone again. That is never a second cluster: while none answers, no member can have joined
+/// the kept one, so forcing its data again makes the same one-member cluster.
+fn while_forcing(kept: Option<&str>, coming: bool) -> Decision {
+    match kept {
+        Some(keep) if !coming => Decision::Recover {
+            step: Step::ForceNewCluster { keep: keep.to_owned(), discard: Vec::new() },
+            message: format!(
+                "recovering: {keep} is stopped and nothing starts it (the operator was interrupted between stopping it and starting it alone); starting it alone with --force-new-cluster"
+            ),
+        },
+        _ => Decision::Failed {
+            message:
+                "recovering: waiting for the kept member to start alone with --force-new-cluster"
+                    .into(),
+        },
+    }
 }
 
 /// The voters the last status recorded, none of them answering.
@@ -615,6 +644,19 @@ mod tests {
     use k8s_openapi::jiff::Timestamp;
 
     use super::*;
+
+    /// The kept member the operator stopped but did not start alone (it was interrupted
+    /// between the two) is started alone again; one that is starting, or runs but does not
+    /// answer yet, is waited for.
+    #[test]
+    fn a_force_interrupted_after_the_stop_is_started_again_and_nothing_else_is() {
+        let again = Step::ForceNewCluster { keep: "c-2".into(), discard: Vec::new() };
+        assert!(
+            matches!(while_forcing(Some("c-2"), false), Decision::Recover { step, .. } if step == again)
+        );
+        assert!(matches!(while_forcing(Some("c-2"), true), Decision::Failed { .. }));
+        assert!(matches!(while_forcing(None, false), Decision::Failed { .. }));
+    }
 
     /// The kept member that never answers after its forced start: Recovering for ten minutes,
     /// then Failed saying which member to look at; nothing else is forced meanwhile.

@@ -14,6 +14,7 @@ use crate::support::history::{self, Recorder, Targets};
 use crate::support::local::{Local, Writer, assert_all_present};
 use etcd_crds::{ClusterPhase, EtcdClusterStatus};
 use etcd_operator::local::process::is_live;
+use etcd_operator::local::{EXIT_AFTER_CODE, EXIT_AFTER_ENV};
 
 fn quorum_lost(status: &EtcdClusterStatus) -> Option<String> {
     let condition = status.conditions.iter().find(|c| c.type_ == "QuorumLost")?;
@@ -37,9 +38,9 @@ fn write_cluster(local: &Local, policy: &str, approval: Option<&str>) {
     std::fs::write(&local.file, yaml).unwrap();
 }
 
-async fn two_of_three_lost(policy: &str) {
+async fn two_of_three_lost(policy: &str, interrupted: bool) {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let local = Local::start(3);
+    let mut local = Local::start(3);
     write_cluster(&local, policy, None);
     let before = local.wait_running(3, Duration::from_secs(60)).await;
     let writer = Writer::start(before.client_endpoints.clone(), local.tls());
@@ -50,6 +51,12 @@ async fn two_of_three_lost(policy: &str) {
 
     // it-1 and it-2 lose their data, then their process. it-1's data is kept aside: it comes
     // back later, as a disk that reappears would.
+    if interrupted {
+        // The operator dies inside the recovery: right after it stopped the survivor, before
+        // it started it alone (a crash, or a leader whose lease lapsed).
+        local.kill_operator();
+        local.run_operator(&[(EXIT_AFTER_ENV, "stop")]);
+    }
     let old_it1 = local.dir.path().join("old-it-1");
     std::fs::create_dir_all(&old_it1).unwrap();
     let it1 = local.state().join("members").join("it-1");
@@ -97,6 +104,12 @@ async fn two_of_three_lost(policy: &str) {
         write_cluster(&local, policy, Some(&token));
     }
 
+    if interrupted {
+        let code = local.wait_operator_exit(Duration::from_secs(60));
+        assert_eq!(code, Some(EXIT_AFTER_CODE), "the operator did not stop the survivor");
+        assert!(pid(&local, "it-0").is_none_or(|p| !is_live(p, "etcd")), "it-0 was stopped");
+        local.run_operator(&[]);
+    }
     let after = local.wait_running(3, Duration::from_secs(90)).await;
     let (keys, _) = writer.finish().await;
     assert_eq!(after.cluster_id, before.cluster_id, "recovered in place: same cluster ID");
@@ -154,12 +167,20 @@ async fn lost_member_comes_back(local: &Local, old: &Path, recovered: &EtcdClust
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_manual_recovery_a_lost_quorum_waits_for_approval_of_this_loss() {
-    two_of_three_lost("Manual").await;
+    two_of_three_lost("Manual", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_automatic_recovery_a_lost_quorum_comes_back_by_itself() {
-    two_of_three_lost("Automatic").await;
+    two_of_three_lost("Automatic", false).await;
+}
+
+/// Forcing a new cluster stops the survivor, then starts it alone: an operator that dies
+/// between the two finishes the force once it runs again (it used to wait for the survivor to
+/// answer, which nothing would start).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_killed_between_stopping_the_survivor_and_forcing_it_finishes_the_recovery() {
+    two_of_three_lost("Automatic", true).await;
 }
 
 /// The only survivor lagged behind what a quorum committed (its process stopped while the other
