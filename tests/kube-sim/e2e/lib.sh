@@ -166,6 +166,15 @@ writer_start() {
   log "writer started against $cluster"
 }
 
+# writer_progress: waits until the writer has had another write acknowledged (writes are
+# accepted now, and a fault that follows has acknowledged writes to lose).
+writer_progress() {
+  local before
+  before=$(wc -l <"$WORK/acked")
+  more() { [ "$(wc -l <"$WORK/acked")" -gt "$before" ]; }
+  wait_for "the writer acknowledged another write" 60 more
+}
+
 # writer_check CLUSTER: stops the writer and reads every acknowledged write back from CLUSTER.
 writer_check() {
   local cluster=$1

@@ -40,6 +40,7 @@ node1=$(node scratch-1) node2=$(node scratch-2)
   || fail "scratch-0 shares a node with a member to be lost"
 survivor=$(kubectl get pod scratch-0 -o jsonpath='{.metadata.uid}')
 writer_start scratch
+writer_progress
 fault freeze "pod=default/scratch-1"
 fault freeze "pod=default/scratch-2"
 lost() { field scratch '{.status.conditions[?(@.type=="QuorumLost")].message}'; }
@@ -53,5 +54,6 @@ sleep 15
 fault unfreeze "node=$node1"
 fault unfreeze "node=$node2"
 wait_running scratch 3 180
+writer_progress
 writer_check scratch
 log "PASS"
