@@ -60,7 +60,7 @@ async fn run(quota_mib: i64) {
     }
     let (_, members) = etcd::member_list(&mut client).await.unwrap();
     let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
-    etcd::disarm_nospace(&mut client, &ids).await.unwrap();
+    etcd::disarm(&mut client, etcd::AlarmKind::Nospace, &ids).await.unwrap();
     let by_hand = start.elapsed() + until_writable(&mut client).await;
     println!(
         "quota {quota_mib:>4} MiB: writable again after {:>6.2} s through the operator, {:>6.2} s by hand (ratio {:.2})",

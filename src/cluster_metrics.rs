@@ -1,7 +1,7 @@
 //! Per-cluster figures for `/metrics`, set from the status each reconcile computes (the same on
 //! Kubernetes and in `local`): size and membership, readiness, quorum, the leader and how often
 //! it changed, the phase (one series per phase, 1 for the current one), the versions, when each
-//! certificate expires, etcd's alarms, and the membership steps taken. Every series carries `namespace` and `cluster`, and all of a
+//! certificate expires, etcd's alarms, whether the voters' data agreed, and the membership steps taken. Every series carries `namespace` and `cluster`, and all of a
 //! cluster's series go when it is deleted.
 
 use etcd_crds::conditions::types;
@@ -127,6 +127,7 @@ pub struct ClusterMetrics {
     version: Family<VersionLabels, Gauge>,
     steps: Family<StepLabels, Counter>,
     alarms: Family<AlarmLabels, Gauge>,
+    data_consistent: Family<ClusterLabels, Gauge>,
     certificate_expiry: Family<CertificateLabels, Gauge>,
     last: Arc<Mutex<HashMap<ClusterLabels, Last>>>,
 }
@@ -165,6 +166,11 @@ impl ClusterMetrics {
             "cluster_alarm",
             "1 while etcd raises the alarm (NOSPACE: writes refused; CORRUPT: members' data differ)",
             self.alarms.clone(),
+        );
+        registry.register(
+            "cluster_data_consistent",
+            "1 when the voters held the same data at the last check, 0 when they did not (absent before the first)",
+            self.data_consistent.clone(),
         );
         registry.register(
             "cluster_membership_steps",
@@ -207,6 +213,11 @@ impl ClusterMetrics {
         for alarm in ALARMS {
             let on = raised.is_some_and(|c| c.reason.split(',').any(|kind| kind == alarm));
             self.alarms.get_or_create(&alarm_labels(labels, alarm)).set(i64::from(on));
+        }
+        let consistent = status.conditions.iter().find(|c| c.type_ == types::DATA_CONSISTENT);
+        if let Some(condition) = consistent {
+            let ok = condition.status == "True";
+            self.data_consistent.get_or_create(labels).set(i64::from(ok));
         }
         let version = VersionLabels {
             namespace: labels.namespace.clone(),
@@ -279,6 +290,7 @@ impl ClusterMetrics {
             family.remove(labels);
         }
         self.leader_changes.remove(labels);
+        self.data_consistent.remove(labels);
         for alarm in ALARMS {
             self.alarms.remove(&alarm_labels(labels, alarm));
         }

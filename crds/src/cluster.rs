@@ -99,6 +99,31 @@ pub struct EtcdClusterSpec {
     /// What happens when a quorum of members is lost.
     #[serde(default)]
     pub recovery: RecoverySpec,
+
+    /// Routine checks of the members' data.
+    #[serde(default)]
+    pub maintenance: MaintenanceSpec,
+}
+
+/// Routine checks of the members' data, made only while membership, upgrades and space have
+/// nothing left to do.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceSpec {
+    /// How often every voter's key-value store is hashed at one revision and the hashes
+    /// compared (etcd's HashKV), as etcd's own corruption check does. A member whose data
+    /// differs from what a quorum of voters holds is replaced from the others, learner first;
+    /// when no quorum agrees, the DataConsistent condition says so and nothing is replaced.
+    /// Each check reads every member's whole backend once. 0 never checks.
+    #[serde(default = "defaults::consistency_check_seconds")]
+    #[schemars(range(min = 0))]
+    pub consistency_check_seconds: i64,
+}
+
+impl Default for MaintenanceSpec {
+    fn default() -> Self {
+        Self { consistency_check_seconds: defaults::consistency_check_seconds() }
+    }
 }
 
 /// Recovery from quorum loss: after `quorumLossAfterSeconds` without a quorum the cluster is

@@ -19,6 +19,8 @@ pub mod types {
     pub const DEGRADED: &str = "Degraded";
     /// etcd's own alarms (NOSPACE, CORRUPT), while any is raised.
     pub const ETCD_ALARMS: &str = "EtcdAlarms";
+    /// The voters hold the same data at one revision (`spec.maintenance`'s check).
+    pub const DATA_CONSISTENT: &str = "DataConsistent";
     /// No quorum answers; the message is the recovery plan and its approval token.
     pub const QUORUM_LOST: &str = "QuorumLost";
     /// The cluster's Secrets, Services, budget, ConfigMap and StatefulSet are its own to write.

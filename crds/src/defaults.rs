@@ -66,3 +66,9 @@ pub fn quorum_loss_after_seconds() -> i64 {
 pub fn replace_unhealthy_after_seconds() -> i64 {
     300
 }
+
+/// Five minutes: a corrupt member is found long before anyone would notice its wrong reads,
+/// and hashing each member's backend that often costs little next to its own compactions.
+pub fn consistency_check_seconds() -> i64 {
+    300
+}

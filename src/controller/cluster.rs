@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 
 use super::owned::Watched;
 use super::{Context, Error, kube_err, namespace_of, write_status};
-use crate::etcd::ClientTls;
+use crate::etcd::{AlarmKind, ClientTls};
 use crate::k8s::members::KubeMembers;
 use crate::k8s::{objects, roll};
 use crate::membership::planner::Step;
@@ -308,7 +308,7 @@ async fn membership_step(
         size: usize::try_from(cluster.spec.size).unwrap_or(0),
         generation: cluster.metadata.generation,
         token: cluster.uid().unwrap_or_else(|| name.clone()),
-        replace_after: Target::replace_after_seconds(cluster.spec.replace_unhealthy_after_seconds),
+        replace_after: Target::seconds(cluster.spec.replace_unhealthy_after_seconds),
         version: Some(cluster.spec.version.clone()),
         rolls_versions: false,
         recovery: recovery::Policy {
@@ -316,6 +316,9 @@ async fn membership_step(
             ..recovery::Policy::of(cluster)
         },
         quota_backend_bytes: cluster.spec.options.quota_backend_bytes,
+        check_consistency_every: Target::seconds(
+            cluster.spec.maintenance.consistency_check_seconds,
+        ),
     };
     let previous = cluster.status.clone().unwrap_or_default();
     if quorum_lost_for(&previous) >= target.recovery.after {
@@ -713,7 +716,8 @@ fn step_reason(step: &Step) -> &'static str {
         Step::StopAll { .. } => "StopCluster",
         Step::Compact => "NospaceCompact",
         Step::Defragment { .. } => "NospaceDefragment",
-        Step::Disarm { .. } => "NospaceDisarm",
+        Step::Disarm { alarm: AlarmKind::Nospace, .. } => "NospaceDisarm",
+        Step::Disarm { alarm: AlarmKind::Corrupt, .. } => "CorruptDisarm",
         Step::Wait { .. } => "Waiting",
         Step::Done => "Converged",
     }

@@ -193,16 +193,37 @@ pub async fn defragment(endpoint: &str, tls: Option<&ClientTls>) -> Result<(), E
     Ok(())
 }
 
-/// Disarms the NOSPACE alarm of each of `members`: writes are accepted again.
-pub async fn disarm_nospace(client: &mut Client, members: &[u64]) -> Result<(), Error> {
+/// What one member's key-value store hashes to at a revision (etcd's `HashKV`): members that
+/// hold the same data up to `revision`, compacted at the same revision, give the same hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvHash {
+    pub hash: u32,
+    pub compact_revision: i64,
+}
+
+/// The hash of the key-value store of the member at `endpoint` at `revision` (asked of it
+/// alone). It walks the member's whole backend: a maintenance call.
+pub async fn hash_kv(
+    endpoint: &str,
+    tls: Option<&ClientTls>,
+    revision: i64,
+) -> Result<KvHash, Error> {
+    let mut client = connect(&[endpoint.to_owned()], tls).await?;
+    let response = bounded_within(MAINTENANCE_TIMEOUT, "hash kv", client.hash_kv(revision)).await?;
+    Ok(KvHash { hash: response.hash(), compact_revision: response.compact_version() })
+}
+
+/// Disarms `alarm` for each of `members`: writes (NOSPACE), requests (CORRUPT) are accepted
+/// again.
+pub async fn disarm(client: &mut Client, alarm: AlarmKind, members: &[u64]) -> Result<(), Error> {
+    let kind = match alarm {
+        AlarmKind::Nospace => AlarmType::Nospace,
+        AlarmKind::Corrupt => AlarmType::Corrupt,
+    };
     for member in members {
         let mut options = AlarmOptions::new();
         options.with_member(*member);
-        bounded(
-            "alarm disarm",
-            client.alarm(AlarmAction::Deactivate, AlarmType::Nospace, Some(options)),
-        )
-        .await?;
+        bounded("alarm disarm", client.alarm(AlarmAction::Deactivate, kind, Some(options))).await?;
     }
     Ok(())
 }
@@ -235,6 +256,8 @@ pub struct EndpointStatus {
     /// only a defragmentation returns), in bytes.
     pub db_size: i64,
     pub db_size_in_use: i64,
+    /// The revision of its key-value store (what it has applied).
+    pub revision: i64,
 }
 
 /// An alarm etcd raised for a member (what `etcdctl alarm list` shows): `NOSPACE` when its
@@ -244,6 +267,15 @@ pub struct EndpointStatus {
 pub struct Alarm {
     pub member_id: u64,
     pub kind: String,
+}
+
+/// An alarm the operator disarms once it mended what raised it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlarmKind {
+    /// A backend reached its quota: writes are refused.
+    Nospace,
+    /// Members' data differ: requests are refused.
+    Corrupt,
 }
 
 /// The alarms among a status response's errors, written as `memberID:N alarm:KIND` (protobuf's
@@ -362,6 +394,7 @@ pub async fn endpoint_status(
         alarms: alarms_of(status.errors()),
         db_size: status.db_size(),
         db_size_in_use: status.raft_used_db_size(),
+        revision: status.header().map(|h| h.revision()).unwrap_or_default(),
     })
 }
 

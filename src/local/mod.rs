@@ -142,11 +142,14 @@ fn target(cluster: &EtcdCluster, name: &str, token: &str, installs: &Installatio
         size: usize::try_from(cluster.spec.size).unwrap_or(0),
         generation: cluster.metadata.generation,
         token: token.to_owned(),
-        replace_after: Target::replace_after_seconds(cluster.spec.replace_unhealthy_after_seconds),
+        replace_after: Target::seconds(cluster.spec.replace_unhealthy_after_seconds),
         version,
         rolls_versions: true,
         recovery: recovery::Policy::of(cluster),
         quota_backend_bytes: cluster.spec.options.quota_backend_bytes,
+        check_consistency_every: Target::seconds(
+            cluster.spec.maintenance.consistency_check_seconds,
+        ),
     }
 }
 

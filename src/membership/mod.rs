@@ -1,6 +1,7 @@
 //! Membership: the planner (pure), the member port it acts through, the observe → plan → act
 //! reconcile, and the process adapter that runs members as local etcd processes.
 
+pub mod consistency;
 pub mod planner;
 pub mod reconcile;
 pub mod recovery;

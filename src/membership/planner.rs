@@ -7,6 +7,8 @@
 
 use std::collections::BTreeSet;
 
+use crate::etcd::AlarmKind;
+
 /// A member the spec asks for: ordinal `i` of a cluster is `NAME-i` with a fixed peer URL.
 pub type Wanted = crate::etcd::config::Peer;
 
@@ -120,8 +122,10 @@ pub enum Step {
         name: String,
         revision: i64,
     },
-    /// NOSPACE: space is free again; disarm the alarm raised for these members.
+    /// What raised `alarm` is mended (NOSPACE: space is free again; CORRUPT: the members it
+    /// was raised for are replaced); disarm it for these members.
     Disarm {
+        alarm: AlarmKind,
         members: Vec<u64>,
     },
     /// Scale to zero: record the membership, then stop every member, keeping data.
@@ -202,11 +206,21 @@ impl std::fmt::Display for Step {
             Step::Defragment { name, .. } => {
                 write!(f, "NOSPACE: defragmenting {name}, which serves nothing meanwhile")
             }
-            Step::Disarm { members } => write!(
-                f,
-                "NOSPACE: space freed on every member; disarming the alarm of {}, writes are accepted again",
-                members.iter().map(|m| format!("{m:x}")).collect::<Vec<_>>().join(", ")
-            ),
+            Step::Disarm { alarm, members } => {
+                let members = members.iter().map(|m| format!("{m:x}")).collect::<Vec<_>>();
+                match alarm {
+                    AlarmKind::Nospace => write!(
+                        f,
+                        "NOSPACE: space freed on every member; disarming the alarm of {}, writes are accepted again",
+                        members.join(", ")
+                    ),
+                    AlarmKind::Corrupt => write!(
+                        f,
+                        "CORRUPT: {} replaced from the others; disarming its alarm, requests are served again",
+                        members.join(", ")
+                    ),
+                }
+            }
             Step::StopAll { names } => {
                 write!(f, "stopping every member ({}), keeping their data", names.join(", "))
             }

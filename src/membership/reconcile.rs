@@ -15,6 +15,7 @@ use k8s_openapi::jiff::Timestamp;
 use etcd_crds::EtcdClusterStatus;
 use futures::future::join_all;
 
+use super::consistency::{self, Verdict};
 use super::planner::{Observed, Seen, Step, Wanted, next_step};
 use super::recovery::{self, Decision, Lost};
 use super::status::{quorum_lost_for, quorum_lost_since, status, unhealthy_since};
@@ -42,11 +43,14 @@ pub struct Target {
     pub recovery: recovery::Policy,
     /// Each member's `--quota-backend-bytes` (0: etcd's default): what NOSPACE is judged by.
     pub quota_backend_bytes: i64,
+    /// How often the voters' data is compared ([`consistency`]); `None` never.
+    pub check_consistency_every: Option<Duration>,
 }
 
 impl Target {
-    /// `spec.replaceUnhealthyAfterSeconds` as a threshold (0 and below: never).
-    pub fn replace_after_seconds(seconds: i64) -> Option<Duration> {
+    /// A spec's seconds as a period (0 and below: never): `replaceUnhealthyAfterSeconds`,
+    /// `maintenance.consistencyCheckSeconds`.
+    pub fn seconds(seconds: i64) -> Option<Duration> {
         u64::try_from(seconds).ok().filter(|s| *s > 0).map(Duration::from_secs)
     }
 }
@@ -84,8 +88,12 @@ pub struct Observation {
 static DEFRAGMENTED: std::sync::LazyLock<space::Defragmented> =
     std::sync::LazyLock::new(space::Defragmented::default);
 
+/// The last consistency check of each cluster (see [`consistency::Checks`]).
+static CHECKS: std::sync::LazyLock<consistency::Checks> =
+    std::sync::LazyLock::new(consistency::Checks::default);
+
 impl Target {
-    /// The key of this cluster in the process's memory of defragmentations.
+    /// The key of this cluster in the process's memory of defragmentations and checks.
     fn memory_key(&self) -> String {
         format!("{}/{}", self.token, self.cluster)
     }
@@ -333,9 +341,9 @@ pub async fn act(
             etcd::defragment(&port.urls(name)?.client, tls).await?;
             DEFRAGMENTED.record(&target.memory_key(), *revision, name);
         }
-        Step::Disarm { members } => {
+        Step::Disarm { alarm, members } => {
             let mut client = etcd::connect(&endpoints()?, tls).await?;
-            etcd::disarm_nospace(&mut client, members).await?;
+            etcd::disarm(&mut client, *alarm, members).await?;
         }
         Step::StopAll { names } => {
             // Highest ordinal first: a StatefulSet only shrinks from the top.
@@ -396,6 +404,11 @@ pub async fn plan(
         };
         let (statuses, leader) = (&observation.statuses, observation.planner.leader);
         step = space::next(members, statuses, leader, &space).unwrap_or(Step::Done);
+    }
+    if let (Step::Done, Some(members), Some(every)) =
+        (&step, &observation.planner.members, target.check_consistency_every)
+    {
+        step = check_consistency(port, target, members, &observation, tls, every).await;
     }
     let lost_long_enough = quorum_lost_for(previous) >= target.recovery.after;
     // The approval token: the cluster ID and when the quorum was lost, so that an approval
@@ -460,6 +473,18 @@ pub async fn plan(
         Decision::None => {}
     }
     let mut status = status(target, &observation, &step, previous);
+    if let Some((ok, reason, message)) =
+        CHECKS.last(&target.memory_key()).and_then(|check| check.verdict.condition())
+    {
+        let condition = etcd_crds::conditions::condition(
+            types::DATA_CONSISTENT,
+            ok,
+            reason,
+            message,
+            target.generation,
+        );
+        etcd_crds::conditions::set_condition(&mut status.conditions, condition);
+    }
     if observation.planner.members.is_none() && recovering(previous) {
         // Still recovering: the condition says what recovery did, until the member answers, or
         // for how long it has not.
@@ -522,6 +547,72 @@ fn while_forcing(kept: Option<&str>, coming: bool) -> Decision {
                     .into(),
         },
     }
+}
+
+/// The voters' data compared when a check is due (every voter answering), and the step that
+/// replaces a member whose data differs from a quorum's or that etcd raised CORRUPT for, or
+/// disarms that alarm ([`consistency`]); `Done` when there is none.
+async fn check_consistency(
+    port: &impl MemberPort,
+    target: &Target,
+    members: &[Seen],
+    observation: &Observation,
+    tls: Option<&ClientTls>,
+    every: Duration,
+) -> Step {
+    let key = target.memory_key();
+    let voters: Vec<&Seen> = members.iter().filter(|m| !m.is_learner).collect();
+    let ids: BTreeSet<u64> = members.iter().map(|m| m.id).collect();
+    let corrupt = consistency::corrupt(&observation.statuses);
+    let alarmed = !corrupt.is_empty();
+    if voters.iter().all(|m| m.healthy)
+        && consistency::due(CHECKS.last(&key).as_ref(), every, &ids, alarmed)
+    {
+        let verdict = hash_voters(port, &voters, &observation.statuses, tls).await;
+        match &verdict {
+            Verdict::Consistent { .. } => {
+                tracing::debug!(cluster = %target.cluster, ?verdict, "data consistent")
+            }
+            Verdict::Unknown { reason } => {
+                tracing::info!(cluster = %target.cluster, %reason, "consistency not checked")
+            }
+            _ => tracing::warn!(cluster = %target.cluster, ?verdict, "the members' data differ"),
+        }
+        CHECKS.record(&key, verdict, alarmed);
+    }
+    let last = CHECKS.last(&key);
+    consistency::next(members, observation.planner.leader, last.as_ref(), &corrupt)
+        .unwrap_or(Step::Done)
+}
+
+/// Every voter's hash at the lowest revision any of them reported with its status (all have
+/// applied it). Status and HashKV are maintenance calls, answered under CORRUPT too.
+async fn hash_voters(
+    port: &impl MemberPort,
+    voters: &[&Seen],
+    statuses: &[(String, EndpointStatus)],
+    tls: Option<&ClientTls>,
+) -> Verdict {
+    let revisions: Vec<i64> = voters
+        .iter()
+        .filter_map(|m| statuses.iter().find(|(n, _)| *n == m.name).map(|(_, s)| s.revision))
+        .collect();
+    let Some(revision) =
+        revisions.iter().copied().min().filter(|_| revisions.len() == voters.len())
+    else {
+        return Verdict::Unknown { reason: "a voter gave no status".into() };
+    };
+    let hashes = join_all(voters.iter().map(|m| async move {
+        let url = port.urls(&m.name).ok()?.client;
+        etcd::hash_kv(&url, tls, revision)
+            .await
+            .inspect_err(|err| tracing::info!(member = %m.name, %err, "no hash"))
+            .ok()
+            .map(|hash| (m.id, m.name.clone(), hash))
+    }))
+    .await;
+    let hashes: Vec<_> = hashes.into_iter().flatten().collect();
+    consistency::judge(revision, voters.len(), &hashes)
 }
 
 /// The voters the last status recorded, none of them answering.
@@ -693,6 +784,7 @@ mod tests {
             rolls_versions: false,
             recovery: recovery::Policy::default(),
             quota_backend_bytes: 0,
+            check_consistency_every: None,
         };
         let now = Timestamp::from_second(2_000_000).unwrap();
         let silent_since = Time(Timestamp::from_second(2_000_000 - 600).unwrap());

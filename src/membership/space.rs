@@ -22,7 +22,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, PoisonError};
 
 use super::planner::{Seen, Step, quorum};
-use crate::etcd::EndpointStatus;
+use crate::etcd::{AlarmKind, EndpointStatus};
 
 /// The alarm etcd raises when a backend reaches its quota.
 pub const NOSPACE: &str = "NOSPACE";
@@ -137,7 +137,7 @@ pub fn next(
             space.quota
         ));
     }
-    Some(Step::Disarm { members: alarmed })
+    Some(Step::Disarm { alarm: AlarmKind::Nospace, members: alarmed })
 }
 
 #[cfg(test)]
@@ -196,7 +196,7 @@ mod tests {
         assert_eq!(at([1, 4, 1], 12, space(true, &["c-0", "c-2"])), defragment("c-1"));
         assert_eq!(
             at([1, 1, 1], 12, space(true, &["c-0", "c-1", "c-2"])),
-            Some(Step::Disarm { members: vec![10] })
+            Some(Step::Disarm { alarm: AlarmKind::Nospace, members: vec![10] })
         );
     }
 

@@ -359,6 +359,7 @@ mod tests {
             rolls_versions: false,
             recovery: Policy { after: Duration::from_secs(300), ..Policy::default() },
             quota_backend_bytes: 0,
+            check_consistency_every: None,
         }
     }
 

@@ -63,7 +63,7 @@ fn the_alert_rules_pass_promtool_and_their_unit_tests() {
     let mut rules = rule_file();
     std::fs::write(dir.path().join("full.yaml"), serde_yaml::to_string(&rules).unwrap()).unwrap();
     let checked = promtool(&["check", "rules", "full.yaml"], dir.path());
-    assert!(checked.contains("SUCCESS: 10 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 11 rules found"), "{checked}");
 
     // promtool compares annotations word for word: the unit tests are about when alerts fire.
     for group in rules["groups"].as_sequence_mut().unwrap() {
@@ -108,7 +108,16 @@ async fn exported() -> BTreeSet<String> {
         backups.register(&mut registry);
     }
     let labels = ClusterLabels { namespace: "prod".into(), cluster: "main".into() };
-    clusters.observe(&labels, 3, "3.5.1", &Default::default());
+    // A status with every condition a series is set from only once present.
+    let checked = etcd_crds::conditions::condition(
+        etcd_crds::conditions::types::DATA_CONSISTENT,
+        true,
+        "Consistent",
+        String::new(),
+        None,
+    );
+    let status = etcd_crds::EtcdClusterStatus { conditions: vec![checked], ..Default::default() };
+    clusters.observe(&labels, 3, "3.5.1", &status);
     clusters.step(&labels, "promote");
     let request = etcd_certs::ClusterPkiRequest {
         cluster: "main".into(),

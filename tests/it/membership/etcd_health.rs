@@ -132,6 +132,114 @@ async fn changed_data_is_refused_on_3_6_17() {
     a_member_with_silently_changed_data_never_serves_it("3.6.17", &[&release_flag("3.6.17")]).await;
 }
 
+/// Changes every copy of `from` in the file of a running member by writing over those bytes
+/// in place (its backend is mapped in memory: a truncated file would crash it, not corrupt it);
+/// how many there were.
+fn flip_in_place(file: &Path, from: &[u8], to: &[u8]) -> usize {
+    use std::os::unix::fs::FileExt;
+    let bytes = std::fs::read(file).unwrap();
+    let open = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    let mut count = 0;
+    for (at, window) in bytes.windows(from.len()).enumerate() {
+        if window == from {
+            open.write_all_at(to, at as u64).unwrap();
+            count += 1;
+        }
+    }
+    open.sync_all().unwrap();
+    count
+}
+
+/// A running member's data changes under it (a value rewritten on disk, as failing storage or
+/// a stray write would: no checksum notices, and etcd's own checks run at start or after a
+/// compaction only). It serves the wrong value; the operator's check finds its hash differs
+/// from the two others' at one revision, says so in DataConsistent, and replaces it from the
+/// others: removed, its data wiped, added back as a learner and promoted, the others untouched.
+/// Afterwards it serves what was written, every acknowledged write is there, and the check
+/// finds the voters agree. Before, nothing noticed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_data_changed_under_it_is_found_and_replaced() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let spec = "  maintenance:\n    consistencyCheckSeconds: 3\n";
+    let local = Local::start_spec(PATH_VERSION, 3, spec, &[]);
+    let before = local.wait_running(3, TIMEOUT).await;
+    let tls = local.tls();
+    let endpoints: Vec<String> = (0..3).map(|i| local.client_url(&format!("it-{i}"))).collect();
+    let writer = Writer::start(endpoints.clone(), tls.clone());
+    let mut client = etcd_operator::etcd::connect(&endpoints, Some(&tls)).await.unwrap();
+    client.put("canary", INTACT, None).await.unwrap();
+    // Later revisions fill the pages after the canary's: a write appends to the last page of
+    // the key bucket, rewriting it from the write's own copy, so a change to that page would be
+    // undone by the next write; one in an earlier page stays.
+    for i in 0..300 {
+        client.put(format!("filler-{i:03}"), vec![b'f'; 64], None).await.unwrap();
+    }
+    let victim = "it-2";
+    let mut direct =
+        etcd_operator::etcd::connect(&[local.client_url(victim)], Some(&tls)).await.unwrap();
+    let serializable = || Some(GetOptions::new().with_serializable());
+    let served = |answer: etcd_client::GetResponse| {
+        answer.kvs().first().map(|kv| kv.value().to_vec()).unwrap_or_default()
+    };
+    let deadline = Instant::now() + TIMEOUT;
+    while served(direct.get("canary", serializable()).await.unwrap()) != INTACT {
+        assert!(Instant::now() < deadline, "{victim} never applied the write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // In the backend file once the batch holding it is committed (every 100 ms).
+    let db = local.state().join("members").join(victim).join("data/member/snap/db");
+    while !std::fs::read(&db).unwrap().windows(INTACT.len()).any(|w| w == INTACT) {
+        assert!(Instant::now() < deadline, "the value never reached {}", db.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(flip_in_place(&db, INTACT, BROKEN) > 0);
+    assert_eq!(
+        served(direct.get("canary", serializable()).await.unwrap()),
+        BROKEN,
+        "{victim} serves what its disk says"
+    );
+
+    let id = |status: &etcd_crds::EtcdClusterStatus, name: &str| {
+        status.members.iter().find(|m| m.name == name).and_then(|m| m.id.clone())
+    };
+    let consistent = |status: &etcd_crds::EtcdClusterStatus| {
+        status.conditions.iter().find(|c| c.type_ == "DataConsistent").cloned()
+    };
+    let found = loop {
+        let status = local.status();
+        if let Some(c) = consistent(&status).filter(|c| c.status == "False") {
+            break c.message;
+        }
+        assert!(Instant::now() < deadline, "not found: {status:#?}\n{}", local.operator_log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(found.starts_with("it-2 holds other data than a quorum of voters"), "{found}");
+    let deadline = Instant::now() + TIMEOUT;
+    let after = loop {
+        let status = local.status();
+        let replaced = id(&status, victim).is_some_and(|now| Some(now) != id(&before, victim));
+        if replaced
+            && status.ready_replicas == 3
+            && consistent(&status).is_some_and(|c| c.status == "True")
+        {
+            break status;
+        }
+        assert!(status.ready_replicas >= 2, "fewer than a quorum ready: {status:#?}");
+        assert!(Instant::now() < deadline, "not replaced: {status:#?}\n{}", local.operator_log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for other in ["it-0", "it-1"] {
+        assert_eq!(id(&after, other), id(&before, other), "{other} was left alone");
+    }
+    let mut direct =
+        etcd_operator::etcd::connect(&[local.client_url(victim)], Some(&tls)).await.unwrap();
+    assert_eq!(served(direct.get("canary", serializable()).await.unwrap()), INTACT);
+    let (acknowledged, _) = writer.finish().await;
+    assert_all_present(&endpoints, &tls, &acknowledged).await;
+    println!("found: {found}; writes acknowledged {}", acknowledged.len());
+}
+
 /// Puts `value` under `key` until etcd refuses for lack of space; the error.
 async fn fill(client: &mut etcd_client::Client, key: impl Fn(usize) -> String) -> String {
     let value = vec![b'x'; 256 * 1024];

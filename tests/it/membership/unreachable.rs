@@ -29,6 +29,7 @@ fn target(size: usize) -> Target {
         rolls_versions: false,
         recovery: Policy { after: Duration::from_secs(300), ..Policy::default() },
         quota_backend_bytes: 0,
+        check_consistency_every: None,
     }
 }
 
