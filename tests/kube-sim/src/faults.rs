@@ -9,6 +9,9 @@
 //!   serving; `heal node=N` ends it;
 //! - `wipe claim=NS/NAME`: the claim's volume loses its data;
 //! - `corrupt claim=NS/NAME`: every file on the claim's volume is overwritten with garbage;
+//! - `rewrite claim=NS/NAME from=TEXT to=TEXT`: every copy of TEXT in the claim's files is
+//!   overwritten in place with TEXT of the same length, as failing storage changes bytes under a
+//!   running process (which maps its files: nothing is truncated, so it reads the change);
 //! - `restart-apiserver`: the real kube-apiserver process restarts (watches drop, caches rebuild);
 //! - `fail permille=N`: that share of the requests pods send to the API server fail with 500.
 
@@ -60,6 +63,33 @@ fn corrupt_files(dir: &Path) -> Result<usize, String> {
             let garbage = vec![0xA5u8; usize::try_from(meta.len()).unwrap_or(0)];
             std::fs::write(&path, garbage).map_err(|e| format!("{}: {e}", path.display()))?;
             count += 1;
+        }
+    }
+    Ok(count)
+}
+
+/// Overwrites every copy of `from` in the files under `dir` with `to` (same length), in place;
+/// returns how many.
+fn rewrite_files(dir: &Path, from: &[u8], to: &[u8]) -> Result<usize, String> {
+    use std::os::unix::fs::FileExt;
+    if from.is_empty() || from.len() != to.len() {
+        return Err("from and to must be of one length, not empty".into());
+    }
+    let mut count = 0;
+    for entry in std::fs::read_dir(dir).map_err(|e| e.to_string())?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            count += rewrite_files(&path, from, to)?;
+            continue;
+        }
+        let io = |e: std::io::Error| format!("{}: {e}", path.display());
+        let bytes = std::fs::read(&path).map_err(io)?;
+        let file = std::fs::OpenOptions::new().write(true).open(&path).map_err(io)?;
+        for (at, window) in bytes.windows(from.len()).enumerate() {
+            if window == from {
+                file.write_all_at(to, at as u64).map_err(io)?;
+                count += 1;
+            }
         }
     }
     Ok(count)
@@ -155,6 +185,13 @@ impl Control {
                     };
                 }
                 Ok(json!({"wiped": claim}))
+            }
+            "rewrite" => {
+                let claim = arg("claim")?;
+                let (from, to) = (arg("from")?, arg("to")?);
+                let dir = self.volume_dir(&claim).await?;
+                let count = rewrite_files(&dir, from.as_bytes(), to.as_bytes())?;
+                Ok(json!({"rewritten": claim, "copies": count}))
             }
             "corrupt" => {
                 let claim = arg("claim")?;

@@ -56,6 +56,7 @@ enum Command {
     Fault {
         /// VERB KEY=VALUE...: kill pod=NS/NAME container=C, freeze node=N, unfreeze node=N,
         /// partition node=N, heal node=N, wipe claim=NS/NAME, corrupt claim=NS/NAME,
+        /// rewrite claim=NS/NAME from=TEXT to=TEXT,
         /// restart-apiserver, fail permille=N.
         #[arg(required = true)]
         words: Vec<String>,

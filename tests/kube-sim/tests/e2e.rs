@@ -138,6 +138,11 @@ fn a_full_backend_is_freed_without_a_person() {
 }
 
 #[test]
+fn a_member_whose_data_changed_under_it_is_found_and_replaced() {
+    scenario("consistency");
+}
+
+#[test]
 fn rolling_upgrade_from_3_4_to_3_5_under_a_writer() {
     scenario("upgrade");
 }
