@@ -287,8 +287,10 @@ fn alarms_of(errors: &[String]) -> Vec<Alarm> {
             let field = |name: &str| {
                 error.split_whitespace().find_map(|part| part.strip_prefix(name)).map(str::to_owned)
             };
-            let member_id = field("memberID:")?.parse().ok()?;
             let kind = field("alarm:")?;
+            // Protobuf's text form leaves out a zero member ID (etcd 3.5's compaction check
+            // raises CORRUPT for member 0: "it isn't clear which member's data is corrupted").
+            let member_id = field("memberID:").map_or(Some(0), |id| id.parse().ok())?;
             Some(Alarm { member_id, kind })
         })
         .collect()
@@ -414,12 +416,16 @@ mod tests {
             "etcdserver: no leader".to_owned(),
             "memberID:10276657743932975437 alarm:NOSPACE ".to_owned(),
             "memberID:42 alarm:CORRUPT".to_owned(),
+            // etcd 3.5's compaction check raises CORRUPT for member 0, which protobuf's text
+            // form leaves out.
+            "alarm:CORRUPT ".to_owned(),
         ];
         assert_eq!(
             alarms_of(&errors),
             [
                 Alarm { member_id: 10276657743932975437, kind: "NOSPACE".into() },
                 Alarm { member_id: 42, kind: "CORRUPT".into() },
+                Alarm { member_id: 0, kind: "CORRUPT".into() },
             ]
         );
     }

@@ -216,7 +216,7 @@ impl std::fmt::Display for Step {
                     ),
                     AlarmKind::Corrupt => write!(
                         f,
-                        "CORRUPT: {} replaced from the others; disarming its alarm, requests are served again",
+                        "CORRUPT: the voters' data agree again; disarming the alarm of {} (0: raised for no member), requests are served again",
                         members.join(", ")
                     ),
                 }

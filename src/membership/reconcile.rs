@@ -405,9 +405,13 @@ pub async fn plan(
         let (statuses, leader) = (&observation.statuses, observation.planner.leader);
         step = space::next(members, statuses, leader, &space).unwrap_or(Step::Done);
     }
-    if let (Step::Done, Some(members), Some(every)) =
-        (&step, &observation.planner.members, target.check_consistency_every)
-    {
+    // etcd's CORRUPT alarm is mended even where periodic checks are off: it refuses requests.
+    let corrupt = !consistency::corrupt(&observation.statuses).is_empty();
+    if let (Step::Done, Some(members), Some(every)) = (
+        &step,
+        &observation.planner.members,
+        target.check_consistency_every.or(corrupt.then_some(Duration::MAX)),
+    ) {
         step = check_consistency(port, target, members, &observation, tls, every).await;
     }
     let lost_long_enough = quorum_lost_for(previous) >= target.recovery.after;

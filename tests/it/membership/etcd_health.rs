@@ -150,6 +150,41 @@ fn flip_in_place(file: &Path, from: &[u8], to: &[u8]) -> usize {
     count
 }
 
+/// The canary as `member` alone holds it (a serializable read).
+async fn canary_of(local: &Local, member: &str) -> Vec<u8> {
+    let url = local.client_url(member);
+    let mut direct = etcd_operator::etcd::connect(&[url], Some(&local.tls())).await.unwrap();
+    let answer = direct.get("canary", Some(GetOptions::new().with_serializable())).await.unwrap();
+    answer.kvs().first().map(|kv| kv.value().to_vec()).unwrap_or_default()
+}
+
+/// Writes the canary, then rewrites it on `victim`'s disk under its running etcd, which then
+/// serves the changed value. Later revisions fill the pages after the canary's first: a write
+/// appends to the last page of the key bucket, rewriting it from the write's own copy, so a
+/// change to that page would be undone by the next write; one in an earlier page stays.
+async fn rewrite_under_a_running_member(local: &Local, victim: &str) {
+    let endpoints: Vec<String> = (0..3).map(|i| local.client_url(&format!("it-{i}"))).collect();
+    let mut client = etcd_operator::etcd::connect(&endpoints, Some(&local.tls())).await.unwrap();
+    client.put("canary", INTACT, None).await.unwrap();
+    for i in 0..300 {
+        client.put(format!("filler-{i:03}"), vec![b'f'; 64], None).await.unwrap();
+    }
+    let deadline = Instant::now() + TIMEOUT;
+    while canary_of(local, victim).await != INTACT {
+        assert!(Instant::now() < deadline, "{victim} never applied the write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // In the backend file once the batch holding it is committed (every 100 ms).
+    let db = local.state().join("members").join(victim).join("data/member/snap/db");
+    while !std::fs::read(&db).unwrap().windows(INTACT.len()).any(|w| w == INTACT) {
+        assert!(Instant::now() < deadline, "the value never reached {}", db.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(flip_in_place(&db, INTACT, BROKEN) > 0);
+    assert_eq!(canary_of(local, victim).await, BROKEN, "{victim} serves what its disk says");
+}
+
 /// A running member's data changes under it (a value rewritten on disk, as failing storage or
 /// a stray write would: no checksum notices, and etcd's own checks run at start or after a
 /// compaction only). It serves the wrong value; the operator's check finds its hash differs
@@ -166,39 +201,9 @@ async fn a_member_whose_data_changed_under_it_is_found_and_replaced() {
     let tls = local.tls();
     let endpoints: Vec<String> = (0..3).map(|i| local.client_url(&format!("it-{i}"))).collect();
     let writer = Writer::start(endpoints.clone(), tls.clone());
-    let mut client = etcd_operator::etcd::connect(&endpoints, Some(&tls)).await.unwrap();
-    client.put("canary", INTACT, None).await.unwrap();
-    // Later revisions fill the pages after the canary's: a write appends to the last page of
-    // the key bucket, rewriting it from the write's own copy, so a change to that page would be
-    // undone by the next write; one in an earlier page stays.
-    for i in 0..300 {
-        client.put(format!("filler-{i:03}"), vec![b'f'; 64], None).await.unwrap();
-    }
     let victim = "it-2";
-    let mut direct =
-        etcd_operator::etcd::connect(&[local.client_url(victim)], Some(&tls)).await.unwrap();
-    let serializable = || Some(GetOptions::new().with_serializable());
-    let served = |answer: etcd_client::GetResponse| {
-        answer.kvs().first().map(|kv| kv.value().to_vec()).unwrap_or_default()
-    };
+    rewrite_under_a_running_member(&local, victim).await;
     let deadline = Instant::now() + TIMEOUT;
-    while served(direct.get("canary", serializable()).await.unwrap()) != INTACT {
-        assert!(Instant::now() < deadline, "{victim} never applied the write");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // In the backend file once the batch holding it is committed (every 100 ms).
-    let db = local.state().join("members").join(victim).join("data/member/snap/db");
-    while !std::fs::read(&db).unwrap().windows(INTACT.len()).any(|w| w == INTACT) {
-        assert!(Instant::now() < deadline, "the value never reached {}", db.display());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(flip_in_place(&db, INTACT, BROKEN) > 0);
-    assert_eq!(
-        served(direct.get("canary", serializable()).await.unwrap()),
-        BROKEN,
-        "{victim} serves what its disk says"
-    );
 
     let id = |status: &etcd_crds::EtcdClusterStatus, name: &str| {
         status.members.iter().find(|m| m.name == name).and_then(|m| m.id.clone())
@@ -232,12 +237,76 @@ async fn a_member_whose_data_changed_under_it_is_found_and_replaced() {
     for other in ["it-0", "it-1"] {
         assert_eq!(id(&after, other), id(&before, other), "{other} was left alone");
     }
-    let mut direct =
-        etcd_operator::etcd::connect(&[local.client_url(victim)], Some(&tls)).await.unwrap();
-    assert_eq!(served(direct.get("canary", serializable()).await.unwrap()), INTACT);
+    assert_eq!(canary_of(&local, victim).await, INTACT);
     let (acknowledged, _) = writer.finish().await;
     assert_all_present(&endpoints, &tls, &acknowledged).await;
     println!("found: {found}; writes acknowledged {}", acknowledged.len());
+}
+
+/// etcd's own compaction check (3.5.5 and later) finds a follower's hash at the compacted
+/// revision differs from the leader's and raises CORRUPT — for no member in particular (ID 0) —
+/// and the cluster refuses writes. With the operator's periodic check off, the alarm alone
+/// has it hash the voters, replace the one that differs and disarm: writes are accepted again,
+/// the changed value is gone, every acknowledged write is there. Before, a person had to find
+/// the member, replace it and disarm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcds_corrupt_alarm_is_mended_without_a_person() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/go-bin/etcd-3.5");
+    let spec = "  maintenance:\n    consistencyCheckSeconds: 0\n  options:\n    extraArgs:\n      experimental-compact-hash-check-time: \"1000000000\"\n";
+    let flag = format!("--etcd=3.5.36={}", dir.display());
+    let local = Local::start_spec("3.5.36", 3, spec, &[&flag]);
+    let before = local.wait_running(3, TIMEOUT).await;
+    let tls = local.tls();
+    let endpoints: Vec<String> = (0..3).map(|i| local.client_url(&format!("it-{i}"))).collect();
+    let writer = Writer::start(endpoints.clone(), tls.clone());
+    let victim = "it-2";
+    rewrite_under_a_running_member(&local, victim).await;
+    let mut client = etcd_operator::etcd::connect(&endpoints, Some(&tls)).await.unwrap();
+    let revision = etcd_operator::etcd::revision(&mut client).await.unwrap();
+    client.compact(revision, None).await.unwrap();
+
+    let deadline = Instant::now() + TIMEOUT;
+    // Writes are refused (reads are served from the backend as it is).
+    let refused = loop {
+        match client.put("probe", "x", None).await {
+            Err(err) if err.to_string().contains("corrupt") => break err.to_string(),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "no CORRUPT: {:#?}", local.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let deadline = Instant::now() + TIMEOUT;
+    let after = loop {
+        let status = local.status();
+        let id = |s: &etcd_crds::EtcdClusterStatus| {
+            s.members.iter().find(|m| m.name == victim).and_then(|m| m.id.clone())
+        };
+        if id(&status) != id(&before)
+            && status.ready_replicas == 3
+            && client.put("probe", "x", None).await.is_ok()
+        {
+            break status;
+        }
+        assert!(status.ready_replicas >= 2, "fewer than a quorum ready: {status:#?}");
+        assert!(Instant::now() < deadline, "not mended: {status:#?}\n{}", local.operator_log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let log = local.operator_log();
+    assert!(
+        log.contains("CORRUPT: the voters' data agree again; disarming the alarm of 0"),
+        "the alarm disarmed by the operator:\n{log}"
+    );
+    for other in ["it-0", "it-1"] {
+        let id = |s: &etcd_crds::EtcdClusterStatus| {
+            s.members.iter().find(|m| m.name == other).and_then(|m| m.id.clone())
+        };
+        assert_eq!(id(&after), id(&before), "{other} was left alone");
+    }
+    assert_eq!(canary_of(&local, victim).await, INTACT);
+    let (acknowledged, _) = writer.finish().await;
+    assert_all_present(&endpoints, &tls, &acknowledged).await;
+    println!("refused: {refused}; writes acknowledged {}", acknowledged.len());
 }
 
 /// Puts `value` under `key` until etcd refuses for lack of space; the error.
