@@ -1,4 +1,5 @@
-//! The controllers: kube-runtime reconcile loops for EtcdCluster (and, wired by `run`, backups).
+//! The controllers: kube-runtime reconcile loops for EtcdCluster, EtcdBackup and EtcdRestore,
+//! wired by `run`.
 //!
 //! A reconcile observes, asks the planner for one next step, performs it, writes status and
 //! requeues; everything it does is safe to repeat after a crash between any two API calls.

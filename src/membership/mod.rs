@@ -1,5 +1,7 @@
 //! Membership: the planner (pure), the member port it acts through, the observe → plan → act
-//! reconcile, and the process adapter that runs members as local etcd processes.
+//! reconcile, and the pure rules beside the planner (upgrades, quorum-loss recovery, NOSPACE,
+//! data consistency). The port's adapters live with their platforms: `local/process.rs`
+//! (etcd processes) and `k8s/members.rs` (StatefulSet pods).
 
 pub mod consistency;
 pub mod planner;
