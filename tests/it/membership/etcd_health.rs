@@ -10,6 +10,7 @@ use crate::support::local::{
     DISTRO_VERSION, Local, PATH_VERSION, Writer, assert_all_present, distro_flag, release_flag,
 };
 use etcd_client::GetOptions;
+use etcd_crds::EtcdClusterStatus;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 const INTACT: &[u8] = b"intact-3f9c2a71d04b8e65";
@@ -185,6 +186,52 @@ async fn rewrite_under_a_running_member(local: &Local, victim: &str) {
     assert_eq!(canary_of(local, victim).await, BROKEN, "{victim} serves what its disk says");
 }
 
+const VICTIM: &str = "it-2";
+
+/// A three-member cluster under a writer, and the canary rewritten under `VICTIM`'s running
+/// etcd: the status before, the endpoints and the writer.
+async fn a_rewritten_member(local: &Local) -> (EtcdClusterStatus, Vec<String>, Writer) {
+    let before = local.wait_running(3, TIMEOUT).await;
+    let endpoints: Vec<String> = (0..3).map(|i| local.client_url(&format!("it-{i}"))).collect();
+    let writer = Writer::start(endpoints.clone(), local.tls());
+    rewrite_under_a_running_member(local, VICTIM).await;
+    (before, endpoints, writer)
+}
+
+fn id_of(status: &EtcdClusterStatus, name: &str) -> Option<String> {
+    status.members.iter().find(|m| m.name == name).and_then(|m| m.id.clone())
+}
+
+/// Until `VICTIM` is back under a new ID with every member ready and `mended` holds, a quorum
+/// ready throughout; then the others kept their IDs, the canary is intact again and every
+/// write the writer had acknowledged is there: how many.
+async fn replaced_from_the_others(
+    local: &Local,
+    before: &EtcdClusterStatus,
+    endpoints: &[String],
+    writer: Writer,
+    mended: impl AsyncFn(&EtcdClusterStatus) -> bool,
+) -> usize {
+    let deadline = Instant::now() + TIMEOUT;
+    let after = loop {
+        let status = local.status();
+        let replaced = id_of(&status, VICTIM).is_some_and(|now| Some(now) != id_of(before, VICTIM));
+        if replaced && status.ready_replicas == 3 && mended(&status).await {
+            break status;
+        }
+        assert!(status.ready_replicas >= 2, "fewer than a quorum ready: {status:#?}");
+        assert!(Instant::now() < deadline, "not replaced: {status:#?}\n{}", local.operator_log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for other in ["it-0", "it-1"] {
+        assert_eq!(id_of(&after, other), id_of(before, other), "{other} was left alone");
+    }
+    assert_eq!(canary_of(local, VICTIM).await, INTACT);
+    let (acknowledged, _) = writer.finish().await;
+    assert_all_present(endpoints, &local.tls(), &acknowledged).await;
+    acknowledged.len()
+}
+
 /// A running member's data changes under it (a value rewritten on disk, as failing storage or
 /// a stray write would: no checksum notices, and etcd's own checks run at start or after a
 /// compaction only). It serves the wrong value; the operator's check finds its hash differs
@@ -197,18 +244,9 @@ async fn a_member_whose_data_changed_under_it_is_found_and_replaced() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let spec = "  maintenance:\n    consistencyCheckSeconds: 3\n";
     let local = Local::start_spec(PATH_VERSION, 3, spec, &[]);
-    let before = local.wait_running(3, TIMEOUT).await;
-    let tls = local.tls();
-    let endpoints: Vec<String> = (0..3).map(|i| local.client_url(&format!("it-{i}"))).collect();
-    let writer = Writer::start(endpoints.clone(), tls.clone());
-    let victim = "it-2";
-    rewrite_under_a_running_member(&local, victim).await;
+    let (before, endpoints, writer) = a_rewritten_member(&local).await;
     let deadline = Instant::now() + TIMEOUT;
-
-    let id = |status: &etcd_crds::EtcdClusterStatus, name: &str| {
-        status.members.iter().find(|m| m.name == name).and_then(|m| m.id.clone())
-    };
-    let consistent = |status: &etcd_crds::EtcdClusterStatus| {
+    let consistent = |status: &EtcdClusterStatus| {
         status.conditions.iter().find(|c| c.type_ == "DataConsistent").cloned()
     };
     let found = loop {
@@ -220,27 +258,10 @@ async fn a_member_whose_data_changed_under_it_is_found_and_replaced() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(found.starts_with("it-2 holds other data than a quorum of voters"), "{found}");
-    let deadline = Instant::now() + TIMEOUT;
-    let after = loop {
-        let status = local.status();
-        let replaced = id(&status, victim).is_some_and(|now| Some(now) != id(&before, victim));
-        if replaced
-            && status.ready_replicas == 3
-            && consistent(&status).is_some_and(|c| c.status == "True")
-        {
-            break status;
-        }
-        assert!(status.ready_replicas >= 2, "fewer than a quorum ready: {status:#?}");
-        assert!(Instant::now() < deadline, "not replaced: {status:#?}\n{}", local.operator_log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    for other in ["it-0", "it-1"] {
-        assert_eq!(id(&after, other), id(&before, other), "{other} was left alone");
-    }
-    assert_eq!(canary_of(&local, victim).await, INTACT);
-    let (acknowledged, _) = writer.finish().await;
-    assert_all_present(&endpoints, &tls, &acknowledged).await;
-    println!("found: {found}; writes acknowledged {}", acknowledged.len());
+    let agree =
+        async |status: &EtcdClusterStatus| consistent(status).is_some_and(|c| c.status == "True");
+    let acknowledged = replaced_from_the_others(&local, &before, &endpoints, writer, agree).await;
+    println!("found: {found}; writes acknowledged {acknowledged}");
 }
 
 /// etcd's own compaction check (3.5.5 and later) finds a follower's hash at the compacted
@@ -256,13 +277,8 @@ async fn etcds_corrupt_alarm_is_mended_without_a_person() {
     let spec = "  maintenance:\n    consistencyCheckSeconds: 0\n  options:\n    extraArgs:\n      experimental-compact-hash-check-time: \"1000000000\"\n";
     let flag = format!("--etcd=3.5.36={}", dir.display());
     let local = Local::start_spec("3.5.36", 3, spec, &[&flag]);
-    let before = local.wait_running(3, TIMEOUT).await;
-    let tls = local.tls();
-    let endpoints: Vec<String> = (0..3).map(|i| local.client_url(&format!("it-{i}"))).collect();
-    let writer = Writer::start(endpoints.clone(), tls.clone());
-    let victim = "it-2";
-    rewrite_under_a_running_member(&local, victim).await;
-    let mut client = etcd_operator::etcd::connect(&endpoints, Some(&tls)).await.unwrap();
+    let (before, endpoints, writer) = a_rewritten_member(&local).await;
+    let mut client = etcd_operator::etcd::connect(&endpoints, Some(&local.tls())).await.unwrap();
     let revision = etcd_operator::etcd::revision(&mut client).await.unwrap();
     client.compact(revision, None).await.unwrap();
 
@@ -276,37 +292,18 @@ async fn etcds_corrupt_alarm_is_mended_without_a_person() {
         assert!(Instant::now() < deadline, "no CORRUPT: {:#?}", local.status());
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let deadline = Instant::now() + TIMEOUT;
-    let after = loop {
-        let status = local.status();
-        let id = |s: &etcd_crds::EtcdClusterStatus| {
-            s.members.iter().find(|m| m.name == victim).and_then(|m| m.id.clone())
-        };
-        if id(&status) != id(&before)
-            && status.ready_replicas == 3
-            && client.put("probe", "x", None).await.is_ok()
-        {
-            break status;
-        }
-        assert!(status.ready_replicas >= 2, "fewer than a quorum ready: {status:#?}");
-        assert!(Instant::now() < deadline, "not mended: {status:#?}\n{}", local.operator_log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let writable = async |_: &EtcdClusterStatus| {
+        let mut client = client.clone();
+        client.put("probe", "x", None).await.is_ok()
     };
+    let acknowledged =
+        replaced_from_the_others(&local, &before, &endpoints, writer, writable).await;
     let log = local.operator_log();
     assert!(
         log.contains("CORRUPT: the voters' data agree again; disarming the alarm of 0"),
         "the alarm disarmed by the operator:\n{log}"
     );
-    for other in ["it-0", "it-1"] {
-        let id = |s: &etcd_crds::EtcdClusterStatus| {
-            s.members.iter().find(|m| m.name == other).and_then(|m| m.id.clone())
-        };
-        assert_eq!(id(&after), id(&before), "{other} was left alone");
-    }
-    assert_eq!(canary_of(&local, victim).await, INTACT);
-    let (acknowledged, _) = writer.finish().await;
-    assert_all_present(&endpoints, &tls, &acknowledged).await;
-    println!("refused: {refused}; writes acknowledged {}", acknowledged.len());
+    println!("refused: {refused}; writes acknowledged {acknowledged}");
 }
 
 /// Puts `value` under `key` until etcd refuses for lack of space; the error.
